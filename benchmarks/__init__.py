@@ -1,0 +1,1 @@
+"""Benchmark runners behind `scalowatch bench ...`: NAB, UCR, MVTec, audio, throughput."""

@@ -1,0 +1,1 @@
+"""Scalowatch live dashboard (Streamlit) and its store query layer."""

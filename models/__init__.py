@@ -1,0 +1,1 @@
+"""Scalowatch model core: pure PyTorch/numpy (no Kafka, InfluxDB or Streamlit here)."""
