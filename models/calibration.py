@@ -1,0 +1,183 @@
+"""Online calibration of raw anomaly scores into an anomaly likelihood (the HTM / NAB approach).
+
+Raw scores from different models live on different scales and drift with the data, so a fixed
+threshold on them cannot be shared across streams. The HTM "anomaly likelihood" answers a scale-free
+question instead: *how unusual is the recent level of raw scores compared with their own history?*
+
+- a long rolling window of (short-averaged) past raw scores gives a mean and a standard deviation;
+- a short moving average of the most recent raw scores (including the current one) smooths single-point noise;
+- likelihood = 1 - Q(z), z = (short_mean - mean) / std, Q the Gaussian upper-tail probability.
+
+Everything is causal: the output for point t depends only on raw scores 0..t, and the distribution is
+estimated from points strictly before t, so appending points never changes earlier outputs.
+NAB's detectors report the log-scaled likelihood ``log(1.0000000001 - L) / log(1e-10)``, which spreads
+the interesting region L > 0.99 over [0, 1]; ``log_scale=True`` gives that.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from models.errors import InputError
+
+_LOG_EPS = 1.0000000001
+_LOG_NORM = math.log(1.0000000001 - 1.0)  # log(1e-10) ~ -23.03
+
+
+def log_likelihood(likelihood: float) -> float:
+    """NAB/HTM log scaling: 0 stays ~0, 0.5 -> 0.03, 0.99999 -> 0.5, 1 -> 1."""
+    return math.log(_LOG_EPS - likelihood) / _LOG_NORM
+
+
+@dataclass(frozen=True)
+class LikelihoodConfig:
+    """Hyperparameters; the defaults follow HTM's (learning 288 + estimation 100, window 8640, average 10)."""
+
+    historic_window: int = 8640
+    short_window: int = 10
+    learning_period: int = 388
+    skip_first: int = 0
+    learning_value: float = 0.5
+    min_std: float = 1e-6
+    relative_min_std: float = 1e-3
+    two_sided: bool = False
+    log_scale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.historic_window < 2:
+            raise ValueError("historic_window must be >= 2")
+        if self.short_window < 1:
+            raise ValueError("short_window must be >= 1")
+        if self.learning_period < 0 or self.skip_first < 0:
+            raise ValueError("learning_period and skip_first must be >= 0")
+        if not 0.0 <= self.learning_value <= 1.0:
+            raise ValueError("learning_value must be in [0, 1]")
+
+
+class AnomalyLikelihood:
+    """Causal HTM-style anomaly likelihood: ``update(raw) -> float in [0, 1]``.
+
+    During the first ``learning_period`` points the output is ``learning_value`` (HTM returns 0.5:
+    "no opinion yet"); after that, at least two past averaged scores are needed for a distribution.
+    The first ``skip_first`` raw scores never enter the distribution (a model's warm-up scores are
+    not representative). ``min_std``/``relative_min_std`` floor the std so a perfectly flat history
+    does not turn the tiniest change into certainty — HTM does the same with a variance floor.
+    """
+
+    def __init__(self, config: LikelihoodConfig | None = None, **overrides: Any) -> None:
+        base = config or LikelihoodConfig()
+        if overrides:
+            base = LikelihoodConfig(**{**asdict(base), **overrides})
+        self.config = base
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (a new stream)."""
+        self._recent: deque[float] = deque(maxlen=self.config.short_window)
+        self._recent_sum = 0.0
+        self._history: deque[float] = deque()
+        self._hist_sum = 0.0
+        self._hist_sq = 0.0
+        self._count = 0
+        self._since_refresh = 0
+
+    @property
+    def count(self) -> int:
+        """Number of raw scores seen so far."""
+        return self._count
+
+    def _push_history(self, value: float) -> None:
+        self._history.append(value)
+        self._hist_sum += value
+        self._hist_sq += value * value
+        if len(self._history) > self.config.historic_window:
+            old = self._history.popleft()
+            self._hist_sum -= old
+            self._hist_sq -= old * old
+        self._since_refresh += 1
+        if self._since_refresh >= self.config.historic_window:
+            # Rolling sums accumulate rounding error; recompute exactly now and then.
+            arr = np.fromiter(self._history, dtype=np.float64)
+            self._hist_sum = float(arr.sum())
+            self._hist_sq = float((arr * arr).sum())
+            self._since_refresh = 0
+
+    def _distribution(self) -> tuple[float, float] | None:
+        n = len(self._history)
+        if n < 2:
+            return None
+        mean = self._hist_sum / n
+        var = max(self._hist_sq / n - mean * mean, 0.0)
+        floor = max(self.config.min_std, self.config.relative_min_std * abs(mean))
+        return mean, max(math.sqrt(var), floor)
+
+    def update(self, raw_score: float) -> float:
+        """Feed one raw score (higher = more anomalous); return the likelihood for this point."""
+        x = float(raw_score)
+        if not math.isfinite(x):
+            raise InputError(f"raw anomaly score must be finite, got {raw_score!r}")
+        cfg = self.config
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_sum -= self._recent[0]
+        self._recent.append(x)
+        self._recent_sum += x
+        short_mean = self._recent_sum / len(self._recent)
+
+        dist = self._distribution()
+        if self._count < cfg.learning_period or dist is None:
+            out = cfg.learning_value
+        else:
+            mean, std = dist
+            z = (short_mean - mean) / std
+            if cfg.two_sided:
+                z = abs(z)
+            # 1 - Q(z) = Phi(z) = 0.5 * erfc(-z / sqrt(2))
+            out = 0.5 * math.erfc(-z / math.sqrt(2.0))
+            if cfg.log_scale:
+                out = log_likelihood(out)
+            out = min(max(out, 0.0), 1.0)
+
+        if self._count >= cfg.skip_first:
+            self._push_history(short_mean)
+        self._count += 1
+        return out
+
+    def transform(self, raw_scores: np.ndarray | list[float]) -> np.ndarray:
+        """Feed a sequence in order; the state carries over, exactly as repeated ``update`` calls."""
+        arr = np.asarray(raw_scores, dtype=np.float64).ravel()
+        if arr.size and not np.all(np.isfinite(arr)):
+            raise InputError("raw anomaly scores must be finite (found NaN or inf)")
+        return np.fromiter((self.update(v) for v in arr), dtype=np.float64, count=arr.size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state, so a monitor can resume a stream after restart."""
+        return {
+            "config": asdict(self.config),
+            "recent": list(self._recent),
+            "history": list(self._history),
+            "count": self._count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from ``state_dict()``; the config stored there replaces the current one."""
+        try:
+            self.config = LikelihoodConfig(**state["config"])
+            recent = [float(v) for v in state["recent"]]
+            history = [float(v) for v in state["history"]]
+            count = int(state["count"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"invalid AnomalyLikelihood state: {exc}") from exc
+        self.reset()
+        for v in recent[-self.config.short_window:]:
+            self._recent.append(v)
+        self._recent_sum = float(sum(self._recent))
+        for v in history[-self.config.historic_window:]:
+            self._history.append(v)
+        arr = np.asarray(self._history, dtype=np.float64)
+        self._hist_sum = float(arr.sum())
+        self._hist_sq = float((arr * arr).sum())
+        self._count = count

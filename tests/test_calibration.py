@@ -1,0 +1,95 @@
+"""AnomalyLikelihood: causal, bounded, and it flags a level shift in raw scores after a stable period."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.calibration import AnomalyLikelihood, LikelihoodConfig, log_likelihood
+from models.errors import InputError
+
+
+def _stable_then_spike(n_stable: int = 600, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    raw = 0.2 + 0.02 * rng.standard_normal(n_stable + 40)
+    raw[n_stable : n_stable + 15] = 1.0
+    return raw
+
+
+def test_output_is_causal_prefix_invariant():
+    raw = np.random.default_rng(1).gamma(2.0, 1.0, size=800)
+    full = AnomalyLikelihood(learning_period=50, historic_window=300).transform(raw)
+    for cut in (1, 60, 333, 799):
+        prefix = AnomalyLikelihood(learning_period=50, historic_window=300).transform(raw[:cut])
+        np.testing.assert_array_equal(prefix, full[:cut])
+
+
+def test_future_values_do_not_change_past_outputs():
+    raw = np.random.default_rng(2).random(400)
+    altered = raw.copy()
+    altered[300:] = 100.0
+    a = AnomalyLikelihood(learning_period=20).transform(raw)
+    b = AnomalyLikelihood(learning_period=20).transform(altered)
+    np.testing.assert_array_equal(a[:300], b[:300])
+    assert b[305] > a[305]
+
+
+@pytest.mark.parametrize("log_scale", [False, True])
+def test_range_is_unit_interval(log_scale):
+    raw = np.random.default_rng(3).standard_cauchy(2000)
+    out = AnomalyLikelihood(learning_period=10, log_scale=log_scale).transform(raw)
+    assert out.shape == raw.shape
+    assert np.all(out >= 0.0) and np.all(out <= 1.0)
+
+
+def test_learning_period_outputs_learning_value():
+    raw = _stable_then_spike()
+    out = AnomalyLikelihood(learning_period=100, learning_value=0.5).transform(raw)
+    assert np.all(out[:100] == 0.5)
+    out0 = AnomalyLikelihood(learning_period=100, learning_value=0.0).transform(raw)
+    assert np.all(out0[:100] == 0.0)
+
+
+def test_spike_after_stable_period_scores_near_one():
+    raw = _stable_then_spike()
+    al = AnomalyLikelihood(learning_period=300, historic_window=2000)
+    out = al.transform(raw)
+    stable = out[300:600]
+    assert np.median(stable) < 0.9
+    assert out[600:615].max() > 0.999
+    # The short average needs a few spike points; by the 5th it is certain.
+    assert out[604] > 0.999
+    logged = AnomalyLikelihood(learning_period=300, historic_window=2000, log_scale=True).transform(raw)
+    assert logged[604] > 0.3
+    assert np.median(logged[300:600]) < 0.1
+
+
+def test_state_roundtrip_continues_identically():
+    raw = np.random.default_rng(4).random(900)
+    whole = AnomalyLikelihood(learning_period=30, historic_window=200).transform(raw)
+    first = AnomalyLikelihood(learning_period=30, historic_window=200)
+    first.transform(raw[:450])
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = AnomalyLikelihood()
+    resumed.load_state_dict(state)
+    rest = resumed.transform(raw[450:])
+    np.testing.assert_allclose(rest, whole[450:], rtol=0, atol=1e-9)
+
+
+def test_bad_input_gets_clear_error():
+    al = AnomalyLikelihood()
+    with pytest.raises(InputError):
+        al.update(float("nan"))
+    with pytest.raises(InputError):
+        al.transform([0.1, np.inf])
+    with pytest.raises(InputError):
+        al.load_state_dict({"config": {}})
+    with pytest.raises(ValueError):
+        LikelihoodConfig(short_window=0)
+
+
+def test_log_likelihood_known_values():
+    assert log_likelihood(0.0) == pytest.approx(0.0, abs=1e-9)
+    assert log_likelihood(1.0) == pytest.approx(1.0, abs=1e-9)
+    assert log_likelihood(0.99999) == pytest.approx(0.5, abs=1e-3)
