@@ -1,6 +1,7 @@
 """Shared pytest configuration: markers, data locations, GPU skipping."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# --- Real servers for integration tests (tests/servers.py). Missing binaries: skip locally, fail in CI. ---
+def _start_server(factory):
+    from servers import ServerMissing
+
+    try:
+        server = factory()
+    except ServerMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"integration server missing in CI: {exc}")
+        pytest.skip(f"integration server missing: {exc}")
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """Bootstrap string ("127.0.0.1:PORT") of a Tansu Kafka-protocol broker (in-memory) for the whole session."""
+    from servers import TansuBroker
+
+    broker = _start_server(TansuBroker)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.close()
+
+
+@pytest.fixture(scope="session")
+def influx_server():
+    """InfluxServer (tests/servers.py): `.url` (nginx front, 2.x write API), `.query_url`, `.database`,
+    `.stop()`/`.start()` for outages. Tests that stop it must start it again (try/finally)."""
+    from servers import InfluxServer
+
+    server = _start_server(InfluxServer)
+    try:
+        yield server
+    finally:
+        server.close()
