@@ -1,0 +1,143 @@
+"""The scalogram transform: agrees with reference CWTs, is causal, normalises as documented, rejects bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.errors import InputError
+from models.transforms.cwt import CWTConfig, Scalogram
+
+L = 256
+
+
+def _signal(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(L)
+    return np.sin(2 * np.pi * t / 20) + 0.5 * np.sin(2 * np.pi * t / 7) * (t > L // 2) + 0.3 * rng.standard_normal(L)
+
+
+def _raw(config: CWTConfig) -> Scalogram:
+    return Scalogram(config)
+
+
+def test_magnitudes_match_ssqueezepy_on_same_scales():
+    ssq = pytest.importorskip("ssqueezepy")
+    x = _signal()
+    cfg = CWTConfig(n_scales=32, out_size=(32, L), normalise="none", log_magnitude=False)
+    ours = Scalogram(cfg).magnitude(torch.tensor(x[None], dtype=torch.float32))[0].numpy()
+    ref, _ = ssq.cwt(x, wavelet=("morlet", {"mu": cfg.omega0}), scales=cfg.scales(L).astype(np.float32),
+                     padtype="reflect", l1_norm=True)
+    ref = np.abs(np.asarray(ref))
+    assert ours.shape == ref.shape == (32, L)
+    assert np.corrcoef(ours.ravel(), ref.ravel())[0, 1] > 0.99
+    # Same normalisation convention too (peak-normalised Morlet): magnitudes agree, not only in shape.
+    inner = slice(32, L - 32)
+    assert np.abs(ours[:, inner] - ref[:, inner]).max() < 0.15 * ref.max()
+
+
+def test_magnitudes_match_pywt_complex_morlet():
+    pywt = pytest.importorskip("pywt")
+    x = _signal(1)
+    cfg = CWTConfig(n_scales=24, out_size=(24, L), normalise="none", log_magnitude=False, min_period=4)
+    scales = cfg.scales(L)
+    ours = Scalogram(cfg).magnitude(torch.tensor(x[None], dtype=torch.float32))[0].numpy()
+    # pywt's cmorB-C: envelope exp(-t²/B), centre C cycles/sample; B=2, C=ω0/2π is our Morlet. Same scales.
+    # pywt is L2-normalised (×√scale): divide it out to compare with our L1 (peak) normalisation.
+    c = cfg.omega0 / (2 * np.pi)
+    ref, _ = pywt.cwt(x, scales, f"cmor2.0-{c:.6f}", method="fft")
+    ref = np.abs(ref) / np.sqrt(scales)[:, None]
+    inner = slice(32, L - 32)
+    assert np.corrcoef(ours[:, inner].ravel(), ref[:, inner].ravel())[0, 1] > 0.98
+
+
+def test_unit_sinusoid_peaks_at_its_period_with_unit_magnitude():
+    t = np.arange(L)
+    cfg = CWTConfig(n_scales=64, out_size=(64, L), normalise="none", log_magnitude=False,
+                    min_period=4, max_period=64)
+    mag = Scalogram(cfg).magnitude(torch.tensor(np.sin(2 * np.pi * t / 16.0)[None], dtype=torch.float32))[0]
+    profile = mag[:, 64:192].mean(dim=1).numpy()
+    k = int(profile.argmax())
+    assert abs(cfg.periods(L)[k] - 16.0) / 16.0 < 0.05
+    assert profile[k] == pytest.approx(1.0, abs=0.05)
+
+
+def test_output_shape_dtype_and_normalisation():
+    x = np.stack([_signal(s) * 7 + 100 for s in range(5)])
+    out = Scalogram(CWTConfig(n_scales=32, out_size=(32, 32))).transform(x)
+    assert out.images.shape == (5, 1, 32, 32) and out.images.dtype == torch.float32
+    assert torch.allclose(out.images.mean(dim=(1, 2, 3)), torch.zeros(5), atol=1e-4)
+    assert torch.allclose(out.images.std(dim=(1, 2, 3), unbiased=False), torch.ones(5), atol=1e-3)
+    # What normalisation removed is kept: level and scale of each window.
+    assert torch.allclose(out.level, torch.tensor(x.mean(axis=1), dtype=torch.float32), rtol=1e-5)
+    assert torch.allclose(out.scale, torch.tensor(x.std(axis=1), dtype=torch.float32), rtol=1e-4)
+
+
+def test_level_and_amplitude_do_not_change_the_image_but_shape_does():
+    sc = Scalogram(CWTConfig())
+    x = _signal(2)
+    a, b = sc(np.stack([x, 3.0 * x + 50.0]))
+    assert torch.allclose(a, b, atol=1e-3)
+    spiky = x.copy()
+    spiky[100] += 8.0
+    c = sc(spiky[None])[0]
+    assert (c - a).abs().max() > 0.5
+
+
+def test_flat_window_gives_zeros_not_nan():
+    img = Scalogram(CWTConfig())(np.full((2, 64), 3.5))
+    assert torch.isfinite(img).all() and img.abs().max() == 0
+
+
+def test_causal_each_window_independent_of_batch_neighbours():
+    sc = Scalogram(CWTConfig())
+    x = np.stack([_signal(s) for s in range(4)])
+    together = sc(x)
+    alone = torch.cat([sc(x[i : i + 1]) for i in range(4)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    # Changing a later window leaves an earlier window's scalogram untouched.
+    x2 = x.copy()
+    x2[3] = 0.0
+    assert torch.allclose(sc(x2)[:3], together[:3], atol=1e-6)
+
+
+def test_resize_paths_grow_and_shrink():
+    x = torch.randn(3, 64)
+    for size in [(16, 16), (64, 128), (8, 128), (64, 16)]:
+        cfg = CWTConfig(n_scales=32, out_size=size)
+        assert Scalogram(cfg)(x).shape == (3, 1, *size)
+
+
+def test_float64_and_tensor_inputs_agree():
+    sc = Scalogram(CWTConfig())
+    x = _signal(3)[None]
+    assert torch.allclose(sc(x), sc(torch.tensor(x, dtype=torch.float32)), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((0, 64)), "empty"),
+        (np.zeros((2, 0)), "empty"),
+        (np.zeros((2, 8)), "too short"),
+        (np.zeros(64), "shape (N, L)"),
+        (np.zeros((1, 1, 64)), "shape (N, L)"),
+        (np.array([[np.nan] + [0.0] * 63]), "NaN"),
+        (np.array([[np.inf] + [0.0] * 63]), "NaN/inf"),
+        ("not windows", "expected windows"),
+    ],
+)
+def test_bad_input_raises_input_error(bad, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Scalogram(CWTConfig())(bad)
+
+
+def test_config_round_trip_and_validation():
+    cfg = CWTConfig(n_scales=16, out_size=(16, 48), min_period=3.0, max_period=40.0)
+    assert CWTConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        CWTConfig(min_period=1.0)
+    with pytest.raises(ValueError):
+        CWTConfig(min_period=10.0, max_period=5.0)
+    with pytest.raises(ValueError):
+        CWTConfig(wavelet="mexh")  # type: ignore[arg-type]
