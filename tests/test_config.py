@@ -1,0 +1,104 @@
+"""Settings: env prefix and nesting, TOML file, precedence, validation, secrets never printed."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from streamer.config import CONFIG_FILE_ENV, Settings, env_names
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("SCALOWATCH_"):
+            monkeypatch.delenv(name)
+
+
+def test_env_nested_names_override_defaults(monkeypatch):
+    monkeypatch.setenv("SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    monkeypatch.setenv("SCALOWATCH_MONITOR__BATCH_MAX_SIZE", "8")
+    monkeypatch.setenv("scalowatch_store__kind", "sqlite")
+    settings = Settings()
+    assert settings.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
+    assert settings.monitor.batch_max_size == 8
+    assert settings.store.kind == "sqlite"
+    assert settings.kafka.group_id == Settings.model_fields["kafka"].default.group_id
+
+
+def test_toml_file_is_read_and_env_wins_over_it(tmp_path, monkeypatch):
+    config = tmp_path / "scalowatch.toml"
+    config.write_text('[kafka]\ngroup_id = "from-file"\nsensor_topic = "file.sensors"\n'
+                      '[influx]\nbucket = "metrics"\n')
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(config))
+    monkeypatch.setenv("SCALOWATCH_KAFKA__GROUP_ID", "from-env")
+    settings = Settings()
+    assert settings.kafka.group_id == "from-env"
+    assert settings.kafka.sensor_topic == "file.sensors"
+    assert settings.influx.bucket == "metrics"
+    assert settings.influx.read_database == "metrics"  # InfluxQL database defaults to the bucket
+
+
+def test_load_with_file_and_overrides(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[monitor]\nscorer = "kl"\n')
+    settings = Settings.load(config, store={"kind": "sqlite", "sqlite_path": str(tmp_path / "s.db")})
+    assert settings.monitor.scorer == "kl"
+    assert settings.store.kind == "sqlite"
+
+
+def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path / "nope.toml"))
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        Settings()
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"SCALOWATCH_KAFKA__GROUPID": "x"}, "groupid"),  # typo in a nested name
+    ({"SCALOWATCH_STORE__KIND": "postgres"}, "kind"),
+    ({"SCALOWATCH_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, "sasl_mechanism"),
+    ({"SCALOWATCH_KAFKA__HEARTBEAT_INTERVAL_MS": "20000"}, "heartbeat"),
+    ({"SCALOWATCH_MONITOR__SENSOR_HOP": "1000"}, "sensor_hop"),
+    ({"SCALOWATCH_MONITOR__BATCH_MAX_SIZE": "0"}, "batch_max_size"),
+])
+def test_invalid_settings_fail_loudly(monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
+
+
+def test_secrets_never_shown_in_repr_str_log_or_redacted(monkeypatch, caplog):
+    monkeypatch.setenv("SCALOWATCH_INFLUX__TOKEN", "tok-SECRET-123")
+    monkeypatch.setenv("SCALOWATCH_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SCALOWATCH_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("SCALOWATCH_KAFKA__SASL_USERNAME", "svc")
+    monkeypatch.setenv("SCALOWATCH_KAFKA__SASL_PASSWORD", "pw-SECRET-456")
+    settings = Settings()
+    assert settings.influx.token.get_secret_value() == "tok-SECRET-123"
+    assert settings.kafka.sasl_password.get_secret_value() == "pw-SECRET-456"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings %s / %r / %s", settings, settings, settings.redacted())
+    shown = " ".join([repr(settings), str(settings), caplog.text, str(settings.redacted()),
+                      settings.model_dump_json()])
+    assert "SECRET" not in shown
+    assert "svc" in shown  # non-secret values are still shown
+
+
+def test_settings_are_frozen():
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.kafka.group_id = "other"
+
+
+def test_env_names_cover_every_leaf_field():
+    names = env_names()
+    assert "SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS" in names
+    assert "SCALOWATCH_INFLUX__TOKEN" in names
+    assert "SCALOWATCH_STORE__SQLITE_PATH" in names
+    assert "SCALOWATCH_KAFKA" not in names  # sections are not leaves
+    leaf_count = sum(len(Settings.model_fields[s].annotation.model_fields) for s in Settings.model_fields)
+    assert len(names) == leaf_count
