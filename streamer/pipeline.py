@@ -1,0 +1,321 @@
+"""The processing step shared by the Kafka monitor and the demo: samples → windows → scores → points.
+
+No Kafka and no store in here: callers feed decoded samples with their origin (partition, offset), call
+:meth:`StreamProcessor.step` to score what is due, and :meth:`StreamProcessor.flush` to write the finished
+points to a :class:`~streamer.sinks.base.Sink`. :meth:`StreamProcessor.holds` says which offsets are not yet
+durable, so the caller commits only below them (streamer/offsets.py).
+
+Order of work for one window: windower (streamer/windowing.py) → model registry (warm-up / training, or a
+ready model) → micro-batcher (per model) → ``model.score_windows`` on the batch → per-stream calibration
+(AnomalyLikelihood) → alert state machine → points in the outbox → sink.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from models.calibration import AnomalyLikelihood, LikelihoodConfig
+from streamer.alerts import Alert, AlertMachine, AlertPolicy, AlertState
+from streamer.batcher import MicroBatcher
+from streamer.model_registry import ModelKey, ModelRegistry, ModelStatus
+from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, window_score_point
+from streamer.points import Point
+from streamer.windowing import AudioWindower, Holds, Origin, SensorWindower, Window, WindowSpec, merge_holds
+
+log = logging.getLogger(__name__)
+
+LATE = "late"
+
+
+@dataclass(frozen=True)
+class StreamClassConfig:
+    """How streams of one class are windowed. ``kind`` picks the windower (scalar samples or PCM chunks)."""
+
+    name: str
+    kind: Literal["sensor", "audio"]
+    window: WindowSpec
+    sample_rate: int | None = None
+    """Audio: the only accepted rate (chunks at other rates are rejected before they get here)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Input the processor refuses; the caller dead-letters the original record with this reason."""
+
+    reason: str
+    detail: str
+
+
+@dataclass
+class _Stream:
+    name: str
+    stream_class: str
+    windower: SensorWindower | AudioWindower
+    calibrator: AnomalyLikelihood
+    alerts: AlertMachine
+    partitions: set[Hashable] = field(default_factory=set)
+
+
+@dataclass
+class _Written:
+    points: list[Point]
+    holds: list[Holds]
+    alerts: list[tuple[Alert, str]]
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    points: int
+    alerts: list[tuple[Alert, str]]
+    """Alerts that opened or closed in the written batch, with their stream class (for the alerts topic)."""
+
+
+@dataclass
+class ProcessorStats:
+    samples: int = 0
+    windows: int = 0
+    scored: int = 0
+    rejected: int = 0
+    resets: int = 0
+    score_errors: int = 0
+    alerts_opened: int = 0
+
+
+class StreamProcessor:
+    def __init__(
+        self,
+        classes: Mapping[str, StreamClassConfig],
+        registry: ModelRegistry,
+        *,
+        policy: AlertPolicy = AlertPolicy(),
+        likelihood: LikelihoodConfig = LikelihoodConfig(),
+        max_batch: int = 64,
+        max_wait_s: float = 0.2,
+        snapshots: bool = True,
+        scorer_name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.classes = dict(classes)
+        self.registry = registry
+        self.policy = policy
+        self.likelihood = likelihood
+        self.snapshots = snapshots
+        self.scorer_name = scorer_name
+        self.clock = clock
+        self.batcher: MicroBatcher[Window] = MicroBatcher(max_batch, max_wait_s)
+        self.stats = ProcessorStats()
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._outbox: list[_Written] = []
+
+    # -- input ------------------------------------------------------------------------------------------------
+    def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
+        """Samples of one record (objects with ``stream``, ``ts_ns``, ``value``), all with the record's origin.
+
+        Late samples (older than the window being built) reject the *whole* record's remaining late part: the
+        record is dead-lettered with reason ``late`` and the indexes; its in-time samples are still used.
+        """
+        late: list[int] = []
+        for i, s in enumerate(samples):
+            st = self._stream(stream_class, s.stream, "sensor")
+            st.partitions.add(origin[0])
+            r = st.windower.add(s.ts_ns, s.value, origin)
+            self.stats.samples += 1
+            if r.late:
+                late.append(i)
+            self._after_add(st, r)
+        if late:
+            self.stats.rejected += 1
+            return Rejection(LATE, f"sample(s) {late} older than the window being built")
+        return None
+
+    def add_audio(self, stream_class: str, chunk, origin: Origin) -> Rejection | None:
+        """One PCM chunk (``stream``, ``ts_ns``, ``sample_rate``, ``samples`` float32 mono)."""
+        st = self._stream(stream_class, chunk.stream, "audio")
+        st.partitions.add(origin[0])
+        r = st.windower.add_chunk(chunk.ts_ns, chunk.sample_rate, chunk.samples, origin)
+        self.stats.samples += len(chunk.samples)
+        self._after_add(st, r)
+        if r.late:
+            self.stats.rejected += 1
+            return Rejection(LATE, "chunk overlaps samples already received")
+        return None
+
+    def _stream(self, stream_class: str, stream: str, kind: str) -> _Stream:
+        key = (stream_class, stream)
+        st = self._streams.get(key)
+        if st is None:
+            cfg = self.classes.get(stream_class)
+            if cfg is None or cfg.kind != kind:
+                raise KeyError(f"no {kind} stream class {stream_class!r} configured")
+            if kind == "sensor":
+                windower: SensorWindower | AudioWindower = SensorWindower(stream, stream_class, cfg.window)
+            else:
+                windower = AudioWindower(stream, stream_class, cfg.window, cfg.sample_rate)
+            st = self._streams[key] = _Stream(stream, stream_class, windower, AnomalyLikelihood(self.likelihood),
+                                              AlertMachine(stream, self.policy))
+        return st
+
+    def _after_add(self, st: _Stream, result) -> None:
+        if result.reset:
+            self.stats.resets += 1
+            log.warning("stream %s/%s: buffer reset after a gap (%d buffered grid samples dropped)",
+                        st.stream_class, st.name, result.dropped)
+        for w in result.windows:
+            self._route(w)
+
+    def _route(self, window: Window) -> None:
+        self.stats.windows += 1
+        key = self.registry.key_for(window.stream_class, window.stream)
+        if self.registry.ensure(window.stream_class, window.stream) is ModelStatus.READY:
+            self.batcher.add(key, window, self.clock())
+        else:
+            self.registry.offer(window)
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    def step(self, force: bool = False) -> int:
+        """Move finished models' queues to the batcher and score every due batch. Returns windows scored."""
+        now = self.clock()
+        for key, waiting in self.registry.poll():
+            for w in waiting:
+                self.batcher.add(key, w, now)
+        scored = 0
+        for key, windows in self.batcher.take_ready(now, force=force):
+            scored += self._score(key, windows)
+        return scored
+
+    def _score(self, key: ModelKey, windows: list[Window]) -> int:
+        model = self.registry.model(key)
+        try:
+            batch = model.score_windows(np.stack([w.values for w in windows]))
+            results = [(w, batch, i) for i, w in enumerate(windows)]
+        except Exception:
+            log.exception("scoring a batch of %d windows for %s/%s failed; retrying one by one", len(windows), *key)
+            results = []
+            for w in windows:
+                try:
+                    results.append((w, model.score_windows(w.values[None, :]), 0))
+                except Exception as exc:
+                    self.stats.score_errors += 1
+                    log.error("window %s/%s ending %d cannot be scored (%s: %s); skipped", w.stream_class,
+                              w.stream, w.end_ns, type(exc).__name__, exc)
+        version = str(getattr(model, "version", ""))
+        scorer = self.scorer_name or str(getattr(model, "scorer_name", ""))
+        out = _Written([], [], [])
+        for w, batch, i in results:
+            st = self._streams.get((w.stream_class, w.stream))
+            if st is None:  # dropped by a rebalance while queued
+                continue
+            raw = float(batch.scores[i])
+            if not math.isfinite(raw):
+                self.stats.score_errors += 1
+                log.error("non-finite raw score for %s/%s at %d; window skipped", w.stream_class, w.stream, w.end_ns)
+                continue
+            score = st.calibrator.update(raw)
+            decision = st.alerts.update(w.end_ns, score, raw, version)
+            out.points.append(window_score_point(w, raw, score, self.policy.threshold, decision.in_alert, scorer,
+                                                 version))
+            if decision.changed is not None:
+                out.points.append(alert_point(decision.changed, w.stream_class))
+                out.alerts.append((decision.changed, w.stream_class))
+                if decision.changed.state is AlertState.OPEN:
+                    self.stats.alerts_opened += 1
+            if self.snapshots and (decision.in_alert or decision.changed is not None):
+                out.points.append(snapshot_point(w, self._payload(w, batch, i)))
+            self.stats.scored += 1
+        # Windows that failed to score are released with the rest: they were logged as errors, not lost silently.
+        out.holds = [w.holds for w in windows]
+        self._outbox.append(out)
+        return len(results)
+
+    @staticmethod
+    def _payload(w: Window, batch, i: int) -> str:
+        scal = batch.extras.get("scalogram") if batch.extras else None
+        recon = batch.reconstructions[i] if batch.reconstructions is not None else None
+        anomaly_map = batch.maps[i]
+        return snapshot_payload(scal[i] if scal is not None else np.zeros_like(anomaly_map), recon, anomaly_map,
+                                w.values, w.sample_rate)
+
+    # -- output -----------------------------------------------------------------------------------------------
+    def flush(self, sink) -> FlushResult:
+        """Write every finished point in one ``sink.write``; on success release their offsets.
+
+        Raises whatever the sink raises (``SinkUnavailable`` when the store is down): nothing is released then,
+        and the next call writes the same points again.
+        """
+        if not self._outbox:
+            return FlushResult(0, [])
+        points = [p for item in self._outbox for p in item.points]
+        if points:
+            sink.write(points)
+        alerts = [a for item in self._outbox for a in item.alerts]
+        self._outbox = []
+        return FlushResult(len(points), alerts)
+
+    @property
+    def outbox_points(self) -> int:
+        return sum(len(item.points) for item in self._outbox)
+
+    def backlog(self) -> int:
+        """Windows not yet scored (waiting in the batcher or for a model)."""
+        return len(self.batcher) + self.registry.pending_windows()
+
+    def holds(self) -> Iterator[Holds]:
+        """Lowest offsets (per partition) of everything not yet durably written."""
+        for st in self._streams.values():
+            yield st.windower.holds()
+        for w in self.batcher.pending():
+            yield w.holds
+        yield from self.registry.holds()
+        for item in self._outbox:
+            yield from item.holds
+
+    def drop_partitions(self, partitions: Iterable[Hashable]) -> int:
+        """Forget the streams of revoked partitions (buffers, queued windows, unwritten points).
+
+        Their new owner re-reads everything from the last committed offset, so nothing is lost.
+        Returns the number of streams dropped.
+        """
+        parts = set(partitions)
+        gone = {k for k, st in self._streams.items() if st.partitions & parts}
+        names = {k[1] for k in gone}
+        for k in gone:
+            del self._streams[k]
+        keep = []
+        for w in list(self.batcher.pending()):
+            if (w.stream_class, w.stream) not in gone:
+                keep.append(w)
+        if len(keep) != len(self.batcher):
+            old = self.batcher
+            self.batcher = MicroBatcher(old.max_batch, old.max_wait_s)
+            now = self.clock()
+            for w in keep:
+                self.batcher.add(self.registry.key_for(w.stream_class, w.stream), w, now)
+        self.registry.drop_streams(names)
+        for item in self._outbox:
+            item.holds = [h for h in item.holds if not (set(h) & parts)]
+        return len(gone)
+
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+
+def alert_message(alert: Alert, stream_class: str) -> bytes:
+    """The alerts-topic record value (JSON)."""
+    return json.dumps({
+        "stream": alert.stream, "stream_class": stream_class, "state": alert.state.value,
+        "start_ns": alert.start_ns, "end_ns": alert.end_ns, "duration_s": alert.duration_s,
+        "severity": alert.severity, "peak_raw_score": alert.peak_raw_score, "model_version": alert.model_version,
+    }).encode()
+
+
+def lowest(holds: Iterable[Holds]) -> Holds:
+    out: Holds = {}
+    for h in holds:
+        merge_holds(out, h.items())
+    return out
