@@ -1,0 +1,185 @@
+"""Kafka clients from settings, topic creation, dead-letter and alert records, against a real broker (Tansu)."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from kafka import TopicPartition
+
+from streamer.config import Settings
+from streamer.kafka_io import (
+    AlertPublisher, DeadLetterProducer, KafkaOutputError, alert_record, client_config, ensure_topics, make_consumer,
+    make_producer,
+)
+from streamer.messages import MessageError, decode_sensor
+from streamer.points import ALERT, WINDOW_SCORE, Point
+
+T0 = 1_700_000_000_000_000_000
+
+
+def _settings(bootstrap: str, **kafka) -> Settings:
+    return Settings(kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6000,
+                           "heartbeat_interval_ms": 1000, **kafka})
+
+
+def _read_all(settings: Settings, topic: str, expected: int) -> list:
+    """Every record of a topic from the beginning (assign + seek: no group join needed)."""
+    consumer = make_consumer(settings, group_id=None, consumer_timeout_ms=5000)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        records = []
+        for record in consumer:
+            records.append(record)
+            if len(records) >= expected:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+def test_client_config_carries_security_settings_without_leaking_into_repr():
+    settings = Settings(kafka={"bootstrap_servers": "a:9093, b:9093", "security_protocol": "SASL_SSL",
+                               "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "svc",
+                               "sasl_password": "pw-SECRET", "ssl_cafile": "/etc/ca.pem"})
+    config = client_config(settings)
+    assert config["bootstrap_servers"] == ["a:9093", "b:9093"]
+    assert (config["security_protocol"], config["sasl_mechanism"]) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (config["sasl_plain_username"], config["sasl_plain_password"]) == ("svc", "pw-SECRET")
+    assert config["ssl_cafile"] == "/etc/ca.pem"
+    plain = client_config(Settings())
+    assert "sasl_mechanism" not in plain and plain["security_protocol"] == "PLAINTEXT"
+
+
+def test_alert_record_shape():
+    point = Point(ALERT, {"stream": "pump-1", "stream_class": "sensor"},
+                  {"severity": 0.997, "end_ns": 0, "state": "open", "duration_s": 0.0, "model_version": "v1"}, T0)
+    assert alert_record(point) == {"stream": "pump-1", "stream_class": "sensor", "start_ns": T0, "severity": 0.997,
+                                   "end_ns": 0, "state": "open", "duration_s": 0.0, "model_version": "v1"}
+    with pytest.raises(ValueError):
+        alert_record(Point(WINDOW_SCORE, {"stream": "a"}, {"score": 1.0}, T0))
+
+
+@pytest.mark.integration
+def test_ensure_topics_creates_once_with_partition_count(kafka_broker):
+    settings = _settings(kafka_broker)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(settings, {name: 3}) == [name]
+    assert ensure_topics(settings, {name: 3}) == []
+    consumer = make_consumer(settings, group_id=None)
+    try:
+        assert consumer.partitions_for_topic(name) == {0, 1, 2}
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_dead_letter_records_keep_original_and_carry_reason(kafka_broker):
+    settings = _settings(kafka_broker, dead_letter_topic=f"dlq-{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings, {settings.kafka.dead_letter_topic: 1})
+    bad = b'{"stream": "pump-1", "ts": 1, "value": NaN}'
+    try:
+        decode_sensor(bad, key=b"pump-1")
+    except MessageError as exc:
+        error = exc
+    dlq = DeadLetterProducer(make_producer(settings), settings.kafka.dead_letter_topic)
+    dlq.send(bad, key=b"pump-1", headers=[("trace", b"t-1")], reason=error.reason, detail=error.detail,
+             topic="scalowatch.sensors", partition=2, offset=41)
+    dlq.send(None, key=b"pump-2", reason="empty", topic="scalowatch.sensors", partition=0, offset=7)
+    assert dlq.flush() == 2
+    dlq.close()
+
+    first, second = _read_all(settings, settings.kafka.dead_letter_topic, 2)
+    assert first.value == bad and first.key == b"pump-1"
+    headers = dict(first.headers)
+    assert headers["trace"] == b"t-1"
+    assert headers["dlq.reason"] == b"non_finite"
+    assert b"NaN" in headers["dlq.detail"]
+    assert (headers["dlq.topic"], headers["dlq.partition"], headers["dlq.offset"]) == (
+        b"scalowatch.sensors", b"2", b"41")
+    assert int(headers["dlq.at_ms"]) > 0
+    assert second.value is None and dict(second.headers)["dlq.offset"] == b"7"
+
+
+@pytest.mark.integration
+def test_dead_letter_too_large_for_producer_keeps_evidence(kafka_broker):
+    settings = _settings(kafka_broker, dead_letter_topic=f"dlq-{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings, {settings.kafka.dead_letter_topic: 1})
+    dlq = DeadLetterProducer(make_producer(settings, max_request_size=4000), settings.kafka.dead_letter_topic)
+    dlq.send(b"x" * 10_000, key=b"k", reason="too_large", topic="in", partition=0, offset=3)
+    dlq.flush()
+    dlq.close()
+    (record,) = _read_all(settings, settings.kafka.dead_letter_topic, 1)
+    assert record.value is None
+    assert dict(record.headers)["dlq.dropped_value_bytes"] == b"10000"
+    assert dict(record.headers)["dlq.reason"] == b"too_large"
+
+
+@pytest.mark.integration
+def test_alerts_published_as_json_keyed_by_stream(kafka_broker):
+    settings = _settings(kafka_broker, alerts_topic=f"alerts-{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings, {settings.kafka.alerts_topic: 2})
+    publisher = AlertPublisher(make_producer(settings), settings.kafka.alerts_topic)
+    tags = {"stream": "fan-1", "stream_class": "audio"}
+    publisher.publish(Point(ALERT, tags, {"severity": 0.99, "end_ns": 0, "state": "open"}, T0))
+    publisher.publish(Point(ALERT, tags, {"severity": 0.999, "end_ns": T0 + 5, "state": "closed"}, T0))
+    publisher.flush()
+    publisher.close()
+    records = _read_all(settings, settings.kafka.alerts_topic, 2)
+    assert {r.key for r in records} == {b"fan-1"}
+    assert [json.loads(r.value)["state"] for r in records] == ["open", "closed"]  # same key -> same partition
+    assert json.loads(records[1].value)["start_ns"] == T0
+
+
+@pytest.mark.integration
+def test_flush_raises_when_broker_is_gone():
+    from servers import TansuBroker
+
+    with TansuBroker() as broker:
+        settings = _settings(broker.bootstrap, alerts_topic="alerts")
+        producer = make_producer(settings, request_timeout_ms=1500, max_block_ms=1500, enable_idempotence=False, retries=0,
+                                 delivery_timeout_ms=3000, reconnect_backoff_max_ms=200)
+        publisher = AlertPublisher(producer, "alerts")
+        publisher.publish(Point(ALERT, {"stream": "a"}, {"state": "open"}, T0))
+        publisher.flush()
+        broker.stop()
+        publisher.publish(Point(ALERT, {"stream": "a"}, {"state": "closed"}, T0))
+        with pytest.raises(KafkaOutputError, match="alert a@"):
+            publisher.flush(timeout_s=10)
+        publisher.close(timeout_s=1)
+
+
+@pytest.mark.integration
+def test_group_consumer_manual_commit_resumes_after_last_commit(kafka_broker):
+    topic = f"in-{uuid.uuid4().hex[:8]}"
+    settings = _settings(kafka_broker, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings, {topic: 1})
+    producer = make_producer(settings)
+    for i in range(10):
+        producer.send(topic, key=b"s", value=str(i).encode())
+    producer.flush()
+    producer.close()
+
+    def consume(n: int) -> list[bytes]:
+        consumer = make_consumer(settings, topic, consumer_timeout_ms=8000)
+        got = []
+        try:
+            for record in consumer:
+                got.append(record.value)
+                if len(got) == n:
+                    consumer.commit({TopicPartition(topic, record.partition): _offset(record.offset + 1)})
+                    break
+        finally:
+            consumer.close()
+        return got
+
+    assert consume(4) == [b"0", b"1", b"2", b"3"]
+    assert consume(6) == [str(i).encode() for i in range(4, 10)]
+
+
+def _offset(offset: int):
+    from kafka.structs import OffsetAndMetadata
+
+    return OffsetAndMetadata(offset, "", -1)
