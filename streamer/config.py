@@ -108,6 +108,34 @@ class MonitorSettings(_Section):
     alert_hysteresis: float = Field(0.05, ge=0, lt=1)
     # Minimum quiet time after an alert closes before the same stream may open a new one.
     alert_cooldown_s: float = Field(60.0, ge=0)
+    # --- streaming monitor (H4b): see docs/streaming.md ---
+    # Window/hop in seconds instead of samples (sensor needs sensor_sample_period_ms); None = use the sample counts.
+    sensor_window_s: float | None = Field(None, gt=0)
+    sensor_hop_s: float | None = Field(None, gt=0)
+    audio_window_s: float | None = Field(None, gt=0)
+    audio_hop_s: float | None = Field(None, gt=0)
+    # Gaps up to this many periods are interpolated; longer ones reset the stream's buffer.
+    max_gap_periods: int = Field(3, ge=1)
+    # per_stream: model_dir/<class>/<stream>/ trained on each stream's warm-up; shared: model_dir/<class>/_shared/.
+    model_mode: Literal["per_stream", "shared"] = "per_stream"
+    # Windows a stream without a model collects as training data (not scored) before its model trains.
+    warmup_windows: int = Field(128, ge=2)
+    train_steps: int = Field(300, gt=0)
+    train_batch_size: int = Field(32, gt=0)
+    sensor_preset: str = "series"
+    audio_preset: str = "audio"
+    # Calibration (AnomalyLikelihood), in windows.
+    likelihood_history_windows: int = Field(2_000, ge=2)
+    likelihood_short_windows: int = Field(5, ge=1)
+    alert_open_after: int = Field(1, ge=1)
+    alert_close_after: int = Field(3, ge=1)
+    snapshots: bool = True
+    # Loop: poll timeout, commit cadence, sink retry back-off, back-pressure limit.
+    poll_timeout_ms: int = Field(200, ge=0)
+    commit_interval_ms: int = Field(1_000, ge=0)
+    sink_retry_initial_s: float = Field(0.5, gt=0)
+    sink_retry_max_s: float = Field(10.0, gt=0)
+    max_backlog_windows: int = Field(20_000, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "MonitorSettings":

@@ -26,7 +26,7 @@ import logging
 import re
 import shutil
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -111,8 +111,10 @@ class ModelRegistry:
         self.warmup_for = warmup_for
         self.shared = shared
         self._entries: dict[ModelKey, _Entry] = {}
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train") if background else None
+        self.background = background
+        # One training at a time (two would only fight over the same cores). Daemon threads: a shutdown never
+        # waits for a training to finish; the model is saved atomically and its warm-up offsets stay uncommitted.
+        self._train_lock = threading.Lock()
 
     # -- lookup -----------------------------------------------------------------------------------------------
     def key_for(self, stream_class: str, stream: str) -> ModelKey:
@@ -169,15 +171,20 @@ class ModelRegistry:
         entry.status = ModelStatus.TRAINING
         data = np.stack([w.values for w in entry.warmup]).astype(np.float32)
         log.info("training a model for %s/%s on %d warm-up windows", *entry.key, len(data))
-        if self._executor is None:
-            fut: Future = Future()
-            try:
-                fut.set_result(self._train(entry.key, data))
-            except Exception as exc:  # reported through the future, as in the threaded case
-                fut.set_exception(exc)
-            entry.future = fut
+        fut: Future = Future()
+        entry.future = fut
+
+        def job() -> None:
+            with self._train_lock:
+                try:
+                    fut.set_result(self._train(entry.key, data))
+                except BaseException as exc:  # reported by poll(), never raised in the loop's thread
+                    fut.set_exception(exc)
+
+        if self.background:
+            threading.Thread(target=job, name=f"train-{entry.key[1]}", daemon=True).start()
         else:
-            entry.future = self._executor.submit(self._train, entry.key, data)
+            job()
 
     def _train(self, key: ModelKey, data: np.ndarray) -> WindowModel:
         model = self.factory(key[0])
@@ -253,5 +260,4 @@ class ModelRegistry:
         return sum(len(e.warmup) + len(e.waiting) for e in self._entries.values())
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=False)
+        """Nothing to release: training threads are daemons (see __init__)."""

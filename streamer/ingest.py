@@ -1,0 +1,76 @@
+"""One input record → the processor, or a dead letter. Shared by the Kafka monitor and the in-process demo.
+
+Every way a record can be unusable ends here as a :class:`DeadLetter` with a reason code and the original bytes:
+undecodable or invalid messages (``streamer.messages`` reason codes: malformed_json, missing_field, non_finite,
+bad_dtype, bad_sample_rate, too_large, …), records on a topic of no known stream class
+(``unknown_stream_class``), samples too late for their window (``late``), and — so that a bug can never crash
+the consumer or lose a record silently — any unexpected exception (``processing_error``, logged with its trace).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Hashable
+
+from streamer.messages import AUDIO, SENSOR, UNKNOWN_STREAM_CLASS, MessageError, decode
+from streamer.pipeline import StreamProcessor
+
+log = logging.getLogger(__name__)
+
+PROCESSING_ERROR = "processing_error"
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """The parts of a Kafka ConsumerRecord the monitor uses (the demo builds them in memory)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    timestamp_ms: int | None = None
+
+    @property
+    def partition_key(self) -> Hashable:
+        return (self.topic, self.partition)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: InputRecord
+    reason: str
+    detail: str
+
+
+def ingest(
+    processor: StreamProcessor,
+    record: InputRecord,
+    class_of_topic: Callable[[str], str],
+    *,
+    max_bytes: int | None = None,
+    audio_sample_rate: int | None = None,
+) -> DeadLetter | None:
+    """Decode ``record`` and feed it to ``processor``; return a dead letter when it cannot be (fully) used."""
+    origin = (record.partition_key, record.offset)
+    try:
+        stream_class = class_of_topic(record.topic)
+        cfg = processor.classes.get(stream_class)
+        if cfg is None:
+            raise MessageError(UNKNOWN_STREAM_CLASS, f"stream class {stream_class!r} is not configured")
+        kind = SENSOR if cfg.kind == "sensor" else AUDIO
+        decoded = decode(kind, record.value, record.headers, record.key, max_bytes=max_bytes,
+                         expected_sample_rate=cfg.sample_rate if kind == AUDIO else audio_sample_rate)
+        if kind == SENSOR:
+            rejection = processor.add_sensor(stream_class, decoded, origin)
+        else:
+            rejection = processor.add_audio(stream_class, decoded, origin)
+    except MessageError as exc:
+        return DeadLetter(record, exc.reason, exc.detail)
+    except Exception as exc:  # never let one record stop the consumer; keep the record and the trace
+        log.exception("unexpected error processing %s[%d]@%d", record.topic, record.partition, record.offset)
+        return DeadLetter(record, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+    if rejection is not None:
+        return DeadLetter(record, rejection.reason, rejection.detail)
+    return None
