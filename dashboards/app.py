@@ -1,0 +1,38 @@
+"""Streamlit entry point: ``streamlit run dashboards/app.py`` (what ``scalowatch dashboard`` runs).
+
+The store is chosen by the environment (``SCALOWATCH_DASHBOARD_STORE``, ``SCALOWATCH_DASHBOARD_SQLITE_PATH``,
+else the monitor's own settings), so the CLI and `scalowatch demo` only have to set variables.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboards.queries import get_store
+
+st.set_page_config(page_title="Scalowatch", page_icon=":material/monitoring:", layout="wide",
+                   initial_sidebar_state="expanded")
+
+PAGES = {
+    "Monitor": [
+        st.Page("pages/live_alerts.py", title="Live alerts", icon=":material/notifications_active:",
+                url_path="alerts", default=True),
+        st.Page("pages/streams.py", title="Streams", icon=":material/show_chart:", url_path="streams"),
+        st.Page("pages/inspector.py", title="Window inspector", icon=":material/troubleshoot:",
+                url_path="inspector"),
+        st.Page("pages/replay_score.py", title="Live replay score", icon=":material/scoreboard:",
+                url_path="replay"),
+    ],
+    "Results": [
+        st.Page("pages/images.py", title="Images", icon=":material/image:", url_path="images"),
+        st.Page("pages/scoreboard.py", title="Scoreboard", icon=":material/leaderboard:", url_path="scoreboard"),
+    ],
+}
+
+navigation = st.navigation(PAGES)
+with st.sidebar:
+    st.markdown("### Scalowatch")
+    try:
+        st.caption(get_store().description)
+    except ValueError as exc:  # a bad store kind in the settings: every page will say so too
+        st.caption(f"Store misconfigured: {exc}")
+navigation.run()

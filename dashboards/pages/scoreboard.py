@@ -1,0 +1,39 @@
+"""Scoreboard: every table (JSON) and plot (PNG) the benchmarks left in ``benchmarks/results/``."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboards.results import results_dir, scan
+from dashboards.ui import guarded
+
+
+@guarded
+def render() -> None:
+    st.title("Scoreboard")
+    root = results_dir()
+    jsons, pngs = scan(root)
+    if not jsons and not pngs:
+        st.info(f"No benchmark results in `{root}` yet. Run `scalowatch bench ...` to produce them.",
+                icon=":material/leaderboard:")
+        return
+    st.caption(f"From `{root}` · {len(jsons)} table(s), {len(pngs)} plot(s)")
+    for result in jsons:
+        st.subheader(result.title)
+        if result.error and result.data is None:
+            st.warning(result.error, icon=":material/warning:")
+            continue
+        if result.table is not None:
+            st.dataframe(result.table, hide_index=True, width="stretch")
+        else:
+            if result.error:
+                st.caption(result.error)
+            st.json(result.data, expanded=1)
+    if pngs:
+        st.subheader("Plots")
+        cols = st.columns(2)
+        for i, path in enumerate(pngs):
+            cols[i % 2].image(str(path), caption=str(path.relative_to(root)), width="stretch")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,134 @@
+"""Streams: an overview of every stream (state + sparkline), then raw value, anomaly score and threshold of
+chosen streams side by side, with alerts and known anomaly windows shaded."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboards.charts import stream_chart
+from dashboards.queries import REFRESH_S, get_store, query
+from dashboards.store import StreamSummary
+from dashboards.ui import SPANS, guarded, to_datetime
+
+CHART_POINTS = 1200  # per stream and panel: enough for a wide screen, small enough to stay fast
+SPARK_BUCKETS = 40
+COLUMNS_PER_ROW = 2
+
+
+def overview_table(streams: list[StreamSummary], overview: pd.DataFrame) -> pd.DataFrame:
+    sparks = {name: group["score_max"].fillna(0).round(4).tolist() for name, group in overview.groupby("stream")}
+    return pd.DataFrame({
+        "State": ["🔴 alert" if s.in_alert else "🟢 normal" for s in streams],
+        "Stream": [s.stream for s in streams],
+        "Class": [s.stream_class for s in streams],
+        "Score": [s.last_score for s in streams],
+        "Threshold": [s.last_threshold for s in streams],
+        "Recent score": [sparks.get(s.stream, []) for s in streams],
+        "Last seen (UTC)": [to_datetime(s.last_ns) for s in streams],
+    }).sort_values(["State", "Score"], ascending=[True, False]).reset_index(drop=True)
+
+
+def _span_ns(choice: str, first_ns: int, last_ns: int) -> tuple[int, int]:
+    span = SPANS[choice]
+    end = int(last_ns) + 1
+    return (int(first_ns) if span is None else max(int(first_ns), end - span)), end
+
+
+@st.fragment(run_every=REFRESH_S)
+@guarded
+def overview_panel(span_choice: str) -> None:
+    store = get_store()
+    streams = query(store, "streams")
+    if not streams:
+        return
+    first = min(s.first_ns for s in streams)
+    last = max(s.last_ns for s in streams)
+    start, end = _span_ns(span_choice, first, last)
+    overview = query(store, "score_overview", start, end, buckets=SPARK_BUCKETS)
+    in_alert = sum(s.in_alert for s in streams)
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Streams", len(streams))
+    c2.metric("In alert now", in_alert)
+    c3.metric("Newest point (UTC)", to_datetime(last).strftime("%Y-%m-%d %H:%M:%S"))
+    st.dataframe(
+        overview_table(streams, overview), hide_index=True, width="stretch",
+        height=min(36 + 35 * len(streams), 320),
+        column_config={
+            "Score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f",
+                                                     help="Latest calibrated anomaly score"),
+            "Threshold": st.column_config.NumberColumn(format="%.3f"),
+            "Recent score": st.column_config.LineChartColumn(
+                y_min=0.0, y_max=1.0, help="Maximum calibrated score per bucket over the chosen range"),
+            "Last seen (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        },
+    )
+
+
+@st.fragment(run_every=REFRESH_S)
+@guarded
+def charts_panel(selected: tuple[str, ...], span_choice: str) -> None:
+    store = get_store()
+    by_name = {s.stream: s for s in query(store, "streams")}
+    for row_start in range(0, len(selected), COLUMNS_PER_ROW):
+        cols = st.columns(COLUMNS_PER_ROW)
+        for col, name in zip(cols, selected[row_start:row_start + COLUMNS_PER_ROW]):
+            with col:
+                stream_panel(by_name.get(name), name, span_choice)
+
+
+@guarded
+def stream_panel(summary: StreamSummary | None, name: str, span_choice: str) -> None:
+    store = get_store()
+    if summary is None:
+        st.warning(f"Unknown stream **{name}**: the store has no scores for it.", icon=":material/help:")
+        return
+    start, end = _span_ns(span_choice, summary.first_ns, summary.last_ns)
+    scores = query(store, "window_scores", name, start, end, max_points=CHART_POINTS)
+    if scores.empty:
+        st.info(f"**{name}**: no scores in this time range.")
+        return
+    alerts = query(store, "alerts", streams=(name,), limit=500)
+    alerts = alerts[(alerts["time_ns"] < end) & ((alerts["end_ns"] == 0) | (alerts["end_ns"] >= start))]
+    labels = [w for w in query(store, "labels", name) if w.end_ns >= start and w.start_ns < end]
+    title = f"{name} · {summary.stream_class}" + ("  🔴 in alert" if summary.in_alert else "")
+    st.altair_chart(stream_chart(scores, alerts, labels, title), width="stretch")
+    note = f"{len(scores)} points"
+    if scores.attrs.get("bucket_ns"):
+        note += f" (downsampled, {scores.attrs['bucket_ns'] / 1e9:g} s buckets)"
+    note += f" · {len(alerts)} alert(s) · {len(labels)} known anomaly window(s) shaded orange"
+    st.caption(note)
+
+
+@guarded
+def render() -> None:
+    st.title("Streams")
+    store = get_store()
+    streams = query(store, "streams")
+    if not streams:
+        st.info("The store has no scored windows yet. Start the monitor (or `scalowatch demo`) and streams "
+                "will appear here.", icon=":material/database:")
+        return
+    names = [s.stream for s in streams]
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    span_choice = c2.selectbox("Time range", list(SPANS), index=list(SPANS).index("Last day"), key="streams_span",
+                               help="Ends at each stream's newest point (replayed data may be years old).")
+    requested = st.query_params.get_all("stream")
+    default = [n for n in requested if n in names]
+    if not requested:
+        alerting = [s.stream for s in streams if s.in_alert]
+        default = (alerting or names)[:1]
+    selected = c1.multiselect("Streams to chart (side by side)", names, default=default, key="streams_selected",
+                              max_selections=6)
+    unknown = [n for n in requested if n not in names]
+    for name in unknown:
+        st.warning(f"Unknown stream **{name}**: the store has no scores for it.", icon=":material/help:")
+    with st.expander("All streams", expanded=True):
+        overview_panel(span_choice)
+    if selected:
+        charts_panel(tuple(selected), span_choice)
+    elif not unknown:
+        st.info("Choose one or more streams to chart.")
+
+
+if __name__ == "__main__":
+    render()

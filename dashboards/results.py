@@ -1,0 +1,83 @@
+"""Read whatever the benchmarks left in ``benchmarks/results/`` for the Scoreboard page.
+
+Why so tolerant: the benchmark writers (NAB, UCR, MVTec, throughput) each choose their own JSON layout, and a
+results folder grows over time; the page shows every JSON file as the most table-like thing it can be and every
+PNG as a picture, and a file it cannot read becomes a warning, not a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULTS_DIR_ENV = "SCALOWATCH_DASHBOARD_RESULTS_DIR"
+DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+TABLE_KEYS = ("scoreboard", "rows", "results", "table", "categories", "detectors", "scores")
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: Path
+    title: str
+    table: pd.DataFrame | None  # None: not table-like, show `data` as JSON
+    data: Any
+    error: str = ""
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get(RESULTS_DIR_ENV) or DEFAULT_RESULTS_DIR)
+
+
+def title_of(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    return " / ".join(part.replace("_", " ").replace("-", " ") for part in rel.parts)
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def as_table(data: Any) -> pd.DataFrame | None:
+    """The most table-like reading of a JSON value, or None."""
+    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        return pd.json_normalize(data, sep=" ")
+    if isinstance(data, dict):
+        for key in TABLE_KEYS:
+            if key in data:
+                table = as_table(data[key])
+                if table is not None:
+                    return table
+        if data and all(isinstance(v, dict) for v in data.values()):
+            rows = [{"name": name, **pd.json_normalize(body, sep=" ").iloc[0].to_dict()} for name, body in data.items()]
+            return pd.DataFrame(rows)
+        if data and all(_is_scalar(v) for v in data.values()):
+            return pd.DataFrame([data])
+    return None
+
+
+def read_result_file(path: Path, root: Path) -> ResultFile:
+    title = title_of(path, root)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return ResultFile(path, title, None, None, error=f"cannot read {path.name}: {exc}")
+    try:
+        table = as_table(data)
+    except Exception as exc:  # noqa: BLE001 - odd shapes fall back to the JSON view
+        table = None
+        return ResultFile(path, title, None, data, error=f"shown as JSON ({exc})")
+    return ResultFile(path, title, table, data)
+
+
+def scan(root: Path | None = None) -> tuple[list[ResultFile], list[Path]]:
+    """(JSON result files, PNG plots) under ``root``, sorted by path."""
+    root = Path(root or results_dir())
+    if not root.is_dir():
+        return [], []
+    jsons = [read_result_file(p, root) for p in sorted(root.rglob("*.json")) if p.is_file()]
+    pngs = [p for p in sorted(root.rglob("*.png")) if p.is_file()]
+    return jsons, pngs
