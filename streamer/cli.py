@@ -30,6 +30,7 @@ def _register_commands() -> None:
 
     cli_model.register(app)
     cli_stream.register(app)
+    __import__("streamer.cli_replay", fromlist=["register"]).register(app)
     dashboard_cli.register(app)
     bench_cli.register(app)
 

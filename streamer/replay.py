@@ -1,0 +1,425 @@
+"""Replay recorded streams into Kafka: NAB CSV, UCR TXT (plain or .gz) and WAV files.
+
+Why: the monitor is tested and demonstrated on labelled public recordings. Replaying them through the same topics
+and wire formats as live sensors (streamer/messages.py) exercises the real path end to end, and the known anomaly
+windows can be written to the store (``label_window`` points) so the dashboard shows them next to the alerts.
+
+Timing: records carry their event time in the message (``ts``), never as the Kafka record timestamp (old NAB
+timestamps would make Kafka's time-based retention delete the segments at once). ``speed`` paces sending against
+event time (1 = real time, 1000 = a thousand times faster, 0 = as fast as possible). ``rebase`` shifts all event
+times by one offset so the earliest record is "now". Several files are interleaved by event time; files given the
+same stream id are played back to back.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import heapq
+import io
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamer.messages import (
+    AUDIO, SENSOR, MessageError, encode_audio, encode_sensor, encode_sensor_batch, parse_timestamp,
+)
+from streamer.points import LABEL_WINDOW, Point
+
+log = logging.getLogger(__name__)
+
+DEFAULT_START_NS = 1_609_459_200_000_000_000  # 2021-01-01T00:00:00Z: synthetic clocks (UCR, WAV) start here
+NAB_WINDOWS_RELATIVE = Path("labels") / "combined_windows.json"
+
+
+class ReplayError(ValueError):
+    """A file cannot be replayed (unknown type, unreadable row, ...), or records were not delivered."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Kafka record to send (timestamps already shifted)."""
+
+    ts_ns: int
+    stream: str
+    stream_class: str
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    samples: int
+
+
+@dataclass(frozen=True)
+class LabelWindow:
+    stream: str
+    start_ns: int
+    end_ns: int
+    source: str
+
+    def to_point(self) -> Point:
+        return Point(LABEL_WINDOW, {"stream": self.stream}, {"end_ns": self.end_ns, "source": self.source},
+                     self.start_ns)
+
+
+class ReplaySource:
+    """One file as a time-ordered sequence of messages of one stream. ``offset_ns`` shifts every timestamp."""
+
+    stream_class: str = SENSOR
+
+    def __init__(self, path: Path, stream: str):
+        self.path = Path(path)
+        self.stream = stream
+        self.offset_ns = 0
+
+    # Subclasses provide the raw (unshifted) data.
+    def first_ns(self) -> int:
+        raise NotImplementedError
+
+    def end_ns(self) -> int:
+        """Unshifted time just after the last sample (where a following file would start)."""
+        raise NotImplementedError
+
+    def message_count(self) -> int:
+        raise NotImplementedError
+
+    def messages(self) -> Iterator[Outgoing]:
+        raise NotImplementedError
+
+    def label_windows(self) -> list[LabelWindow]:
+        return []
+
+
+class SeriesSource(ReplaySource):
+    """Scalar samples (NAB, UCR) sent as sensor JSON, ``batch`` samples per message."""
+
+    def __init__(self, path: Path, stream: str, times_ns: np.ndarray, values: np.ndarray, *, batch: int = 1,
+                 label_source: str = "", label_ranges: Sequence[tuple[int, int]] = ()):
+        super().__init__(path, stream)
+        if len(times_ns) == 0:
+            raise ReplayError(f"{path}: no samples")
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        self.times_ns = np.asarray(times_ns, dtype=np.int64)
+        self.values = np.asarray(values, dtype=np.float64)
+        self.batch = batch
+        self.label_source = label_source
+        self.label_ranges = list(label_ranges)  # unshifted [start_ns, end_ns]
+
+    def first_ns(self) -> int:
+        return int(self.times_ns[0])
+
+    def end_ns(self) -> int:
+        step = int(np.median(np.diff(self.times_ns))) if len(self.times_ns) > 1 else 1_000_000_000
+        return int(self.times_ns[-1]) + max(step, 1)
+
+    def message_count(self) -> int:
+        return math.ceil(len(self.times_ns) / self.batch)
+
+    def messages(self) -> Iterator[Outgoing]:
+        times = self.times_ns + self.offset_ns
+        for start in range(0, len(times), self.batch):
+            ts = times[start:start + self.batch].tolist()
+            vals = self.values[start:start + self.batch].tolist()
+            if self.batch == 1:
+                value = encode_sensor(self.stream, ts[0], vals[0])
+            else:
+                value = encode_sensor_batch(self.stream, zip(ts, vals))
+            yield Outgoing(ts[0], self.stream, SENSOR, value, [], len(ts))
+
+    def label_windows(self) -> list[LabelWindow]:
+        return [LabelWindow(self.stream, start + self.offset_ns, end + self.offset_ns, self.label_source)
+                for start, end in self.label_ranges]
+
+
+class WavSource(ReplaySource):
+    """PCM chunks of ``chunk_samples`` frames (all channels kept; the monitor downmixes)."""
+
+    stream_class = AUDIO
+
+    def __init__(self, path: Path, stream: str, *, chunk_samples: int = 4096, start_ns: int = DEFAULT_START_NS):
+        super().__init__(path, stream)
+        from scipy.io import wavfile
+
+        try:
+            with warnings.catch_warnings():  # unknown non-data chunks (LIST, bext, ...) are fine to skip
+                warnings.simplefilter("ignore", wavfile.WavFileWarning)
+                rate, data = wavfile.read(self.path)
+        except (ValueError, OSError) as exc:
+            raise ReplayError(f"{path}: not a readable WAV file ({exc})") from exc
+        if data.size == 0:
+            raise ReplayError(f"{path}: no samples")
+        if chunk_samples < 1:
+            raise ValueError("chunk_samples must be >= 1")
+        if data.dtype == np.int16:
+            self.dtype = "int16"
+        elif data.dtype.kind == "f":
+            self.dtype = "float32"
+            data = data.astype(np.float32)
+        elif data.dtype.kind in "iu":  # 8/24/32-bit integer PCM -> float32 in [-1, 1]
+            info = np.iinfo(data.dtype)
+            data = ((data.astype(np.float64) - (info.max + info.min + 1) / 2) / ((info.max - info.min + 1) / 2))
+            data = data.astype(np.float32)
+            self.dtype = "float32"
+        else:
+            raise ReplayError(f"{path}: unsupported WAV sample type {data.dtype}")
+        self.rate = int(rate)
+        self.data = data
+        self.chunk_samples = chunk_samples
+        self.start_ns = start_ns
+
+    def _time_of(self, frame: int) -> int:
+        return self.start_ns + (frame * 1_000_000_000) // self.rate
+
+    def first_ns(self) -> int:
+        return self.start_ns
+
+    def end_ns(self) -> int:
+        return self._time_of(len(self.data))
+
+    def message_count(self) -> int:
+        return math.ceil(len(self.data) / self.chunk_samples)
+
+    def messages(self) -> Iterator[Outgoing]:
+        for start in range(0, len(self.data), self.chunk_samples):
+            chunk = self.data[start:start + self.chunk_samples]
+            ts = self._time_of(start) + self.offset_ns
+            value, headers = encode_audio(self.stream, ts, chunk, self.rate, dtype=self.dtype)
+            yield Outgoing(ts, self.stream, AUDIO, value, headers, len(chunk))
+
+
+# ---------------------------------------------------------------------------------------------------- readers
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _nab_stream_and_key(path: Path) -> tuple[str, str]:
+    """("realKnownCause/nyc_taxi", "realKnownCause/nyc_taxi.csv") for a file in NAB's data/<category>/ layout."""
+    category = path.parent.name
+    return (f"{category}/{path.stem}", f"{category}/{path.name}") if category else (path.stem, path.name)
+
+
+def find_nab_windows(path: Path) -> Path | None:
+    """NAB's labels/combined_windows.json next to data/ (data/<category>/<file>.csv), if present."""
+    candidate = path.resolve().parents[2] / NAB_WINDOWS_RELATIVE if len(path.resolve().parents) > 2 else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
+                 windows_file: Path | None = None) -> SeriesSource:
+    """``timestamp,value`` CSV (NAB). Label windows come from combined_windows.json (found automatically in the
+    NAB layout, or given)."""
+    path = Path(path)
+    default_stream, label_key = _nab_stream_and_key(path)
+    times, values = [], []
+    with _open_text(path) as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
+            raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {header!r}")
+        for line_no, row in enumerate(reader, start=2):
+            if not row or not "".join(row).strip():
+                continue
+            try:
+                ts = parse_timestamp(row[0].strip())
+                value = float(row[1])
+            except (MessageError, ValueError, IndexError) as exc:
+                raise ReplayError(f"{path}:{line_no}: bad row {row!r} ({exc})") from None
+            if not math.isfinite(value):
+                raise ReplayError(f"{path}:{line_no}: value {row[1]!r} is not finite")
+            times.append(ts)
+            values.append(value)
+    times_ns = np.asarray(times, dtype=np.int64)
+    if len(times_ns) > 1 and np.any(np.diff(times_ns) < 0):
+        order = np.argsort(times_ns, kind="stable")
+        log.warning("%s: timestamps out of order; sorting them", path)
+        times_ns, values = times_ns[order], np.asarray(values)[order]
+    windows_file = windows_file or find_nab_windows(path)
+    ranges: list[tuple[int, int]] = []
+    if windows_file is not None:
+        try:
+            windows = json.loads(Path(windows_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise ReplayError(f"{windows_file}: cannot read NAB windows ({exc})") from exc
+        ranges = [(parse_timestamp(a), parse_timestamp(b)) for a, b in windows.get(label_key, [])]
+    return SeriesSource(path, stream or default_stream, times_ns, np.asarray(values), batch=batch,
+                        label_source=f"nab:{label_key}", label_ranges=ranges)
+
+
+def read_ucr_txt(path: Path, *, stream: str | None = None, batch: int = 1, sample_period_ms: float = 10.0,
+                 start_ns: int = DEFAULT_START_NS) -> SeriesSource:
+    """One value per line (UCR archive; .txt or .txt.gz). Timestamps are synthetic: ``start_ns + i * period``.
+    The anomaly range ``[begin, end)`` comes from the UCR file name when it follows the archive's convention."""
+    from models.errors import InputError
+    from models.metrics.ucr import parse_ucr_name, ucr_stem
+
+    path = Path(path)
+    if sample_period_ms <= 0:
+        raise ValueError("sample_period_ms must be > 0")
+    try:
+        with _open_text(path) as handle:
+            values = np.loadtxt(handle, dtype=np.float64, ndmin=1)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ReplayError(f"{path}: cannot read values ({exc})") from exc
+    if values.ndim != 1:
+        values = values.ravel()
+    if not np.isfinite(values).all():
+        raise ReplayError(f"{path}: {int((~np.isfinite(values)).sum())} non-finite value(s)")
+    period_ns = int(round(sample_period_ms * 1_000_000))
+    times_ns = start_ns + np.arange(len(values), dtype=np.int64) * period_ns
+    stem = ucr_stem(path.name)
+    ranges: list[tuple[int, int]] = []
+    label_source = f"ucr:{stem}"
+    try:
+        spec = parse_ucr_name(path.name)
+    except InputError:
+        spec = None
+    if spec is not None and spec.end <= len(values):
+        # [begin, end) in samples -> [start of begin, start of the last anomalous sample]
+        ranges = [(int(times_ns[spec.begin]), int(times_ns[max(spec.end - 1, spec.begin)]))]
+    return SeriesSource(path, stream or stem, times_ns, values, batch=batch, label_source=label_source,
+                        label_ranges=ranges)
+
+
+def read_wav(path: Path, *, stream: str | None = None, chunk_samples: int = 4096,
+             start_ns: int = DEFAULT_START_NS) -> WavSource:
+    path = Path(path)
+    default_stream = f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+    return WavSource(path, stream or default_stream, chunk_samples=chunk_samples, start_ns=start_ns)
+
+
+def open_source(path: str | Path, *, stream: str | None = None, batch: int = 1, chunk_samples: int = 4096,
+                sample_period_ms: float = 10.0, nab_windows: Path | None = None,
+                start_ns: int = DEFAULT_START_NS) -> ReplaySource:
+    """Pick the reader from the file name: ``.csv`` NAB, ``.txt``/``.txt.gz`` UCR, ``.wav`` audio."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such file")
+    name = path.name.lower()
+    if name.endswith(".csv") or name.endswith(".csv.gz"):
+        return read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)
+    if name.endswith(".txt") or name.endswith(".txt.gz"):
+        return read_ucr_txt(path, stream=stream, batch=batch, sample_period_ms=sample_period_ms, start_ns=start_ns)
+    if name.endswith(".wav"):
+        return read_wav(path, stream=stream, chunk_samples=chunk_samples, start_ns=start_ns)
+    raise ReplayError(f"{path}: unknown file type (expected .csv, .txt, .txt.gz or .wav)")
+
+
+# ---------------------------------------------------------------------------------------------------- planning
+def plan(sources: Sequence[ReplaySource], *, rebase_to_ns: int | None = None) -> list[ReplaySource]:
+    """Set each source's ``offset_ns``: files sharing a stream id play back to back (in the given order), then
+    everything is shifted so the earliest record lands on ``rebase_to_ns`` (if given)."""
+    by_stream: dict[str, list[ReplaySource]] = {}
+    for source in sources:
+        by_stream.setdefault(source.stream, []).append(source)
+    for chain in by_stream.values():
+        chain[0].offset_ns = 0
+        for previous, current in zip(chain, chain[1:]):
+            current.offset_ns = previous.end_ns() + previous.offset_ns - current.first_ns()
+    if rebase_to_ns is not None and sources:
+        earliest = min(s.first_ns() + s.offset_ns for s in sources)
+        for source in sources:
+            source.offset_ns += rebase_to_ns - earliest
+    return list(sources)
+
+
+def interleave(sources: Iterable[ReplaySource]) -> Iterator[Outgoing]:
+    """All sources' messages merged by event time (stable: ties keep the source order)."""
+    return heapq.merge(*(s.messages() for s in sources), key=lambda out: out.ts_ns)
+
+
+# ---------------------------------------------------------------------------------------------------- sending
+@dataclass
+class ReplayStats:
+    records: int = 0
+    samples: int = 0
+    bytes: int = 0
+    label_windows: int = 0
+    streams: list[str] = field(default_factory=list)
+    first_ts_ns: int | None = None
+    last_ts_ns: int | None = None
+    seconds: float = 0.0
+
+
+class Pacer:
+    """Sleeps so that event time advances ``speed`` times faster than wall time (0 = never sleeps)."""
+
+    def __init__(self, speed: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        if speed < 0 or not math.isfinite(speed):
+            raise ValueError("speed must be a finite number >= 0")
+        self.speed = speed
+        self.clock = clock
+        self.sleep = sleep
+        self._origin: tuple[float, int] | None = None
+
+    def wait_for(self, ts_ns: int) -> None:
+        if self.speed == 0:
+            return
+        if self._origin is None:
+            self._origin = (self.clock(), ts_ns)
+            return
+        wall0, ts0 = self._origin
+        delay = wall0 + (ts_ns - ts0) / 1e9 / self.speed - self.clock()
+        if delay > 0:
+            self.sleep(delay)
+
+
+def replay(
+    sources: Sequence[ReplaySource],
+    producer,
+    *,
+    sensor_topic: str,
+    audio_topic: str,
+    speed: float = 0.0,
+    rebase_to_ns: int | None = None,
+    sink=None,
+    progress: bool = True,
+    pacer: Pacer | None = None,
+) -> ReplayStats:
+    """Send every source's messages to Kafka (key = stream id), interleaved by event time.
+
+    ``sink`` (a streamer.sinks Sink) receives the label windows before sending starts. Raises ReplayError if
+    any record was not acknowledged; returns counts otherwise.
+    """
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    plan(sources, rebase_to_ns=rebase_to_ns)
+    stats = ReplayStats(streams=sorted({s.stream for s in sources}))
+    if sink is not None:
+        windows = [w.to_point() for s in sources for w in s.label_windows()]
+        if windows:
+            sink.write(windows)
+        stats.label_windows = len(windows)
+    pacer = pacer or Pacer(speed)
+    failures: list[BaseException] = []
+    topics = {SENSOR: sensor_topic, AUDIO: audio_topic}
+    total = sum(s.message_count() for s in sources)
+    with tqdm(total=total, unit="rec", desc="replay", disable=not progress) as bar:
+        for out in interleave(sources):
+            pacer.wait_for(out.ts_ns)
+            future = producer.send(topics[out.stream_class], key=out.stream.encode(), value=out.value,
+                                   headers=out.headers or None)
+            future.add_errback(failures.append)
+            stats.records += 1
+            stats.samples += out.samples
+            stats.bytes += len(out.value)
+            stats.first_ts_ns = out.ts_ns if stats.first_ts_ns is None else stats.first_ts_ns
+            stats.last_ts_ns = out.ts_ns
+            bar.update(1)
+            if failures:
+                break
+    producer.flush()
+    stats.seconds = time.monotonic() - started
+    if failures:
+        raise ReplayError(f"{len(failures)} record(s) not delivered, first: {failures[0]!r}")
+    log.info("replayed %d records (%d samples) of %d stream(s) in %.1fs", stats.records, stats.samples,
+             len(stats.streams), stats.seconds)
+    return stats

@@ -1,0 +1,269 @@
+"""Replay: file readers, labels, planning/interleaving, pacing, and end-to-end through a real broker."""
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import TopicPartition
+from scipy.io import wavfile
+from typer.testing import CliRunner
+
+from streamer.config import Settings
+from streamer.kafka_io import make_consumer, make_producer
+from streamer.messages import decode_audio, decode_sensor, parse_timestamp
+from streamer.points import LABEL_WINDOW
+from streamer.replay import (
+    DEFAULT_START_NS, Pacer, ReplayError, interleave, open_source, plan, read_nab_csv, read_ucr_txt, read_wav,
+    replay,
+)
+from streamer.sinks.sqlite import SQLiteSink
+
+
+def write_nab(root: Path, category: str = "realTest", name: str = "machine", rows: int = 30,
+              windows: list[list[str]] | None = None) -> Path:
+    """A tiny NAB-layout corpus: data/<category>/<name>.csv and labels/combined_windows.json."""
+    data = root / "data" / category
+    data.mkdir(parents=True)
+    path = data / f"{name}.csv"
+    lines = ["timestamp,value"] + [f"2015-01-01 00:{i:02d}:00,{i * 1.5}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    (root / "labels").mkdir()
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(
+        {f"{category}/{name}.csv": windows if windows is not None else
+         [["2015-01-01 00:10:00.000000", "2015-01-01 00:14:00.000000"]]}))
+    return path
+
+
+# -------------------------------------------------------------------------------------------- readers
+def test_nab_reader_values_times_stream_and_windows(tmp_path):
+    path = write_nab(tmp_path)
+    source = open_source(path)
+    assert source.stream == "realTest/machine" and source.stream_class == "sensor"
+    messages = list(source.messages())
+    assert len(messages) == 30
+    first = decode_sensor(messages[0].value, key=messages[0].stream.encode())
+    assert first[0].ts_ns == parse_timestamp("2015-01-01T00:00:00Z") and first[0].value == 0.0
+    assert decode_sensor(messages[7].value)[0].value == pytest.approx(10.5)
+    (window,) = source.label_windows()
+    assert (window.start_ns, window.end_ns) == (parse_timestamp("2015-01-01 00:10:00"),
+                                                parse_timestamp("2015-01-01 00:14:00"))
+    assert window.source == "nab:realTest/machine.csv"
+    point = window.to_point()
+    assert point.measurement == LABEL_WINDOW and point.tags == {"stream": "realTest/machine"}
+
+
+def test_nab_reader_batches_samples(tmp_path):
+    source = read_nab_csv(write_nab(tmp_path, rows=25), batch=10)
+    messages = list(source.messages())
+    assert [m.samples for m in messages] == [10, 10, 5]
+    values = [s.value for m in messages for s in decode_sensor(m.value)]
+    assert values == pytest.approx([i * 1.5 for i in range(25)])
+
+
+@pytest.mark.parametrize("content,match", [
+    ("time,val\n2015-01-01 00:00:00,1\n", "header"),
+    ("timestamp,value\n2015-01-01 00:00:00,1\nnot-a-time,2\n", ":3"),
+    ("timestamp,value\n2015-01-01 00:00:00,abc\n", ":2"),
+    ("timestamp,value\n2015-01-01 00:00:00,nan\n", "not finite"),
+    ("timestamp,value\n", "no samples"),
+])
+def test_nab_reader_rejects_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ReplayError, match=match):
+        read_nab_csv(path)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_ucr_reader_synthetic_clock_and_label_from_name(tmp_path, compressed):
+    values = np.sin(np.arange(300) / 5)
+    text = "\n".join(repr(float(v)) for v in values) + "\n"
+    name = "042_UCR_Anomaly_TestSeries_100_150_160.txt"
+    path = tmp_path / (name + (".gz" if compressed else ""))
+    if compressed:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    source = read_ucr_txt(path, sample_period_ms=4.0, batch=100)
+    assert source.stream == "042_UCR_Anomaly_TestSeries_100_150_160"
+    samples = [s for m in source.messages() for s in decode_sensor(m.value)]
+    assert [s.value for s in samples] == pytest.approx(values.tolist())
+    assert samples[1].ts_ns - samples[0].ts_ns == 4_000_000 and samples[0].ts_ns == DEFAULT_START_NS
+    (window,) = source.label_windows()
+    assert window.start_ns == DEFAULT_START_NS + 150 * 4_000_000
+    assert window.end_ns == DEFAULT_START_NS + 159 * 4_000_000
+    assert window.source == "ucr:042_UCR_Anomaly_TestSeries_100_150_160"
+
+
+def test_ucr_reader_plain_name_has_no_label_and_bad_file_is_an_error(tmp_path):
+    plain = tmp_path / "series.txt"
+    plain.write_text("1\n2\n3\n")
+    assert read_ucr_txt(plain).label_windows() == []
+    broken = tmp_path / "broken.txt"
+    broken.write_text("1\nx\n")
+    with pytest.raises(ReplayError, match="broken.txt"):
+        read_ucr_txt(broken)
+
+
+def test_wav_reader_chunks_round_trip_with_downmix(tmp_path):
+    rng = np.random.default_rng(1)
+    stereo = (rng.uniform(-0.5, 0.5, (1000, 2)) * 32767).astype(np.int16)
+    path = tmp_path / "normal" / "clip.wav"
+    path.parent.mkdir()
+    wavfile.write(path, 8000, stereo)
+    source = read_wav(path, chunk_samples=300)
+    assert source.stream == "normal/clip" and source.stream_class == "audio"
+    chunks = [decode_audio(m.value, m.headers, key=m.stream) for m in source.messages()]
+    assert [len(c.samples) for c in chunks] == [300, 300, 300, 100]
+    assert [c.ts_ns - DEFAULT_START_NS for c in chunks] == [0, 37_500_000, 75_000_000, 112_500_000]
+    assert all(a.end_ns == b.ts_ns for a, b in zip(chunks, chunks[1:]))
+    expected = stereo.astype(np.float32).mean(axis=1) / 32768
+    np.testing.assert_allclose(np.concatenate([c.samples for c in chunks]), expected, atol=1e-6)
+
+
+def test_unknown_or_missing_files(tmp_path):
+    other = tmp_path / "x.parquet"
+    other.write_bytes(b"x")
+    with pytest.raises(ReplayError, match="unknown file type"):
+        open_source(other)
+    with pytest.raises(ReplayError, match="no such file"):
+        open_source(tmp_path / "missing.csv")
+    fake_wav = tmp_path / "fake.wav"
+    fake_wav.write_bytes(b"RIFF0000WAVEjunk")
+    with pytest.raises(ReplayError, match="WAV"):
+        open_source(fake_wav)
+
+
+# -------------------------------------------------------------------------------------------- planning
+def _series(tmp_path: Path, name: str, n: int, period_ms: float, stream: str | None = None):
+    path = tmp_path / f"{name}.txt"
+    path.write_text("\n".join(str(i) for i in range(n)))
+    return read_ucr_txt(path, sample_period_ms=period_ms, stream=stream)
+
+
+def test_interleave_orders_by_event_time_across_files(tmp_path):
+    fast, slow = _series(tmp_path, "fast", 10, 1.0), _series(tmp_path, "slow", 4, 3.0)
+    merged = list(interleave(plan([fast, slow])))
+    times = [m.ts_ns for m in merged]
+    assert times == sorted(times)
+    assert [m.stream for m in merged][:3] == ["fast", "slow", "fast"]  # tie at t0 keeps the file order
+    assert len(merged) == 14
+
+
+def test_same_stream_files_play_back_to_back_and_rebase(tmp_path):
+    first = _series(tmp_path, "a", 5, 2.0, stream="s")
+    second = _series(tmp_path, "b", 3, 2.0, stream="s")
+    plan([first, second], rebase_to_ns=5_000_000_000)
+    times = [m.ts_ns for m in interleave([first, second])]
+    assert times == [5_000_000_000 + i * 2_000_000 for i in range(8)]
+    assert first.label_windows() == []
+
+
+def test_pacer_sleeps_by_event_time_over_speed():
+    now = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(10.0, clock=lambda: now[0], sleep=sleep)
+    for ts_s in (0, 1, 2, 2, 5):
+        pacer.wait_for(ts_s * 1_000_000_000)
+    assert sleeps == pytest.approx([0.1, 0.1, 0.3])
+    unpaced = Pacer(0.0, clock=lambda: now[0], sleep=sleep)
+    unpaced.wait_for(0)
+    unpaced.wait_for(10**12)
+    assert len(sleeps) == 3
+    with pytest.raises(ValueError):
+        Pacer(-1)
+
+
+def test_shared_nab_file_finds_official_windows(shared_data):
+    source = open_source(shared_data / "nab" / "data" / "realKnownCause" / "nyc_taxi.csv")
+    assert source.stream == "realKnownCause/nyc_taxi"
+    assert source.message_count() == 10320
+    assert len(source.label_windows()) == 5
+
+
+# -------------------------------------------------------------------------------------------- end to end
+def _consume(settings: Settings, topic: str, expected: int) -> list:
+    consumer = make_consumer(settings, group_id=None, consumer_timeout_ms=5000)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])])
+        consumer.seek_to_beginning()
+        records = []
+        for record in consumer:
+            records.append(record)
+            if len(records) >= expected:
+                break
+        return records
+    finally:
+        consumer.close()
+
+
+@pytest.mark.integration
+def test_replay_nab_and_wav_into_broker_and_read_back(kafka_broker, tmp_path):
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(kafka={"bootstrap_servers": kafka_broker, "sensor_topic": f"sensors-{suffix}",
+                               "audio_topic": f"audio-{suffix}"})
+    nab = open_source(write_nab(tmp_path / "nab", rows=40))
+    wav_path = tmp_path / "fan.wav"
+    wavfile.write(wav_path, 16000, (np.sin(np.arange(5000) / 7) * 8000).astype(np.int16))
+    wav = open_source(wav_path, chunk_samples=1024)
+    sink = SQLiteSink(tmp_path / "store.sqlite")
+    producer = make_producer(settings)
+    stats = replay([nab, wav], producer, sensor_topic=settings.kafka.sensor_topic,
+                   audio_topic=settings.kafka.audio_topic, sink=sink, progress=False)
+    producer.close()
+    assert (stats.records, stats.samples, stats.label_windows) == (45, 5040, 1)
+
+    records = _consume(settings, settings.kafka.sensor_topic, 40)
+    assert {r.key for r in records} == {b"realTest/machine"}
+    assert len({r.partition for r in records}) == 1  # one key -> one partition -> order kept
+    samples = [s for r in records for s in decode_sensor(r.value, key=r.key)]
+    assert [s.value for s in samples] == pytest.approx([i * 1.5 for i in range(40)])
+    assert [s.ts_ns for s in samples] == nab.times_ns.tolist()
+
+    chunks = [decode_audio(r.value, r.headers, key=r.key) for r in _consume(settings, settings.kafka.audio_topic, 5)]
+    assert sum(len(c.samples) for c in chunks) == 5000
+    assert [p.fields["source"] for p in sink.read(LABEL_WINDOW)] == ["nab:realTest/machine.csv"]
+    sink.close()
+
+
+@pytest.mark.integration
+def test_replay_command_with_rebase_and_labels_to_sqlite(kafka_broker, tmp_path, monkeypatch):
+    from streamer.cli import app
+
+    for name in ("SCALOWATCH_CONFIG", "SCALOWATCH_STORE__KIND"):
+        monkeypatch.delenv(name, raising=False)
+    topic = f"cli-{uuid.uuid4().hex[:8]}"
+    path = write_nab(tmp_path / "nab", rows=12)
+    store = tmp_path / "labels.sqlite"
+    before_ns = __import__("time").time_ns()
+    result = CliRunner().invoke(app, [
+        "replay", str(path), "--bootstrap", kafka_broker, "--topic", topic, "--rebase", "--batch", "5",
+        "--labels-to-store", "--store", "sqlite", "--sqlite-path", str(store), "--no-progress", "--partitions", "2"])
+    assert result.exit_code == 0, result.output
+    assert "replayed 3 records (12 samples)" in result.output
+    settings = Settings(kafka={"bootstrap_servers": kafka_broker})
+    samples = [s for r in _consume(settings, topic, 3) for s in decode_sensor(r.value)]
+    assert len(samples) == 12
+    assert samples[0].ts_ns >= before_ns  # rebased to "now"
+    assert samples[1].ts_ns - samples[0].ts_ns == 60_000_000_000  # spacing kept
+    (label,) = SQLiteSink(store).read(LABEL_WINDOW)
+    assert label.time_ns == samples[10].ts_ns  # the window moved with the data
+
+
+def test_replay_command_reports_bad_file(tmp_path):
+    from streamer.cli import app
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("nope\n")
+    result = CliRunner().invoke(app, ["replay", str(bad), "--bootstrap", "127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "header" in result.output
