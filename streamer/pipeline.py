@@ -11,7 +11,6 @@ ready model) → micro-batcher (per model) → ``model.score_windows`` on the ba
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,7 +24,8 @@ from streamer.alerts import Alert, AlertMachine, AlertPolicy, AlertState
 from streamer.batcher import MicroBatcher
 from streamer.model_registry import ModelKey, ModelRegistry, ModelStatus
 from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, window_score_point
-from streamer.points import Point
+from streamer.points import ALERT, Point
+from streamer.sinks.base import SinkRejected
 from streamer.windowing import AudioWindower, Holds, Origin, SensorWindower, Window, WindowSpec, merge_holds
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,8 @@ class _Written:
 @dataclass(frozen=True)
 class FlushResult:
     points: int
-    alerts: list[tuple[Alert, str]]
-    """Alerts that opened or closed in the written batch, with their stream class (for the alerts topic)."""
+    alert_points: list[Point]
+    """``alert`` points (opened or closed) in the written batch, for the alerts topic."""
 
 
 @dataclass
@@ -164,7 +164,7 @@ class StreamProcessor:
     def _after_add(self, st: _Stream, result) -> None:
         if result.reset:
             self.stats.resets += 1
-            log.warning("stream %s/%s: buffer reset after a gap (%d buffered grid samples dropped)",
+            log.debug("stream %s/%s: buffer reset after a gap (%d buffered grid samples dropped)",
                         st.stream_class, st.name, result.dropped)
         for w in result.windows:
             self._route(w)
@@ -205,7 +205,8 @@ class StreamProcessor:
                     log.error("window %s/%s ending %d cannot be scored (%s: %s); skipped", w.stream_class,
                               w.stream, w.end_ns, type(exc).__name__, exc)
         version = str(getattr(model, "version", ""))
-        scorer = self.scorer_name or str(getattr(model, "scorer_name", ""))
+        scorer = str(getattr(model, "scorer_name", None) or getattr(getattr(model, "scorer", None), "name", None)
+                     or self.scorer_name)
         out = _Written([], [], [])
         for w, batch, i in results:
             st = self._streams.get((w.stream_class, w.stream))
@@ -252,10 +253,22 @@ class StreamProcessor:
             return FlushResult(0, [])
         points = [p for item in self._outbox for p in item.points]
         if points:
-            sink.write(points)
-        alerts = [a for item in self._outbox for a in item.alerts]
+            try:
+                sink.write(points)
+            except SinkRejected as exc:
+                # One bad point must not block the rest forever: write one by one, log what the store refuses.
+                log.error("the store rejected a batch (%s); writing its %d points one by one", exc, len(points))
+                kept = []
+                for p in points:
+                    try:
+                        sink.write([p])
+                        kept.append(p)
+                    except SinkRejected as one:
+                        self.stats.score_errors += 1
+                        log.error("point %s at %d rejected by the store: %s", p.series_key(), p.time_ns, one)
+                points = kept
         self._outbox = []
-        return FlushResult(len(points), alerts)
+        return FlushResult(len(points), [p for p in points if p.measurement == ALERT])
 
     @property
     def outbox_points(self) -> int:
@@ -303,15 +316,6 @@ class StreamProcessor:
 
     def stream_count(self) -> int:
         return len(self._streams)
-
-
-def alert_message(alert: Alert, stream_class: str) -> bytes:
-    """The alerts-topic record value (JSON)."""
-    return json.dumps({
-        "stream": alert.stream, "stream_class": stream_class, "state": alert.state.value,
-        "start_ns": alert.start_ns, "end_ns": alert.end_ns, "duration_s": alert.duration_s,
-        "severity": alert.severity, "peak_raw_score": alert.peak_raw_score, "model_version": alert.model_version,
-    }).encode()
 
 
 def lowest(holds: Iterable[Holds]) -> Holds:

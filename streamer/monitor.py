@@ -1,0 +1,262 @@
+"""The Kafka consumer loop: thin on purpose; the work is in StreamProcessor (streamer/pipeline.py).
+
+One iteration: poll → ingest each record (or dead-letter it) → score what is due → write finished points →
+flush the dead-letter and alert producers → commit, per partition, the lowest offset still held by an unscored
+or unwritten window (streamer/offsets.py). That order is the at-least-once guarantee: a crash anywhere re-reads
+from the last commit and the idempotent writes make the replay harmless.
+
+Back-pressure: while the store is down the loop pauses every assigned partition, keeps calling ``poll`` (so
+the group keeps us — ``max.poll.interval.ms`` counts time between polls), retries the write with exponential
+back-off and commits nothing until it succeeds. The same pause happens when too many windows wait for a model
+that is still training. Training itself runs in a background thread (streamer/model_registry.py).
+
+Shutdown (SIGINT/SIGTERM set ``stop``): finish the batch in flight, score what is buffered in the batcher,
+write, flush, commit, close.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kafka import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from streamer.ingest import DeadLetter, InputRecord, ingest
+from streamer.offsets import OffsetTracker
+from streamer.pipeline import StreamProcessor
+from streamer.sinks.base import SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorStats:
+    records: int = 0
+    dead_letters: int = 0
+    points_written: int = 0
+    commits: int = 0
+    sink_failures: int = 0
+    paused_polls: int = 0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, monitor: "Monitor"):
+        self.monitor = monitor
+
+    def on_partitions_revoked(self, revoked):
+        self.monitor._on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned):
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self.monitor._paused = False  # new assignments start unpaused; the loop re-pauses if needed
+
+
+class Monitor:
+    def __init__(
+        self,
+        consumer: Any,
+        processor: StreamProcessor,
+        sink: Any,
+        *,
+        topics: list[str],
+        class_of_topic: Callable[[str], str],
+        dead_letters: Any | None,
+        alerts: Any | None = None,
+        max_bytes: int | None = None,
+        poll_timeout_ms: int = 200,
+        max_poll_records: int = 500,
+        commit_interval_s: float = 1.0,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 10.0,
+        max_backlog_windows: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.consumer = consumer
+        self.processor = processor
+        self.sink = sink
+        self.topics = topics
+        self.class_of_topic = class_of_topic
+        self.dead_letters = dead_letters
+        self.alerts = alerts
+        self.max_bytes = max_bytes
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_poll_records = max_poll_records
+        self.commit_interval_s = commit_interval_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.max_backlog_windows = max_backlog_windows
+        self.clock = clock
+        self.tracker = OffsetTracker()
+        self.stats = MonitorStats()
+        self._paused = False
+        self._sink_down_until: float | None = None
+        self._backoff = retry_initial_s
+        self._last_commit = clock()
+        self._dirty = False  # something was read or written since the last commit
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> MonitorStats:
+        """Consume until ``stop`` is set (or, with ``idle_exit_s``, until nothing arrived for that long)."""
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        last_data = self.clock()
+        try:
+            while not stop.is_set():
+                got = self.run_once()
+                now = self.clock()
+                if got:
+                    last_data = now
+                elif idle_exit_s is not None and now - last_data >= idle_exit_s and len(self.processor.batcher) == 0 \
+                        and not self.processor.registry.training():
+                    log.info("no input for %.1f s: stopping", idle_exit_s)
+                    break
+        finally:
+            self.shutdown()
+        return self.stats
+
+    def run_once(self) -> int:
+        """One poll/process/write/commit round; returns the number of records read."""
+        self._update_pause()
+        batch = self.consumer.poll(timeout_ms=0 if self._paused else self.poll_timeout_ms,
+                                   max_records=self.max_poll_records)
+        if self._paused:
+            self.stats.paused_polls += 1
+            if not batch:
+                time.sleep(min(0.05, self.poll_timeout_ms / 1000))
+        n = 0
+        for tp, records in batch.items():
+            for rec in records:
+                n += 1
+                self._handle(InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value,
+                                         list(rec.headers or []), rec.timestamp))
+        self.processor.step()
+        self._write_and_commit(force_commit=False)
+        return n
+
+    def _handle(self, record: InputRecord) -> None:
+        self.stats.records += 1
+        self._dirty = True
+        self.tracker.seen(record.partition_key, record.offset)
+        dead = ingest(self.processor, record, self.class_of_topic, max_bytes=self.max_bytes)
+        if dead is not None:
+            self._dead_letter(dead)
+
+    def _dead_letter(self, dead: DeadLetter) -> None:
+        self.stats.dead_letters += 1
+        r = dead.record
+        if self.dead_letters is None:
+            # No dead-letter topic configured (tests, tools): log loudly with the start of its bytes.
+            log.error("rejected %s[%d]@%d (%s: %s): %r", r.topic, r.partition, r.offset, dead.reason, dead.detail,
+                      (r.value or b"")[:200])
+            return
+        self.dead_letters.send(r.value, key=r.key, headers=r.headers, reason=dead.reason, detail=dead.detail,
+                               topic=r.topic, partition=r.partition, offset=r.offset)
+
+    # -- writing and committing -------------------------------------------------------------------------------
+    def _write(self) -> bool:
+        """Write finished points (with back-off while the store is down). True when nothing is left unwritten."""
+        now = self.clock()
+        if self._sink_down_until is not None and now < self._sink_down_until:
+            return False
+        try:
+            result = self.processor.flush(self.sink)
+        except SinkUnavailable as exc:
+            self.stats.sink_failures += 1
+            self._sink_down_until = now + self._backoff
+            log.warning("store unavailable (%s): pausing input, retrying in %.1f s, committing nothing", exc,
+                        self._backoff)
+            self._backoff = min(self._backoff * 2, self.retry_max_s)
+            return False
+        if self._sink_down_until is not None:
+            log.info("store is back: catching up")
+        self._sink_down_until = None
+        self._backoff = self.retry_initial_s
+        self.stats.points_written += result.points
+        if result.points:
+            self._dirty = True
+        if self.alerts is not None:
+            for p in result.alert_points:
+                self.alerts.publish(p)
+        return True
+
+    def _write_and_commit(self, force_commit: bool) -> None:
+        if not self._write():
+            return
+        now = self.clock()
+        if not self._dirty or (not force_commit and now - self._last_commit < self.commit_interval_s):
+            return
+        try:
+            if self.dead_letters is not None:
+                self.dead_letters.flush()
+            if self.alerts is not None:
+                self.alerts.flush()
+        except Exception as exc:  # a record neither processed nor dead-lettered must not be committed
+            log.warning("dead-letter/alert records not acknowledged (%s): not committing yet", exc)
+            return
+        positions = self.tracker.positions(self.processor.holds())
+        self._last_commit = now
+        self._dirty = False
+        if not positions:
+            return
+        offsets = {TopicPartition(*part): OffsetAndMetadata(pos, "", -1) for part, pos in positions.items()}
+        try:
+            self.consumer.commit(offsets)
+        except KafkaError as exc:  # e.g. a rebalance in progress: the next round commits again
+            log.warning("commit failed (%s); will retry", exc)
+            self._dirty = True
+            return
+        self.tracker.committed(positions)
+        self.stats.commits += 1
+        log.debug("committed %s", {f"{t}[{p}]": o for (t, p), o in positions.items()})
+
+    def _update_pause(self) -> None:
+        want = self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_windows
+        assigned = list(self.consumer.assignment())
+        if want and not self._paused and assigned:
+            self.consumer.pause(*assigned)
+            self._paused = True
+            log.info("paused %d partition(s) (store down or backlog of %d windows)", len(assigned),
+                     self.processor.backlog())
+        elif not want and self._paused:
+            if assigned:
+                self.consumer.resume(*assigned)
+            self._paused = False
+            log.info("resumed input")
+
+    # -- rebalance and shutdown -------------------------------------------------------------------------------
+    def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        if not revoked:
+            return
+        log.info("revoked %s: writing and committing what is done", sorted(revoked))
+        self.processor.step(force=True)
+        self._sink_down_until = None  # one immediate try
+        self._write_and_commit(force_commit=True)
+        keys = [(tp.topic, tp.partition) for tp in revoked]
+        dropped = self.processor.drop_partitions(keys)
+        self.tracker.forget(keys)
+        log.info("dropped %d stream(s) of revoked partitions; their new owner resumes from the commit", dropped)
+
+    def shutdown(self) -> None:
+        """Finish what is in flight, write, commit, close. A store that is still down means no commit."""
+        log.info("shutting down: scoring buffered windows, writing, committing")
+        try:
+            self.processor.step(force=True)
+            self._sink_down_until = None
+            self._write_and_commit(force_commit=True)
+        except Exception:
+            log.exception("final write/commit failed; the next start re-reads from the last commit")
+        finally:
+            try:
+                self.consumer.close(autocommit=False)
+            except Exception:
+                log.exception("closing the consumer failed")
+            for producer in (self.dead_letters, self.alerts):
+                if producer is not None:
+                    try:
+                        producer.close()
+                    except Exception:
+                        log.exception("closing a producer failed")
+            self.processor.registry.close()
