@@ -1,6 +1,97 @@
-"""CLI commands (registered on the main `scalowatch` app)."""
+"""CLI commands ``scalowatch monitor`` and ``scalowatch demo`` (registered on the main `scalowatch` app)."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
 import typer
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM ask the loop to finish its batch, write, commit and close (a second signal is the same)."""
+    stop = threading.Event()
+
+    def handler(signum, frame):  # noqa: ARG001
+        log.info("signal %s: stopping after the batch in flight", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def build_monitor(settings, *, processor=None):
+    """The Kafka clients, sink and processor from ``settings``, wired into a :class:`~streamer.monitor.Monitor`."""
+    from functools import partial
+
+    from streamer.assemble import build_processor
+    from streamer.kafka_io import AlertPublisher, DeadLetterProducer, ensure_topics, make_consumer, make_producer
+    from streamer.messages import stream_class_for_topic
+    from streamer.monitor import Monitor
+    from streamer.sinks.factory import make_sink
+
+    k, m = settings.kafka, settings.monitor
+    topics = [k.sensor_topic, k.audio_topic]
+    ensure_topics(settings, [*topics, k.dead_letter_topic, k.alerts_topic])
+    processor = processor or build_processor(m)
+    producer = make_producer(settings)
+    return Monitor(
+        make_consumer(settings), processor, make_sink(settings), topics=topics,
+        class_of_topic=partial(stream_class_for_topic, sensor_topic=k.sensor_topic, audio_topic=k.audio_topic),
+        dead_letters=DeadLetterProducer(producer, k.dead_letter_topic), alerts=AlertPublisher(producer, k.alerts_topic),
+        max_bytes=k.max_message_bytes, poll_timeout_ms=m.poll_timeout_ms, max_poll_records=k.max_poll_records,
+        commit_interval_s=m.commit_interval_ms / 1000.0, retry_initial_s=m.sink_retry_initial_s,
+        retry_max_s=m.sink_retry_max_s, max_backlog_windows=m.max_backlog_windows,
+    )
+
+
+def run_monitor(settings, *, stop: threading.Event, idle_exit_s: float | None = None, processor=None):
+    """Build the monitor from ``settings`` and consume until ``stop`` (or ``idle_exit_s`` without input)."""
+    monitor = build_monitor(settings, processor=processor)
+    stats = monitor.run(stop, idle_exit_s=idle_exit_s)
+    log.info("monitor stopped: %s; processor: %s", stats, monitor.processor.stats)
+    return stats
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+
+    @app.command("monitor")
+    def monitor(
+        config: Path = typer.Option(None, "--config", help="TOML settings file (else SCALOWATCH_* env)."),
+        idle_exit_s: float = typer.Option(None, "--idle-exit-s",
+                                          help="Stop after this many seconds without input (tests, batch runs)."),
+    ) -> None:
+        """Consume sensor/audio topics, score windows, write scores and alerts (at-least-once)."""
+        from streamer.config import Settings
+
+        settings = Settings.load(config)
+        log.info("settings: %s", settings.redacted())
+        run_monitor(settings, stop=_stop_on_signals(), idle_exit_s=idle_exit_s)
+
+    @app.command("demo")
+    def demo(
+        out_dir: Path = typer.Option(Path("demo-output"), "--out-dir", help="Where the SQLite store and models go."),
+        no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Only replay; do not open the dashboard."),
+        scorer: str = typer.Option("recon", "--scorer", help="Scorer: recon, trend, kl, dynamic, adversarial."),
+        train_steps: int = typer.Option(150, "--train-steps", help="Training steps per stream model."),
+        speed: float = typer.Option(0.0, "--speed", help="Replay speed (0 = as fast as possible)."),
+        port: int = typer.Option(8501, "--port", help="Dashboard port."),
+        keep_models: bool = typer.Option(False, "--keep-models", help="Reuse models of an earlier demo run."),
+    ) -> None:
+        """Replay bundled NAB series and a fan recording through the monitor into SQLite, then open the dashboard."""
+        from streamer.demo import DemoConfig, run_demo
+
+        cfg = DemoConfig(out_dir=out_dir, scorer=scorer, train_steps=train_steps, speed=speed, fresh=not keep_models)
+        report = run_demo(cfg)
+        typer.echo(report.text())
+        if no_dashboard:
+            return
+        from dashboards.cli import launch_dashboard
+
+        typer.echo(f"opening the dashboard on http://127.0.0.1:{port} (Ctrl-C to stop)")
+        launch_dashboard(store_kind="sqlite", sqlite_path=report.store_path, port=port, block=True)

@@ -195,7 +195,11 @@ class ModelRegistry:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         model.save(tmp)
         shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        try:
+            tmp.rename(final)
+        except OSError as exc:  # another worker (same group, after a rebalance) saved one at the same moment
+            log.warning("could not move the new model into %s (%s); keeping the one there", final, exc)
+            shutil.rmtree(tmp, ignore_errors=True)
         return model
 
     def poll(self) -> list[tuple[ModelKey, list[Window]]]:

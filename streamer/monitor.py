@@ -107,7 +107,7 @@ class Monitor:
             while not stop.is_set():
                 got = self.run_once()
                 now = self.clock()
-                if got:
+                if got or not self.consumer.assignment():  # idle time counts only once partitions are ours
                     last_data = now
                 elif idle_exit_s is not None and now - last_data >= idle_exit_s and len(self.processor.batcher) == 0 \
                         and not self.processor.registry.training():
@@ -253,10 +253,10 @@ class Monitor:
                 self.consumer.close(autocommit=False)
             except Exception:
                 log.exception("closing the consumer failed")
-            for producer in (self.dead_letters, self.alerts):
-                if producer is not None:
+            for closable in (self.dead_letters, self.alerts, self.sink):
+                if closable is not None and hasattr(closable, "close"):
                     try:
-                        producer.close()
+                        closable.close()
                     except Exception:
-                        log.exception("closing a producer failed")
+                        log.exception("closing %s failed", type(closable).__name__)
             self.processor.registry.close()

@@ -54,3 +54,6 @@ class OffsetTracker:
 
     def committed_position(self, partition: Hashable) -> int | None:
         return self._committed.get(partition)
+
+    def committed_positions(self) -> dict[Hashable, int]:
+        return dict(self._committed)
