@@ -41,13 +41,15 @@ def _spans_frame(alerts: pd.DataFrame, labels: Sequence[LabelWindow], end_ns: in
     return a, lab
 
 
-def stream_chart(
+def stream_charts(
     scores: pd.DataFrame, alerts: pd.DataFrame, labels: Sequence[LabelWindow], title: str,
-    width: int | str = "container", value_height: int = 150, score_height: int = 130,
-) -> alt.VConcatChart:
-    """Raw value on top, calibrated score with its threshold below; alerts (red) and known anomaly windows
-    (orange) shaded in both. When the store downsampled the series, the score line is the bucket maximum so
-    short bursts stay visible."""
+    value_height: int = 210, score_height: int = 190,
+) -> tuple[alt.LayerChart, alt.LayerChart]:
+    """(value chart, score chart) for one stream, drawn one above the other on the same time axis: the raw
+    value, then the calibrated score with its threshold (dashed). Alerts (red) and known anomaly windows
+    (orange) are shaded in both. When the store downsampled the series, the score line is the bucket maximum so
+    short bursts stay visible. Heights include axes and title (Streamlit fits the chart). Two charts rather than a vconcat because only single views fill the column
+    width in Streamlit."""
     data = scores.copy()
     data["time"] = pd.to_datetime(data["time_ns"], unit="ns", utc=True)
     bucketed = bool(scores.attrs.get("bucket_ns", 0))
@@ -55,43 +57,49 @@ def stream_chart(
     score_title = "score (bucket max)" if bucketed else "score"
     end_ns = int(scores["time_ns"].max()) if len(scores) else 0
     alert_spans, label_spans = _spans_frame(alerts, labels, end_ns)
-    x = _time_axis()
+    domain = [data["time"].min().isoformat(), data["time"].max().isoformat()] if len(data) else None
+    x_scale = alt.Scale(type="utc", domain=domain) if domain else alt.Scale(type="utc")
 
-    def shading(height: int) -> list[alt.Chart]:
+    def x_axis(title: str | None) -> alt.X:
+        return alt.X("time:T", title=title, scale=x_scale,
+                     axis=alt.Axis(format="%m-%d %H:%M", labelOverlap=True, labelFlush=True))
+
+    def shading() -> list[alt.Chart]:
         layers = []
         if len(label_spans):
-            layers.append(alt.Chart(label_spans).mark_rect(color=LABEL_COLOR, opacity=0.18).encode(
-                x=alt.X("start:T", scale=alt.Scale(type="utc")), x2="stop:T",
+            layers.append(alt.Chart(label_spans).mark_rect(color=LABEL_COLOR, opacity=0.22).encode(
+                x=alt.X("start:T", scale=x_scale), x2="stop:T",
                 tooltip=[alt.Tooltip("kind:N"), alt.Tooltip("source:N"),
                          alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S"),
                          alt.Tooltip("stop:T", format="%Y-%m-%d %H:%M:%S")]))
         if len(alert_spans):
             layers.append(alt.Chart(alert_spans).mark_rect(color=ALERT_COLOR, opacity=0.16).encode(
-                x=alt.X("start:T", scale=alt.Scale(type="utc")), x2="stop:T",
+                x=alt.X("start:T", scale=x_scale), x2="stop:T",
                 tooltip=[alt.Tooltip("kind:N"), alt.Tooltip("state:N"), alt.Tooltip("severity:Q", format=".3f"),
                          alt.Tooltip("start:T", format="%Y-%m-%d %H:%M:%S")]))
             layers.append(alt.Chart(alert_spans).mark_rule(color=ALERT_COLOR, strokeWidth=1.5).encode(
-                x=alt.X("start:T", scale=alt.Scale(type="utc"))))
+                x=alt.X("start:T", scale=x_scale)))
         return layers
 
+    y_axis = alt.Axis(minExtent=44, titlePadding=6)  # same gutter in both charts keeps their x axes aligned
     base = alt.Chart(data)
     value_line = base.mark_line(color=VALUE_COLOR, strokeWidth=1.2).encode(
-        x=_time_axis(None), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False)),
+        x=x_axis(None), y=alt.Y("value:Q", title="value", scale=alt.Scale(zero=False), axis=y_axis),
         tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), alt.Tooltip("value:Q", format=".4g")])
-    value_panel = alt.layer(*shading(value_height), value_line).properties(
-        height=value_height, width=width, title=alt.Title(title, anchor="start", fontSize=15))
+    value_chart = alt.layer(*shading(), value_line).properties(
+        height=value_height, width="container", title=alt.Title(title, anchor="start", fontSize=15))
 
     score_line = base.mark_line(color=SCORE_COLOR, strokeWidth=1.4).encode(
-        x=x, y=alt.Y(f"{score_field}:Q", title=score_title, scale=alt.Scale(domain=[0, 1])),
+        x=x_axis("time (UTC)"),
+        y=alt.Y(f"{score_field}:Q", title=score_title, scale=alt.Scale(domain=[0, 1]), axis=y_axis),
         tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"),
                  alt.Tooltip(f"{score_field}:Q", format=".3f", title=score_title),
                  alt.Tooltip("threshold:Q", format=".3f")])
     threshold_line = base.mark_line(color=THRESHOLD_COLOR, strokeDash=[5, 4], strokeWidth=1).encode(
-        x=x, y="threshold:Q")
-    score_panel = alt.layer(*shading(score_height), score_line, threshold_line).properties(
-        height=score_height, width=width)
-    return alt.vconcat(value_panel, score_panel, spacing=6).resolve_scale(x="shared").configure_view(
-        strokeWidth=0).configure_axis(labelFontSize=11, titleFontSize=12, gridOpacity=0.4)
+        x=x_axis("time (UTC)"), y=alt.Y("threshold:Q", axis=y_axis))
+    score_chart = alt.layer(*shading(), score_line, threshold_line).properties(
+        height=score_height, width="container")
+    return value_chart, score_chart
 
 
 def shrink(array: np.ndarray, max_shape: tuple[int, int] = MAX_HEATMAP_CELLS) -> np.ndarray:

@@ -169,7 +169,9 @@ class Store(Protocol):
         self, stream: str, start_ns: int, end_ns: int, max_points: int | None = DEFAULT_MAX_POINTS
     ) -> pd.DataFrame: ...
 
-    def score_overview(self, start_ns: int, end_ns: int, buckets: int = 40) -> pd.DataFrame: ...
+    def score_overview(
+        self, start_ns: int, end_ns: int, buckets: int = 40, streams: Iterable[str] | None = None
+    ) -> pd.DataFrame: ...
 
     def alerts(
         self, streams: Iterable[str] | None = None, classes: Iterable[str] | None = None,
@@ -381,16 +383,24 @@ class SQLiteStore:
             )
         return _finish_scores(_frame([dict(zip(SCORE_COLUMNS, row)) for row in rows], SCORE_COLUMNS), bucket)
 
-    def score_overview(self, start_ns: int, end_ns: int, buckets: int = 40) -> pd.DataFrame:
-        series = self._series(WINDOW_SCORE)
+    def score_overview(
+        self, start_ns: int, end_ns: int, buckets: int = 40, streams: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        series = self._series(WINDOW_SCORE, stream=list(streams) if streams is not None else None)
         if not series:
             return _frame([], OVERVIEW_COLUMNS)
         stream_of = {key: tags.get("stream", "") for key, tags in series}
         bucket = bucket_ns(start_ns, end_ns, buckets)
+        key_filter = ""
+        params: list[Any] = [WINDOW_SCORE, int(start_ns), int(end_ns)]
+        if streams is not None:
+            key_filter = f" AND series_key IN ({','.join('?' * len(stream_of))})"
+            params += list(stream_of)
         rows = self._query(
             f"SELECT series_key, (time_ns / {bucket}) * {bucket} AS b, MAX(json_extract(fields, '$.score')) "
-            "FROM points WHERE measurement = ? AND time_ns >= ? AND time_ns < ? GROUP BY series_key, b",
-            (WINDOW_SCORE, int(start_ns), int(end_ns)),
+            f"FROM points WHERE measurement = ? AND time_ns >= ? AND time_ns < ?{key_filter} "
+            "GROUP BY series_key, b",
+            params,
         )
         frame = _frame(
             [{"stream": stream_of.get(key, ""), "time_ns": b, "score_max": s} for key, b, s in rows],
@@ -467,13 +477,18 @@ class SQLiteStore:
         except ImportError:
             SQLiteSink = None  # type: ignore[assignment,misc]
         if SQLiteSink is not None:
-            sink = SQLiteSink(self.path)
+            if not self.path.is_file():
+                raise StoreUnavailable(f"the SQLite store {self.path} does not exist: nothing to give feedback on")
             try:
-                sink.write([point])
-            finally:
-                close = getattr(sink, "close", None)
-                if callable(close):
-                    close()
+                sink = SQLiteSink(self.path)
+                try:
+                    sink.write([point])
+                finally:
+                    sink.close()
+            except Exception as exc:  # noqa: BLE001 - the sink's SinkUnavailable / SinkRejected
+                if type(exc).__name__ == "SinkUnavailable":
+                    raise StoreUnavailable(f"cannot write feedback to {self.path}: {exc}") from exc
+                raise StoreError(f"feedback rejected by {self.path}: {exc}") from exc
             return
         conn = self._connect(write=True)
         try:
@@ -662,11 +677,16 @@ class InfluxQLStore:
             data = [{**r, "time_ns": r["time"]} for r in rows]
         return _finish_scores(_frame(data, SCORE_COLUMNS), bucket)
 
-    def score_overview(self, start_ns: int, end_ns: int, buckets: int = 40) -> pd.DataFrame:
+    def score_overview(
+        self, start_ns: int, end_ns: int, buckets: int = 40, streams: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        stream_cond = _tag_in("stream", streams)
+        if stream_cond == "false":
+            return _frame([], OVERVIEW_COLUMNS)
         bucket = bucket_ns(start_ns, end_ns, buckets)
         rows = self.query(
             f'SELECT max("score") AS "score_max" FROM {influxql_ident(WINDOW_SCORE)}'
-            f"{self._where(f'time >= {int(start_ns)}', f'time < {int(end_ns)}')} "
+            f"{self._where(stream_cond, f'time >= {int(start_ns)}', f'time < {int(end_ns)}')} "
             f'GROUP BY time({bucket}ns), "stream" fill(none)'
         )
         frame = _frame(

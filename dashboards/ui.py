@@ -29,6 +29,11 @@ SPANS: dict[str, int | None] = {
 }
 
 
+# Short names for links (?range=7d): the same choices as SPANS.
+SPAN_PARAMS = {"15m": "Last 15 minutes", "1h": "Last hour", "6h": "Last 6 hours", "1d": "Last day",
+               "7d": "Last week", "all": "Everything"}
+
+
 def guarded(render: F) -> F:
     """Run a page (or a panel of one) and turn store failures into messages."""
 

@@ -151,24 +151,25 @@ def test_streams_overview_and_default_chart(store_env):
     overview = at.dataframe[0].value
     assert set(overview["Stream"]) == {"pump-1", "fan-a", "boiler"}
     assert overview["Stream"].iloc[0] == "fan-a"  # streams in alert come first
-    assert overview["State"].iloc[0].endswith("alert")
+    assert list(overview["State"]) == ["ALERT", "normal", "normal"]
     assert all(len(spark) > 5 for spark in overview["Recent score"])
     assert metrics(at)["In alert now"] == "1"
     assert at.multiselect(key="streams_selected").value == ["fan-a"]
-    assert len(at.get("vega_lite_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 2  # value and score of the alerting stream
 
 
 def test_streams_side_by_side_with_alerts_and_labels(store_env):
     at = run_page("pages/streams.py")
     at.multiselect(key="streams_selected").set_value(["pump-1", "boiler"]).run()
-    charts = at.get("vega_lite_chart")
-    assert len(charts) == 2
     from dashboards.charts import ALERT_COLOR, LABEL_COLOR
 
-    spec = charts[0].proto.spec
-    assert "pump-1" in spec and "boiler" in charts[1].proto.spec
-    assert LABEL_COLOR in spec and ALERT_COLOR in spec  # label window and alert shaded on pump-1
-    assert LABEL_COLOR not in charts[1].proto.spec and ALERT_COLOR not in charts[1].proto.spec
+    specs = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert len(specs) == 4  # (value, score) x 2 streams
+    assert "pump-1" in specs[0] and "boiler" in specs[2]
+    for spec in specs[:2]:  # label window and alert shaded on pump-1 ...
+        assert LABEL_COLOR in spec and ALERT_COLOR in spec
+    for spec in specs[2:]:  # ... and nothing on the quiet boiler
+        assert LABEL_COLOR not in spec and ALERT_COLOR not in spec
     captions = texts(at.caption)
     assert "1 alert(s)" in captions and "1 known anomaly window(s)" in captions
 

@@ -240,3 +240,10 @@ def test_store_layer_at_volume(tmp_path):
     assert len(streams) == 100
     assert 0 < len(frame) <= 300
     assert overview.groupby("stream").size().max() <= 30 and overview["stream"].nunique() == 100
+
+
+def test_score_overview_for_chosen_streams(populated):
+    store, _ = populated
+    frame = store.score_overview(T0, T0 + N_POINTS * MINUTE, buckets=10, streams=("pump-1", "boiler"))
+    assert set(frame["stream"]) == {"pump-1", "boiler"}
+    assert store.score_overview(T0, T0 + N_POINTS * MINUTE, buckets=10, streams=()).empty

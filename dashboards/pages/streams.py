@@ -5,27 +5,51 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboards.charts import stream_chart
+from dashboards.charts import ALERT_COLOR, stream_charts
 from dashboards.queries import REFRESH_S, get_store, query
 from dashboards.store import StreamSummary
-from dashboards.ui import SPANS, guarded, to_datetime
+from dashboards.ui import SPAN_PARAMS, SPANS, guarded, to_datetime
 
 CHART_POINTS = 1200  # per stream and panel: enough for a wide screen, small enough to stay fast
 SPARK_BUCKETS = 40
 COLUMNS_PER_ROW = 2
 
 
-def overview_table(streams: list[StreamSummary], overview: pd.DataFrame) -> pd.DataFrame:
-    sparks = {name: group["score_max"].fillna(0).round(4).tolist() for name, group in overview.groupby("stream")}
+def sparkline_scores(store, streams: list[StreamSummary], span_ns: int | None,
+                     buckets: int = SPARK_BUCKETS) -> dict[str, list[float]]:
+    """Each stream's bucket-max score over the last ``span_ns`` of ITS OWN data (replayed files can be years
+    apart, and a stream that stalled should still show its last activity); a stream with less data than that,
+    or ``span_ns`` None, over its whole extent. Streams whose windows coincide share one query, so a live
+    deployment (every stream current) costs one query for all of them."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for s in streams:
+        extent = s.last_ns - s.first_ns + 1
+        if span_ns is None or extent <= span_ns:
+            key = (s.first_ns, s.last_ns + 1)
+        else:
+            width = max(1, span_ns // buckets)
+            end = (s.last_ns // width + 1) * width
+            key = (end - width * buckets, end)
+        groups.setdefault(key, []).append(s.stream)
+    out: dict[str, list[float]] = {}
+    for (start, end), names in groups.items():
+        frame = query(store, "score_overview", start, end, buckets=buckets, streams=tuple(sorted(names)))
+        for name, group in frame.groupby("stream"):
+            out[name] = group["score_max"].fillna(0).round(4).tolist()
+    return out
+
+
+def overview_table(streams: list[StreamSummary], sparks: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame({
-        "State": ["🔴 alert" if s.in_alert else "🟢 normal" for s in streams],
+        "State": ["ALERT" if s.in_alert else "normal" for s in streams],
         "Stream": [s.stream for s in streams],
         "Class": [s.stream_class for s in streams],
         "Score": [s.last_score for s in streams],
         "Threshold": [s.last_threshold for s in streams],
         "Recent score": [sparks.get(s.stream, []) for s in streams],
         "Last seen (UTC)": [to_datetime(s.last_ns) for s in streams],
-    }).sort_values(["State", "Score"], ascending=[True, False]).reset_index(drop=True)
+        "_alert": [s.in_alert for s in streams],
+    }).sort_values(["_alert", "Score"], ascending=[False, False]).drop(columns="_alert").reset_index(drop=True)
 
 
 def _span_ns(choice: str, first_ns: int, last_ns: int) -> tuple[int, int]:
@@ -41,24 +65,25 @@ def overview_panel(span_choice: str) -> None:
     streams = query(store, "streams")
     if not streams:
         return
-    first = min(s.first_ns for s in streams)
     last = max(s.last_ns for s in streams)
-    start, end = _span_ns(span_choice, first, last)
-    overview = query(store, "score_overview", start, end, buckets=SPARK_BUCKETS)
+    sparks = sparkline_scores(store, streams, SPANS[span_choice])
     in_alert = sum(s.in_alert for s in streams)
     c1, c2, c3 = st.columns(3)
     c1.metric("Streams", len(streams))
     c2.metric("In alert now", in_alert)
     c3.metric("Newest point (UTC)", to_datetime(last).strftime("%Y-%m-%d %H:%M:%S"))
+    table = overview_table(streams, sparks)
+    styled = table.style.map(lambda v: f"color: {ALERT_COLOR}; font-weight: 600" if v == "ALERT" else "",
+                             subset=["State"])
     st.dataframe(
-        overview_table(streams, overview), hide_index=True, width="stretch",
+        styled, hide_index=True, width="stretch",
         height=min(36 + 35 * len(streams), 320),
         column_config={
             "Score": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0, format="%.3f",
                                                      help="Latest calibrated anomaly score"),
             "Threshold": st.column_config.NumberColumn(format="%.3f"),
             "Recent score": st.column_config.LineChartColumn(
-                y_min=0.0, y_max=1.0, help="Maximum calibrated score per bucket over the chosen range"),
+                y_min=0.0, y_max=1.0, help="Maximum calibrated score per bucket over the chosen range of each stream's own data"),
             "Last seen (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
         },
     )
@@ -90,8 +115,10 @@ def stream_panel(summary: StreamSummary | None, name: str, span_choice: str) -> 
     alerts = query(store, "alerts", streams=(name,), limit=500)
     alerts = alerts[(alerts["time_ns"] < end) & ((alerts["end_ns"] == 0) | (alerts["end_ns"] >= start))]
     labels = [w for w in query(store, "labels", name) if w.end_ns >= start and w.start_ns < end]
-    title = f"{name} · {summary.stream_class}" + ("  🔴 in alert" if summary.in_alert else "")
-    st.altair_chart(stream_chart(scores, alerts, labels, title), width="stretch")
+    title = f"{name} · {summary.stream_class}" + ("  · IN ALERT" if summary.in_alert else "")
+    value_chart, score_chart = stream_charts(scores, alerts, labels, title)
+    st.altair_chart(value_chart, width="stretch")
+    st.altair_chart(score_chart, width="stretch")
     note = f"{len(scores)} points"
     if scores.attrs.get("bucket_ns"):
         note += f" (downsampled, {scores.attrs['bucket_ns'] / 1e9:g} s buckets)"
@@ -110,7 +137,8 @@ def render() -> None:
         return
     names = [s.stream for s in streams]
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    span_choice = c2.selectbox("Time range", list(SPANS), index=list(SPANS).index("Last day"), key="streams_span",
+    default_span = SPAN_PARAMS.get(st.query_params.get("range", "1d"), "Last day")
+    span_choice = c2.selectbox("Time range", list(SPANS), index=list(SPANS).index(default_span), key="streams_span",
                                help="Ends at each stream's newest point (replayed data may be years old).")
     requested = st.query_params.get_all("stream")
     default = [n for n in requested if n in names]
