@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -122,33 +123,72 @@ def _header_list(headers: Sequence[tuple[str, bytes | None]] | Mapping[str, byte
     return [(name, value if value is not None else b"") for name, value in items]
 
 
+@dataclass
+class _Sent:
+    future: Any
+    what: str
+    resend: Callable[[], Any]
+
+
 class _TrackedProducer:
-    """Keeps the futures of sent records so ``flush`` can prove they were all acknowledged."""
+    """Keeps every sent record until the broker acknowledged it, so ``flush`` can prove delivery.
+
+    A record whose send failed is sent again by the next ``flush`` and stays pending until it succeeds: a caller
+    that retries ``flush`` after a KafkaOutputError can never see success while a record is still missing.
+    """
 
     def __init__(self, producer: KafkaProducer, topic: str):
         self.producer = producer
         self.topic = topic
-        self._pending: list[tuple[Any, str]] = []
+        self._pending: list[_Sent] = []
 
-    def _track(self, future: Any, what: str) -> Any:
-        self._pending.append((future, what))
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _send(self, what: str, record: dict[str, Any], future: Any = None) -> Any:
+        """Send ``record`` (unless ``future`` is its already-started send) and track it until acknowledged."""
+        def resend() -> Any:
+            return self.producer.send(self.topic, **record)
+
+        if future is None:
+            future = resend()
+        self._pending.append(_Sent(future, what, resend))
         return future
 
     def flush(self, timeout_s: float | None = 30.0) -> int:
-        """Wait for every record sent since the last flush; raise KafkaOutputError if any failed."""
-        pending, self._pending = self._pending, []
-        self.producer.flush(timeout=timeout_s)
-        failures = []
-        for future, what in pending:
+        """Wait for every record not yet acknowledged; re-send failed ones and raise KafkaOutputError if any
+        failed (or the wait timed out). Returns how many records were confirmed."""
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise KafkaOutputError(f"{len(self._pending)} record(s) to {self.topic} unconfirmed: {exc!r}") from exc
+        still: list[_Sent] = []
+        failures: list[str] = []
+        confirmed = 0
+        for sent in self._pending:
+            if not sent.future.is_done:
+                still.append(sent)
+                failures.append(f"{sent.what}: not acknowledged in time")
+                continue
+            if sent.future.succeeded():
+                confirmed += 1
+                continue
+            failures.append(f"{sent.what}: {sent.future.exception!r}")
             try:
-                future.get(timeout=0 if future.is_done else timeout_s)
-            except KafkaError as exc:
-                failures.append(f"{what}: {exc!r}")
+                sent.future = sent.resend()
+            except Exception as exc:  # noqa: BLE001 - keep the old failed future; retried at the next flush
+                log.debug("re-sending %s failed at once: %r", sent.what, exc)
+            still.append(sent)
+        self._pending = still
         if failures:
-            raise KafkaOutputError(f"{len(failures)} record(s) to {self.topic} failed: " + "; ".join(failures[:5]))
-        return len(pending)
+            raise KafkaOutputError(f"{len(failures)} record(s) to {self.topic} failed (will be re-sent): "
+                                   + "; ".join(failures[:5]))
+        return confirmed
 
     def close(self, timeout_s: float = 10.0) -> None:
+        if self._pending:
+            log.warning("closing with %d unconfirmed record(s) to %s", len(self._pending), self.topic)
         self.producer.close(timeout=timeout_s)
 
 
@@ -172,20 +212,27 @@ class DeadLetterProducer(_TrackedProducer):
         ]
         original = [h for h in _header_list(headers) if not h[0].startswith(DLQ_PREFIX)]
         what = f"{topic}[{partition}]@{offset}"
+        record = {"value": original_value, "key": key, "headers": original + dlq_headers}
+        future = None
         try:
-            future = self.producer.send(self.topic, value=original_value, key=key, headers=original + dlq_headers)
-            too_large = future.is_done and isinstance(future.exception, MessageSizeTooLargeError)
+            future = self.producer.send(self.topic, **record)
+            too_large = _rejected_as_too_large(future)
         except MessageSizeTooLargeError:
             too_large = True
         if too_large:
+            future = None
             # Too big even for the dead-letter topic: keep the evidence (where it was, how big) without the value.
             size = len(original_value or b"")
             log.warning("dead-letter record for %s too large (%d bytes): sent without its value", what, size)
-            future = self.producer.send(self.topic, value=None, key=key,
-                                        headers=original + dlq_headers + [(DLQ_PREFIX + "dropped_value_bytes",
-                                                                           str(size).encode())])
+            record = {"value": None, "key": key,
+                      "headers": original + dlq_headers + [(DLQ_PREFIX + "dropped_value_bytes", str(size).encode())]}
         log.info("dead-lettered %s: %s %s", what, reason, detail)
-        return self._track(future, what)
+        return self._send(what, record, future)
+
+
+def _rejected_as_too_large(future: Any) -> bool:
+    """kafka-python reports an oversized record through an already-failed future (or raises)."""
+    return bool(future.is_done and isinstance(future.exception, MessageSizeTooLargeError))
 
 
 def alert_record(point: Point) -> dict[str, Any]:
@@ -202,8 +249,7 @@ class AlertPublisher(_TrackedProducer):
         record = alert_record(point)
         stream = str(record.get("stream", ""))
         value = json.dumps(record, default=_json_default, allow_nan=False).encode()
-        future = self.producer.send(self.topic, value=value, key=stream.encode() or None)
-        return self._track(future, f"alert {stream}@{record['start_ns']}")
+        return self._send(f"alert {stream}@{record['start_ns']}", {"value": value, "key": stream.encode() or None})
 
 
 def _json_default(value: Any) -> Any:

@@ -134,21 +134,36 @@ def test_alerts_published_as_json_keyed_by_stream(kafka_broker):
 
 
 @pytest.mark.integration
-def test_flush_raises_when_broker_is_gone():
+def test_failed_records_stay_pending_until_resent_after_outage():
+    """A flush that failed must not be followed by a 'successful' flush that silently dropped the record."""
     from servers import TansuBroker
 
     with TansuBroker() as broker:
         settings = _settings(broker.bootstrap, alerts_topic="alerts")
-        producer = make_producer(settings, request_timeout_ms=1500, max_block_ms=1500, enable_idempotence=False, retries=0,
-                                 delivery_timeout_ms=3000, reconnect_backoff_max_ms=200)
+        ensure_topics(settings, {"alerts": 1})
+        producer = make_producer(settings, request_timeout_ms=1500, max_block_ms=1500, enable_idempotence=False,
+                                 retries=0, delivery_timeout_ms=3000, reconnect_backoff_max_ms=200)
         publisher = AlertPublisher(producer, "alerts")
         publisher.publish(Point(ALERT, {"stream": "a"}, {"state": "open"}, T0))
-        publisher.flush()
+        assert publisher.flush() == 1
         broker.stop()
         publisher.publish(Point(ALERT, {"stream": "a"}, {"state": "closed"}, T0))
         with pytest.raises(KafkaOutputError, match="alert a@"):
             publisher.flush(timeout_s=10)
+        assert publisher.pending == 1
+        broker.start()  # in-memory broker: comes back empty
+        ensure_topics(settings, {"alerts": 1})
+        confirmed = 0
+        for _ in range(5):  # the re-sent record may need a reconnect or two
+            try:
+                confirmed = publisher.flush(timeout_s=10)
+                break
+            except KafkaOutputError:
+                continue
+        assert confirmed == 1 and publisher.pending == 0
         publisher.close(timeout_s=1)
+        (record,) = _read_all(settings, "alerts", 1)
+        assert json.loads(record.value)["state"] == "closed"
 
 
 @pytest.mark.integration
