@@ -62,6 +62,10 @@ def test_services_present(compose):
     assert compose["services"]["monitor"]["deploy"]["replicas"] == 3
     assert compose["services"]["replay"]["profiles"] == ["replay"]
     assert "container_name" not in compose["services"]["monitor"]  # would forbid replicas
+    import base64
+
+    cluster_id = _env(compose["services"]["kafka"])["CLUSTER_ID"]  # KRaft wants a 16-byte base64url UUID
+    assert len(cluster_id) == 22 and len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
 
 
 def test_depends_on_existing_services(compose):
