@@ -1,0 +1,67 @@
+"""ingest(): every unusable record becomes a dead letter with a reason; usable ones reach the processor."""
+from __future__ import annotations
+
+import numpy as np
+
+from streamer.ingest import PROCESSING_ERROR, InputRecord, ingest
+from streamer.messages import encode_audio, encode_sensor, stream_class_for_topic
+from streamer.model_registry import ModelRegistry
+from streamer.pipeline import StreamClassConfig, StreamProcessor
+from streamer.windowing import WindowSpec
+from stream_models import WindowStatsModel
+
+S = 10**9
+
+
+def processor(tmp_path):
+    classes = {
+        "sensor": StreamClassConfig("sensor", "sensor", WindowSpec(8, 4, S)),
+        "audio": StreamClassConfig("audio", "audio", WindowSpec(64, 32, S // 16000), sample_rate=16000),
+    }
+    reg = ModelRegistry(tmp_path, lambda c: WindowStatsModel(), WindowStatsModel.load, warmup_windows=2,
+                        background=False)
+    return StreamProcessor(classes, reg)
+
+
+def class_of(topic):
+    return stream_class_for_topic(topic, "sensors", "audio")
+
+
+def rec(topic, value, key=b"s", headers=None, offset=0):
+    return InputRecord(topic, 0, offset, key, value, headers or [])
+
+
+def test_good_records_are_processed(tmp_path):
+    p = processor(tmp_path)
+    for i in range(20):
+        assert ingest(p, rec("sensors", encode_sensor("s", i * S, float(i)), offset=i), class_of) is None
+    pcm, headers = encode_audio("m", 0, np.zeros(320, np.float32), 16000)
+    assert ingest(p, rec("audio", pcm, b"m", headers), class_of) is None
+    assert p.stats.samples == 20 + 320 and p.stats.windows > 0
+
+
+def test_reasons(tmp_path):
+    p = processor(tmp_path)
+    cases = [
+        (rec("sensors", b"{oops"), "malformed_json"),
+        (rec("sensors", b'{"stream": "s", "ts": 1}'), "missing_field"),
+        (rec("sensors", b'{"stream": "s", "ts": 1, "value": Infinity}'), "non_finite"),
+        (rec("sensors", encode_sensor("other", 0, 1.0)), "stream_mismatch"),
+        (rec("elsewhere", encode_sensor("s", 0, 1.0)), "unknown_stream_class"),
+        (rec("sensors", b"x" * 100), "too_large"),
+    ]
+    for record, reason in cases:
+        letter = ingest(p, record, class_of, max_bytes=64)
+        assert letter is not None and letter.reason == reason, (record.value, letter)
+        assert letter.record is record  # the original bytes travel with the reason
+    pcm, headers = encode_audio("m", 0, np.zeros(320, np.float32), 8000)
+    letter = ingest(p, rec("audio", pcm, b"m", headers), class_of)
+    assert letter.reason == "bad_sample_rate"
+
+
+def test_unexpected_errors_become_processing_error_dead_letters(tmp_path):
+    p = processor(tmp_path)
+    assert ingest(p, rec("sensors", encode_sensor("s", 0, 1.0)), class_of) is None
+    p._streams[("sensor", "s")].windower = None  # a bug inside the processor, simulated by corrupt state
+    letter = ingest(p, rec("sensors", encode_sensor("s", S, 1.0), offset=1), class_of)
+    assert letter is not None and letter.reason == PROCESSING_ERROR and "AttributeError" in letter.detail
