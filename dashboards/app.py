@@ -14,17 +14,17 @@ st.set_page_config(page_title="Scalowatch", page_icon=":material/monitoring:", l
 
 PAGES = {
     "Monitor": [
-        st.Page("pages/live_alerts.py", title="Live alerts", icon=":material/notifications_active:",
+        st.Page("views/live_alerts.py", title="Live alerts", icon=":material/notifications_active:",
                 url_path="alerts", default=True),
-        st.Page("pages/streams.py", title="Streams", icon=":material/show_chart:", url_path="streams"),
-        st.Page("pages/inspector.py", title="Window inspector", icon=":material/troubleshoot:",
+        st.Page("views/streams.py", title="Streams", icon=":material/show_chart:", url_path="streams"),
+        st.Page("views/inspector.py", title="Window inspector", icon=":material/troubleshoot:",
                 url_path="inspector"),
-        st.Page("pages/replay_score.py", title="Live replay score", icon=":material/scoreboard:",
+        st.Page("views/replay_score.py", title="Live replay score", icon=":material/scoreboard:",
                 url_path="replay"),
     ],
     "Results": [
-        st.Page("pages/images.py", title="Images", icon=":material/image:", url_path="images"),
-        st.Page("pages/scoreboard.py", title="Scoreboard", icon=":material/leaderboard:", url_path="scoreboard"),
+        st.Page("views/images.py", title="Images", icon=":material/image:", url_path="images"),
+        st.Page("views/scoreboard.py", title="Scoreboard", icon=":material/leaderboard:", url_path="scoreboard"),
     ],
 }
 

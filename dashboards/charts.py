@@ -118,7 +118,7 @@ def shrink(array: np.ndarray, max_shape: tuple[int, int] = MAX_HEATMAP_CELLS) ->
     return arr[:h, :w].reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3))
 
 
-def heatmap(array: np.ndarray, title: str, scheme: str = "viridis", height: int = 220,
+def heatmap(array: np.ndarray, title: str, scheme: str = "viridis", height: int = 280,
             width: int | str = "container") -> alt.Chart:
     """A time × frequency image: columns are time, rows are CWT scales (row 0 = highest frequency, on top)."""
     arr = shrink(array)
@@ -132,7 +132,7 @@ def heatmap(array: np.ndarray, title: str, scheme: str = "viridis", height: int 
     ).properties(title=title, height=height, width=width)
 
 
-def samples_chart(samples: np.ndarray, sample_rate: float, height: int = 140) -> alt.Chart:
+def samples_chart(samples: np.ndarray, sample_rate: float, height: int = 170) -> alt.Chart:
     """The window's raw samples (strided to at most MAX_SAMPLE_POINTS points)."""
     samples = np.asarray(samples, dtype=np.float64).ravel()
     step = max(1, int(np.ceil(samples.size / MAX_SAMPLE_POINTS)))
@@ -142,14 +142,14 @@ def samples_chart(samples: np.ndarray, sample_rate: float, height: int = 140) ->
     return alt.Chart(frame).mark_line(color=VALUE_COLOR, strokeWidth=1).encode(
         x=alt.X("t:Q", title="seconds into the window" if sample_rate > 0 else "sample"),
         y=alt.Y("sample:Q", title="sample", scale=alt.Scale(zero=False)),
-    ).properties(height=height, width="container", title="Window samples")
+    ).properties(height=height, width="container")
 
 
 def running_score_chart(history: pd.DataFrame) -> alt.Chart:
     """NAB score (normalised) as rows arrive: columns ``time``, ``profile``, ``score``."""
     return alt.Chart(history).mark_line(point=False).encode(
         x=_time_axis(),
-        y=alt.Y("score:Q", title="NAB score so far"),
-        color=alt.Color("profile:N", legend=alt.Legend(orient="bottom", title=None)),
+        y=alt.Y("score:Q", title="NAB score"),
+        color=alt.Color("profile:N", legend=alt.Legend(orient="top-left", title=None, direction="horizontal")),
         tooltip=["profile:N", alt.Tooltip("score:Q", format=".1f"), alt.Tooltip("time:T", format="%Y-%m-%d %H:%M")],
-    ).properties(height=220, width="container")
+    ).properties(height=260, width="container", title="NAB score so far (normalised: 100 = perfect, 0 = silent)")

@@ -70,8 +70,8 @@ def empty_env(tmp_path, monkeypatch):
     return path
 
 
-PAGES = ["pages/live_alerts.py", "pages/streams.py", "pages/inspector.py", "pages/replay_score.py",
-         "pages/images.py", "pages/scoreboard.py"]
+PAGES = ["views/live_alerts.py", "views/streams.py", "views/inspector.py", "views/replay_score.py",
+         "views/images.py", "views/scoreboard.py"]
 
 
 # --------------------------------------------------------------------------------------------- live alerts
@@ -118,7 +118,7 @@ def test_feedback_is_stored_shown_hidden_and_exported(store_env):
 
 
 def test_feedback_csv_export():
-    from dashboards.pages.live_alerts import alerts_with_feedback, feedback_csv
+    from dashboards.views.live_alerts import alerts_with_feedback, feedback_csv
 
     alerts = pd.DataFrame({"time_ns": [T0, T0 + MINUTE], "stream": ["a", "b"], "stream_class": ["sensor"] * 2,
                            "severity": [0.9, 0.8], "peak_raw_score": [1.0, 1.0], "end_ns": [0, 0],
@@ -147,7 +147,7 @@ def test_a_new_alert_appears_on_the_next_refresh(store_env):
 
 # --------------------------------------------------------------------------------------------- streams
 def test_streams_overview_and_default_chart(store_env):
-    at = run_page("pages/streams.py")
+    at = run_page("views/streams.py")
     overview = at.dataframe[0].value
     assert set(overview["Stream"]) == {"pump-1", "fan-a", "boiler"}
     assert overview["Stream"].iloc[0] == "fan-a"  # streams in alert come first
@@ -159,7 +159,7 @@ def test_streams_overview_and_default_chart(store_env):
 
 
 def test_streams_side_by_side_with_alerts_and_labels(store_env):
-    at = run_page("pages/streams.py")
+    at = run_page("views/streams.py")
     at.multiselect(key="streams_selected").set_value(["pump-1", "boiler"]).run()
     from dashboards.charts import ALERT_COLOR, LABEL_COLOR
 
@@ -175,7 +175,7 @@ def test_streams_side_by_side_with_alerts_and_labels(store_env):
 
 
 def test_streams_time_range_downsamples(store_env):
-    at = run_page("pages/streams.py", query={"stream": "pump-1"})
+    at = run_page("views/streams.py", query={"stream": "pump-1"})
     at.selectbox(key="streams_span").set_value("Last hour").run()
     assert "60 points" in texts(at.caption)
     at.selectbox(key="streams_span").set_value("Everything").run()
@@ -183,13 +183,13 @@ def test_streams_time_range_downsamples(store_env):
 
 
 def test_streams_unknown_stream_in_link(store_env):
-    at = run_page("pages/streams.py", query={"stream": "no-such-pump"})
+    at = run_page("views/streams.py", query={"stream": "no-such-pump"})
     assert "Unknown stream" in texts(at.warning) and "no-such-pump" in texts(at.warning)
 
 
 # --------------------------------------------------------------------------------------------- inspector
 def test_inspector_shows_snapshot_and_audio(store_env):
-    at = run_page("pages/inspector.py")
+    at = run_page("views/inspector.py")
     assert metrics(at)["Stream"] == "fan-a"
     titles = [str(json.loads(c.proto.spec).get("title")) for c in at.get("vega_lite_chart")]
     assert len(titles) == 4  # scalogram, reconstruction, anomaly map, samples
@@ -199,7 +199,7 @@ def test_inspector_shows_snapshot_and_audio(store_env):
 
 def test_inspector_sensor_alert_from_link_has_no_audio(store_env):
     _, scen = store_env
-    at = run_page("pages/inspector.py", query={"stream": "pump-1", "t": str(scen.pump_alert_ns)})
+    at = run_page("views/inspector.py", query={"stream": "pump-1", "t": str(scen.pump_alert_ns)})
     assert metrics(at)["Stream"] == "pump-1"
     assert len(at.get("vega_lite_chart")) == 4 and len(at.get("audio")) == 0
 
@@ -209,7 +209,7 @@ def test_inspector_alert_without_snapshot(store_env):
     write_sqlite(path, [Point(ALERT, {"stream": "boiler", "stream_class": "sensor"}, {
         "severity": 0.99, "peak_raw_score": 3.0, "end_ns": T0 + 701 * MINUTE, "duration_s": 60.0,
         "state": "closed", "model_version": "m1"}, T0 + 700 * MINUTE)])
-    at = run_page("pages/inspector.py")
+    at = run_page("views/inspector.py")
     assert metrics(at)["Stream"] == "boiler"
     assert "no window snapshot" in texts(at.info)
 
@@ -222,7 +222,7 @@ def test_replay_score_matches_the_nab_scorer(store_env):
     store = SQLiteStore(path)
     expected = live_nab_score(store.window_scores("pump-1", T0, T0 + 600 * MINUTE, max_points=None),
                               store.labels("pump-1"))
-    at = run_page("pages/replay_score.py")
+    at = run_page("views/replay_score.py")
     shown = metrics(at)
     assert shown["NAB Standard"] == f"{expected.profiles['standard'].score:.1f}"
     assert shown["NAB Low FN"] == f"{expected.profiles['reward_low_FN_rate'].score:.1f}"
@@ -236,14 +236,14 @@ def test_replay_score_without_nab_scorer(store_env, monkeypatch):
 
     monkeypatch.delattr(models.metrics, "nab", raising=False)
     monkeypatch.setitem(sys.modules, "models.metrics.nab", None)  # makes the import fail
-    at = run_page("pages/replay_score.py")
+    at = run_page("views/replay_score.py")
     assert "NAB scorer unavailable" in texts(at.warning)
     assert metrics(at)["Scored windows"] == "600"
 
 
 # --------------------------------------------------------------------------------------------- images
 def test_images_from_store(store_env):
-    at = run_page("pages/images.py")
+    at = run_page("views/images.py")
     table = at.dataframe[0].value
     assert list(table["Defect"]) == ["broken_large", "good"]  # highest score first
     assert metrics(at)["Image AUROC (bottle)"] == "1.000"
@@ -262,7 +262,7 @@ def test_images_from_bench_folder(store_env, tmp_path):
         for key in ("path", "map_path", "mask_path"):
             row[key] = str(Path(row[key]).relative_to(folder)) if row[key] else ""
     pd.DataFrame(rows).to_csv(folder / "image_results.csv", index=False)
-    at = run_page("pages/images.py")
+    at = run_page("views/images.py")
     at.radio(key="images_source").set_value("Bench output folder").run()
     at.text_input(key="images_folder").input(str(folder)).run()
     assert not at.exception
@@ -276,7 +276,7 @@ def test_images_missing_file_is_a_warning(store_env, tmp_path):
     for png in (tmp_path / "images").glob("broken_large_*.png"):
         if not png.name.endswith("_mask.png"):
             png.unlink()
-    at = run_page("pages/images.py")
+    at = run_page("views/images.py")
     assert "cannot read image" in texts(at.warning)
 
 
@@ -293,7 +293,7 @@ def test_scoreboard_renders_what_exists(store_env, tmp_path):
     (results / "broken.json").write_text("{not json")
     (results / "odd.json").write_text(json.dumps([1, 2, 3]))
     Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(results / "roc.png")
-    at = run_page("pages/scoreboard.py")
+    at = run_page("views/scoreboard.py")
     frames = [df.value for df in at.dataframe]
     assert len(frames) == 2
     nab = next(f for f in frames if "name" in f.columns)
@@ -327,7 +327,7 @@ def test_influx_down_is_a_clear_error_without_the_token(monkeypatch):
     monkeypatch.setenv("SCALOWATCH_INFLUX__URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("SCALOWATCH_INFLUX__TOKEN", "very-secret-token")
     monkeypatch.setenv("SCALOWATCH_INFLUX__TIMEOUT_MS", "2000")
-    for page in (None, "pages/streams.py"):
+    for page in (None, "views/streams.py"):
         at = run_page(page)
         shown = texts(at.error) + texts(at.caption) + texts(at.markdown)
         assert "store is unavailable" in shown and "unreachable" in shown

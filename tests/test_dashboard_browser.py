@@ -114,6 +114,7 @@ def test_alert_in_live_table_and_stream_chart_renders(dashboard, tmp_path):
             page.wait_for_function(
                 "name => document.querySelector('[data-testid=\"stDataFrame\"]').textContent.includes(name)",
                 arg=str(newest["stream"]), timeout=WAIT_MS)
+            assert page.get_by_text("Page not found").count() == 0  # deep links resolve on a fresh load
             open_count = int((alerts["state"] == "open").sum())
             metric = page.locator('[data-testid="stMetricValue"]').first
             assert metric.inner_text().strip() == str(open_count)
@@ -133,6 +134,7 @@ def test_alert_in_live_table_and_stream_chart_renders(dashboard, tmp_path):
             assert box and box["width"] > 300 and box["height"] > 100
             assert shown[0] in charts.first.inner_html()  # the chart's title names the stream
             assert not page.locator('[data-testid="stException"]').count()
+            assert page.get_by_text("Page not found").count() == 0
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
         finally:

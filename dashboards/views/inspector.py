@@ -44,6 +44,7 @@ def show_snapshot(snap: WindowSnapshot, stream_class: str) -> None:
         st.caption(f"Anomaly map: mean {np.nanmean(amap):.4g}, max {np.nanmax(amap):.4g} at scale row {peak_row}, "
                    f"time column {peak_col} (of {amap.shape[1]}). Row 0 is the highest frequency.")
     if snap.samples.size:
+        st.markdown("**Window samples**")
         st.altair_chart(samples_chart(snap.samples, snap.sample_rate), width="stretch")
         if stream_class == "audio":
             if snap.sample_rate > 0:
