@@ -49,7 +49,14 @@ def replay_command(
     from streamer.replay import ReplayError, open_source, replay
     from streamer.sinks.base import SinkError
 
-    settings = Settings()
+    if store is not None and store not in ("influx", "sqlite"):
+        typer.echo(f"error: --store must be influx or sqlite, not {store!r}", err=True)
+        raise typer.Exit(1)
+    try:
+        settings = Settings()
+    except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(1) from None
     kafka = settings.kafka.model_copy(update={k: v for k, v in {
         "bootstrap_servers": bootstrap, "sensor_topic": topic, "audio_topic": audio_topic}.items() if v})
     try:
@@ -64,7 +71,11 @@ def replay_command(
         from streamer.sinks.factory import make_sink
 
         store_update = {k: v for k, v in {"kind": store, "sqlite_path": sqlite_path}.items() if v}
-        sink = make_sink(settings.model_copy(update={"store": settings.store.model_copy(update=store_update)}))
+        try:
+            sink = make_sink(settings.model_copy(update={"store": settings.store.model_copy(update=store_update)}))
+        except SinkError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
 
     producer = None
     try:

@@ -267,3 +267,6 @@ def test_replay_command_reports_bad_file(tmp_path):
     result = CliRunner().invoke(app, ["replay", str(bad), "--bootstrap", "127.0.0.1:1"])
     assert result.exit_code == 1
     assert "header" in result.output
+    result = CliRunner().invoke(app, ["replay", str(bad), "--store", "postgres", "--labels-to-store"])
+    assert result.exit_code == 1
+    assert "--store must be influx or sqlite" in result.output
