@@ -156,7 +156,7 @@ def write_result_file(path: Path, series: NabSeries, scores: np.ndarray, labels:
         w = csv.writer(fh)
         w.writerow(["timestamp", "value", "anomaly_score", "label"])
         for ts, v, s, lab in zip(series.timestamp_text, series.values, scores, labels):
-            w.writerow([ts, repr(float(v)), f"{float(s):.10g}", int(lab)])
+            w.writerow([ts, repr(float(v)), repr(float(s)), int(lab)])
 
 
 def window_labels(layout: nab_metrics.FileLayout) -> np.ndarray:

@@ -44,8 +44,11 @@ class HalfSpaceTreesDetector:
             raise NotFittedError(f"{self.name}: call fit(train) before score()")
         x = as_series(values)
         k = self.shingle
+        # HST scores against the mass profile of the last *completed* window; with a short training
+        # part a frozen model would never complete one, so the window is capped at half of it.
+        window = max(2, min(self.window_size, self._train_len // 2))
         model = anomaly.HalfSpaceTrees(
-            n_trees=self.n_trees, height=self.height, window_size=self.window_size,
+            n_trees=self.n_trees, height=self.height, window_size=window,
             limits={j: self._limits for j in range(k)}, seed=self.seed,
         )
         padded = np.r_[np.full(k - 1, x[0]), x]

@@ -302,9 +302,8 @@ def score_corpus(
     raw = float(sum(f.raw_score for f in files))
     null = -profile.fn_weight * float(sum(len(lay.scorable_windows) for lay in layouts))
     perfect = profile.tp_weight * float(n_label_windows)
-    if perfect == null:
-        raise InputError("corpus has no scorable windows: NAB normalisation undefined")
-    normalized = 100.0 * (raw - null) / (perfect - null)
+    # A corpus without scorable windows (e.g. a smoke run on artificialNoAnomaly) has no scale: NaN.
+    normalized = 100.0 * (raw - null) / (perfect - null) if perfect != null else float("nan")
     return ProfileResult(profile.name, float(threshold), raw, null, perfect, normalized, files)
 
 

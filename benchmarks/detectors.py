@@ -1,0 +1,86 @@
+"""Which series detectors a benchmark can run, and how a command-line name becomes a detector.
+
+Detectors come from the registry in ``models.baselines`` (name -> factory). Other packages add theirs by
+calling ``register_series_detector`` in a module listed in ``PLUGIN_MODULES``; those modules are imported
+here when they exist, so ``scalowatch bench nab --scorer recon`` works as soon as the adapter is written.
+A spec may carry keyword arguments: ``name:key=value,key=value`` (ints, floats, true/false, strings).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.baselines import SERIES_DETECTORS, SeriesDetector, create_series_detector
+from models.errors import InputError
+
+# Modules that register extra series detectors (e.g. the diffusion scorers' series adapter).
+PLUGIN_MODULES: tuple[str, ...] = ("benchmarks.series_scorers",)
+
+
+def load_plugins() -> None:
+    for mod in PLUGIN_MODULES:
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
+
+
+def available_detectors() -> list[str]:
+    load_plugins()
+    return sorted(SERIES_DETECTORS)
+
+
+def _literal(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A registry name plus keyword arguments; ``label`` names result folders and plot legends."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: str = ""  # the user's ``k=v`` part, kept for the label (benchmark defaults are not)
+
+    @property
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        extra = self.options.replace("=", "-").replace(",", "_")
+        return re.sub(r"[^A-Za-z0-9_.-]", "", f"{self.name}_{extra}")
+
+    def build(self) -> SeriesDetector:
+        load_plugins()
+        return create_series_detector(self.name, **self.kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs), "label": self.label}
+
+
+def parse_spec(text: str, defaults: dict[str, dict[str, Any]] | None = None) -> DetectorSpec:
+    """``"name"`` or ``"name:k=v,k2=v2"``; ``defaults[name]`` supplies per-benchmark kwargs."""
+    name, _, rest = text.strip().partition(":")
+    if not name:
+        raise InputError(f"empty detector name in {text!r}")
+    kwargs: dict[str, Any] = dict((defaults or {}).get(name, {}))
+    if rest:
+        for part in rest.split(","):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise InputError(f"bad detector option {part!r} in {text!r} (expected key=value)")
+            kwargs[key.strip()] = _literal(value.strip())
+    load_plugins()
+    if name not in SERIES_DETECTORS:
+        raise InputError(f"unknown detector {name!r}; known: {sorted(SERIES_DETECTORS)}")
+    return DetectorSpec(name, kwargs, rest.strip())

@@ -1,0 +1,129 @@
+"""Benchmark pictures (matplotlib, Agg backend, PNG files): how people in the field read these results."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_nab_per_file(
+    per_file: Mapping[str, Mapping[str, float]], path: Path, title: str = "NAB raw score per file (standard profile)"
+) -> Path:
+    """Grouped horizontal bars: one group per file, one bar per detector (raw NAB score at the
+    detector's corpus-optimised standard threshold; 0 = no cost, each missed window -1)."""
+    detectors = list(per_file)
+    files = sorted({f for d in per_file.values() for f in d})
+    height = 0.8 / max(len(detectors), 1)
+    fig, ax = plt.subplots(figsize=(11, max(4.0, 0.28 * len(files) * max(1, len(detectors)) ** 0.5 + 1.5)))
+    y = np.arange(len(files))
+    for k, det in enumerate(detectors):
+        vals = [per_file[det].get(f, np.nan) for f in files]
+        ax.barh(y + k * height - 0.4 + height / 2, vals, height=height, label=det)
+    ax.set_yticks(y)
+    ax.set_yticklabels(files, fontsize=6)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", lw=0.6)
+    ax.set_xlabel("raw NAB score")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_scoreboard(table: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
+    """Bars for the three NAB profiles per detector (normalised: null 0, perfect 100)."""
+    detectors = list(table)
+    profiles = ["standard", "reward_low_FP_rate", "reward_low_FN_rate"]
+    width = 0.8 / len(profiles)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(detectors) + 2), 4))
+    x = np.arange(len(detectors))
+    for k, prof in enumerate(profiles):
+        vals = [table[d].get(prof, np.nan) for d in detectors]
+        bars = ax.bar(x + k * width - 0.4 + width / 2, vals, width=width, label=prof)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(detectors, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("NAB score")
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_series_scores(
+    values: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    path: Path,
+    title: str,
+    train_end: int,
+    anomaly: tuple[int, int] | None = None,
+    predictions: Mapping[str, int] | None = None,
+    max_points: int = 20000,
+) -> Path:
+    """The series on top, each detector's score (scaled to [0, 1] over the test part) below;
+    the labelled anomaly shaded, the training part greyed, predicted locations marked."""
+    n = values.size
+    step = max(1, n // max_points)
+    idx = np.arange(0, n, step)
+    rows = 1 + len(scores)
+    fig, axes = plt.subplots(rows, 1, figsize=(11, 1.6 * rows + 0.6), sharex=True)
+    axes = np.atleast_1d(axes)
+    axes[0].plot(idx, values[idx], lw=0.5, color="black")
+    axes[0].set_ylabel("value", fontsize=7)
+    for ax in axes:
+        ax.axvspan(0, train_end, color="0.85", lw=0)
+        if anomaly is not None:
+            ax.axvspan(anomaly[0], max(anomaly[1], anomaly[0] + 1), color="tab:red", alpha=0.3, lw=0)
+    for ax, (name, sc) in zip(axes[1:], scores.items()):
+        test = sc[train_end:]
+        lo, hi = (float(np.min(test)), float(np.max(test))) if test.size else (0.0, 1.0)
+        scaled = (sc - lo) / (hi - lo) if hi > lo else np.zeros_like(sc)
+        ax.plot(idx, np.clip(scaled[idx], 0, 1), lw=0.5)
+        ax.set_ylabel(name, fontsize=7, rotation=0, ha="right")
+        ax.set_ylim(-0.05, 1.1)
+        if predictions and name in predictions:
+            ax.axvline(predictions[name], color="tab:green", lw=1.0)
+    axes[0].set_title(title, fontsize=9)
+    axes[-1].set_xlabel("index")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_bars(acc: Mapping[str, Mapping[str, float]], path: Path, title: str,
+                       keys: Sequence[str] = ("accuracy", "accuracy_pm100")) -> Path:
+    detectors = list(acc)
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(detectors) + 2), 4))
+    x = np.arange(len(detectors))
+    for k, key in enumerate(keys):
+        bars = ax.bar(x + k * width - 0.4 + width / 2, [acc[d][key] for d in detectors], width=width, label=key)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x)
+    ax.set_xticklabels(detectors, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
