@@ -14,8 +14,8 @@ st.set_page_config(page_title="Scalowatch", page_icon=":material/monitoring:", l
 
 PAGES = {
     "Monitor": [
-        st.Page("views/live_alerts.py", title="Live alerts", icon=":material/notifications_active:",
-                url_path="alerts", default=True),
+        # The default page is served at "/" (Streamlit ignores a url_path on it).
+        st.Page("views/live_alerts.py", title="Live alerts", icon=":material/notifications_active:", default=True),
         st.Page("views/streams.py", title="Streams", icon=":material/show_chart:", url_path="streams"),
         st.Page("views/inspector.py", title="Window inspector", icon=":material/troubleshoot:",
                 url_path="inspector"),

@@ -108,7 +108,7 @@ def test_alert_in_live_table_and_stream_chart_renders(dashboard, tmp_path):
             viewport={"width": 1500, "height": 1000}, device_scale_factor=1)
         try:
             page = ctx.new_page()
-            page.goto(f"{base}/alerts", wait_until="domcontentloaded")
+            page.goto(f"{base}/", wait_until="domcontentloaded")
             page.wait_for_selector('[data-testid="stDataFrame"]', timeout=WAIT_MS)
             # The grid is drawn on a canvas; its cells are mirrored in an accessible table in the DOM.
             page.wait_for_function(
