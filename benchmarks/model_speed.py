@@ -3,7 +3,10 @@
     .venv/bin/python benchmarks/model_speed.py                 # CPU, all CPU-sized presets
     .venv/bin/python benchmarks/model_speed.py --device cuda   # adds the "gpu" preset
 
-Prints a table and writes ``benchmarks/results/model_speed.json`` (command, date, git commit, machine, load).
+On a CPU shared with other jobs run it with ``OMP_WAIT_POLICY=passive`` (must be set before torch starts):
+spinning OpenMP workers that lose their core make a 2-thread forward pass 3-5x slower under contention.
+
+Prints one JSON line per measurement and writes ``benchmarks/results/model_speed.json`` (command, date, git commit, machine, load).
 Numbers on a shared machine are noisy: the JSON records the load average before and after, and a note when
 other processes were competing for the CPU. Per timing we report the best and the median repetition — the best
 is the closest to what the hardware can do, the median what a busy box gave.
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "device": str(device),
             "torch": torch.__version__,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         },
         "load_average_before": load_before,
         "forward": [],

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Optimisation hyperparameters; saved as JSON beside checkpoints."""
 
-    steps: int = 1000
-    batch_size: int = 64
+    steps: int = 400
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
     ema_decay: float = 0.995
