@@ -18,16 +18,18 @@ CACHE_TTL_S = float(os.environ.get("SCALOWATCH_DASHBOARD_CACHE_TTL_S", "2"))
 REFRESH_S = float(os.environ.get("SCALOWATCH_DASHBOARD_REFRESH_S", "5"))
 
 
-@st.cache_resource(show_spinner=False)
-def _store_for(kind: str, sqlite_path: str) -> Store:
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _store_for(config_key: str) -> Store:
     return store_from_environment()
 
 
 def get_store() -> Store:
-    """The store named by the environment the CLI set up (one object per distinct configuration)."""
-    from dashboards.store import SQLITE_PATH_ENV, STORE_ENV
+    """The store named by the environment the CLI set up: one object per distinct configuration, keyed on
+    every ``SCALOWATCH_*`` variable (hashed, so the token is not kept in the cache key in clear)."""
+    import hashlib
 
-    return _store_for(os.environ.get(STORE_ENV, ""), os.environ.get(SQLITE_PATH_ENV, ""))
+    config = sorted((k, v) for k, v in os.environ.items() if k.startswith("SCALOWATCH_"))
+    return _store_for(hashlib.sha256(repr(config).encode()).hexdigest())
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=512)

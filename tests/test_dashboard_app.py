@@ -332,3 +332,47 @@ def test_influx_down_is_a_clear_error_without_the_token(monkeypatch):
         shown = texts(at.error) + texts(at.caption) + texts(at.markdown)
         assert "store is unavailable" in shown and "unreachable" in shown
         assert "very-secret-token" not in shown
+
+
+# --------------------------------------------------------------------------------------------- real InfluxDB
+@pytest.mark.integration
+def test_pages_on_a_real_influxdb_with_feedback_and_an_outage(influx_server, monkeypatch):
+    """The same pages through InfluxQL; a verdict goes in as line protocol; a stopped server is a message,
+    and the page recovers when it is back."""
+    from dashboards.store import InfluxQLStore
+    from test_dashboard_store import new_influx_database, write_influx
+
+    scen = scenario()
+    database = new_influx_database(influx_server)
+    write_influx(influx_server, database, scen.points)
+    monkeypatch.setenv("SCALOWATCH_DASHBOARD_STORE", "influx")
+    monkeypatch.setenv("SCALOWATCH_INFLUX__URL", influx_server.url)
+    monkeypatch.setenv("SCALOWATCH_INFLUX__QUERY_URL", influx_server.query_url)
+    monkeypatch.setenv("SCALOWATCH_INFLUX__DATABASE", database)
+    monkeypatch.setenv("SCALOWATCH_INFLUX__BUCKET", database)
+    monkeypatch.setenv("SCALOWATCH_INFLUX__TIMEOUT_MS", "3000")
+
+    at = run_page()
+    assert list(at.dataframe[0].value["Stream"]) == ["fan-a", "pump-1"]
+    at.selectbox(key="review_alert").set_value(("fan-a", scen.fan_alert_ns))
+    at.radio(key="review_verdict").set_value("ack")
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    fb = InfluxQLStore(influx_server.query_url, database).feedback()
+    assert list(zip(fb["stream"], fb["time_ns"], fb["verdict"])) == [("fan-a", scen.fan_alert_ns, "ack")]
+    assert at.dataframe[0].value.set_index("Stream").loc["fan-a", "Verdict"] == "Acknowledged"
+
+    streams_page = run_page("views/streams.py")
+    assert len(streams_page.get("vega_lite_chart")) == 2
+
+    influx_server.stop()
+    try:
+        st.cache_data.clear()
+        at.run()
+        assert not at.exception
+        assert "store is unavailable" in texts(at.error)
+    finally:
+        influx_server.start()
+    st.cache_data.clear()
+    at.run()
+    assert not at.error and list(at.dataframe[0].value["Stream"]) == ["fan-a", "pump-1"]

@@ -247,3 +247,24 @@ def test_score_overview_for_chosen_streams(populated):
     frame = store.score_overview(T0, T0 + N_POINTS * MINUTE, buckets=10, streams=("pump-1", "boiler"))
     assert set(frame["stream"]) == {"pump-1", "boiler"}
     assert store.score_overview(T0, T0 + N_POINTS * MINUTE, buckets=10, streams=()).empty
+
+
+@pytest.mark.integration
+def test_influx_store_layer_at_volume(influx_server):
+    """The same 100 x 1,000 points in a real InfluxDB: downsampled by GROUP BY time() on the server."""
+    database = new_influx_database(influx_server)
+    points = []
+    for s in range(100):
+        points += window_points(f"s{s:03d}", "sensor", n=1000, step=MINUTE // 4)
+    write_influx(influx_server, database, points)
+    store = InfluxQLStore(influx_server.query_url, database)
+    end = T0 + 1000 * MINUTE // 4
+    t = time.perf_counter()
+    streams = store.streams()
+    frame = store.window_scores("s042", T0, end, max_points=300)
+    overview = store.score_overview(T0, end, buckets=30)
+    print(f"influx store queries at 100k points: {time.perf_counter() - t:.3f} s (noisy, shared CPU)")
+    assert len(streams) == 100
+    assert 0 < len(frame) <= 300 and frame.attrs["bucket_ns"] > 0
+    assert frame["score_max"].max() == pytest.approx(max(score_of("s042", i) for i in range(1000)))
+    assert overview.groupby("stream").size().max() <= 30 and overview["stream"].nunique() == 100
