@@ -10,7 +10,9 @@ Model hyperparameters are NOT here: they live in JSON beside the checkpoint (see
 """
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "SCALOWATCH_"
 CONFIG_FILE_ENV = "SCALOWATCH_CONFIG"
@@ -200,6 +204,12 @@ class Settings(BaseSettings):
             else:
                 os.environ[CONFIG_FILE_ENV] = previous
 
+    def model_post_init(self, __context: Any) -> None:
+        unknown = unknown_env_names(os.environ)
+        if unknown:  # e.g. SCALOWATCH_KAFKA_GROUP_ID (one underscore) would otherwise be ignored silently
+            log.warning("ignoring unknown settings variables %s (nested names use '__', e.g. "
+                        "SCALOWATCH_KAFKA__GROUP_ID)", ", ".join(unknown))
+
     def redacted(self) -> dict[str, Any]:
         """A JSON-able dict with every secret masked: what to log at start-up."""
         return self.model_dump(mode="json")
@@ -215,3 +225,15 @@ def env_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> se
         else:
             names.add(f"{prefix}{name.upper()}")
     return names
+
+
+# Variables with the prefix that belong to other components (read directly, not through Settings).
+FOREIGN_ENV_PREFIXES = ("SCALOWATCH_DASHBOARD_",)
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """``SCALOWATCH_*`` variables that no setting reads (typos), sorted."""
+    known = env_names() | {CONFIG_FILE_ENV}
+    return sorted(name for name in (key.upper() for key in environ)
+                  if name.startswith(ENV_PREFIX) and name not in known
+                  and not name.startswith(FOREIGN_ENV_PREFIXES))

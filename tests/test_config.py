@@ -102,3 +102,13 @@ def test_env_names_cover_every_leaf_field():
     assert "SCALOWATCH_KAFKA" not in names  # sections are not leaves
     leaf_count = sum(len(Settings.model_fields[s].annotation.model_fields) for s in Settings.model_fields)
     assert len(names) == leaf_count
+
+
+def test_unknown_top_level_names_are_warned_about(monkeypatch, caplog):
+    monkeypatch.setenv("SCALOWATCH_KAFKA_GROUP_ID", "oops")  # one underscore: not a nested name
+    monkeypatch.setenv("SCALOWATCH_DASHBOARD_STORE", "sqlite")  # the dashboard's own variable
+    with caplog.at_level(logging.WARNING, logger="streamer.config"):
+        settings = Settings()
+    assert settings.kafka.group_id == "scalowatch-monitor"
+    assert "SCALOWATCH_KAFKA_GROUP_ID" in caplog.text
+    assert "SCALOWATCH_DASHBOARD_STORE" not in caplog.text
