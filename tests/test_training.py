@@ -125,3 +125,14 @@ def test_train_config_round_trip_and_validation():
         TrainConfig(adversarial_weight=-1)
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig.from_dict({"steps": 3, "bogus": 1})
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_amp():
+    model = _model()
+    result = train_diffusion(
+        model, _scheduler(), _toy_data(), TrainConfig(steps=20, batch_size=16, adversarial_weight=0.05),
+        device="cuda", progress=False,
+    )
+    assert next(result.model.parameters()).is_cuda
+    assert all(math.isfinite(v) for v in result.losses)

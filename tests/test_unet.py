@@ -150,3 +150,16 @@ def test_hybrid_time_embedding():
     assert torch.allclose(sin[0], torch.cat([torch.ones(8), torch.zeros(8)]))
     with pytest.raises(ValueError):
         sinusoidal_embedding(t, 15)
+
+
+@pytest.mark.gpu
+def test_forward_on_cuda_matches_cpu():
+    model = _tiny()
+    with torch.no_grad():
+        model.conv_out.weight.normal_(std=0.1)
+    x = torch.randn(2, 1, 16, 32)
+    t = torch.tensor([3, 400])
+    with torch.no_grad():
+        cpu = model(x, t)
+        gpu = model.cuda()(x.cuda(), t.cuda()).cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-4)
