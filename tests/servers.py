@@ -306,6 +306,11 @@ class InfluxServer:
             rows.extend({**tags, **dict(zip(cols, values))} for values in series["values"])
         return rows
 
+    def write_requests(self) -> int:
+        """How many write requests InfluxDB has served since it started (its own httpd statistics)."""
+        series = self.query("SHOW STATS FOR 'httpd'")["results"][0]["series"][0]
+        return dict(zip(series["columns"], series["values"][0]))["writeReq"]
+
     def __enter__(self) -> "InfluxServer":
         return self.start()
 

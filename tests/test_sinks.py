@@ -176,6 +176,19 @@ def test_influx_points_read_back_through_influxql(influx_sink, influx_server):
 
 
 @pytest.mark.integration
+def test_influx_large_batch_is_split_into_requests(influx_server):
+    name = _measurement()
+    sink = InfluxSink(url=influx_server.url, bucket=influx_server.database, token="t", max_points_per_request=7)
+    before = influx_server.write_requests()
+    try:
+        sink.write([Point(name, {"stream": "a"}, {"v": float(i)}, T0 + i) for i in range(50)])
+    finally:
+        sink.close()
+    assert influx_server.write_requests() - before == 8  # ceil(50 / 7)
+    assert [r["v"] for r in influx_server.rows(f'SELECT v FROM "{name}"')] == [float(i) for i in range(50)]
+
+
+@pytest.mark.integration
 def test_influx_rewrite_is_idempotent_and_merges_fields(influx_sink, influx_server):
     name = _measurement()
     point = Point(name, {"stream": "a"}, {"severity": 0.995, "state": "open", "end_ns": 0}, T0)

@@ -65,8 +65,14 @@ def to_line_protocol(point: Point) -> str:
 class InfluxSink:
     """Writes points to one bucket. ``bucket`` may be ``db/rp`` on InfluxDB 1.8+."""
 
-    def __init__(self, url: str, bucket: str, org: str = "", token: str | SecretStr = "", timeout_ms: int = 10_000):
+    def __init__(self, url: str, bucket: str, org: str = "", token: str | SecretStr = "", timeout_ms: int = 10_000,
+                 max_points_per_request: int = 5_000):
         secret = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if max_points_per_request < 1:
+            raise ValueError("max_points_per_request must be >= 1")
+        # InfluxDB's guidance is ~5000 lines per request; bigger batches are split (a failure part-way leaves the
+        # earlier requests written, which is harmless: the retry rewrites the same point keys).
+        self.max_points_per_request = max_points_per_request
         self.url = url
         self.bucket = bucket
         self.org = org
@@ -83,6 +89,11 @@ class InfluxSink:
         if not points:
             return
         lines = [to_line_protocol(p) for p in points]  # SinkRejected before anything is sent
+        step = self.max_points_per_request
+        for start in range(0, len(lines), step):
+            self._post(lines[start:start + step])
+
+    def _post(self, lines: list[str]) -> None:
         try:
             self._write_api.write(bucket=self.bucket, org=self.org, record=lines, write_precision=WritePrecision.NS)
         except ApiException as exc:
