@@ -190,6 +190,18 @@ def test_shared_nab_file_finds_official_windows(shared_data):
     assert len(source.label_windows()) == 5
 
 
+def test_shared_ucr_and_mimii_files(shared_data):
+    ucr = open_source(shared_data / "ucr" / "006_UCR_Anomaly_DISTORTEDCIMIS44AirTemperature2_4000_5703_5727.txt",
+                      sample_period_ms=60_000.0, batch=100)
+    (window,) = ucr.label_windows()
+    assert window.start_ns == DEFAULT_START_NS + 5703 * 60_000_000_000
+    assert window.end_ns == DEFAULT_START_NS + 5726 * 60_000_000_000
+    wav = open_source(shared_data / "audio" / "mimii_fan_id00" / "abnormal" / "00000000.wav", chunk_samples=16_000)
+    assert (wav.stream, wav.rate, wav.message_count()) == ("abnormal/00000000", 16_000, 10)
+    first = next(wav.messages())
+    assert decode_audio(first.value, first.headers, expected_sample_rate=16_000).samples.shape == (16_000,)
+
+
 # -------------------------------------------------------------------------------------------- end to end
 def _consume(settings: Settings, topic: str, expected: int) -> list:
     consumer = make_consumer(settings, group_id=None, consumer_timeout_ms=5000)
