@@ -67,7 +67,7 @@ def scalogram_factory(m) -> ModelFactory:
         h, w = unet.sample_size
         cwt = CWTConfig(n_scales=h, out_size=(h, w))
         train = TrainConfig(steps=m.train_steps, batch_size=m.train_batch_size)
-        scorer = create_scorer(m.scorer, unet=unet, train=train, device=m.device)
+        scorer = create_scorer(m.scorer, unet=unet, train=train, device=m.device, **dict(m.scorer_options))
         return ScalogramPipeline(cwt, scorer)
 
     return make

@@ -128,6 +128,9 @@ class MonitorSettings(_Section):
     train_batch_size: int = Field(32, gt=0)
     sensor_preset: str = "series"
     audio_preset: str = "audio"
+    # Extra scorer options (ScorerParams fields). lam=1.0: pixel term only — the EfficientNet perceptual term
+    # costs ~5x per window on a CPU, too much for a stream.
+    scorer_options: dict[str, Any] = Field(default_factory=lambda: {"lam": 1.0})
     # Calibration (AnomalyLikelihood), in windows.
     likelihood_history_windows: int = Field(2_000, ge=2)
     likelihood_short_windows: int = Field(5, ge=1)

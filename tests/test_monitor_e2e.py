@@ -5,6 +5,7 @@ hop), independently of streamer/windowing.py, and compared with what InfluxDB re
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 value = value.get_secret_value()
             if isinstance(value, bool):
                 value = str(value).lower()
+            elif isinstance(value, (dict, list)):
+                value = json.dumps(value)
             env[f"SCALOWATCH_{section.upper()}__{name.upper()}"] = str(value)
     return env
 
