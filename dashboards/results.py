@@ -19,6 +19,27 @@ DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "resu
 TABLE_KEYS = ("scoreboard", "rows", "results", "table", "categories", "detectors", "scores")
 
 
+def run_summary(data: Any) -> str:
+    """One line about how a result was produced (the benchmarks' ``run`` block), or ''."""
+    run = data.get("run") if isinstance(data, dict) else None
+    if not isinstance(run, dict):
+        return ""
+    parts = []
+    if run.get("started_utc"):
+        parts.append(f"run {run['started_utc']}")
+    if run.get("git_commit"):
+        parts.append(f"commit {str(run['git_commit'])[:10]}" + (" (dirty)" if run.get("git_dirty") else ""))
+    if isinstance(run.get("wall_seconds"), (int, float)):
+        parts.append(f"{run['wall_seconds']:.0f} s")
+    machine = run.get("machine")
+    if isinstance(machine, dict):
+        parts.append(f"{machine.get('cpu_count', '?')} CPU" + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""))
+    command = run.get("command")
+    if isinstance(command, list) and command:
+        parts.append("`" + " ".join(str(c) for c in command[1:4]) + (" …`" if len(command) > 4 else "`"))
+    return " · ".join(parts)
+
+
 @dataclass(frozen=True)
 class ResultFile:
     path: Path
@@ -41,10 +62,17 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def _names_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """Identifying columns (name, label, category, detector...) first, the numbers after them."""
+    ident = [c for c in frame.columns
+             if any(word in str(c).lower() for word in ("name", "label", "category", "detector", "file"))]
+    return frame[ident + [c for c in frame.columns if c not in ident]]
+
+
 def as_table(data: Any) -> pd.DataFrame | None:
     """The most table-like reading of a JSON value, or None."""
     if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
-        return pd.json_normalize(data, sep=" ")
+        return _names_first(pd.json_normalize(data, sep=" "))
     if isinstance(data, dict):
         for key in TABLE_KEYS:
             if key in data:

@@ -289,7 +289,9 @@ def test_scoreboard_renders_what_exists(store_env, tmp_path):
     (results / "nab" / "scoreboard.json").write_text(json.dumps({
         "recon": {"standard": 61.2, "reward_low_FP_rate": 55.0, "reward_low_FN_rate": 66.1},
         "numenta": {"standard": 70.1, "reward_low_FP_rate": 63.1, "reward_low_FN_rate": 74.3}}))
-    (results / "mvtec.json").write_text(json.dumps([{"category": "bottle", "i_auroc": 0.99, "p_auroc": 0.97}]))
+    (results / "mvtec.json").write_text(json.dumps({
+        "run": {"git_commit": "0123456789abcdef", "wall_seconds": 12.4, "started_utc": "2026-01-01T00:00:00+00:00"},
+        "categories": [{"i_auroc": 0.99, "p_auroc": 0.97, "category": "bottle"}]}))
     (results / "broken.json").write_text("{not json")
     (results / "odd.json").write_text(json.dumps([1, 2, 3]))
     Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(results / "roc.png")
@@ -298,9 +300,36 @@ def test_scoreboard_renders_what_exists(store_env, tmp_path):
     assert len(frames) == 2
     nab = next(f for f in frames if "name" in f.columns)
     assert list(nab["name"]) == ["recon", "numenta"] and nab["standard"].tolist() == [61.2, 70.1]
+    mvtec = next(f for f in frames if "category" in f.columns)
+    assert list(mvtec.columns)[0] == "category" and mvtec["i_auroc"].tolist() == [0.99]
+    assert "commit 0123456789" in texts(at.caption) and "12 s" in texts(at.caption)
     assert "cannot read broken.json" in texts(at.warning)
-    assert len(at.get("json")) == 1
+    assert len(at.get("json")) == 3  # the odd file inline, the two tables' raw JSON in expanders
     assert "nab / scoreboard" in texts(at.subheader)
+
+
+def test_streams_page_with_100_streams_and_100k_points(tmp_path, monkeypatch):
+    """The volume the dashboard must stay responsive with: every query is downsampled by the store."""
+    from dashboard_data import window_points
+    from dashboards.views.streams import CHART_POINTS, SPARK_BUCKETS
+
+    path = tmp_path / "big.sqlite"
+    points = []
+    for s in range(100):
+        points += window_points(f"s{s:03d}", "sensor", n=1000, step=MINUTE // 4)
+    write_sqlite(path, points)
+    monkeypatch.setenv("SCALOWATCH_DASHBOARD_STORE", "sqlite")
+    monkeypatch.setenv("SCALOWATCH_DASHBOARD_SQLITE_PATH", str(path))
+    import time
+
+    t = time.perf_counter()
+    at = run_page("views/streams.py", query={"stream": ["s001", "s050"], "range": "all"})
+    print(f"streams page, 100 streams x 1000 points: {time.perf_counter() - t:.2f} s incl. app start (noisy)")
+    overview = at.dataframe[0].value
+    assert len(overview) == 100
+    assert max(len(x) for x in overview["Recent score"]) <= SPARK_BUCKETS
+    assert len(at.get("vega_lite_chart")) == 4
+    assert "1000 points" in texts(at.caption) and CHART_POINTS >= 1000
 
 
 # --------------------------------------------------------------------------------------------- empty / down

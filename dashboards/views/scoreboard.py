@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards.results import results_dir, scan
+from dashboards.results import results_dir, run_summary, scan
 from dashboards.ui import guarded
 
 
@@ -22,8 +22,13 @@ def render() -> None:
         if result.error and result.data is None:
             st.warning(result.error, icon=":material/warning:")
             continue
+        summary = run_summary(result.data)
+        if summary:
+            st.caption(summary)
         if result.table is not None:
             st.dataframe(result.table, hide_index=True, width="stretch")
+            with st.expander("Raw JSON"):
+                st.json(result.data, expanded=1)
         else:
             if result.error:
                 st.caption(result.error)
