@@ -268,3 +268,19 @@ def test_influx_store_layer_at_volume(influx_server):
     assert 0 < len(frame) <= 300 and frame.attrs["bucket_ns"] > 0
     assert frame["score_max"].max() == pytest.approx(max(score_of("s042", i) for i in range(1000)))
     assert overview.groupby("stream").size().max() <= 30 and overview["stream"].nunique() == 100
+
+
+def test_decodes_the_monitors_snapshot_payload():
+    """Contract with the writer: streamer.point_builders.snapshot_payload → dashboards.store.decode_snapshot."""
+    from dashboards.store import decode_snapshot
+    from streamer.point_builders import snapshot_payload
+
+    scal = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    payload = snapshot_payload(scal, scal * 2, scal[0] + 1, np.linspace(-1, 1, 100), 8000.0)
+    snap = decode_snapshot("fan", 5, payload)
+    np.testing.assert_allclose(snap.scalogram, scal[0])
+    np.testing.assert_allclose(snap.reconstruction, scal[0] * 2)
+    np.testing.assert_allclose(snap.anomaly_map, scal[0] + 1)
+    assert snap.samples.shape == (100,) and snap.sample_rate > 0
+    with pytest.raises(StoreError, match="cannot be decoded"):
+        decode_snapshot("fan", 5, "bm90IGFuIG5weg==")

@@ -65,7 +65,7 @@ def show_result(row: pd.Series) -> None:
 def render() -> None:
     st.title("Images")
     c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
-    source = c1.radio("Results from", SOURCES, key="images_source", horizontal=False)
+    source = c1.radio("Results from", SOURCES, key="images_source", horizontal=True)
     if source == SOURCES[0]:
         frame = query(get_store(), "image_results")
         where = "the store"
