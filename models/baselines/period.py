@@ -9,13 +9,13 @@ def dominant_period(
 ) -> int:
     """Lag of the strongest positive local maximum of the autocorrelation in [min_period, max_period].
 
-    The ACF (via FFT) is searched only up to a third of the series so that at least three cycles
+    The ACF (via FFT) is searched only up to half of the series so that at least two cycles
     support the estimate; when there is no positive peak (noise, trend, flat line) ``default`` is
     returned, clipped to the same range.
     """
     x = np.asarray(train, dtype=np.float64).ravel()
     n = x.size
-    upper = n // 3 if max_period is None else min(max_period, n // 3)
+    upper = n // 2 if max_period is None else min(max_period, n // 2)
     fallback = int(np.clip(default, min_period, max(min_period, upper)))
     if upper <= min_period + 1:
         return max(min(fallback, max(n // 4, 3)), 3)
