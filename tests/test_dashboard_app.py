@@ -182,6 +182,19 @@ def test_streams_time_range_downsamples(store_env):
     assert "600 points" in texts(at.caption)
 
 
+def test_streams_centred_on_an_alert_from_its_link(store_env):
+    _, scen = store_env
+    at = run_page()
+    link = at.dataframe[0].value.set_index("Stream").loc["pump-1", "Chart"]
+    query = dict(part.split("=", 1) for part in link.split("?", 1)[1].split("&"))
+    assert query["t"] == str(scen.pump_alert_ns)
+    at = run_page("views/streams.py", query={"stream": "pump-1", "t": query["t"], "range": "1h"})
+    assert "Centred on 2024-01-01 05:00:00 UTC" in texts(at.caption)
+    assert "60 points" in texts(at.caption) and "1 alert(s)" in texts(at.caption)  # minutes 270..329
+    at.button(key="streams_follow").click().run()
+    assert "Centred on" not in texts(at.caption) and "0 alert(s)" in texts(at.caption)  # the newest hour
+
+
 def test_streams_unknown_stream_in_link(store_env):
     at = run_page("views/streams.py", query={"stream": "no-such-pump"})
     assert "Unknown stream" in texts(at.warning) and "no-such-pump" in texts(at.warning)

@@ -34,7 +34,8 @@ def display_table(merged: pd.DataFrame) -> pd.DataFrame:
         "State": merged["state"],
         "Verdict": [VERDICT_LABELS.get(v, v) for v in merged["verdict"]],
         "Note": merged["note"],
-        "Chart": ["streams?" + urllib.parse.urlencode({"stream": s}) for s in merged["stream"]],
+        "Chart": ["streams?" + urllib.parse.urlencode({"stream": s, "t": int(t), "range": "1d"})
+                  for s, t in zip(merged["stream"], merged["time_ns"])],
         "Inspect": ["inspector?" + urllib.parse.urlencode({"stream": s, "t": int(t)})
                     for s, t in zip(merged["stream"], merged["time_ns"])],
     })

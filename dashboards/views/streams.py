@@ -52,10 +52,26 @@ def overview_table(streams: list[StreamSummary], sparks: dict[str, list[float]])
     }).sort_values(["_alert", "Score"], ascending=[False, False]).drop(columns="_alert").reset_index(drop=True)
 
 
-def _span_ns(choice: str, first_ns: int, last_ns: int) -> tuple[int, int]:
+def _span_ns(choice: str, first_ns: int, last_ns: int, centre_ns: int | None = None) -> tuple[int, int]:
+    """The chosen span ending at the stream's newest point, or centred on ``centre_ns`` (a link from an
+    alert), clipped to the stream's extent."""
     span = SPANS[choice]
-    end = int(last_ns) + 1
-    return (int(first_ns) if span is None else max(int(first_ns), end - span)), end
+    if span is None:
+        return int(first_ns), int(last_ns) + 1
+    if centre_ns is None:
+        end = int(last_ns) + 1
+        return max(int(first_ns), end - span), end
+    start = max(int(first_ns), int(centre_ns) - span // 2)
+    return start, min(int(last_ns) + 1, start + span)
+
+
+def _centre() -> int | None:
+    raw = st.query_params.get("t")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        st.warning(f"Ignoring the time in the link ({raw!r} is not a nanosecond timestamp).")
+        return None
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -91,23 +107,23 @@ def overview_panel(span_choice: str) -> None:
 
 @st.fragment(run_every=REFRESH_S)
 @guarded
-def charts_panel(selected: tuple[str, ...], span_choice: str) -> None:
+def charts_panel(selected: tuple[str, ...], span_choice: str, centre_ns: int | None = None) -> None:
     store = get_store()
     by_name = {s.stream: s for s in query(store, "streams")}
     for row_start in range(0, len(selected), COLUMNS_PER_ROW):
         cols = st.columns(COLUMNS_PER_ROW)
         for col, name in zip(cols, selected[row_start:row_start + COLUMNS_PER_ROW]):
             with col:
-                stream_panel(by_name.get(name), name, span_choice)
+                stream_panel(by_name.get(name), name, span_choice, centre_ns)
 
 
 @guarded
-def stream_panel(summary: StreamSummary | None, name: str, span_choice: str) -> None:
+def stream_panel(summary: StreamSummary | None, name: str, span_choice: str, centre_ns: int | None = None) -> None:
     store = get_store()
     if summary is None:
         st.warning(f"Unknown stream **{name}**: the store has no scores for it.", icon=":material/help:")
         return
-    start, end = _span_ns(span_choice, summary.first_ns, summary.last_ns)
+    start, end = _span_ns(span_choice, summary.first_ns, summary.last_ns, centre_ns)
     scores = query(store, "window_scores", name, start, end, max_points=CHART_POINTS)
     if scores.empty:
         st.info(f"**{name}**: no scores in this time range.")
@@ -152,8 +168,15 @@ def render() -> None:
         st.warning(f"Unknown stream **{name}**: the store has no scores for it.", icon=":material/help:")
     with st.expander("All streams", expanded=True):
         overview_panel(span_choice)
+    centre = _centre()
+    if centre is not None:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption(f"Centred on {to_datetime(centre).strftime('%Y-%m-%d %H:%M:%S')} UTC (from an alert link).")
+        if c2.button("Follow newest data", key="streams_follow"):
+            del st.query_params["t"]
+            st.rerun()
     if selected:
-        charts_panel(tuple(selected), span_choice)
+        charts_panel(tuple(selected), span_choice, centre)
     elif not unknown:
         st.info("Choose one or more streams to chart.")
 
