@@ -136,3 +136,15 @@ def test_training_on_cuda_with_amp():
     )
     assert next(result.model.parameters()).is_cuda
     assert all(math.isfinite(v) for v in result.losses)
+
+
+def test_discriminator_is_time_conditioned_and_returns_one_logit_per_sample():
+    from models.discriminator import DiscriminatorConfig, TimeConditionedDiscriminator
+
+    torch.manual_seed(0)
+    disc = TimeConditionedDiscriminator(DiscriminatorConfig(in_channels=3, base_channels=8))
+    x = torch.randn(4, 3, 16, 24)
+    same = x[:1].expand(2, -1, -1, -1)
+    assert disc(x, torch.tensor([0, 1, 2, 3])).shape == (4,)
+    logits = disc(same, torch.tensor([5, 900]))
+    assert not torch.allclose(logits[0], logits[1])  # same image, different t → different verdict
