@@ -34,7 +34,8 @@ navigation = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("### Scalowatch")
     try:
-        st.caption(get_store().description)
+        store = get_store()
+        st.caption(store.description, help=store.key.split(":", 1)[1])  # full location on hover; no secrets
     except ValueError as exc:  # a bad store kind in the settings: every page will say so too
         st.caption(f"Store misconfigured: {exc}")
 navigation.run()

@@ -294,7 +294,7 @@ class SQLiteStore:
         self.path = Path(path).expanduser()
         self.timeout_s = timeout_s
         self.key = f"sqlite:{self.path.resolve()}"
-        self.description = f"SQLite store {self.path}"
+        self.description = f"SQLite store {self.path.name}"
 
     # -- plumbing
     def _connect(self, write: bool = False) -> sqlite3.Connection:
