@@ -55,6 +55,16 @@ def populate(tmp_path: Path) -> tuple[Path, str]:
     return report.store_path, "bundled NAB + fan replay through streamer.demo"
 
 
+def write_alert(store_path: Path, stream: str, time_ns: int) -> None:
+    from streamer.points import ALERT, Point
+    from streamer.sinks.sqlite import SQLiteSink
+
+    with SQLiteSink(store_path) as sink:
+        sink.write([Point(ALERT, {"stream": stream, "stream_class": "sensor"}, {
+            "severity": 0.999, "peak_raw_score": 9.0, "end_ns": 0, "duration_s": 0.0, "state": "open",
+            "model_version": "browser-test"}, time_ns)])
+
+
 def wait_healthy(base: str, proc, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -119,6 +129,13 @@ def test_alert_in_live_table_and_stream_chart_renders(dashboard, tmp_path):
             metric = page.locator('[data-testid="stMetricValue"]').first
             assert metric.inner_text().strip() == str(open_count)
             page.screenshot(path=str(tmp_path / "alerts.png"), full_page=True)
+
+            # Liveness: a new alert written by the monitor's sink shows up without reloading the page
+            # (st.fragment(run_every=...) re-queries once the short cache TTL has passed).
+            write_alert(store.path, "live/new-stream", int(alerts["time_ns"].max()) + 1)
+            page.wait_for_function(
+                "() => document.querySelector('[data-testid=\"stDataFrame\"]').textContent.includes('live/new-stream')",
+                timeout=WAIT_MS)
 
             query = urllib.parse.urlencode([("stream", s) for s in shown] + [("range", "all")])
             page.goto(f"{base}/streams?{query}", wait_until="domcontentloaded")

@@ -284,3 +284,12 @@ def test_decodes_the_monitors_snapshot_payload():
     assert snap.samples.shape == (100,) and snap.sample_rate > 0
     with pytest.raises(StoreError, match="cannot be decoded"):
         decode_snapshot("fan", 5, "bm90IGFuIG5weg==")
+
+
+def test_influx_token_goes_in_the_authorization_header_only():
+    from pydantic import SecretStr
+
+    store = InfluxQLStore("http://127.0.0.1:1", "db", token=SecretStr("tok-xyz"))
+    assert store._headers()["Authorization"] == "Token tok-xyz"
+    assert "tok-xyz" not in store.key + store.description + repr(store)
+    assert "Authorization" not in InfluxQLStore("http://127.0.0.1:1", "db", token=SecretStr(""))._headers()
