@@ -304,7 +304,8 @@ class SQLiteStore:
             )
         mode = "rw" if write else "ro"
         try:
-            conn = sqlite3.connect(f"file:{self.path.resolve()}?mode={mode}", uri=True, timeout=self.timeout_s)
+            uri = f"file:{urllib.request.pathname2url(str(self.path.resolve()))}?mode={mode}"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout_s)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
         return conn

@@ -293,3 +293,14 @@ def test_influx_token_goes_in_the_authorization_header_only():
     assert store._headers()["Authorization"] == "Token tok-xyz"
     assert "tok-xyz" not in store.key + store.description + repr(store)
     assert "Authorization" not in InfluxQLStore("http://127.0.0.1:1", "db", token=SecretStr(""))._headers()
+
+
+def test_sqlite_path_with_uri_special_characters(tmp_path):
+    folder = tmp_path / "odd #1? 50%"
+    folder.mkdir()
+    path = folder / "store.sqlite"
+    write_sqlite(path, window_points("a", "sensor", n=5))
+    store = SQLiteStore(path)
+    assert [s.stream for s in store.streams()] == ["a"]
+    store.write_feedback(AlertFeedback("a", T0, "ack", "", T0))
+    assert list(store.feedback()["verdict"]) == ["ack"]
