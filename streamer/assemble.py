@@ -77,7 +77,7 @@ def scalogram_loader(m) -> ModelLoader:
     def load(directory: Path) -> WindowModel:
         from models.pipeline import ScalogramPipeline
 
-        return ScalogramPipeline.load(directory)
+        return ScalogramPipeline.load(directory, device=m.device)
 
     return load
 

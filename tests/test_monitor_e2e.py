@@ -40,7 +40,7 @@ def make_settings(kafka_broker: str, influx, tmp_path: Path, **monitor) -> Setti
         train_batch_size=8, sensor_window=WINDOW, sensor_hop=HOP, audio_window=1024, audio_hop=512,
         warmup_windows=WARMUP, warmup_samples=80, likelihood_history_windows=200, batch_max_wait_ms=50,
         commit_interval_ms=200, poll_timeout_ms=100, sink_retry_initial_s=0.2, sink_retry_max_s=1.0,
-        alert_cooldown_s=0,
+        alert_cooldown_s=0, scorer_options={"lam": 1.0, "calibration_samples": 32},
     )
     base.update(monitor)
     return Settings(
@@ -181,7 +181,11 @@ def test_nab_replay_every_window_scored_in_influx(kafka_broker, influx_server, t
     finally:
         mon.join()
     assert_scores_match(influx_server, stream, source, ends)
-    assert (tmp_path / "models" / "sensor" / stream / "config.json").exists()
+    # the stream's model was saved where a restart finds it, and it is the model that wrote the scores
+    from models.pipeline import ScalogramPipeline
+
+    saved = ScalogramPipeline.load(tmp_path / "models" / "sensor" / stream)
+    assert {r["model_version"] for r in scores(influx_server, stream)} == {saved.version}
 
 
 def test_kill_mid_stream_and_restart_loses_and_duplicates_nothing(kafka_broker, influx_server, tmp_path):
