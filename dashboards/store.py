@@ -52,6 +52,7 @@ FEEDBACK_COLUMNS = ("time_ns", "stream", "verdict", "note", "at_ns")
 IMAGE_COLUMNS = ("time_ns", "category", "defect", "path", "score", "map_path", "mask_path")
 
 VERDICTS = ("ack", "false_positive")
+SNAPSHOT_DIRECT_READ = 20  # InfluxDB: list up to this many snapshots by reading them (payloads included)
 DEFAULT_MAX_POINTS = 1500
 
 
@@ -199,8 +200,8 @@ def bucket_ns(start_ns: int, end_ns: int, max_points: int) -> int:
 
 
 def _frame(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=list(columns))
-    return frame
+    """Rows as a frame with exactly the documented columns (present even when there are no rows)."""
+    return pd.DataFrame(rows, columns=list(columns))
 
 
 def _finish_scores(frame: pd.DataFrame, bucket: int) -> pd.DataFrame:
@@ -311,10 +312,7 @@ class SQLiteStore:
         return conn
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        try:
-            conn = self._connect()
-        except StoreUnavailable:
-            raise
+        conn = self._connect()
         try:
             return conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
@@ -551,11 +549,13 @@ def influxql_ident(name: str) -> str:
 
 
 def _tag_in(tag: str, values: Iterable[str] | None) -> str | None:
+    """An InfluxQL condition matching any of ``values``; None = no filter. An empty list selects nothing,
+    signalled as the sentinel "false" (InfluxQL has no false literal), which callers answer without a query."""
     if values is None:
         return None
     values = list(values)
     if not values:
-        return "false"  # an empty filter selects nothing (InfluxQL has no literal false: caller handles it)
+        return "false"
     return "(" + " OR ".join(f"{influxql_ident(tag)} = {influxql_string(v)}" for v in values) + ")"
 
 
@@ -719,11 +719,22 @@ class InfluxQLStore:
         return sorted((_label({**r, "time_ns": r["time"]}) for r in rows), key=lambda w: (w.stream, w.start_ns))
 
     def snapshot_times(self, stream: str, start_ns: int, end_ns: int, limit: int = 200) -> list[int]:
-        # InfluxQL cannot select time alone; "payload" is the only field, so ask for count per exact time.
+        # InfluxQL cannot select time alone and "payload" (tens of kB) is the only field. Few snapshots: read
+        # them with their payloads. Many: count them per bucket and return each bucket's start, which
+        # snapshot() (first snapshot at or after a time) turns back into a real snapshot.
+        measurement = influxql_ident(WINDOW_SNAPSHOT)
         where = self._where(f'"stream" = {influxql_string(stream)}', f"time >= {int(start_ns)}",
                             f"time <= {int(end_ns)}")
-        rows = self.query(f'SELECT "payload" FROM {influxql_ident(WINDOW_SNAPSHOT)}{where} LIMIT {int(limit)}')
-        return [int(r["time"]) for r in rows]
+        counted = self.query(f'SELECT count("payload") FROM {measurement}{where}')
+        count = int(counted[0]["count"]) if counted else 0
+        if count == 0:
+            return []
+        if count <= min(limit, SNAPSHOT_DIRECT_READ):
+            rows = self.query(f'SELECT "payload" FROM {measurement}{where} LIMIT {int(limit)}')
+            return [int(r["time"]) for r in rows]
+        bucket = bucket_ns(start_ns, int(end_ns) + 1, limit)
+        rows = self.query(f'SELECT count("payload") FROM {measurement}{where} GROUP BY time({bucket}ns) fill(none)')
+        return [max(int(r["time"]), int(start_ns)) for r in rows][:limit]
 
     def snapshot(self, stream: str, time_ns: int) -> WindowSnapshot | None:
         where = self._where(f'"stream" = {influxql_string(stream)}', f"time >= {int(time_ns)}")

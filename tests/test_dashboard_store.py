@@ -13,6 +13,7 @@ from dashboards.store import (
     AlertFeedback, InfluxQLStore, SQLiteStore, StoreError, StoreUnavailable, bucket_ns, open_store,
     to_line_protocol,
 )
+from streamer.points import Point
 from dashboard_data import MINUTE, N_POINTS, T0, THRESHOLD, image_points, scenario, score_of, window_points, write_sqlite
 
 
@@ -34,6 +35,14 @@ def new_influx_database(server) -> str:
     return name
 
 
+_SERVERS: dict[str, object] = {}
+
+
+def store_server(store):
+    """The test server behind an InfluxQLStore made by the `populated` fixture."""
+    return _SERVERS[store.query_url]
+
+
 @pytest.fixture(params=["sqlite", pytest.param("influx", marks=pytest.mark.integration)])
 def populated(request, tmp_path):
     """(store, scenario) with the same synthetic contents in either backend."""
@@ -44,6 +53,7 @@ def populated(request, tmp_path):
         write_sqlite(path, points)
         return SQLiteStore(path), scen
     server = request.getfixturevalue("influx_server")
+    _SERVERS[server.query_url] = server
     database = new_influx_database(server)
     write_influx(server, database, points)
     return InfluxQLStore(server.query_url, database, write_url=server.url, org="scalowatch"), scen
@@ -304,3 +314,25 @@ def test_sqlite_path_with_uri_special_characters(tmp_path):
     assert [s.stream for s in store.streams()] == ["a"]
     store.write_feedback(AlertFeedback("a", T0, "ack", "", T0))
     assert list(store.feedback()["verdict"]) == ["ack"]
+
+
+def test_many_snapshots_are_listed_without_reading_every_payload(populated):
+    """Both stores list 60 snapshots of an alert; each listed time leads to a real snapshot."""
+    store, _ = populated
+    from dashboards.store import encode_snapshot_payload
+    from streamer.points import WINDOW_SNAPSHOT
+
+    payload = encode_snapshot_payload(np.ones((4, 4)), np.ones((4, 4)), np.ones((4, 4)), np.ones(8), 100.0)
+    start = T0 + 1000 * MINUTE
+    points = [Point(WINDOW_SNAPSHOT, {"stream": "boiler"}, {"payload": payload}, start + i * MINUTE)
+              for i in range(60)]
+    if isinstance(store, SQLiteStore):
+        write_sqlite(store.path, points)
+    else:
+        write_influx(store_server(store), store.database, points)
+    times = store.snapshot_times("boiler", start, start + 59 * MINUTE, limit=200)
+    assert len(times) == 60 and times[0] == start
+    limited = store.snapshot_times("boiler", start, start + 59 * MINUTE, limit=10)
+    assert 1 <= len(limited) <= 10
+    found = {store.snapshot("boiler", t).time_ns for t in limited}
+    assert found <= {start + i * MINUTE for i in range(60)} and start in found
