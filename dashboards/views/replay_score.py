@@ -12,6 +12,13 @@ from dashboards.queries import REFRESH_S, get_store, query
 from dashboards.ui import guarded
 
 
+@st.cache_data(ttl=120, show_spinner=False, max_entries=32)
+def _score(store_key: str, stream: str, rows: int, last_ns: int, n_labels: int, _scores, _labels):
+    """NAB scoring of the rows so far, recomputed only when rows or labels change (keyed by their count and
+    newest time, so the big frame is not hashed on every refresh)."""
+    return live_nab_score(_scores, _labels)
+
+
 @st.fragment(run_every=REFRESH_S)
 @guarded
 def score_panel(stream: str) -> None:
@@ -24,7 +31,8 @@ def score_panel(stream: str) -> None:
         return
     scores = query(store, "window_scores", stream, summary.first_ns, summary.last_ns + 1, max_points=None)
     try:
-        result = live_nab_score(scores, labels)
+        last = int(scores["time_ns"].max()) if len(scores) else 0
+        result = _score(store.key, stream, len(scores), last, len(labels), scores, labels)
     except NabUnavailable as exc:
         st.warning(f"**NAB scorer unavailable.** {exc}. The counts below are still live.",
                    icon=":material/warning:")
