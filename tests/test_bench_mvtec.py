@@ -1,0 +1,96 @@
+"""`scalowatch bench mvtec` on a synthetic MVTec-like category: file formats, metrics, PatchCore separation."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.mvtec import MVTecBenchConfig, evaluate, resolve_scorers, run_mvtec, write_scores_and_maps
+from models.errors import InputError
+from mvtec_data import make_category
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory):
+    return make_category(tmp_path_factory.mktemp("mvtec") / "widget", n_train=10, n_good=4, n_defect=4)
+
+
+def _cli(args):
+    from streamer.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_writes_scores_maps_json_and_plots(category, tmp_path):
+    out = tmp_path / "out"
+    res = _cli(["bench", "mvtec", "--data", str(category), "--out", str(out), "--scorer", "patchcore",
+                "--image-size", "64", "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "MVTec widget" in res.output.strip().splitlines()[-1]
+
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [r["path"] for r in rows] == [f"good/{i:03d}.png" for i in range(4)] + [f"paint/{i:03d}.png" for i in range(4)]
+    scores = np.array([float(r["score"]) for r in rows])
+    # A painted red square is far from every normal patch: every defect outscores every good image.
+    assert scores[4:].min() > scores[:4].max()
+
+    for r in rows:
+        m = np.load(out / "maps" / r["path"].replace(".png", ".npy"))
+        assert m.shape == (64, 64) and m.dtype == np.float32
+
+    report = json.loads((out / "mvtec.json").read_text())
+    for key in ("benchmark", "category", "run", "protocol", "config", "metrics", "scorers", "plots"):
+        assert key in report
+    assert report["category"] == "widget"
+    assert report["run"]["machine"]["cpu_count"] >= 1 and report["run"]["wall_seconds"] > 0
+    m = report["metrics"]["patchcore"]
+    assert set(m) == {"image_auroc", "pixel_auroc", "pro"}
+    assert m["image_auroc"] == 1.0
+    assert m["pixel_auroc"] > 0.9 and 0.5 < m["pro"] <= 1.0
+    for p in report["plots"]:
+        assert (out / "plots").joinpath(p.split("/")[-1]).stat().st_size > 1000
+
+    images = list(csv.DictReader((out / "image_results.csv").open()))
+    assert len(images) == 8 and images[-1]["mask_path"].endswith("003_mask.png") and images[0]["mask_path"] == ""
+
+
+def test_diffusion_scorer_and_fusion_outputs(category, tmp_path):
+    cfg = MVTecBenchConfig(image_size=64, device="cpu", train_steps=2, train_batch=4, fusion_calibration_images=2,
+                           calibration_samples=4)
+    report = run_mvtec(category, ["recon"], cfg, progress=False)
+    assert [r.name for r in report.runs] == ["recon", "recon+knn"]
+    for r in report.runs:
+        assert r.maps.shape == (8, 64, 64) and np.isfinite(r.maps).all()
+        assert 0.0 <= r.metrics["image_auroc"] <= 1.0 and 0.0 <= r.metrics["pro"] <= 1.0
+    write_scores_and_maps(report, tmp_path)
+    header = (tmp_path / "scores.csv").read_text().splitlines()[0].split(",")
+    assert header == ["path", "score", "recon", "recon+knn"]
+    assert (tmp_path / "scorers" / "recon_plus_knn" / "maps" / "paint" / "000.npy").is_file()
+
+
+def test_scorer_names():
+    assert resolve_scorers(None) == ["patchcore"]
+    assert resolve_scorers(["all"])[0] == "patchcore" and len(resolve_scorers(["all"])) == 6
+    assert resolve_scorers(["kl", "kl", "patchcore"]) == ["kl", "patchcore"]
+    with pytest.raises(InputError):
+        resolve_scorers(["nope"])
+
+
+def test_evaluate_perfect_and_inverted_maps():
+    labels = np.array([0, 0, 1, 1])
+    masks = np.zeros((4, 8, 8), dtype=bool)
+    masks[2:, 2:5, 2:5] = True
+    maps = masks.astype(np.float32) + 0.01 * np.arange(64).reshape(8, 8)[None] / 64
+    good = evaluate(labels, masks, np.array([0.1, 0.2, 0.9, 0.8]), maps)
+    assert good == {"image_auroc": 1.0, "pixel_auroc": pytest.approx(1.0), "pro": pytest.approx(1.0, abs=0.02)}
+    bad = evaluate(labels, masks, np.array([0.9, 0.8, 0.1, 0.2]), -maps)
+    assert bad["image_auroc"] == 0.0 and bad["pixel_auroc"] < 0.1 and bad["pro"] < 0.1
+
+
+def test_bad_folder_is_a_clear_error(tmp_path):
+    res = _cli(["bench", "mvtec", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert res.exit_code == 2
+    assert "error" in res.output.lower()

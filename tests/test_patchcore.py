@@ -1,0 +1,112 @@
+"""PatchCore baseline: coreset selection, kNN distances, detection of a painted defect, save/load, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.baselines.patchcore import IMAGE_BASELINES, PatchCore, PatchCoreConfig, greedy_coreset, knn_distance
+from models.errors import CheckpointMismatchError, InputError, NotFittedError
+from models.scorers.base import Scorer
+from models.transforms.image import normalise_imagenet
+from mvtec_data import normal_image, paint
+
+
+def _tensor(imgs: list[np.ndarray]) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255.0
+    return normalise_imagenet(x)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    train = _tensor([normal_image(rng) for _ in range(10)])
+    good = [normal_image(rng) for _ in range(4)]
+    painted = [paint(normal_image(rng), rng) for _ in range(4)]
+    model = PatchCore(device="cpu", coreset_ratio=0.25).fit(train)
+    return model, _tensor(good), _tensor([p[0] for p in painted]), np.stack([p[1] > 0 for p in painted])
+
+
+def test_greedy_coreset_covers_every_cluster():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    points = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centres])
+    idx = greedy_coreset(points, 4, projection_dim=64, seed=1)
+    clusters = {int(i) // 50 for i in idx}
+    assert clusters == {0, 1, 2, 3}
+
+
+def test_knn_distance_matches_brute_force_and_respects_exclusion():
+    g = torch.Generator().manual_seed(0)
+    q, bank = torch.randn(37, 5, generator=g), torch.randn(53, 5, generator=g)
+    brute = torch.cdist(q, bank).topk(3, largest=False).values.mean(dim=1)
+    assert torch.allclose(knn_distance(q, bank, k=3, chunk=8), brute, atol=1e-4)
+    # A query identical to a bank row is at distance 0 unless that row is excluded by group.
+    qg, bg = torch.zeros(1, dtype=torch.long), torch.arange(53)
+    assert knn_distance(bank[:1], bank, k=1).item() == pytest.approx(0.0, abs=1e-3)
+    assert knn_distance(bank[:1], bank, k=1, exclude=(qg, bg)).item() > 0.01
+
+
+def test_painted_defect_scores_higher_and_is_localised(fitted):
+    model, good, painted, masks = fitted
+    g, p = model.score(good), model.score(painted)
+    assert isinstance(model, Scorer)
+    assert g.maps.shape == (4, 64, 64) and g.maps.dtype == np.float32
+    assert p.scores.min() > g.scores.max()
+    # The map's peak falls inside the painted square or within one feature cell (8 px at 64 px) of it.
+    for m, mask in zip(p.maps, masks):
+        y, x = np.unravel_index(np.argmax(m), m.shape)
+        ys, xs = np.nonzero(mask)
+        assert ys.min() - 10 <= y <= ys.max() + 10 and xs.min() - 10 <= x <= xs.max() + 10
+    # Inside-defect pixels outscore the rest of the same images on average.
+    assert p.maps[masks].mean() > p.maps[~masks].mean() + 1.0
+
+
+def test_scores_do_not_depend_on_batch_composition(fitted):
+    model, good, painted, _ = fitted
+    both = model.score(torch.cat([good, painted]))
+    alone = model.score(painted)
+    np.testing.assert_allclose(both.scores[4:], alone.scores, rtol=1e-4)
+
+
+def test_leave_one_out_stats_standardise_normal_maps(fitted):
+    model, good, _, _ = fitted
+    mean, std = model.map_stats
+    assert std > 0 and mean > 0
+    z = model.standardise(model.score(good).maps)
+    assert abs(float(np.median(z))) < 3.0
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    model, good, painted, _ = fitted
+    model.save(tmp_path / "pc")
+    again = PatchCore.load(tmp_path / "pc", device="cpu")
+    assert again.config == model.config
+    np.testing.assert_allclose(again.score(painted).scores, model.score(painted).scores, rtol=1e-5)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"scorer": "recon", "format": 1}')
+    (tmp_path / "other" / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointMismatchError):
+        PatchCore.load(tmp_path / "other")
+
+
+def test_errors_are_clear(fitted):
+    model, good, _, _ = fitted
+    with pytest.raises(NotFittedError):
+        PatchCore(device="cpu").score(good)
+    with pytest.raises(InputError):
+        model.score(good[:, :, :32, :32])
+    with pytest.raises(InputError):
+        bad = good.clone()
+        bad[0, 0, 0, 0] = float("nan")
+        model.score(bad)
+    with pytest.raises(InputError):
+        PatchCore(device="cpu").fit(good[:1])
+    with pytest.raises(ValueError):
+        PatchCoreConfig(coreset_ratio=0)
+    with pytest.raises(ValueError):
+        PatchCoreConfig(pool=2)
+
+
+def test_registered_as_image_baseline():
+    assert IMAGE_BASELINES["patchcore"] is PatchCore
