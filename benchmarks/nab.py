@@ -38,7 +38,12 @@ NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
 )
 # A frozen Gaussian saturates 1 - Q(|z|) at exactly 1.0 once the data drifts; its |z| goes through the
 # likelihood calibration instead, like every other raw score.
-NAB_DETECTOR_DEFAULTS: dict[str, dict] = {"windowed_gaussian_train": {"output": "zscore"}}
+# Level and amplitude shifts are common NAB anomalies; z-normalised subsequences cannot see them.
+NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
+    "windowed_gaussian_train": {"output": "zscore"},
+    "matrix_profile": {"normalize": False},
+    "matrix_profile_train": {"normalize": False},
+}
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 

@@ -107,7 +107,8 @@ def test_dominant_period():
     assert dominant_period(np.ones(500), default=50) == 50
 
 
-def test_left_profile_matches_brute_force():
+@pytest.mark.parametrize("normalize", [True, False])
+def test_left_profile_matches_brute_force(normalize):
     rng = np.random.default_rng(5)
     x = np.r_[rng.standard_normal(60), np.full(15, 2.0), rng.standard_normal(40)]
     m = 6
@@ -116,6 +117,8 @@ def test_left_profile_matches_brute_force():
     excl = int(math.ceil(m / 4))
 
     def dist(a, b):
+        if not normalize:
+            return float(np.sqrt(((a - b) ** 2).sum()))
         sa, sb = a.std(), b.std()
         if sa < 1e-8 and sb < 1e-8:
             return 0.0
@@ -132,14 +135,16 @@ def test_left_profile_matches_brute_force():
             d = [dist(win[i], win[j]) for j in cands]
             brute[i] = min(d)
             left_idx[i] = cands[int(np.argmin(d))]
-    got = left_profile_from_index(x, m, left_idx)
+    got = left_profile_from_index(x, m, left_idx, normalize)
     np.testing.assert_allclose(got, brute, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["matrix_profile", "matrix_profile_train"])
-def test_matrix_profile_finds_planted_discord(name):
+# normalize=False compiles stumpy's aamp kernels too (~1 min of numba on 2 cores): slow-marked.
+@pytest.mark.parametrize("normalize", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_matrix_profile_finds_planted_discord(name, normalize):
     x = _series(900, period=25, anomaly_at=650)
-    det = create_series_detector(name).fit(x[:300])
+    det = create_series_detector(name, normalize=normalize).fit(x[:300])
     assert det.window in (24, 25, 26)
     s = det.score(x)
     peak = int(np.argmax(s[300:])) + 300 - det.lag

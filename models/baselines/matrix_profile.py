@@ -6,6 +6,8 @@ Two references, both causal when the score of a subsequence is written at its *l
 - ``reference="train"``: AB-join against the training prefix only — the standard train/test discord
   (nothing after the training part is ever used as a reference).
 The window defaults to the training part's dominant period (one rule for every file, no tuning).
+``normalize=False`` uses plain Euclidean distance: z-normalised shapes are blind to level and amplitude
+changes, which are many of NAB's anomalies.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _is_constant(mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return sd <= 1e-8 * np.maximum(np.abs(mu), 1.0)
 
 
-def left_profile_from_index(x: np.ndarray, m: int, left_index: np.ndarray) -> np.ndarray:
+def left_profile_from_index(x: np.ndarray, m: int, left_index: np.ndarray, normalize: bool = True) -> np.ndarray:
     """z-normalised distance from each subsequence to its left nearest neighbour (inf when none).
 
     stumpy returns the left neighbour's index but not its distance; recomputing only that distance
@@ -44,6 +46,11 @@ def left_profile_from_index(x: np.ndarray, m: int, left_index: np.ndarray) -> np
     i = np.nonzero(has)[0]
     j = left_index[has].astype(np.int64)
     chunk = 4096
+    if not normalize:
+        for s in range(0, i.size, chunk):
+            ii, jj = i[s : s + chunk], j[s : s + chunk]
+            out[ii] = np.sqrt(np.einsum("ij,ij->i", win[ii] - win[jj], win[ii] - win[jj]))
+        return out
     for s in range(0, i.size, chunk):
         ii, jj = i[s : s + chunk], j[s : s + chunk]
         both_ok = ~const[ii] & ~const[jj]
@@ -64,11 +71,12 @@ class MatrixProfileDiscord:
 
     output_is_probability = False
 
-    def __init__(self, window: int | None = None, reference: str = "past", min_window: int = 8,
-                 max_window: int = 1000, default_window: int = 64) -> None:
+    def __init__(self, window: int | None = None, reference: str = "past", normalize: bool = True,
+                 min_window: int = 8, max_window: int = 1000, default_window: int = 64) -> None:
         if reference not in ("past", "train"):
             raise ValueError("reference must be 'past' or 'train'")
         self.reference = reference
+        self.normalize = normalize
         self.fixed_window = window
         self.min_window, self.max_window, self.default_window = min_window, max_window, default_window
         self.window: int | None = window
@@ -103,13 +111,13 @@ class MatrixProfileDiscord:
         if x.size < m:
             return out
         if self.reference == "train":
-            mp = stumpy.stump(x, m, self._train, ignore_trivial=False)
+            mp = stumpy.stump(x, m, self._train, ignore_trivial=False, normalize=self.normalize)
             dist = mp[:, 0].astype(np.float64)
         else:
             if x.size < 2 * m:
                 return out
-            mp = stumpy.stump(x, m)
-            dist = left_profile_from_index(x, m, mp[:, 2].astype(np.int64))
+            mp = stumpy.stump(x, m, normalize=self.normalize)
+            dist = left_profile_from_index(x, m, mp[:, 2].astype(np.int64), self.normalize)
         dist = np.where(np.isfinite(dist), dist, 0.0)
         out[m - 1 :] = dist
         return out
