@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         out_dir: Path = typer.Option(Path("demo-output"), "--out-dir", help="Where the SQLite store and models go."),
         no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Only replay; do not open the dashboard."),
         scorer: str = typer.Option("recon", "--scorer", help="Scorer: recon, trend, kl, dynamic, adversarial."),
-        train_steps: int = typer.Option(150, "--train-steps", help="Training steps per stream model."),
+        train_steps: int = typer.Option(80, "--train-steps", help="Training steps per stream model."),
         speed: float = typer.Option(0.0, "--speed", help="Replay speed (0 = as fast as possible)."),
         port: int = typer.Option(8501, "--port", help="Dashboard port."),
         keep_models: bool = typer.Option(False, "--keep-models", help="Reuse models of an earlier demo run."),

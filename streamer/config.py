@@ -137,6 +137,9 @@ class MonitorSettings(_Section):
     alert_open_after: int = Field(1, ge=1)
     alert_close_after: int = Field(3, ge=1)
     snapshots: bool = True
+    # Also alert on windows shifted/rescaled as a whole (level_z/scale_z from the pipeline, calibrated separately):
+    # the per-window-normalised scalogram cannot show those.
+    level_shift_alerts: bool = True
     # Loop: poll timeout, commit cadence, sink retry back-off, back-pressure limit.
     poll_timeout_ms: int = Field(200, ge=0)
     commit_interval_ms: int = Field(1_000, ge=0)

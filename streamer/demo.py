@@ -40,7 +40,7 @@ class DemoConfig:
     out_dir: Path = Path("demo-output")
     warmup_fraction: float = 0.15
     scorer: str = "recon"
-    train_steps: int = 150
+    train_steps: int = 80
     sensor_window: int = 64
     sensor_hop: int = 4
     audio_window: int = 2048

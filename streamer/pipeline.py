@@ -59,6 +59,7 @@ class _Stream:
     windower: SensorWindower | AudioWindower
     calibrator: AnomalyLikelihood
     alerts: AlertMachine
+    level_calibrator: AnomalyLikelihood | None = None
     partitions: set[Hashable] = field(default_factory=set)
 
 
@@ -98,6 +99,7 @@ class StreamProcessor:
         max_batch: int = 64,
         max_wait_s: float = 0.2,
         snapshots: bool = True,
+        level_shift: bool = True,
         scorer_name: str = "",
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -106,6 +108,7 @@ class StreamProcessor:
         self.policy = policy
         self.likelihood = likelihood
         self.snapshots = snapshots
+        self.level_shift = level_shift
         self.scorer_name = scorer_name
         self.clock = clock
         self.batcher: MicroBatcher[Window] = MicroBatcher(max_batch, max_wait_s)
@@ -158,7 +161,7 @@ class StreamProcessor:
             else:
                 windower = AudioWindower(stream, stream_class, cfg.window, cfg.sample_rate)
             st = self._streams[key] = _Stream(stream, stream_class, windower, AnomalyLikelihood(self.likelihood),
-                                              AlertMachine(stream, self.policy))
+                                              AlertMachine(stream, self.policy), AnomalyLikelihood(self.likelihood))
         return st
 
     def _after_add(self, st: _Stream, result) -> None:
@@ -218,6 +221,12 @@ class StreamProcessor:
                 log.error("non-finite raw score for %s/%s at %d; window skipped", w.stream_class, w.stream, w.end_ns)
                 continue
             score = st.calibrator.update(raw)
+            shift = _level_shift(batch, i) if self.level_shift else None
+            if shift is not None and st.level_calibrator is not None:
+                # The scalogram is normalised per window, so the model cannot see a window that is only shifted
+                # or rescaled as a whole; the pipeline reports that as level_z/scale_z. Calibrated on its own
+                # history like the model's score, the larger of the two likelihoods is the stream's score.
+                score = max(score, st.level_calibrator.update(shift))
             decision = st.alerts.update(w.end_ns, score, raw, version)
             out.points.append(window_score_point(w, raw, score, self.policy.threshold, decision.in_alert, scorer,
                                                  version))
@@ -316,6 +325,15 @@ class StreamProcessor:
 
     def stream_count(self) -> int:
         return len(self._streams)
+
+
+def _level_shift(batch, i: int) -> float | None:
+    """max(|level_z|, |scale_z|) of window ``i`` when the model reports them (ScalogramPipeline does)."""
+    extras = batch.extras or {}
+    if "level_z" not in extras or "scale_z" not in extras:
+        return None
+    value = max(abs(float(extras["level_z"][i])), abs(float(extras["scale_z"][i])))
+    return value if math.isfinite(value) else None
 
 
 def lowest(holds: Iterable[Holds]) -> Holds:

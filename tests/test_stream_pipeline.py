@@ -215,3 +215,36 @@ def test_drop_partitions_forgets_streams_and_their_holds(tmp_path):
     assert proc.drop_partitions([1]) == 1
     assert all(1 not in h for h in proc.holds())
     assert proc.stream_count() == 1
+
+
+class BlindToLevelModel(WindowStatsModel):
+    """Scores every window the same (like a per-window-normalised scalogram model facing a pure level shift) but
+    reports level_z/scale_z the way ScalogramPipeline does."""
+
+    def score_windows(self, windows):
+        batch = super().score_windows(windows)
+        level = np.asarray(windows, dtype=np.float64).mean(axis=1)
+        extras = dict(batch.extras, level_z=(level - self.mu[0]) / self.sd[0], scale_z=np.zeros(len(level)))
+        return type(batch)(scores=np.ones_like(batch.scores), maps=batch.maps,
+                           reconstructions=batch.reconstructions, extras=extras)
+
+
+@pytest.mark.parametrize("level_shift", [True, False])
+def test_level_shift_alerts_come_from_level_z(tmp_path, level_shift):
+    registry = ModelRegistry(tmp_path / "models", lambda cls: BlindToLevelModel(), BlindToLevelModel.load,
+                             warmup_windows=20, background=False)
+    proc = StreamProcessor(CLASSES, registry, policy=AlertPolicy(threshold=0.99, hysteresis=0.1),
+                           likelihood=LikelihoodConfig(learning_period=10, historic_window=200, short_window=1),
+                           max_batch=8, max_wait_s=0.0, level_shift=level_shift)
+    store = DictStore()
+    rng = np.random.default_rng(3)
+    v = np.sin(np.arange(500) / 6.0) + 0.05 * rng.standard_normal(500)
+    v[400:] += 5.0  # the level jumps and stays
+    feed(proc, "m", [(1_000_001 * P + k * P, float(x)) for k, x in enumerate(v)], store=store)
+    proc.step(force=True)
+    proc.flush(store)
+    alerts = store.measurement(ALERT)
+    if level_shift:
+        assert alerts and all(a.time_ns >= 1_000_001 * P + 400 * P for a in alerts)
+    else:
+        assert not alerts
