@@ -370,3 +370,37 @@ def test_two_consumers_in_one_group_share_partitions(kafka_broker, influx_server
     for s in sources:
         assert_scores_match(influx_server, s.stream, s, ends)
     assert a.monitor.stats.records > 0 and b.monitor.stats.records > 0
+
+
+def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_path):
+    """SIGTERM: the monitor writes and commits what it has and exits 0; a restart re-reads only the open window."""
+    import re
+
+    settings = make_settings(kafka_broker, influx_server, tmp_path)
+    create_topics(settings)
+    stream = f"term-{uuid.uuid4().hex[:6]}"
+    source = nab_source(stream, 300)
+    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    send(settings, [source])
+    env = settings_env(settings)
+    runner = [sys.executable, str(REPO / "tests" / "monitor_runner.py")]
+    log1, log2 = tmp_path / "first.log", tmp_path / "second.log"
+    with open(log1, "wb") as out:
+        first = subprocess.Popen(runner, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            wait_for(lambda: count(influx_server, stream) >= len(ends), 120, "all scores")
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(60) == 0, log1.read_text()[-3000:]
+        finally:
+            if first.poll() is None:
+                first.kill()
+    text = log1.read_text()
+    assert "shutting down" in text and "monitor stopped" in text
+    with open(log2, "wb") as out:
+        second = subprocess.run([*runner, "--idle-exit-s", "5"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=REPO, timeout=120)
+    assert second.returncode == 0
+    records = int(re.search(r"MonitorStats\(records=(\d+)", log2.read_text()).group(1))
+    # only the samples of the window still open at the end (< one window + one hop) are read again
+    assert records <= WINDOW + HOP
+    assert_scores_match(influx_server, stream, source, ends)
