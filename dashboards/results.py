@@ -16,7 +16,8 @@ import pandas as pd
 
 RESULTS_DIR_ENV = "SCALOWATCH_DASHBOARD_RESULTS_DIR"
 DEFAULT_RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-TABLE_KEYS = ("scoreboard", "rows", "results", "table", "categories", "detectors", "scores")
+METADATA_KEYS = ("run", "machine", "command", "protocol")
+MAX_COLUMNS = 30
 
 
 def run_summary(data: Any) -> str:
@@ -44,7 +45,7 @@ def run_summary(data: Any) -> str:
 class ResultFile:
     path: Path
     title: str
-    table: pd.DataFrame | None  # None: not table-like, show `data` as JSON
+    tables: list[tuple[str, pd.DataFrame]]  # empty: not table-like, show `data` as JSON
     data: Any
     error: str = ""
 
@@ -69,22 +70,46 @@ def _names_first(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[ident + [c for c in frame.columns if c not in ident]]
 
 
-def as_table(data: Any) -> pd.DataFrame | None:
-    """The most table-like reading of a JSON value, or None."""
-    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
-        return _names_first(pd.json_normalize(data, sep=" "))
-    if isinstance(data, dict):
-        for key in TABLE_KEYS:
-            if key in data:
-                table = as_table(data[key])
-                if table is not None:
-                    return table
-        if data and all(isinstance(v, dict) for v in data.values()):
-            rows = [{"name": name, **pd.json_normalize(body, sep=" ").iloc[0].to_dict()} for name, body in data.items()]
-            return pd.DataFrame(rows)
-        if data and all(_is_scalar(v) for v in data.values()):
-            return pd.DataFrame([data])
+def _dict_of_records(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, dict) for v in value.values())
+
+
+def _records_table(value: Any) -> pd.DataFrame | None:
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        return _names_first(pd.json_normalize(value, sep=" "))
+    if _dict_of_records(value):
+        rows = [{"name": name, **pd.json_normalize(body, sep=" ").iloc[0].to_dict()} for name, body in value.items()]
+        return _names_first(pd.DataFrame(rows))
     return None
+
+
+def as_tables(data: Any) -> list[tuple[str, pd.DataFrame]]:
+    """Every table-like part of a JSON value, as (label, table): the value itself if it is a list of records
+    or a mapping name -> record, else each such member of a top-level object (run metadata excluded), else
+    the object's scalar members as one row. Empty if nothing is table-like."""
+    whole = _records_table(data)
+    if whole is not None and not (isinstance(data, dict) and any(k in data for k in METADATA_KEYS)):
+        return [("", whole)]
+    if not isinstance(data, dict):
+        return []
+    tables = []
+    for key, value in data.items():
+        if key in METADATA_KEYS:
+            continue
+        table = _records_table(value)
+        if table is not None:
+            tables.append((str(key), table))
+    if not tables:
+        scalars = {k: v for k, v in data.items() if _is_scalar(v) and k not in METADATA_KEYS}
+        if scalars:
+            tables.append(("", pd.DataFrame([scalars])))
+    return tables
+
+
+def as_table(data: Any) -> pd.DataFrame | None:
+    """The first table of :func:`as_tables`, or None."""
+    tables = as_tables(data)
+    return tables[0][1] if tables else None
 
 
 def read_result_file(path: Path, root: Path) -> ResultFile:
@@ -92,13 +117,12 @@ def read_result_file(path: Path, root: Path) -> ResultFile:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        return ResultFile(path, title, None, None, error=f"cannot read {path.name}: {exc}")
+        return ResultFile(path, title, [], None, error=f"cannot read {path.name}: {exc}")
     try:
-        table = as_table(data)
+        tables = as_tables(data)
     except Exception as exc:  # noqa: BLE001 - odd shapes fall back to the JSON view
-        table = None
-        return ResultFile(path, title, None, data, error=f"shown as JSON ({exc})")
-    return ResultFile(path, title, table, data)
+        return ResultFile(path, title, [], data, error=f"shown as JSON ({exc})")
+    return ResultFile(path, title, tables, data)
 
 
 def scan(root: Path | None = None) -> tuple[list[ResultFile], list[Path]]:

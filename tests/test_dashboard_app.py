@@ -345,6 +345,20 @@ def test_streams_page_with_100_streams_and_100k_points(tmp_path, monkeypatch):
     assert "1000 points" in texts(at.caption) and CHART_POINTS >= 1000
 
 
+def test_result_files_with_several_tables_and_run_metadata():
+    from dashboards.results import as_tables
+
+    data = {"benchmark": "nab", "run": {"git_commit": "abc", "machine": {"cpu_count": 2}},
+            "scores": {"numenta": {"standard": 70.1}, "gauss": {"standard": 39.6}},
+            "cases": [{"kind": "sensor", "latency_s": {"p50": 0.5}}], "note": "noisy"}
+    tables = dict(as_tables(data))
+    assert set(tables) == {"scores", "cases"}  # the run block is metadata, not a table
+    assert list(tables["scores"]["name"]) == ["numenta", "gauss"]
+    assert tables["cases"].loc[0, "latency_s p50"] == 0.5
+    assert as_tables({"a": 1, "b": "x"})[0][1].to_dict("records") == [{"a": 1, "b": "x"}]
+    assert as_tables([1, 2]) == [] and as_tables("text") == []
+
+
 # --------------------------------------------------------------------------------------------- empty / down
 @pytest.mark.parametrize("page", PAGES)
 def test_empty_store_says_so(empty_env, page):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards.results import results_dir, run_summary, scan
+from dashboards.results import MAX_COLUMNS, results_dir, run_summary, scan
 from dashboards.ui import guarded
 
 
@@ -25,8 +25,14 @@ def render() -> None:
         summary = run_summary(result.data)
         if summary:
             st.caption(summary)
-        if result.table is not None:
-            st.dataframe(result.table, hide_index=True, width="stretch")
+        if result.tables:
+            for label, table in result.tables:
+                if label:
+                    st.markdown(f"**{label.replace('_', ' ')}**")
+                shown = table.iloc[:, :MAX_COLUMNS]
+                st.dataframe(shown, hide_index=True, width="stretch")
+                if table.shape[1] > MAX_COLUMNS:
+                    st.caption(f"{table.shape[1] - MAX_COLUMNS} more column(s) in the raw JSON below.")
             with st.expander("Raw JSON"):
                 st.json(result.data, expanded=1)
         else:
