@@ -94,6 +94,7 @@ def build_processor(
     registry = ModelRegistry(
         m.model_dir, factory or scalogram_factory(m), loader or scalogram_loader(m),
         warmup_windows=m.warmup_windows, warmup_for=warmup_for, shared=m.model_mode == "shared",
+        shared_start=m.model_mode == "per_stream_from_shared",
         background=background,
     )
     return StreamProcessor(

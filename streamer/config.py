@@ -120,8 +120,9 @@ class MonitorSettings(_Section):
     audio_hop_s: float | None = Field(None, gt=0)
     # Gaps up to this many periods are interpolated; longer ones reset the stream's buffer.
     max_gap_periods: int = Field(3, ge=1)
-    # per_stream: model_dir/<class>/<stream>/ trained on each stream's warm-up; shared: model_dir/<class>/_shared/.
-    model_mode: Literal["per_stream", "shared"] = "per_stream"
+    # per_stream: model_dir/<class>/<stream>/ trained on each stream's warm-up; shared: model_dir/<class>/_shared/;
+    # per_stream_from_shared: score with the pretrained _shared model until the stream's own model is trained.
+    model_mode: Literal["per_stream", "shared", "per_stream_from_shared"] = "per_stream"
     # Windows a stream without a model collects as training data (not scored) before its model trains.
     warmup_windows: int = Field(128, ge=2)
     train_steps: int = Field(300, gt=0)

@@ -100,6 +100,7 @@ class ModelRegistry:
         warmup_windows: int = 64,
         warmup_for: Callable[[str, str], int] | None = None,
         shared: bool = False,
+        shared_start: bool = False,
         background: bool = True,
     ):
         if warmup_windows < 1:
@@ -110,6 +111,8 @@ class ModelRegistry:
         self.warmup_windows = warmup_windows
         self.warmup_for = warmup_for
         self.shared = shared
+        self.shared_start = shared_start and not shared
+        self._starting_points: dict[str, ModelKey | None] = {}
         self._entries: dict[ModelKey, _Entry] = {}
         self.background = background
         # One training at a time (two would only fight over the same cores). Daemon threads: a shutdown never
@@ -154,6 +157,35 @@ class ModelRegistry:
     # -- windows of streams without a ready model -------------------------------------------------------------
     def ensure(self, stream_class: str, stream: str) -> ModelStatus:
         return self._entry(self.key_for(stream_class, stream)).status
+
+    def starting_point(self, stream_class: str) -> ModelKey | None:
+        """With ``shared_start``: the key of the class's shared model on disk (``_shared/``), which scores a
+        stream's windows until its own model is trained; None when the option is off or there is none."""
+        if not self.shared_start:
+            return None
+        if stream_class not in self._starting_points:
+            key = (stream_class, SHARED)
+            path = self.directory(key)
+            found = None
+            if (path / "pipeline.json").exists() or any(path.glob("*.json")):
+                try:
+                    entry = _Entry(key=key, status=ModelStatus.READY, model=self.loader(path))
+                    self._entries[key] = entry
+                    found = key
+                    log.info("streams of class %s start on the shared model %s", stream_class,
+                             getattr(entry.model, "version", "?"))
+                except Exception:
+                    log.exception("could not load the shared starting model in %s", path)
+            self._starting_points[stream_class] = found
+        return self._starting_points[stream_class]
+
+    def collect(self, window: Window) -> None:
+        """Keep a window as warm-up data if its stream still collects (it is scored elsewhere meanwhile)."""
+        entry = self._entry(self.key_for(window.stream_class, window.stream))
+        if entry.status is ModelStatus.COLLECTING and len(entry.warmup) < entry.target:
+            entry.warmup.append(window)
+            if len(entry.warmup) >= entry.target:
+                self._start_training(entry)
 
     def offer(self, window: Window) -> None:
         """A window whose model is not ready: keep it as warm-up data or queue it until training ends."""

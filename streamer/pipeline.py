@@ -60,6 +60,7 @@ class _Stream:
     calibrator: AnomalyLikelihood
     alerts: AlertMachine
     level_calibrator: AnomalyLikelihood | None = None
+    model_version: str | None = None
     partitions: set[Hashable] = field(default_factory=set)
 
 
@@ -177,6 +178,11 @@ class StreamProcessor:
         key = self.registry.key_for(window.stream_class, window.stream)
         if self.registry.ensure(window.stream_class, window.stream) is ModelStatus.READY:
             self.batcher.add(key, window, self.clock())
+            return
+        start = self.registry.starting_point(window.stream_class)
+        if start is not None:  # scored by the shared model now, and kept as training data for the stream's own
+            self.registry.collect(window)
+            self.batcher.add(start, window, self.clock())
         else:
             self.registry.offer(window)
 
@@ -220,6 +226,12 @@ class StreamProcessor:
                 self.stats.score_errors += 1
                 log.error("non-finite raw score for %s/%s at %d; window skipped", w.stream_class, w.stream, w.end_ns)
                 continue
+            if st.model_version != version:
+                if st.model_version is not None:  # another model (e.g. own after shared): another score scale
+                    st.calibrator.reset()
+                    if st.level_calibrator is not None:
+                        st.level_calibrator.reset()
+                st.model_version = version
             score = st.calibrator.update(raw)
             shift = _level_shift(batch, i) if self.level_shift else None
             if shift is not None and st.level_calibrator is not None:

@@ -248,3 +248,25 @@ def test_level_shift_alerts_come_from_level_z(tmp_path, level_shift):
         assert alerts and all(a.time_ns >= 1_000_001 * P + 400 * P for a in alerts)
     else:
         assert not alerts
+
+
+def test_shared_model_is_the_starting_point_until_the_own_model_is_trained(tmp_path):
+    shared = WindowStatsModel().fit_windows(np.random.default_rng(2).standard_normal((40, 16)))
+    shared.save(tmp_path / "models" / "sensor" / "_shared")
+    registry = ModelRegistry(tmp_path / "models", lambda cls: WindowStatsModel(), WindowStatsModel.load,
+                             warmup_windows=20, background=False, shared_start=True)
+    proc = StreamProcessor(CLASSES, registry, likelihood=LikelihoodConfig(learning_period=5), max_batch=8,
+                           max_wait_s=0.0)
+    store = DictStore()
+    feed(proc, "m1", series(300, spike_at=1000), store=store)
+    proc.step(force=True)
+    proc.flush(store)
+    points = store.measurement(WINDOW_SCORE)
+    n_windows = (300 - 16) // 4 + 1
+    assert len(points) == n_windows  # no warm-up gap: the shared model scored the first windows
+    versions = [p.fields["model_version"] for p in points]
+    own = registry.model(("sensor", "m1")).version
+    assert versions[0] == shared.version and versions[-1] == own != shared.version
+    switch = versions.index(own)
+    assert set(versions[:switch]) == {shared.version} and set(versions[switch:]) == {own}
+    assert (tmp_path / "models" / "sensor" / "m1" / "config.json").exists()
