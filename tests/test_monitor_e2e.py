@@ -404,3 +404,42 @@ def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_pa
     # only the samples of the window still open at the end (< one window + one hop) are read again
     assert records <= WINDOW + HOP
     assert_scores_match(influx_server, stream, source, ends)
+
+
+def test_alerts_reach_store_snapshots_and_alerts_topic(kafka_broker, influx_server, tmp_path):
+    from kafka import KafkaConsumer
+
+    from streamer.point_builders import decode_snapshot
+
+    settings = make_settings(kafka_broker, influx_server, tmp_path, alert_threshold=0.99, alert_close_after=2)
+    create_topics(settings)
+    stream = f"jump-{uuid.uuid4().hex[:6]}"
+    period = 60 * 10**9
+    t = (1_700_000_000 * 10**9 // period) * period + np.arange(600) * period
+    rng = np.random.default_rng(5)
+    v = np.sin(np.arange(600) / 7.0) + 0.05 * rng.standard_normal(600)
+    v[450:480] += 20.0  # a 30-sample excursion far outside anything seen before
+    source = SeriesSource(Path("synthetic"), stream, t, v)
+    mon = MonitorThread(settings).start()
+    try:
+        send(settings, [source])
+        wait_for(lambda: count(influx_server, stream) >= len(expected_ends(t, WINDOW, HOP, WARMUP)), 120, "scores")
+    finally:
+        mon.join()
+    alerts = influx_server.rows(f"SELECT * FROM alert WHERE stream = '{stream}'")
+    assert alerts, "the excursion raised no alert"
+    assert any(t[450] <= a["time"] <= t[480] + WINDOW * period for a in alerts)
+    assert all(a["state"] in ("open", "closed") for a in alerts)
+    flagged = [r["time"] for r in scores(influx_server, stream) if r["alert"] == 1]
+    snaps = influx_server.rows(f"SELECT * FROM window_snapshot WHERE stream = '{stream}'")
+    assert flagged and {r["time"] for r in snaps} >= set(flagged)
+    arrays = decode_snapshot(snaps[0]["payload"])
+    assert arrays["samples"].shape == (WINDOW,) and arrays["scalogram"].ndim == 2
+    assert arrays["anomaly_map"].shape == arrays["scalogram"].shape
+    consumer = KafkaConsumer(settings.kafka.alerts_topic, bootstrap_servers=kafka_broker,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=None)
+    published = [json.loads(rec.value) for rec in consumer]
+    consumer.close()
+    starts = {a["time"] for a in alerts}
+    assert published and {p["start_ns"] for p in published} == starts
+    assert {p["stream"] for p in published} == {stream}
