@@ -242,6 +242,8 @@ def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_
             committed = [pos for (topic, _), pos in mon.monitor.tracker.committed_positions().items()
                          if topic == settings.kafka.sensor_topic]
             assert committed and max(committed) <= first_sample_offset
+            # input is paused (while poll keeps the group membership alive) until the store is back
+            wait_for(lambda: mon.monitor.stats.paused_polls > 0, 30, "paused polling")
             assert count(influx_server, stream) == -1
         finally:
             influx_server.start()
