@@ -1,0 +1,254 @@
+"""A diffusion scorer as a causal per-point series detector (the ``SeriesDetector`` protocol of the benchmarks).
+
+How a series becomes per-point scores
+-------------------------------------
+* **Window length** comes from the training part alone: its dominant period (autocorrelation peak), clamped to
+  ``[min_window, max_window]`` and to a third of the training part (at least a few training windows). One rule
+  for every file, no per-file tuning.
+* **Training**: overlapping windows lying entirely inside the training part (stride chosen so that at most
+  ``max_train_windows`` windows are used) train a fresh :class:`~models.pipeline.ScalogramPipeline` per series.
+  The model never sees a point after the training part.
+* **Scoring**: windows end at absolute positions ``w-1, w-1+hop, w-1+2·hop, …`` (a grid anchored at the start of
+  the series, so appending points never moves it). Point ``t`` gets the score of the latest window that ends at or
+  before ``t``: causal by construction. Points before the first window ends get 0.
+* **Normalisation with training statistics only**: each channel is z-scored with the mean/std it has on the
+  training windows, never with statistics of the scored part (no look-ahead).
+
+Channels (one general method, the same for every file)
+------------------------------------------------------
+``diffusion``: the scorer's sample score (``recon`` by default) of each window's CWT scalogram, z-scored.
+The scalogram is normalised per window, so the model judges *shape* only. ``level_weight > 0`` adds the cheap
+statistical channel the pipeline already reports — how far the window's mean (``level_z``) and log-std
+(``scale_z``) are from the training windows' — because level and amplitude shifts are anomalies the shape model
+is blind to by design. Combined score = max(diffusion_z, level_weight · max(|level_z|, |scale_z|)).
+``level_weight=0`` is the pure diffusion detector.
+
+UCR convention: a window is scored at its last point, so the benchmark subtracts ``lag = (w - 1) // 2`` from the
+argmax: the prediction is the *centre* of the highest-scoring window.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.baselines import as_series, register_series_detector
+from models.baselines.period import dominant_period
+from models.errors import InputError, NotFittedError
+from models.pipeline import ScalogramPipeline
+from models.scorers import create_scorer
+from models.training import TrainConfig
+from models.transforms.cwt import CWTConfig
+
+log = logging.getLogger(__name__)
+
+SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
+
+
+@dataclass(frozen=True)
+class DiffusionDetectorConfig:
+    """Every knob of the detector; one instance is used for all files of a benchmark.
+
+    ``window``: fixed window length, or None for the dominant period of the training part (clamped).
+    ``hop``: scoring stride (points between scored windows); ``hop_fraction`` > 0 instead sets it to
+    ``max(1, round(window * hop_fraction))`` (long UCR series cannot afford a window per point).
+    ``unet``: U-Net preset; the scalogram is resized to that preset's sample size.
+    ``scorer_options``: passed to the scorer (e.g. ``lam=1.0``: pixel term only, no CNN).
+    """
+
+    scorer: str = "recon"
+    window: int | None = None
+    min_window: int = 32
+    max_window: int = 256
+    hop: int = 1
+    hop_fraction: float = 0.0
+    max_train_windows: int = 1024
+    unet: str = "tiny"
+    n_scales: int = 32
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+    level_weight: float = 1.0
+    score_batch: int = 2048
+    scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
+        if self.window is not None and self.window < 16:
+            raise ValueError("window must be >= 16 samples (the CWT's minimum)")
+        if not 16 <= self.min_window <= self.max_window:
+            raise ValueError("need 16 <= min_window <= max_window")
+        if self.hop < 1 or not 0.0 <= self.hop_fraction <= 1.0:
+            raise ValueError("hop must be >= 1 and hop_fraction in [0, 1]")
+        if self.max_train_windows < 2 or self.steps < 1 or self.batch_size < 1:
+            raise ValueError("max_train_windows >= 2, steps >= 1 and batch_size >= 1 required")
+        if self.level_weight < 0:
+            raise ValueError("level_weight must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What ``fit`` decided and saw: reported in benchmark JSONs so readers know what each model saw."""
+
+    train_points: int
+    window: int
+    hop: int
+    train_windows: int
+    train_stride: int
+    train_seconds: float
+    diffusion_mean: float
+    diffusion_std: float
+
+
+def sliding_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
+    """Windows (len(ends), window) ending (inclusive) at ``ends`` — a view, no copy."""
+    view = np.lib.stride_tricks.sliding_window_view(x, window)
+    return view[ends - window + 1]
+
+
+class DiffusionSeriesDetector:
+    """``fit(train)`` trains a scalogram diffusion model on the training part; ``score(values)`` is causal."""
+
+    output_is_probability = False
+
+    def __init__(self, config: DiffusionDetectorConfig | None = None, **overrides: Any) -> None:
+        cfg = config or DiffusionDetectorConfig()
+        if overrides:
+            opts = {k: overrides.pop(k) for k in list(overrides) if k.startswith("scorer_")
+                    and k != "scorer_options"}
+            cfg = replace(cfg, **overrides)
+            if opts:  # "scorer_t_start=100" on the command line → scorer_options["t_start"]
+                cfg = replace(cfg, scorer_options={**cfg.scorer_options,
+                                                   **{k[len("scorer_"):]: v for k, v in opts.items()}})
+        self.config = cfg
+        self.name = f"diffusion-{cfg.scorer}"
+        self.pipeline: ScalogramPipeline | None = None
+        self.summary: FitSummary | None = None
+        self.window: int | None = None
+        self.hop: int | None = None
+
+    # ------------------------------------------------------------------ protocol attributes
+    @property
+    def lag(self) -> int:
+        """Points from a window's centre to its last point (where it is scored)."""
+        return 0 if self.window is None else (self.window - 1) // 2
+
+    # ------------------------------------------------------------------ fit
+    def choose_window(self, train: np.ndarray) -> int:
+        cfg = self.config
+        upper = max(16, min(cfg.max_window, train.size // 3))
+        if cfg.window is not None:
+            w = cfg.window
+        else:
+            # Search every period the training part supports, then clamp: a long period gets the longest window.
+            w = dominant_period(train, min_period=cfg.min_window // 2, max_period=None, default=cfg.min_window * 2)
+        return int(np.clip(w, min(cfg.min_window, upper), upper))
+
+    def _pipeline(self) -> ScalogramPipeline:
+        cfg = self.config
+        from models.unet import UNetConfig
+
+        size = UNetConfig.preset(cfg.unet).sample_size
+        train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                            warmup_steps=min(20, cfg.steps // 10))
+        options = dict(cfg.scorer_options)
+        scorer = create_scorer(cfg.scorer, unet=cfg.unet, train=train, device="cpu", seed=1234 + cfg.seed,
+                               **options)
+        return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size)), scorer)
+
+    def fit(self, train: np.ndarray) -> "DiffusionSeriesDetector":
+        cfg = self.config
+        x = as_series(train, "training series", min_length=16 * 3)
+        w = self.choose_window(x)
+        n_windows = x.size - w + 1
+        stride = max(1, math.ceil(n_windows / cfg.max_train_windows))
+        ends = np.arange(w - 1, x.size, stride)
+        if ends.size < 2:
+            raise InputError(f"training part of {x.size} points gives fewer than 2 windows of {w}")
+        torch.manual_seed(cfg.seed)
+        started = time.perf_counter()
+        pipe = self._pipeline()
+        windows = sliding_windows(x, w, ends)
+        pipe.fit_windows(windows.copy())
+        batch = pipe.score_windows(windows.copy())
+        diff = np.asarray(batch.scores, dtype=np.float64)
+        seconds = time.perf_counter() - started
+        self.pipeline, self.window = pipe, w
+        self.hop = max(1, round(w * cfg.hop_fraction)) if cfg.hop_fraction > 0 else cfg.hop
+        self.summary = FitSummary(
+            train_points=int(x.size), window=w, hop=self.hop, train_windows=int(ends.size), train_stride=stride,
+            train_seconds=round(seconds, 3), diffusion_mean=float(diff.mean()),
+            diffusion_std=float(max(diff.std(), 1e-6)),
+        )
+        log.debug("%s fitted: %s", self.name, self.summary)
+        return self
+
+    # ------------------------------------------------------------------ score
+    def window_scores(self, values: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(window end positions, channels) for every scored window of ``values``.
+
+        Channels: ``diffusion`` (z-scored with training statistics), ``level`` = |level_z|, ``scale`` = |scale_z|.
+        """
+        if self.pipeline is None or self.summary is None or self.window is None or self.hop is None:
+            raise NotFittedError(f"{self.name}: call fit(train) before score()")
+        x = as_series(values)
+        w, hop = self.window, self.hop
+        ends = np.arange(w - 1, x.size, hop)
+        channels: dict[str, list[np.ndarray]] = {"diffusion": [], "level": [], "scale": []}
+        step = max(1, self.config.score_batch)
+        for i in range(0, ends.size, step):
+            batch = self.pipeline.score_windows(sliding_windows(x, w, ends[i : i + step]).copy())
+            channels["diffusion"].append(
+                (np.asarray(batch.scores, dtype=np.float64) - self.summary.diffusion_mean) / self.summary.diffusion_std
+            )
+            channels["level"].append(np.abs(np.asarray(batch.extras["level_z"], dtype=np.float64)))
+            channels["scale"].append(np.abs(np.asarray(batch.extras["scale_z"], dtype=np.float64)))
+        out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in channels.items()}
+        return ends, out
+
+    def combine(self, channels: dict[str, np.ndarray]) -> np.ndarray:
+        """The detector's window score from its channels (see the module docstring)."""
+        s = channels["diffusion"]
+        if self.config.level_weight > 0:
+            stat = np.maximum(channels["level"], channels["scale"])
+            s = np.maximum(s, self.config.level_weight * stat)
+        return s
+
+    def score(self, values: np.ndarray) -> np.ndarray:
+        x = as_series(values)
+        ends, channels = self.window_scores(x)
+        return spread_to_points(ends, self.combine(channels), x.size)
+
+
+def spread_to_points(ends: np.ndarray, window_scores: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
+    """Per-point scores: point t takes the score of the latest window ending at or before t (causal)."""
+    out = np.full(n, fill, dtype=np.float64)
+    if ends.size == 0:
+        return out
+    idx = np.searchsorted(ends, np.arange(n), side="right") - 1
+    ok = idx >= 0
+    out[ok] = window_scores[idx[ok]]
+    return out
+
+
+def _factory(scorer: str):
+    def build(**kwargs: Any) -> DiffusionSeriesDetector:
+        return DiffusionSeriesDetector(DiffusionDetectorConfig(scorer=scorer), **kwargs)
+
+    return build
+
+
+for _name in SCORERS:
+    register_series_detector(f"diffusion-{_name}", _factory(_name))
+
+__all__ = ["DiffusionDetectorConfig", "DiffusionSeriesDetector", "FitSummary", "sliding_windows", "spread_to_points"]

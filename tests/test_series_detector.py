@@ -1,0 +1,175 @@
+"""DiffusionSeriesDetector: the benchmark protocol (causal, trains on the training part only), the UCR
+window-centre convention, that it separates an injected anomaly, and that its registry names run through
+``scalowatch bench nab`` on a tiny synthetic corpus.
+
+Models here are trained for a few dozen steps on short synthetic series, so the file stays fast; the real
+numbers come from ``scalowatch bench nab|ucr`` (see benchmarks/README.md).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from benchmarks.detectors import parse_spec
+from benchmarks.nab import detect_series
+from benchmarks.nab_files import NabCorpus, NabSeries
+from models.errors import InputError, NotFittedError
+from models.metrics.nab import probationary_length
+from models.series_detector import (
+    DiffusionDetectorConfig,
+    DiffusionSeriesDetector,
+    sliding_windows,
+    spread_to_points,
+)
+from streamer.cli import app
+
+FAST = {"steps": 40, "batch_size": 16, "max_train_windows": 256}
+
+
+def periodic(n: int, period: int = 32, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.sin(2 * np.pi * t / period) + 0.5 * np.sin(4 * np.pi * t / period) + noise * rng.standard_normal(n)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_spread_to_points_takes_the_latest_finished_window():
+    ends = np.array([3, 5, 7])
+    out = spread_to_points(ends, np.array([1.0, 2.0, 3.0]), 10, fill=-1.0)
+    np.testing.assert_array_equal(out, [-1, -1, -1, 1, 1, 2, 2, 3, 3, 3])
+    x = np.arange(10.0)
+    np.testing.assert_array_equal(sliding_windows(x, 4, np.array([3, 9])), [[0, 1, 2, 3], [6, 7, 8, 9]])
+
+
+def test_window_follows_the_training_period_and_is_clamped():
+    det = DiffusionSeriesDetector(**FAST)
+    assert abs(det.choose_window(periodic(2000, period=64)) - 64) <= 2
+    assert det.choose_window(periodic(2000, period=600)) == det.config.max_window  # clamp above
+    assert det.choose_window(periodic(120, period=64)) <= 40  # at most a third of the training part
+    assert DiffusionSeriesDetector(window=50, **FAST).choose_window(periodic(2000)) == 50
+
+
+def test_score_is_causal_prefix_scores_do_not_change_when_points_are_appended():
+    x = periodic(1400)
+    x[1000:1040] += 3.0
+    det = DiffusionSeriesDetector(hop=3, **FAST).fit(x[:500])
+    full = det.score(x)
+    for cut in (700, 1001, 1200):
+        np.testing.assert_allclose(det.score(x[:cut]), full[:cut], rtol=1e-5, atol=1e-5)
+    assert full.shape == x.shape and np.all(np.isfinite(full))
+    # Points before the first window ends carry no opinion (0), none after.
+    assert np.all(full[: det.window - 1] == 0.0)
+
+
+def test_fit_sees_only_the_training_part_through_the_nab_runner():
+    """Two series sharing the probationary part: identical model, so identical scores there."""
+    n = 1500
+    base = periodic(n, seed=1)
+    other = base.copy()
+    other[probationary_length(n):] = 5.0 * np.cos(np.arange(n - probationary_length(n)) / 3.0)
+    ts = np.datetime64("2021-01-01T00:00") + np.arange(n) * np.timedelta64(5, "m")
+    text = [str(t) for t in ts]
+    spec = parse_spec("diffusion-recon:steps=30,batch_size=16,max_train_windows=128")
+    raw_a, cal_a = detect_series(spec, NabSeries("cat/a.csv", text, ts, base))
+    raw_b, cal_b = detect_series(spec, NabSeries("cat/a.csv", text, ts, other))
+    p = probationary_length(n)
+    np.testing.assert_allclose(raw_a[:p], raw_b[:p], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(cal_a[:p], cal_b[:p])
+    assert not np.allclose(raw_a[p:], raw_b[p:])
+
+    det = DiffusionSeriesDetector(**FAST).fit(base[:p])
+    assert det.summary is not None and det.summary.train_points == p
+    assert det.summary.train_windows <= FAST["max_train_windows"]
+
+
+def test_injected_anomaly_scores_above_every_normal_window():
+    """Pure diffusion channel (no level/scale channel): a burst of a foreign frequency in a periodic series."""
+    x = periodic(2400, period=32, noise=0.05, seed=3)
+    t = np.arange(1700, 1764)
+    x[t] = 1.2 * np.sin(2 * np.pi * t / 5.0)  # same amplitude range, different shape
+    det = DiffusionSeriesDetector(level_weight=0.0, steps=150, batch_size=32, max_train_windows=512)
+    det.fit(x[:800])
+    s = det.score(x)
+    inside = s[1700 : 1764 + det.window].max()
+    normal = np.r_[s[det.window : 1690], s[1764 + 2 * det.window :]]
+    assert inside > normal.max()
+    # UCR convention: argmax after trainEnd minus the lag lands inside the anomaly (± the UCR slack).
+    pred = 800 + int(np.argmax(s[800:])) - det.lag
+    assert 1700 - 100 <= pred <= 1764 + 100
+
+
+def test_lag_points_the_ucr_prediction_at_the_window_centre():
+    det = DiffusionSeriesDetector(window=40, **FAST).fit(periodic(600))
+    assert det.window == 40 and det.lag == 19
+
+
+def test_bad_use_gets_clear_errors():
+    with pytest.raises(NotFittedError):
+        DiffusionSeriesDetector().score(np.zeros(100))
+    with pytest.raises(InputError):
+        DiffusionSeriesDetector(**FAST).fit(np.zeros(10))
+    with pytest.raises(InputError):
+        DiffusionSeriesDetector(**FAST).fit(np.r_[np.zeros(100), np.nan])
+    with pytest.raises(ValueError):
+        DiffusionDetectorConfig(scorer="nope")
+    with pytest.raises(TypeError):
+        DiffusionSeriesDetector(no_such_option=1)
+
+
+def test_scorer_options_reach_the_scorer():
+    det = DiffusionSeriesDetector(scorer_t_start=100, **FAST)
+    assert det.config.scorer_options == {"lam": 1.0, "t_start": 100}
+    det.fit(periodic(400))
+    assert det.pipeline is not None and det.pipeline.scorer.params.t_start == 100
+
+
+def _write_corpus(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    windows = {}
+    for key, start in {"catA/one.csv": 700, "catB/two.csv": None}.items():
+        n = 1000
+        ts = np.datetime64("2021-03-01T00:00:00") + np.arange(n) * np.timedelta64(5, "m")
+        x = np.sin(np.arange(n) * 2 * np.pi / 40) + 0.1 * rng.standard_normal(n)
+        spans = []
+        if start is not None:
+            x[start : start + 20] += 4.0
+            spans = [[f"{str(ts[start - 20]).replace('T', ' ')}.000000", f"{str(ts[start + 40]).replace('T', ' ')}.000000"]]
+        path = root / "data" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(["timestamp,value"] + [f"{str(t).replace('T', ' ')},{float(v)!r}" for t, v in zip(ts, x)]) + "\n")
+        windows[key] = spans
+    (root / "labels").mkdir(parents=True)
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(windows))
+
+
+def test_registry_names_run_through_bench_nab(tmp_path):
+    root = tmp_path / "nab"
+    _write_corpus(root)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, [
+        "bench", "nab", "--data", str(root), "--out", str(out), "--no-progress",
+        "--scorer", "diffusion-recon:steps=20,batch_size=16,max_train_windows=64",
+        "--scorer", "windowed_gaussian",
+    ])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "nab.json").read_text())
+    labels = set(meta["scores"])
+    assert any(lab.startswith("diffusion-recon") for lab in labels) and "windowed_gaussian" in labels
+    corpus = NabCorpus(root)
+    for key in corpus.keys():
+        cat, name = key.split("/")
+        det_dir = next(p for p in out.iterdir() if p.name.startswith("diffusion-recon"))
+        rows = (det_dir / cat / f"{det_dir.name}_{name}").read_text().strip().splitlines()
+        assert len(rows) == 1001
