@@ -293,7 +293,13 @@ class ModelRegistry:
         return n
 
     def pending_windows(self) -> int:
+        """Warm-up and queued windows (all held offsets)."""
         return sum(len(e.warmup) + len(e.waiting) for e in self._entries.values())
+
+    def queued_windows(self) -> int:
+        """Windows waiting for a model that is training: the part of the backlog that pausing input relieves
+        (warm-up windows are not: a collecting stream needs more input, so they must never pause it)."""
+        return sum(len(e.waiting) for e in self._entries.values())
 
     def close(self) -> None:
         """Nothing to release: training threads are daemons (see __init__)."""

@@ -296,8 +296,8 @@ class StreamProcessor:
         return sum(len(item.points) for item in self._outbox)
 
     def backlog(self) -> int:
-        """Windows not yet scored (waiting in the batcher or for a model)."""
-        return len(self.batcher) + self.registry.pending_windows()
+        """Windows waiting to be scored: in the batcher or queued behind a training model (not warm-up data)."""
+        return len(self.batcher) + self.registry.queued_windows()
 
     def holds(self) -> Iterator[Holds]:
         """Lowest offsets (per partition) of everything not yet durably written."""

@@ -445,3 +445,21 @@ def test_alerts_reach_store_snapshots_and_alerts_topic(kafka_broker, influx_serv
     starts = {a["time"] for a in alerts}
     assert published and {p["start_ns"] for p in published} == starts
     assert {p["stream"] for p in published} == {stream}
+
+
+def test_input_pauses_while_windows_queue_behind_a_training_model(kafka_broker, influx_server, tmp_path):
+    """Back-pressure: more queued windows than max_backlog_windows pause the partitions until the model is
+    trained; then everything is scored (no loss, no stall)."""
+    settings = make_settings(kafka_broker, influx_server, tmp_path, max_backlog_windows=3, train_steps=40)
+    create_topics(settings)
+    stream = f"backlog-{uuid.uuid4().hex[:6]}"
+    source = nab_source(stream, 500)
+    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    mon = MonitorThread(settings).start()
+    try:
+        send(settings, [source])
+        wait_for(lambda: count(influx_server, stream) >= len(ends), 120, "all scores")
+    finally:
+        mon.join()
+    assert mon.monitor.stats.paused_polls > 0
+    assert_scores_match(influx_server, stream, source, ends)
