@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sensor-streams", type=int, default=100)
     p.add_argument("--sensor-rate", type=float, default=50.0)
     p.add_argument("--sensor-window", type=int, default=64)
-    p.add_argument("--sensor-hop", type=int, default=32)
+    p.add_argument("--sensor-hop", type=int, action="append", default=None,
+                   help="Hop in samples (repeat to run several sensor cases; default 32).")
     p.add_argument("--samples-per-record", type=int, default=5)
     p.add_argument("--audio-streams", type=int, default=4)
     p.add_argument("--audio-window", type=int, default=4096)
@@ -244,9 +245,10 @@ def main(argv: list[str] | None = None) -> dict:
                       settle_s=args.settle_s, workdir=workdir, scorer=args.scorer, train_steps=args.train_steps,
                       max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
         if args.only in (None, "sensor"):
-            cases.append(run_case("sensor", streams=args.sensor_streams, rate=args.sensor_rate,
-                                  window=args.sensor_window, hop=args.sensor_hop,
-                                  samples_per_record=args.samples_per_record, preset=args.sensor_preset, **common))
+            for hop in args.sensor_hop or [32]:
+                cases.append(run_case("sensor", streams=args.sensor_streams, rate=args.sensor_rate,
+                                      window=args.sensor_window, hop=hop, samples_per_record=args.samples_per_record,
+                                      preset=args.sensor_preset, **common))
         if args.only in (None, "audio"):
             cases.append(run_case("audio", streams=args.audio_streams, rate=16000.0, window=args.audio_window,
                                   hop=args.audio_hop, samples_per_record=args.audio_chunk,
@@ -259,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
                "note": "2 shared CPU cores (producer process + monitor + servers on the same box); noisy."}
     write_json(args.out, payload)
     for c in cases:
-        print(f"{c['kind']}: {c['streams']} streams, sustained {c['sustained_samples_per_s']:.0f} samples/s "
+        print(f"{c['kind']} (window {c['window']}, hop {c['hop']}): {c['streams']} streams, sustained {c['sustained_samples_per_s']:.0f} samples/s "
               f"(offered {c['offered_samples_per_s']:.0f}), latency p50 {c['latency_s']['p50']} s "
               f"p99 {c['latency_s']['p99']} s, kept up: {c['kept_up']}")
     return payload
