@@ -64,6 +64,8 @@ class ScorerParams:
     ``space_layers`` / ``space_input_size``: blocks whose maps the diffusion model runs on (feature space).
     ``reduction`` / ``top_percent``: map → sample score (see :func:`models.scorers.maps.reduce_map`).
     ``calibration_samples``: how many training samples estimate each term's mean/std after training.
+    ``amp``: run the U-Net under ``models.device.autocast`` (bf16/AMP where the hardware has it). Small
+    models can be faster in fp32 on a CPU: measure (``benchmarks/scorer_speed.py``).
     """
 
     space: Space = "pixel"
@@ -77,6 +79,7 @@ class ScorerParams:
     batch_size: int = 256
     calibration_samples: int = 256
     seed: int = 1234
+    amp: bool = True
 
     def __post_init__(self) -> None:
         for name in ("feature_layers", "space_layers"):
@@ -231,7 +234,7 @@ class DiffusionScorer:
         assert self.model is not None
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        with autocast(self.device):
+        with autocast(self.device, enabled=self.params.amp):
             out = self.model(x_t, t)
         return out.float()
 
