@@ -20,13 +20,13 @@ from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Seq
 import numpy as np
 
 from models.calibration import AnomalyLikelihood, LikelihoodConfig
-from streamer.alerts import Alert, AlertMachine, AlertPolicy, AlertState
+from streamer.alerts import AlertMachine, AlertPolicy, AlertState
 from streamer.batcher import MicroBatcher
 from streamer.model_registry import ModelKey, ModelRegistry, ModelStatus
 from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, window_score_point
 from streamer.points import ALERT, Point
 from streamer.sinks.base import SinkRejected
-from streamer.windowing import AudioWindower, Holds, Origin, SensorWindower, Window, WindowSpec, merge_holds
+from streamer.windowing import AudioWindower, Holds, Origin, SensorWindower, Window, WindowSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,6 @@ class _Stream:
 class _Written:
     points: list[Point]
     holds: list[Holds]
-    alerts: list[tuple[Alert, str]]
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ class StreamProcessor:
         version = str(getattr(model, "version", ""))
         scorer = str(getattr(model, "scorer_name", None) or getattr(getattr(model, "scorer", None), "name", None)
                      or self.scorer_name)
-        out = _Written([], [], [])
+        out = _Written([], [])
         for w, batch, i in results:
             st = self._streams.get((w.stream_class, w.stream))
             if st is None:  # dropped by a rebalance while queued
@@ -244,7 +243,6 @@ class StreamProcessor:
                                                  version))
             if decision.changed is not None:
                 out.points.append(alert_point(decision.changed, w.stream_class))
-                out.alerts.append((decision.changed, w.stream_class))
                 if decision.changed.state is AlertState.OPEN:
                     self.stats.alerts_opened += 1
             if self.snapshots and (decision.in_alert or decision.changed is not None):
@@ -346,10 +344,3 @@ def _level_shift(batch, i: int) -> float | None:
         return None
     value = max(abs(float(extras["level_z"][i])), abs(float(extras["scale_z"][i])))
     return value if math.isfinite(value) else None
-
-
-def lowest(holds: Iterable[Holds]) -> Holds:
-    out: Holds = {}
-    for h in holds:
-        merge_holds(out, h.items())
-    return out
