@@ -65,7 +65,7 @@ def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np
     raw = np.asarray(det.score(series.values), dtype=np.float64)
     if raw.shape != (n,) or not np.all(np.isfinite(raw)):
         raise InputError(f"{spec.label} on {series.key}: expected {n} finite scores, got shape {raw.shape}")
-    if det.output_is_probability:
+    if getattr(det, "output_is_probability", False):
         if np.any(raw < 0) or np.any(raw > 1):
             raise InputError(f"{spec.label} claims probabilities but scored outside [0, 1] on {series.key}")
         return raw, raw
