@@ -14,23 +14,30 @@ import numpy as np  # noqa: E402
 def plot_nab_per_file(
     per_file: Mapping[str, Mapping[str, float]], path: Path, title: str = "NAB raw score per file (standard profile)"
 ) -> Path:
-    """Grouped horizontal bars: one group per file, one bar per detector (raw NAB score at the
-    detector's corpus-optimised standard threshold; 0 = no cost, each missed window -1)."""
+    """Small multiples: one panel per detector, one horizontal bar per file (raw NAB score at the
+    detector's corpus-optimised standard threshold; each missed window costs -1, each caught one up to +1)."""
     detectors = list(per_file)
     files = sorted({f for d in per_file.values() for f in d})
-    height = 0.8 / max(len(detectors), 1)
-    fig, ax = plt.subplots(figsize=(11, max(4.0, 0.28 * len(files) * max(1, len(detectors)) ** 0.5 + 1.5)))
+    n_det = max(len(detectors), 1)
+    fig, axes = plt.subplots(1, n_det, figsize=(2.2 * n_det + 3.5, 0.16 * len(files) + 1.5), sharey=True,
+                             squeeze=False)
     y = np.arange(len(files))
-    for k, det in enumerate(detectors):
-        vals = [per_file[det].get(f, np.nan) for f in files]
-        ax.barh(y + k * height - 0.4 + height / 2, vals, height=height, label=det)
-    ax.set_yticks(y)
-    ax.set_yticklabels(files, fontsize=6)
-    ax.invert_yaxis()
-    ax.axvline(0.0, color="black", lw=0.6)
-    ax.set_xlabel("raw NAB score")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    lo = min([0.0] + [v for d in per_file.values() for v in d.values()])
+    hi = max([0.0] + [v for d in per_file.values() for v in d.values()])
+    for k, (ax, det) in enumerate(zip(axes[0], detectors)):
+        vals = np.array([per_file[det].get(f, np.nan) for f in files])
+        colors = np.where(vals >= 0, "tab:green", "tab:red")
+        ax.barh(y, vals, color=colors, height=0.75)
+        ax.axvline(0.0, color="black", lw=0.6)
+        ax.set_xlim(lo - 0.5, hi + 0.5)
+        ax.set_title(det, fontsize=7)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.grid(axis="x", lw=0.3, alpha=0.5)
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels(files, fontsize=5)
+    axes[0][0].invert_yaxis()
+    fig.suptitle(title, fontsize=9)
+    fig.supxlabel("raw NAB score", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
