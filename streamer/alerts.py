@@ -112,6 +112,25 @@ class AlertMachine:
             return AlertDecision(in_alert=False, changed=closed)
         return AlertDecision(in_alert=True)
 
+    def state_dict(self) -> dict:
+        """JSON-able state, so a restarted monitor continues an open alert instead of forgetting it."""
+        a = self._open
+        return {
+            "above": self._above, "below": self._below, "cooldown_until_ns": self._cooldown_until_ns,
+            "last_ns": self._last_ns,
+            "open": None if a is None else {"start_ns": a.start_ns, "severity": a.severity,
+                                            "peak_raw_score": a.peak_raw_score, "model_version": a.model_version},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._above = int(state["above"])
+        self._below = int(state["below"])
+        self._cooldown_until_ns = state["cooldown_until_ns"]
+        self._last_ns = state["last_ns"]
+        o = state["open"]
+        self._open = None if o is None else Alert(self.stream, int(o["start_ns"]), 0, float(o["severity"]),
+                                                  float(o["peak_raw_score"]), AlertState.OPEN, o["model_version"])
+
     def close_open(self, time_ns: int) -> Alert | None:
         """End an open alert at ``time_ns`` (e.g. the stream's buffer was reset by a long gap)."""
         if self._open is None:

@@ -100,6 +100,6 @@ def build_processor(
     return StreamProcessor(
         stream_classes(m), registry, policy=alert_policy(m), likelihood=likelihood or likelihood_config(m),
         max_batch=m.batch_max_size, max_wait_s=m.batch_max_wait_ms / 1000.0, snapshots=m.snapshots,
-        level_shift=m.level_shift_alerts,
+        level_shift=m.level_shift_alerts, state_dir=Path(m.model_dir) / "_state",
         scorer_name=m.scorer,
     )

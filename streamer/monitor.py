@@ -235,6 +235,8 @@ class Monitor:
         self._sink_down_until = None  # one immediate try
         self._write_and_commit(force_commit=True)
         keys = [(tp.topic, tp.partition) for tp in revoked]
+        if self.processor.outbox_points == 0:  # hand calibration/alert state to the next owner
+            self.processor.save_states(keys)
         dropped = self.processor.drop_partitions(keys)
         self.tracker.forget(keys)
         log.info("dropped %d stream(s) of revoked partitions; their new owner resumes from the commit", dropped)
@@ -246,6 +248,9 @@ class Monitor:
             self.processor.step(force=True)
             self._sink_down_until = None
             self._write_and_commit(force_commit=True)
+            if self.processor.outbox_points == 0:
+                saved = self.processor.save_states()
+                log.info("saved calibration/alert state of %d stream(s)", saved)
         except Exception:
             log.exception("final write/commit failed; the next start re-reads from the last commit")
         finally:

@@ -11,10 +11,12 @@ ready model) → micro-batcher (per model) → ``model.score_windows`` on the ba
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
@@ -22,7 +24,7 @@ import numpy as np
 from models.calibration import AnomalyLikelihood, LikelihoodConfig
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
 from streamer.batcher import MicroBatcher
-from streamer.model_registry import ModelKey, ModelRegistry, ModelStatus
+from streamer.model_registry import ModelKey, ModelRegistry, ModelStatus, safe_name
 from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, window_score_point
 from streamer.points import ALERT, Point
 from streamer.sinks.base import SinkRejected
@@ -61,6 +63,8 @@ class _Stream:
     alerts: AlertMachine
     level_calibrator: AnomalyLikelihood | None = None
     model_version: str | None = None
+    last_end_ns: int | None = None
+    """End of the last window scored (restored after a graceful restart: older windows were already written)."""
     partitions: set[Hashable] = field(default_factory=set)
 
 
@@ -100,6 +104,7 @@ class StreamProcessor:
         max_wait_s: float = 0.2,
         snapshots: bool = True,
         level_shift: bool = True,
+        state_dir: str | Path | None = None,
         scorer_name: str = "",
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -109,6 +114,7 @@ class StreamProcessor:
         self.likelihood = likelihood
         self.snapshots = snapshots
         self.level_shift = level_shift
+        self.state_dir = Path(state_dir) if state_dir is not None else None
         self.scorer_name = scorer_name
         self.clock = clock
         self.batcher: MicroBatcher[Window] = MicroBatcher(max_batch, max_wait_s)
@@ -162,7 +168,62 @@ class StreamProcessor:
                 windower = AudioWindower(stream, stream_class, cfg.window, cfg.sample_rate)
             st = self._streams[key] = _Stream(stream, stream_class, windower, AnomalyLikelihood(self.likelihood),
                                               AlertMachine(stream, self.policy), AnomalyLikelihood(self.likelihood))
+            self._restore(st)
         return st
+
+    # -- calibration/alert state across graceful restarts -----------------------------------------------------
+    def _state_path(self, stream_class: str, stream: str) -> Path | None:
+        if self.state_dir is None:
+            return None
+        return self.state_dir / safe_name(stream_class) / f"{safe_name(stream)}.json"
+
+    def _restore(self, st: _Stream) -> None:
+        """Load (and remove) the state a graceful shutdown or a rebalance left for this stream.
+
+        Removed once read: after a later crash the stream restarts with fresh calibration rather than with
+        state older than the windows it re-reads.
+        """
+        path = self._state_path(st.stream_class, st.name)
+        if path is None or not path.is_file():
+            return
+        try:
+            state = json.loads(path.read_text())
+            st.calibrator.load_state_dict(state["calibrator"])
+            if st.level_calibrator is not None and state.get("level_calibrator"):
+                st.level_calibrator.load_state_dict(state["level_calibrator"])
+            st.alerts.load_state_dict(state["alerts"])
+            st.model_version = state.get("model_version")
+            st.last_end_ns = state.get("last_end_ns")
+            log.info("stream %s/%s: calibration and alert state restored", st.stream_class, st.name)
+        except Exception:  # unreadable state costs calibration history, never the stream
+            log.exception("ignoring unreadable stream state %s", path)
+        path.unlink(missing_ok=True)
+
+    def save_states(self, partitions: Iterable[Hashable] | None = None) -> int:
+        """Write the calibration and alert state of every stream (or of the streams of ``partitions``).
+
+        Call only when everything scored has been written (``outbox_points == 0``): a restored stream skips
+        windows up to the last one it scored, trusting they are in the store.
+        """
+        if self.state_dir is None:
+            return 0
+        parts = set(partitions) if partitions is not None else None
+        n = 0
+        for st in self._streams.values():
+            if st.last_end_ns is None or (parts is not None and not st.partitions & parts):
+                continue
+            path = self._state_path(st.stream_class, st.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state = {
+                "calibrator": st.calibrator.state_dict(),
+                "level_calibrator": st.level_calibrator.state_dict() if st.level_calibrator else None,
+                "alerts": st.alerts.state_dict(), "model_version": st.model_version, "last_end_ns": st.last_end_ns,
+            }
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state))
+            tmp.replace(path)
+            n += 1
+        return n
 
     def _after_add(self, st: _Stream, result) -> None:
         if result.reset:
@@ -220,6 +281,9 @@ class StreamProcessor:
             st = self._streams.get((w.stream_class, w.stream))
             if st is None:  # dropped by a rebalance while queued
                 continue
+            if st.last_end_ns is not None and w.end_ns <= st.last_end_ns:
+                continue  # scored and written before a graceful restart (its state says so)
+            st.last_end_ns = w.end_ns
             raw = float(batch.scores[i])
             if not math.isfinite(raw):
                 self.stats.score_errors += 1

@@ -270,3 +270,40 @@ def test_shared_model_is_the_starting_point_until_the_own_model_is_trained(tmp_p
     switch = versions.index(own)
     assert set(versions[:switch]) == {shared.version} and set(versions[switch:]) == {own}
     assert (tmp_path / "models" / "sensor" / "m1" / "config.json").exists()
+
+
+def test_graceful_restart_keeps_calibration_and_open_alert(tmp_path):
+    """save_states after the last write; a new processor restores them: the open alert closes later with the
+    same start (one alert, not a stale open one plus a new one) and calibration does not start over."""
+    data = series(600, spike_at=450)
+    policy = AlertPolicy(threshold=0.99, hysteresis=0.1, close_after=2)
+    lik = LikelihoodConfig(learning_period=20, historic_window=200, short_window=1)
+
+    def make_proc():
+        registry = ModelRegistry(tmp_path / "models", lambda cls: WindowStatsModel(), WindowStatsModel.load,
+                                 warmup_windows=20, background=False)
+        return StreamProcessor(CLASSES, registry, policy=policy, likelihood=lik, max_batch=8, max_wait_s=0.0,
+                               state_dir=tmp_path / "models" / "_state")
+
+    store = DictStore()
+    tracker = OffsetTracker()
+    first = make_proc()
+    cut = 456  # just after the spike: the alert is open
+    feed(first, "m1", data[:cut], store=store, tracker=tracker, every=1)
+    assert first._streams[("sensor", "m1")].alerts.current is not None
+    assert first.outbox_points == 0 and first.save_states() == 1
+    state_file = tmp_path / "models" / "_state" / "sensor" / "m1.json"
+    assert state_file.exists()
+    second = make_proc()
+    feed(second, "m1", data, start=tracker.committed_position(0), store=store, tracker=tracker)
+    second.step(force=True)
+    second.flush(store)
+    assert not state_file.exists()  # read once, then removed
+    alerts = store.measurement(ALERT)
+    spike_alerts = [a for a in alerts if data[450][0] <= a.time_ns <= data[450][0] + 16 * P]
+    assert len(spike_alerts) == 1 and spike_alerts[0].fields["state"] == "closed"
+    st = second._streams[("sensor", "m1")]
+    assert st.calibrator.count > 100  # history carried over, not a fresh learning period
+    ends = [p.time_ns for p in store.measurement(WINDOW_SCORE)]
+    n_windows = (len(data) - 16) // 4 + 1
+    assert len(ends) == len(set(ends)) == n_windows - 20
