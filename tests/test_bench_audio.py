@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy.io import wavfile
 from typer.testing import CliRunner
 
@@ -25,6 +26,15 @@ def _clip(rng, abnormal: bool, seconds: float = 0.5) -> np.ndarray:
     if abnormal:
         x += 0.3 * np.sin(2 * np.pi * 3000 * t) * (np.sin(2 * np.pi * 7 * t) > 0)
     return (np.clip(x, -1, 1) * 32767).astype(np.int16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

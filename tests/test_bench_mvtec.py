@@ -13,6 +13,17 @@ from models.errors import InputError
 from mvtec_data import make_category
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def category(tmp_path_factory):
     return make_category(tmp_path_factory.mktemp("mvtec") / "widget", n_train=10, n_good=4, n_defect=4)

@@ -17,6 +17,15 @@ def _tensor(imgs: list[np.ndarray]) -> torch.Tensor:
     return normalise_imagenet(x)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     rng = np.random.default_rng(0)
