@@ -173,3 +173,27 @@ def test_registry_names_run_through_bench_nab(tmp_path):
         det_dir = next(p for p in out.iterdir() if p.name.startswith("diffusion-recon"))
         rows = (det_dir / cat / f"{det_dir.name}_{name}").read_text().strip().splitlines()
         assert len(rows) == 1001
+
+
+def test_suppress_repeats_keeps_rising_edges_only_and_is_causal():
+    from models.series_detector import suppress_repeats
+
+    s = np.array([0.1, 0.9, 0.95, 0.5, 0.2, 0.2, 0.3, 0.99, 0.1])
+    np.testing.assert_array_equal(suppress_repeats(s, 3), [0.1, 0.9, 0.95, 0, 0, 0, 0, 0.99, 0])
+    rng = np.random.default_rng(0)
+    x = rng.random(500)
+    full = suppress_repeats(x, 20)
+    for v, t in zip(x, range(500)):  # brute force: exceeds the max of the previous 20
+        assert full[t] == (v if t == 0 or v > x[max(0, t - 20):t].max() else 0.0)
+    np.testing.assert_array_equal(suppress_repeats(x[:300], 20), full[:300])
+    with pytest.raises(ValueError):
+        DiffusionDetectorConfig(suppress=10)
+
+
+def test_calibrated_output_is_a_probability_the_nab_runner_uses_as_is():
+    det = DiffusionSeriesDetector(calibrate=True, suppress=50, **FAST)
+    assert det.output_is_probability
+    x = periodic(900)
+    det.fit(x[:300])
+    s = det.score(x)
+    assert np.all((s >= 0) & (s <= 1)) and np.all(s[:300] == 0.5 * (s[:300] > 0))

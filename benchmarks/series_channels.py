@@ -1,0 +1,112 @@
+"""Score the channels of one diffusion series-detector run separately (pure diffusion vs. statistical channel).
+
+The detector's score is max(diffusion_z, level_weight · max(|level_z|, |scale_z|)) (see
+``models.series_detector``). To show what the diffusion model itself contributes, a run with
+``SCALOWATCH_SERIES_DUMP_DIR`` set dumps every series' window channels; this module re-applies the *same* code
+path (``spread_to_points`` → NAB's ``nab_likelihood`` → NAB scoring, or argmax − lag for UCR) to each channel
+alone. No model is retrained and nothing is tuned: the channels are exactly those of the run.
+
+    python -m benchmarks.series_channels nab DUMP_DIR/recon --out benchmarks/results/nab_diffusion_recon_channels.json
+    python -m benchmarks.series_channels ucr DUMP_DIR/recon --out benchmarks/results/ucr_diffusion_recon_channels.json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmarks.cli import DEFAULT_NAB, DEFAULT_UCR
+from benchmarks.nab import PROFILES, nab_likelihood
+from benchmarks.nab_files import NabCorpus
+from benchmarks.ucr import find_ucr_files, load_ucr_series
+from models.metrics import nab as nab_metrics
+from models.metrics.ucr import is_hit, parse_ucr_name, ucr_accuracy
+from models.series_detector import spread_to_points, suppress_repeats
+
+SUPPRESS = 200  # NAB only: the detector's ``calibrate=True, suppress=200`` option, applied after the likelihood
+
+Channel = Callable[[dict], np.ndarray]
+CHANNELS: dict[str, Channel] = {
+    "diffusion (pure)": lambda z: z["diffusion"],
+    "statistical (level/scale only)": lambda z: np.maximum(z["level"], z["scale"]),
+    "combined (the detector)": lambda z: np.maximum(z["diffusion"], np.maximum(z["level"], z["scale"])),
+}
+
+
+def series_key(values: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(np.asarray(values, dtype=np.float64)).tobytes()).hexdigest()[:16]
+
+
+def nab_channels(dump: Path, data: Path) -> dict:
+    corpus = NabCorpus(data)
+    windows, profiles = corpus.windows(), corpus.profiles()
+    keys, layouts, dumps = [], [], []
+    for key in corpus.keys():
+        s = corpus.read(key)
+        f = dump / f"{series_key(s.values)}.npz"
+        if not f.exists():
+            raise SystemExit(f"{f} missing: the dump does not cover {key}")
+        keys.append(key)
+        layouts.append(nab_metrics.build_layout(key, s.timestamps, windows.get(key, [])))
+        dumps.append(dict(np.load(f)))
+    n_windows = sum(len(windows.get(k, [])) for k in keys)
+    out = {}
+    for name, channel in CHANNELS.items():
+        for horizon in (0, SUPPRESS):
+            scores = []
+            for z in dumps:
+                n = int(z["n"])
+                raw = spread_to_points(z["ends"], channel(z), n)
+                like = nab_likelihood(nab_metrics.probationary_length(n)).transform(raw)
+                scores.append(suppress_repeats(like, horizon) if horizon else like)
+            res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
+            label = name + (f" + suppress {horizon}" if horizon else "")
+            out[label] = {p: round(res[p].normalized, 3) for p in PROFILES if p in res}
+    return {"benchmark": "nab", "n_files": len(keys), "dump": str(dump), "scores": out}
+
+
+def ucr_channels(dump: Path, data: Path) -> dict:
+    files = find_ucr_files(data)
+    out = {}
+    dumps = []
+    for path in files:
+        spec = parse_ucr_name(path.name)
+        values = load_ucr_series(path)
+        f = dump / f"{series_key(values)}.npz"
+        if not f.exists():
+            raise SystemExit(f"{f} missing: the dump does not cover {path.name}")
+        dumps.append((spec, dict(np.load(f))))
+    for name, channel in CHANNELS.items():
+        preds = []
+        for spec, z in dumps:
+            n = int(z["n"])
+            s = spread_to_points(z["ends"], channel(z), n)
+            peak = spec.train_end + int(np.argmax(s[spec.train_end:]))
+            preds.append((spec, int(min(max(peak - (int(z["window"]) - 1) // 2, 0), n - 1))))
+        acc = ucr_accuracy(preds)
+        out[name] = {**acc.to_dict(), "hits_by_file": {sp.stem: bool(is_hit(sp, p)) for sp, p in preds}}
+    return {"benchmark": "ucr", "n_series": len(dumps), "dump": str(dump), "accuracy": out}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("benchmark", choices=("nab", "ucr"))
+    ap.add_argument("dump", type=Path)
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if args.benchmark == "nab":
+        result = nab_channels(args.dump, args.data or DEFAULT_NAB)
+    else:
+        result = ucr_channels(args.dump, args.data or DEFAULT_UCR)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True))
+    print(json.dumps({k: v for k, v in result.items() if k in ("scores", "accuracy")}, default=str)[:2000])
+
+
+if __name__ == "__main__":
+    main()
