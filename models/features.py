@@ -55,10 +55,14 @@ def _backbone(weights_path: str, device: str) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     log.info("loading EfficientNet-Lite0 weights from %s onto %s", weights_path, device)
-    with contextlib.redirect_stdout(io.StringIO()):  # the library prints "Loaded pretrained weights"
+    # The first caller may sit inside torch.inference_mode() (PatchCore scoring does); weights created there
+    # would be inference tensors, and the shared backbone could then never be used under autograd again
+    # (the trend scorer's gradients, dynamic guidance). Build it outside inference mode whoever asks first.
+    with torch.inference_mode(False), contextlib.redirect_stdout(io.StringIO()):
+        # the library prints "Loaded pretrained weights"
         model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights_path)
-    model.eval().requires_grad_(False)
-    return model.to(device)
+        model.eval().requires_grad_(False)
+        return model.to(device)
 
 
 def load_backbone(weights_path: str | None = None, device: torch.device | str = "cpu") -> nn.Module:

@@ -99,3 +99,16 @@ def test_config_validation_and_round_trip():
         FeatureConfig(layers=(16,))
     with pytest.raises(ValueError):
         FeatureConfig(layers=())
+
+
+def test_backbone_first_loaded_in_inference_mode_still_supports_autograd():
+    """Regression: PatchCore loads the shared backbone inside inference_mode; later gradient users broke."""
+    from models.features import _backbone
+
+    _backbone.cache_clear()
+    with torch.inference_mode():
+        model = load_backbone(device="cpu")
+    assert not model._conv_stem.weight.is_inference()
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    model.extract_features(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
