@@ -1,0 +1,243 @@
+"""`scalowatch train` / `scalowatch score` on small generated files: output formats, causality, error exits."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+from typer.testing import CliRunner
+
+from mvtec_data import make_category
+
+N_POINTS, SPIKE, TRAIN_END, WINDOW, HOP = 1000, 800, 400, 32, 4
+FAST = ["--steps", "12", "--preset", "tiny", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cli(args):
+    from streamer.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _sine(n: int, period: float = 24.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sin(2 * np.pi * np.arange(n) / period) + 0.1 * rng.standard_normal(n)
+
+
+def _write_csv(path, values, start="2021-01-01T00:00:00"):
+    stamps = np.datetime64(start) + np.arange(len(values)) * np.timedelta64(5, "m")
+    with path.open("w") as f:
+        f.write("timestamp,value\n")
+        for t, v in zip(stamps, values):
+            f.write(f"{str(t).replace('T', ' ')},{float(v)!r}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def spiky_csv(tmp_path_factory):
+    values = _sine(N_POINTS)
+    values[SPIKE : SPIKE + 3] += 5.0
+    return _write_csv(tmp_path_factory.mktemp("csv") / "sensor.csv", values), values
+
+
+@pytest.fixture(scope="module")
+def series_model(spiky_csv, tmp_path_factory):
+    path, _ = spiky_csv
+    model = tmp_path_factory.mktemp("model") / "m"
+    res = _cli(["train", path, "--model-dir", model, "--train-end", TRAIN_END, "--window", WINDOW, "--hop", HOP,
+                *FAST])
+    assert res.exit_code == 0, res.output
+    return model, res.output
+
+
+def test_train_series_writes_model_and_description(series_model, spiky_csv):
+    model, output = series_model
+    assert (model / "pipeline.json").is_file() and (model / "scorer").is_dir()
+    meta = json.loads((model / "cli_model.json").read_text())
+    assert meta["kind"] == "series" and meta["input"] == str(spiky_csv[0])
+    assert (meta["window"], meta["hop"], meta["train_start"], meta["train_end"]) == (WINDOW, HOP, 0, TRAIN_END)
+    assert meta["scorer"] == "recon" and meta["steps"] == 12
+    # Windows only from the training part: at most TRAIN_END - WINDOW + 1 of them.
+    assert 2 <= meta["train_windows"] <= TRAIN_END - WINDOW + 1
+    assert "trained recon (series)" in output and f"[0, {TRAIN_END})" in output
+
+
+def test_score_series_csv_format_and_spike_is_highest(series_model, spiky_csv, tmp_path):
+    model, _ = series_model
+    path, values = spiky_csv
+    out = tmp_path / "scores.csv"
+    res = _cli(["score", path, "--model-dir", model, "--out", out, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["timestamp", "value", "raw_score", "score"]
+    assert len(rows) == N_POINTS
+    assert rows[0]["timestamp"] == "2021-01-01T00:00:00" and rows[1]["timestamp"] == "2021-01-01T00:05:00"
+    np.testing.assert_allclose([float(r["value"]) for r in rows], values)
+    raw = np.array([float(r["raw_score"]) for r in rows])
+    score = np.array([float(r["score"]) for r in rows])
+    assert np.isfinite(raw).all() and ((score >= 0) & (score <= 1)).all()
+    # Causal: nothing before the first window ends; the spike shows only once a window contains it.
+    assert (raw[: WINDOW - 1] == 0).all()
+    assert SPIKE <= int(np.argmax(raw)) < SPIKE + WINDOW + HOP
+    assert raw[SPIKE : SPIKE + WINDOW].max() > 2 * raw[TRAIN_END:SPIKE].max()
+    # The training part is the likelihood's learning period: no opinion (0.5) there.
+    assert (score[:TRAIN_END] == 0.5).all()
+    assert int(np.argmax(score)) >= SPIKE and score.max() > 0.99
+    spike_time = rows[SPIKE]["timestamp"][:13]  # the hour of the spike
+    alert_lines = [line for line in res.output.splitlines() if line.strip().startswith("alert")]
+    assert alert_lines and spike_time in alert_lines[0]
+
+
+def test_score_is_repeatable_and_threshold_controls_alerts(series_model, spiky_csv, tmp_path):
+    model, _ = series_model
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    res_a = _cli(["score", spiky_csv[0], "--model-dir", model, "--out", a, "--device", "cpu"])
+    res_b = _cli(["score", spiky_csv[0], "--model-dir", model, "--out", b, "--threshold", "0.999999999"])
+    assert res_a.exit_code == 0 and res_b.exit_code == 0, res_a.output + res_b.output
+    assert a.read_text() == b.read_text()
+    count = lambda out: int(out.split(" alert(s)")[0].rsplit("; ", 1)[1])  # noqa: E731
+    assert count(res_b.output) <= count(res_a.output)
+
+
+def test_txt_series_round_trip(tmp_path):
+    values = _sine(600, period=20, seed=3)
+    values[450:470] = 0.0  # a flat dropout
+    path = tmp_path / "series.txt"
+    np.savetxt(path, values)
+    model = tmp_path / "m"
+    res = _cli(["train", path, "--model-dir", model, "--train-fraction", "0.5", "--window", "40", *FAST])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((model / "cli_model.json").read_text())
+    assert meta["train_end"] == 300 and meta["window"] == 40 and meta["hop"] == 4
+    out = tmp_path / "s.csv"
+    res = _cli(["score", path, "--model-dir", model, "--out", out])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["timestamp"] for r in rows[:3]] == ["0", "1", "2"] and len(rows) == 600
+    raw = np.array([float(r["raw_score"]) for r in rows])
+    assert 450 <= int(np.argmax(raw)) < 470 + 40 + 4
+
+
+def _wav(path, rate=8000, seconds=1.0, click_at=None):
+    rng = np.random.default_rng(1)
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.02 * rng.standard_normal(t.size)
+    if click_at is not None:
+        i = int(click_at * rate)
+        x[i : i + 40] += 0.6 * rng.standard_normal(40)
+    wavfile.write(path, rate, (x * 32767).astype(np.int16))
+    return path
+
+
+def test_wav_per_window_seconds_and_sample_rate_check(tmp_path):
+    path = _wav(tmp_path / "fan.wav", click_at=0.8)
+    model = tmp_path / "m"
+    res = _cli(["train", path, "--model-dir", model, "--train-end", "3000", "--window", "256", *FAST])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((model / "cli_model.json").read_text())
+    assert meta["kind"] == "audio" and meta["sample_rate"] == 8000 and meta["hop"] == 128
+    out = tmp_path / "a.csv"
+    res = _cli(["score", path, "--model-dir", model, "--out", out])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["start_s", "end_s", "raw_score", "score"]
+    start = np.array([float(r["start_s"]) for r in rows])
+    end = np.array([float(r["end_s"]) for r in rows])
+    assert len(rows) == (8000 - 256) // 128 + 1
+    np.testing.assert_allclose(end - start, 256 / 8000)
+    np.testing.assert_allclose(np.diff(start), 128 / 8000)
+    assert end[-1] <= 1.0
+    raw = np.array([float(r["raw_score"]) for r in rows])
+    hit = start[int(np.argmax(raw))]
+    assert 0.8 - 256 / 8000 <= hit <= 0.8 + 40 / 8000
+
+    other = _wav(tmp_path / "fast.wav", rate=16000)
+    res = _cli(["score", other, "--model-dir", model, "--out", tmp_path / "x.csv"])
+    assert res.exit_code == 2 and "16000 Hz" in res.output and "8000 Hz" in res.output
+
+
+def test_image_folder_train_and_score_with_maps(tmp_path):
+    root = make_category(tmp_path / "widget", n_train=6, n_good=2, n_defect=2)
+    model = tmp_path / "m"
+    res = _cli(["train", root, "--model-dir", model, "--image-size", "64", "--steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((model / "cli_model.json").read_text())
+    assert meta["kind"] == "image" and meta["train_images"] == 6 and meta["image_size"] == 64
+    out, maps = tmp_path / "img.csv", tmp_path / "maps"
+    res = _cli(["score", root, "--model-dir", model, "--out", out, "--maps-dir", maps])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["path"] for r in rows] == ["test/good/000.png", "test/good/001.png",
+                                         "test/paint/000.png", "test/paint/001.png"]
+    assert all(np.isfinite(float(r["score"])) for r in rows)
+    for r in rows:
+        m = np.load((maps / r["path"]).with_suffix(".npy"))
+        assert m.shape == (64, 64) and m.dtype == np.float32
+
+    # A plain folder of images is scored image by image with the same model.
+    res = _cli(["score", root / "test" / "paint", "--model-dir", model, "--out", tmp_path / "p.csv"])
+    assert res.exit_code == 0, res.output
+    assert [r["path"] for r in csv.DictReader((tmp_path / "p.csv").open())] == ["000.png", "001.png"]
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+def _assert_clean_error(res, *fragments):
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    for f in fragments:
+        assert f in res.output, res.output
+
+
+def test_error_missing_input_and_unknown_type(tmp_path):
+    _assert_clean_error(_cli(["train", tmp_path / "nope.csv", "--model-dir", tmp_path / "m"]), "no such file")
+    odd = tmp_path / "x.json"
+    odd.write_text("{}")
+    _assert_clean_error(_cli(["train", odd, "--model-dir", tmp_path / "m"]), "unknown input type")
+
+
+def test_error_nan_only_series(tmp_path):
+    path = tmp_path / "nan.csv"
+    path.write_text("timestamp,value\n" + "".join(f"2021-01-01 00:0{i}:00,nan\n" for i in range(5)))
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m"]), "not finite")
+    txt = tmp_path / "nan.txt"
+    txt.write_text("nan\nnan\nnan\n")
+    _assert_clean_error(_cli(["train", txt, "--model-dir", tmp_path / "m"]), "non-finite")
+
+
+def test_error_train_range_and_short_series(tmp_path):
+    path = _write_csv(tmp_path / "s.csv", _sine(100))
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--train-end", "500"]),
+                        "--train-end 500 is outside the series (1..100")
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--train-end", "40", "--window", "64"]),
+                        "too short for two windows of 64")
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--train-fraction", "1.5"]),
+                        "--train-fraction")
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--scorer", "bogus"]),
+                        "unknown scorer 'bogus'")
+
+
+def test_error_model_dir_missing_wrong_kind_or_input_too_short(series_model, tmp_path):
+    model, _ = series_model
+    csv_path = _write_csv(tmp_path / "s.csv", _sine(200))
+    _assert_clean_error(_cli(["score", csv_path, "--model-dir", tmp_path / "none"]), "does not exist")
+    (tmp_path / "empty").mkdir()
+    _assert_clean_error(_cli(["score", csv_path, "--model-dir", tmp_path / "empty"]), "cli_model.json")
+    wav = _wav(tmp_path / "a.wav")
+    _assert_clean_error(_cli(["score", wav, "--model-dir", model]), "model for series input")
+    short = _write_csv(tmp_path / "short.csv", _sine(10))
+    _assert_clean_error(_cli(["score", short, "--model-dir", model, "--out", tmp_path / "o.csv"]),
+                        "too short for one window of 32")
