@@ -13,7 +13,9 @@ never sees what it later scores beyond that point. Scores are causal: a point ta
 window ending at or before it. ``raw_score`` is the detector's window score (the diffusion score z-scored with
 training statistics, or the window's level/scale distance from the training windows, whichever is larger — the
 per-window normalised scalogram is blind to level shifts); ``score`` is the online, causal
-:class:`~models.calibration.AnomalyLikelihood` of ``raw_score``, whose learning period is the training part.
+:class:`~models.calibration.AnomalyLikelihood` of ``raw_score``, whose learning period is the training part
+(capped at half of the scored input, so scoring a different, shorter recording still yields an opinion; the
+likelihood then learns from that recording's own start).
 
 Images use the feature-space diffusion scorer exactly as ``benchmarks.mvtec`` does (two CPU cores cannot train a
 pixel-space U-Net on 224-px images).

@@ -241,3 +241,12 @@ def test_error_model_dir_missing_wrong_kind_or_input_too_short(series_model, tmp
     short = _write_csv(tmp_path / "short.csv", _sine(10))
     _assert_clean_error(_cli(["score", short, "--model-dir", model, "--out", tmp_path / "o.csv"]),
                         "too short for one window of 32")
+
+
+def test_error_cuda_requested_without_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    path = _write_csv(tmp_path / "s.csv", _sine(300))
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--device", "cuda"]), "no CUDA GPU")
