@@ -122,8 +122,14 @@ def load_mvtec_train(category_dir: str | Path, config: ImageConfig | None = None
 
 
 def load_mvtec_test(category_dir: str | Path, config: ImageConfig | None = None,
-                    limit_per_type: int | None = None) -> MVTecSplit:
-    """``<category>/test/<type>`` with masks from ``<category>/ground_truth/<type>/<stem>_mask.png``."""
+                    limit_per_type: int | None = None, allow_missing_masks: bool = False) -> MVTecSplit:
+    """``<category>/test/<type>`` with masks from ``<category>/ground_truth/<type>/<stem>_mask.png``.
+
+    A defect image without its mask is an InputError by default: any stand-in mask corrupts the pixel metrics
+    silently (an all-normal mask turns every defect pixel into a false positive). ``allow_missing_masks=True``
+    accepts such images and marks the *whole* image defective (all-True mask, with a warning), which keeps the
+    image-level label right and makes the gap visible rather than hidden.
+    """
     cfg = config or ImageConfig()
     root = Path(category_dir)
     test_dir = root / "test"
@@ -134,12 +140,18 @@ def load_mvtec_test(category_dir: str | Path, config: ImageConfig | None = None,
         for f in image_files(type_dir)[:limit_per_type]:
             defective = type_dir.name != "good"
             mask_path = root / "ground_truth" / type_dir.name / f"{f.stem}_mask.png" if defective else None
+            whole_image = False
             if mask_path is not None and not mask_path.exists():
-                log.warning("no mask for %s; treating the whole image as unlabelled-defective", f)
-                mask_path = None
+                if not allow_missing_masks:
+                    raise InputError(
+                        f"defect image {f} has no ground-truth mask (expected {mask_path}); pixel metrics need "
+                        "one. Pass allow_missing_masks=True to mark such images as wholly defective instead")
+                log.warning("no mask for %s; treating the whole image as defective (all-True mask)", f)
+                whole_image = True
             images.append(load_image(f, cfg))
             labels.append(int(defective))
-            masks.append(load_mask(mask_path, cfg.size))
+            masks.append(torch.ones(cfg.size, cfg.size, dtype=torch.bool) if whole_image
+                         else load_mask(mask_path, cfg.size))
             types.append(type_dir.name)
             files.append(f)
     if not images:
