@@ -21,6 +21,17 @@ for a network never trained on scalograms; ``AudioBenchConfig(lam=0.5)`` restore
 
 What the diffusion scorers see is normalised per window (shape, not loudness — see ``models.transforms.cwt``);
 the baseline sees absolute band levels. Both numbers are reported so the difference is visible.
+
+``<scorer>+level`` (e.g. ``recon+level``) scores windows the way the live monitor does (``docs/streaming.md``,
+"level/scale-shift likelihood"): beside the diffusion score it uses the pipeline's ``level_z``/``scale_z`` (how
+far a window's mean and log-std are from the training windows'). Each channel is a z-score against the
+*training* windows only and is taken two-sided — a window the model reconstructs unusually *well* is as
+unlike the training data as one it reconstructs badly — and the window score is the largest of
+``|z_diffusion|``, ``|level_z|``, ``|scale_z|`` (the monitor's max), then the same clip aggregation. The plain
+``<scorer>`` run is computed from the same fitted model and reported beside it, so what the diffusion model adds
+stays visible; ``details`` also carry the clip AUROC of the level/scale channel alone and of the two-sided
+diffusion z alone. Caveat: the diffusion score's training statistics are in-sample (the model was fitted on those
+windows), so held-out normal windows sit slightly above them.
 """
 from __future__ import annotations
 
@@ -41,6 +52,8 @@ log = logging.getLogger(__name__)
 
 BASELINE = "band_knn"
 DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
+LEVEL_SUFFIX = "+level"
+LEVEL_VARIANTS = tuple(n + LEVEL_SUFFIX for n in DIFFUSION_SCORERS)
 
 
 @dataclass(frozen=True)
@@ -193,9 +206,64 @@ class PipelineDetector:
         return self
 
     def score(self, windows: np.ndarray) -> np.ndarray:
-        parts = [self.pipeline.score_windows(windows[i : i + self.config.score_chunk]).scores
+        return self.score_with_shift(windows).scores
+
+    def score_with_shift(self, windows: np.ndarray) -> "WindowScores":
+        """Diffusion scores plus the pipeline's level/scale z-scores (training-window statistics)."""
+        parts = [self.pipeline.score_windows(windows[i : i + self.config.score_chunk])
                  for i in range(0, len(windows), self.config.score_chunk)]
-        return np.concatenate(parts)
+        return WindowScores(np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in parts]),
+                            np.concatenate([np.asarray(p.extras["level_z"], dtype=np.float64) for p in parts]),
+                            np.concatenate([np.asarray(p.extras["scale_z"], dtype=np.float64) for p in parts]))
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """Per-window diffusion score and the level/scale channel the per-window normalisation hides."""
+
+    scores: np.ndarray
+    level_z: np.ndarray
+    scale_z: np.ndarray
+
+    def shift(self) -> np.ndarray:
+        """The monitor's level/scale-shift value: max(|level_z|, |scale_z|)."""
+        return np.maximum(np.abs(self.level_z), np.abs(self.scale_z))
+
+
+@dataclass(frozen=True)
+class LevelScaleCombiner:
+    """Window score = max(|diffusion z|, |level_z|, |scale_z|), every z against *training* windows.
+
+    Why z-scores: the diffusion score and the level/scale shift live on unrelated scales; standardising each
+    on the normal training windows puts them on one ("how many training standard deviations away") so the
+    monitor's max is meaningful. Why two-sided: on MIMII fan the faulty clips are more tonal and *easier* to
+    reconstruct, so an unusually low diffusion score is as much a departure from normal as a high one.
+    The statistics are fitted from training windows only and frozen: test windows never move them.
+    """
+
+    score_mean: float
+    score_std: float
+
+    @classmethod
+    def fit(cls, train_scores: np.ndarray) -> "LevelScaleCombiner":
+        s = np.asarray(train_scores, dtype=np.float64)
+        if s.size < 2 or not np.all(np.isfinite(s)):
+            raise InputError("need at least 2 finite training-window scores to standardise")
+        return cls(float(s.mean()), float(max(s.std(ddof=1), 1e-12)))
+
+    def score_z(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores, dtype=np.float64) - self.score_mean) / self.score_std
+
+    def combine(self, windows: WindowScores) -> np.ndarray:
+        return np.maximum(np.abs(self.score_z(windows.scores)), windows.shift())
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def base_scorer(name: str) -> str:
+    """``recon+level`` → ``recon``; a plain name is its own base."""
+    return name[: -len(LEVEL_SUFFIX)] if name.endswith(LEVEL_SUFFIX) else name
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -225,14 +293,21 @@ class AudioReport:
 
 
 def resolve_detectors(names: list[str] | None) -> list[str]:
-    """Default: the baseline and ``recon``; ``all`` = baseline + every diffusion scorer."""
+    """Default: the baseline and ``recon``; ``all`` = baseline + every diffusion scorer.
+
+    ``<scorer>+level`` brings its plain ``<scorer>`` with it (same fitted model, reported beside it).
+    """
     if not names:
         return [BASELINE, "recon"]
+    known = (BASELINE, *DIFFUSION_SCORERS, *LEVEL_VARIANTS)
     out: list[str] = []
     for name in names:
         for n in ((BASELINE, *DIFFUSION_SCORERS) if name == "all" else (name,)):
-            if n not in (BASELINE, *DIFFUSION_SCORERS):
-                raise InputError(f"unknown scorer {n!r}; choose from {BASELINE}, {', '.join(DIFFUSION_SCORERS)}, all")
+            if n not in known:
+                raise InputError(f"unknown scorer {n!r}; choose from {BASELINE}, {', '.join(DIFFUSION_SCORERS)}, "
+                                 f"<scorer>{LEVEL_SUFFIX} (e.g. recon{LEVEL_SUFFIX}), all")
+            if n != base_scorer(n) and base_scorer(n) not in out:
+                out.append(base_scorer(n))
             if n not in out:
                 out.append(n)
     if BASELINE not in out:
@@ -263,31 +338,74 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
     train_windows = np.concatenate(train_w)
     test_windows = np.concatenate(test_w)
     bounds = np.cumsum([0, *owner])
+    labels = np.array([c.label for c in split.test])
+    window_labels = np.repeat(labels, owner)
+
+    def clip_scores_of(scores: np.ndarray) -> np.ndarray:
+        return np.array([clip_score(scores[a:b], config.top_fraction) for a, b in zip(bounds[:-1], bounds[1:])])
+
+    def score_chunked(det, windows: np.ndarray, desc: str) -> WindowScores:
+        parts = [det.score_with_shift(windows[i : i + config.score_chunk])
+                 for i in tqdm(range(0, len(windows), config.score_chunk), desc=desc, disable=not progress,
+                               leave=False)]
+        return WindowScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("scores", "level_z",
+                                                                                         "scale_z")))
+
+    fitted: dict[str, tuple[PipelineDetector, WindowScores, float, float]] = {}  # one model per base scorer
     runs: list[DetectorRun] = []
     for name in names:
-        t0 = time.perf_counter()
-        det = BandEnergyKNN(config) if name == BASELINE else PipelineDetector(name, config, progress)
-        det.fit(train_windows)
-        fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        scores = np.concatenate([
-            det.score(test_windows[i : i + config.score_chunk])
-            for i in tqdm(range(0, len(test_windows), config.score_chunk), desc=f"scoring {name}",
-                          disable=not progress, leave=False)
-        ])
-        clips = np.array([clip_score(scores[a:b], config.top_fraction) for a, b in zip(bounds[:-1], bounds[1:])])
-        labels = np.array([c.label for c in split.test])
-        auc = roc_auc(labels, clips)
-        log.info("%s: clip AUROC %.3f", name, auc)
-        details = {}
-        if name != BASELINE:
-            sc = det.pipeline.scorer  # type: ignore[union-attr]
+        if name == BASELINE:
+            t0 = time.perf_counter()
+            det = BandEnergyKNN(config).fit(train_windows)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scores = np.concatenate([
+                det.score(test_windows[i : i + config.score_chunk])
+                for i in tqdm(range(0, len(test_windows), config.score_chunk), desc=f"scoring {name}",
+                              disable=not progress, leave=False)
+            ])
+            clips = clip_scores_of(scores)
+            details = {"window_auroc": roc_auc(window_labels, scores), "k": config.knn_k}
+            runs.append(DetectorRun(name, clips, roc_auc(labels, clips), fit_s, time.perf_counter() - t0, details))
+            log.info("%s: clip AUROC %.3f", name, runs[-1].auroc)
+            continue
+        base = base_scorer(name)
+        if base not in fitted:
+            t0 = time.perf_counter()
+            pdet = PipelineDetector(base, config, progress).fit(train_windows)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            test_scores = score_chunked(pdet, test_windows, f"scoring {base}")
+            fitted[base] = (pdet, test_scores, fit_s, time.perf_counter() - t0)
+        pdet, test_scores, fit_s, score_s = fitted[base]
+        sc = pdet.pipeline.scorer
+        if name == base:
+            scores = test_scores.scores
             details = {"params": sc.params.to_dict(), "unet": sc.unet_config.to_dict(),
                        "train": sc.train_config.to_dict(), "train_seconds": sc.train_seconds,
-                       "window_auroc": roc_auc(np.repeat(labels, owner), scores)}
+                       "window_auroc": roc_auc(window_labels, scores)}
+            clips = clip_scores_of(scores)
         else:
-            details = {"window_auroc": roc_auc(np.repeat(labels, owner), scores), "k": config.knn_k}
-        runs.append(DetectorRun(name, clips, auc, fit_s, time.perf_counter() - t0, details))
+            t0 = time.perf_counter()
+            train_scores = score_chunked(pdet, train_windows, f"scoring {base} on training windows")
+            combiner = LevelScaleCombiner.fit(train_scores.scores)
+            scores = combiner.combine(test_scores)
+            score_s += time.perf_counter() - t0  # the extra pass over the training windows
+            clips = clip_scores_of(scores)
+            details = {
+                "combination": f"max(|z({base})|, |level_z|, |scale_z|), z against training windows; "
+                               f"same fitted {base} model as the '{base}' entry",
+                "standardisation": {**combiner.to_dict(), **pdet.pipeline.stats.to_dict()},  # type: ignore
+                "window_auroc": roc_auc(window_labels, scores),
+                "level_scale_only_auroc": roc_auc(labels, clip_scores_of(test_scores.shift())),
+                "diffusion_abs_z_only_auroc": roc_auc(labels, clip_scores_of(np.abs(combiner.score_z(
+                    test_scores.scores)))),
+                "train_abs_z_diffusion_p99": float(np.quantile(np.abs(combiner.score_z(train_scores.scores)), 0.99)),
+                "train_shift_p99": float(np.quantile(train_scores.shift(), 0.99)),
+            }
+        auc = roc_auc(labels, clips)
+        log.info("%s: clip AUROC %.3f", name, auc)
+        runs.append(DetectorRun(name, clips, auc, fit_s, score_s, details))
     return AudioReport(Path(data), config, split, runs, rates.pop(), len(train_windows), len(test_windows))
 
 
@@ -307,6 +425,9 @@ def report_payload(report: AudioReport, run_info: dict[str, Any], plots: list[Pa
             "scalogram": f"Morlet CWT, {cfg.n_scales} scales, log-magnitude, {cfg.image_size}x{cfg.image_size}",
             "clip_score": f"mean of the top {cfg.top_fraction:.0%} window scores",
             "metric": "ROC AUC over test clips (abnormal = 1)",
+            "level_variants": "<scorer>+level: window score = max(|z of the diffusion score|, |level_z|, "
+                              "|scale_z|), each z against the training windows only (the live monitor's max), "
+                              "same clip aggregation; <scorer> alone is the pure diffusion score",
             "baseline": "band_knn: per-window mean log band energy (no per-window normalisation), z-scored with "
                         f"training statistics, mean distance to the {cfg.knn_k} nearest training windows",
         },

@@ -20,8 +20,9 @@ def audio_command(
     data: Path = typer.Option(DEFAULT_AUDIO, "--data", help="Folder with normal/*.wav and abnormal/*.wav."),
     out: Path = typer.Option(Path("benchmarks/out/audio"), "--out", help="clip_scores.csv, audio.json and plots go here."),
     scorer: Optional[list[str]] = typer.Option(
-        None, "--scorer", help="recon, trend, kl, dynamic, adversarial or 'all' (repeatable); the band_knn "
-        "baseline always runs too. Default: recon."),
+        None, "--scorer", help="recon, trend, kl, dynamic, adversarial or 'all' (repeatable); <scorer>+level "
+        "(e.g. recon+level) adds the monitor's level/scale channel: max of training-window z-scores, reported "
+        "beside the plain <scorer> from the same model. The band_knn baseline always runs too. Default: recon."),
     window: int = typer.Option(2048, "--window", min=64, help="Window length in samples."),
     train_steps: int = typer.Option(1000, "--train-steps", min=1, help="U-Net training steps."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),

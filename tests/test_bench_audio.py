@@ -11,7 +11,8 @@ from scipy.io import wavfile
 from typer.testing import CliRunner
 
 from benchmarks.audio import (
-    AudioBenchConfig, clip_score, read_wav, resolve_detectors, run_audio, split_clips, windows_of,
+    AudioBenchConfig, LevelScaleCombiner, WindowScores, clip_score, read_wav, resolve_detectors, run_audio,
+    split_clips, windows_of,
 )
 from models.errors import InputError
 
@@ -90,6 +91,8 @@ def test_detector_names():
     assert resolve_detectors(None) == ["band_knn", "recon"]
     assert resolve_detectors(["kl"]) == ["band_knn", "kl"]
     assert len(resolve_detectors(["all"])) == 6
+    assert resolve_detectors(["recon+level"]) == ["band_knn", "recon", "recon+level"]  # plain score beside it
+    assert resolve_detectors(["kl+level", "kl"]) == ["band_knn", "kl", "kl+level"]
     with pytest.raises(InputError):
         resolve_detectors(["patchcore"])
 
@@ -121,3 +124,59 @@ def test_cli_bad_folder(tmp_path):
     res = CliRunner().invoke(app, ["bench", "audio", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                                    "--no-progress"])
     assert res.exit_code == 2 and "error" in res.output.lower()
+
+
+# ---------------------------------------------------------------------------------------------- <scorer>+level
+TINY = AudioBenchConfig(window=256, test_hop=128, n_scales=16, image_size=16, device="cpu", train_steps=3)
+
+
+def _write(root, clips):
+    for name, x in clips.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        wavfile.write(root / name, RATE, x)
+    return root
+
+
+def test_combiner_is_two_sided_max_of_training_z_scores():
+    comb = LevelScaleCombiner.fit(np.array([1.0, 2.0, 3.0]))  # mean 2, std 1
+    w = WindowScores(scores=np.array([2.0, -1.0, 4.0, 2.0]), level_z=np.array([0.5, 0.0, 0.0, -6.0]),
+                     scale_z=np.array([-1.0, 1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(comb.combine(w), [1.0, 3.0, 2.0, 6.0])  # a too-easy window (-1 → z=-3) counts
+    with pytest.raises(InputError):
+        LevelScaleCombiner.fit(np.array([1.0]))
+
+
+def test_level_variant_standardises_on_training_windows_only(tmp_path):
+    rng = np.random.default_rng(1)
+    train = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(3)}
+    test_a = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(3, 6)}
+    test_a.update({f"abnormal/{i:08d}.wav": _clip(rng, True) for i in range(2)})
+    test_b = dict(test_a)  # same training clips, very different test clips: 10x louder abnormal ones
+    test_b.update({f"abnormal/{i:08d}.wav": (np.clip(_clip(rng, True) * 10.0, -32767, 32767)).astype(np.int16)
+                   for i in range(2)})
+    a = run_audio(_write(tmp_path / "a", {**train, **test_a}), ["recon", "recon+level"], TINY, progress=False)
+    b = run_audio(_write(tmp_path / "b", {**train, **test_b}), ["recon", "recon+level"], TINY, progress=False)
+    std_a, std_b = a.runs[1].details["standardisation"], b.runs[1].details["standardisation"]
+    assert std_a == std_b  # diffusion-score mean/std and level/scale statistics ignore the test clips
+    assert std_a["score_std"] > 0 and std_a["log_scale_std"] > 0
+    # the shared (normal) test clips therefore get the same combined clip scores in both runs
+    np.testing.assert_allclose(a.runs[1].clip_scores[:3], b.runs[1].clip_scores[:3])
+    assert not np.allclose(a.runs[1].clip_scores[3:], b.runs[1].clip_scores[3:])
+
+
+def test_level_variant_separates_louder_but_otherwise_identical_clips(tmp_path):
+    """Abnormal = a normal clip played 1.75x louder: invisible to window-normalised scalograms."""
+    rng = np.random.default_rng(2)
+    clips = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(6)}
+    for i in range(3):
+        quiet = _clip(rng, False)
+        clips[f"abnormal/{i:08d}.wav"] = np.clip(quiet.astype(np.float64) * 1.75, -32767, 32767).astype(np.int16)
+    report = run_audio(_write(tmp_path / "loud", clips), ["recon", "recon+level"], TINY, progress=False)
+    plain, combined = report.runs
+    assert (plain.name, combined.name) == ("recon", "recon+level")
+    assert combined.auroc == 1.0
+    assert combined.details["level_scale_only_auroc"] == 1.0
+    labels = report.labels
+    assert combined.clip_scores[labels == 1].min() > combined.clip_scores[labels == 0].max()
+    # the plain diffusion score is reported beside it, from the same fitted model
+    assert np.all(np.isfinite(plain.clip_scores)) and plain.fit_seconds == combined.fit_seconds
