@@ -41,7 +41,10 @@ class TrendParams(ScorerParams):
     t_min: int = 0
     t_max: int = 400
     n_levels: int = 8
-    uncertainty_weight: float = 0.5
+    # 0.25, not an even split: alone, the gradient-uncertainty trend is the weaker and less stable signal
+    # (synthetic contract data: AUROC 0.83 alone vs 1.0 for the intensity trend, and it swings with
+    # floating-point details of the backward pass), so it refines the intensity trend instead of steering it.
+    uncertainty_weight: float = 0.25
     lam: float = 1.0  # unused by trend: no feature term
 
     def __post_init__(self) -> None:
