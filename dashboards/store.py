@@ -275,16 +275,6 @@ def _float(value: Any, default: float = float("nan")) -> float:
 
 
 # --------------------------------------------------------------------------------------------- SQLite
-SQLITE_DDL = """
-CREATE TABLE IF NOT EXISTS points (
-    measurement TEXT NOT NULL,
-    series_key TEXT NOT NULL,
-    time_ns INTEGER NOT NULL,
-    tags TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    PRIMARY KEY (measurement, series_key, time_ns)
-)
-"""
 
 
 class SQLiteStore:
@@ -298,14 +288,13 @@ class SQLiteStore:
         self.description = f"SQLite store {self.path.name}"
 
     # -- plumbing
-    def _connect(self, write: bool = False) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
         if not self.path.is_file():
             raise StoreUnavailable(
                 f"the SQLite store {self.path} does not exist yet: start the monitor or check --sqlite-path"
             )
-        mode = "rw" if write else "ro"
-        try:
-            uri = f"file:{urllib.request.pathname2url(str(self.path.resolve()))}?mode={mode}"
+        try:  # read-only: a wrong --sqlite-path must never create an empty store
+            uri = f"file:{urllib.request.pathname2url(str(self.path.resolve()))}?mode=ro"
             conn = sqlite3.connect(uri, uri=True, timeout=self.timeout_s)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
@@ -469,42 +458,21 @@ class SQLiteStore:
 
     # -- the one write
     def write_feedback(self, feedback: AlertFeedback) -> None:
-        """Written with the monitor's own sink when it is importable, so the table has one writer's layout."""
-        point = feedback.to_point()
-        try:
-            from streamer.sinks.sqlite import SQLiteSink  # noqa: PLC0415 - optional until the sink exists
-        except ImportError:
-            SQLiteSink = None  # type: ignore[assignment,misc]
-        if SQLiteSink is not None:
-            if not self.path.is_file():
-                raise StoreUnavailable(f"the SQLite store {self.path} does not exist: nothing to give feedback on")
-            try:
-                sink = SQLiteSink(self.path)
-                try:
-                    sink.write([point])
-                finally:
-                    sink.close()
-            except Exception as exc:  # noqa: BLE001 - the sink's SinkUnavailable / SinkRejected
-                if type(exc).__name__ == "SinkUnavailable":
-                    raise StoreUnavailable(f"cannot write feedback to {self.path}: {exc}") from exc
-                raise StoreError(f"feedback rejected by {self.path}: {exc}") from exc
-            return
-        conn = self._connect(write=True)
-        try:
-            with conn:
-                conn.execute(SQLITE_DDL)
-                conn.execute(
-                    "INSERT INTO points (measurement, series_key, time_ns, tags, fields) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (measurement, series_key, time_ns) DO UPDATE SET tags = excluded.tags, "
-                    "fields = excluded.fields",
-                    (point.measurement, point.series_key(), point.time_ns, json.dumps(point.tags),
-                     json.dumps(point.fields)),
-                )
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"cannot write feedback to {self.path}: {exc}") from exc
-        finally:
-            conn.close()
+        """Written with the monitor's own sink, so the table has one writer (and one upsert rule: fields merge)."""
+        from streamer.sinks.sqlite import SQLiteSink  # noqa: PLC0415 - the dashboard imports the writer lazily
 
+        if not self.path.is_file():
+            raise StoreUnavailable(f"the SQLite store {self.path} does not exist: nothing to give feedback on")
+        try:
+            sink = SQLiteSink(self.path)
+            try:
+                sink.write([feedback.to_point()])
+            finally:
+                sink.close()
+        except Exception as exc:  # noqa: BLE001 - the sink's SinkUnavailable / SinkRejected
+            if type(exc).__name__ == "SinkUnavailable":
+                raise StoreUnavailable(f"cannot write feedback to {self.path}: {exc}") from exc
+            raise StoreError(f"feedback rejected by {self.path}: {exc}") from exc
 
 def _time_where(column: str, start_ns: int | None, end_ns: int | None) -> tuple[str, list[int]]:
     parts, params = [], []

@@ -6,15 +6,14 @@ from the index so the tests can compute the expected answers themselves.
 """
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dashboards.store import SQLITE_DDL, encode_snapshot_payload
+from dashboards.store import encode_snapshot_payload
+from streamer.sinks.sqlite import SQLiteSink
 from streamer.points import (
     ALERT, ALERT_FEEDBACK, IMAGE_RESULT, LABEL_WINDOW, WINDOW_SCORE, WINDOW_SNAPSHOT, Point,
 )
@@ -117,24 +116,9 @@ def feedback_point(stream: str, alert_ns: int, verdict: str, note: str = "") -> 
 
 
 def write_sqlite(path: Path, points: list[Point]) -> None:
-    """Write with the monitor's SQLiteSink when it exists (the real writer), else with the documented DDL."""
+    """Write with the monitor's SQLiteSink: the dashboard is tested on what the real writer produces."""
+    sink = SQLiteSink(path)
     try:
-        from streamer.sinks.sqlite import SQLiteSink
-    except ImportError:
-        SQLiteSink = None
-    if SQLiteSink is not None:
-        sink = SQLiteSink(path)
-        try:
-            sink.write(points)
-        finally:
-            if hasattr(sink, "close"):
-                sink.close()
-        return
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute(SQLITE_DDL)
-        conn.executemany(
-            "INSERT OR REPLACE INTO points (measurement, series_key, time_ns, tags, fields) VALUES (?, ?, ?, ?, ?)",
-            [(p.measurement, p.series_key(), p.time_ns, json.dumps(p.tags), json.dumps(p.fields)) for p in points],
-        )
-    conn.close()
+        sink.write(points)
+    finally:
+        sink.close()
