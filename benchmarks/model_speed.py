@@ -22,9 +22,7 @@ import json
 import logging
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.runinfo import cpu_model, git_commit  # noqa: E402
 from models.device import autocast, autocast_dtype, cpu_supports_bf16, resolve_device  # noqa: E402
 from models.scheduler import NoiseScheduler  # noqa: E402
 from models.training import TrainConfig, train_diffusion  # noqa: E402
@@ -43,25 +42,6 @@ from models.unet import PRESETS, UNetConfig, WaveletPyramidUNet  # noqa: E402
 
 log = logging.getLogger("model_speed")
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "model_speed.json"
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except Exception:  # noqa: BLE001 - not a git checkout
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _loadavg() -> list[float] | None:
@@ -254,11 +234,11 @@ def main(argv: list[str] | None = None) -> dict:
     report: dict = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_model(),
             "cpu_bf16": cpu_supports_bf16(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "device": str(device),

@@ -50,6 +50,10 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_commit() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -86,7 +90,7 @@ def start_run(command: list[str] | None = None) -> tuple[RunInfo, float]:
     status = _git("status", "--porcelain", "--untracked-files=no")
     info = RunInfo(
         command=list(command if command is not None else sys.argv),
-        git_commit=_git("rev-parse", "HEAD"),
+        git_commit=git_commit(),
         git_dirty=None if status is None else bool(status),
         started_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=machine_info(),
