@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from kafka import TopicPartition
+from kafka_read import read_topic
 
 from streamer.config import Settings
 from streamer.kafka_io import (
@@ -25,19 +26,7 @@ def _settings(bootstrap: str, **kafka) -> Settings:
 
 def _read_all(settings: Settings, topic: str, expected: int) -> list:
     """Every record of a topic from the beginning (assign + seek: no group join needed)."""
-    consumer = make_consumer(settings, group_id=None, consumer_timeout_ms=5000)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        records = []
-        for record in consumer:
-            records.append(record)
-            if len(records) >= expected:
-                break
-        return records
-    finally:
-        consumer.close()
+    return read_topic(make_consumer(settings, group_id=None), topic, expected)
 
 
 def test_client_config_carries_security_settings_without_leaking_into_repr():

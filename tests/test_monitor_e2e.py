@@ -255,6 +255,7 @@ def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_
 
 def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_server, tmp_path):
     from kafka import KafkaConsumer, KafkaProducer
+    from kafka_read import read_topic
 
     from streamer.messages import encode_audio
 
@@ -294,13 +295,12 @@ def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_se
     finally:
         mon.join()
     assert_scores_match(influx_server, stream, source, ends)
-    consumer = KafkaConsumer(k.dead_letter_topic, bootstrap_servers=kafka_broker, auto_offset_reset="earliest",
-                             consumer_timeout_ms=5000, group_id=None)
+    records = read_topic(KafkaConsumer(bootstrap_servers=kafka_broker, group_id=None), k.dead_letter_topic,
+                         len(bad))
     letters = []
-    for rec in consumer:
+    for rec in records:
         h = dict(rec.headers)
         letters.append((rec.value, h["dlq.reason"].decode(), h["dlq.topic"].decode()))
-    consumer.close()
     assert len(letters) == len(bad)
     for topic, _, value, _, reason in bad:
         assert (value, reason, topic) in letters

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kafka import TopicPartition
+from kafka_read import read_topic
 from scipy.io import wavfile
 from typer.testing import CliRunner
 
@@ -204,18 +204,7 @@ def test_shared_ucr_and_mimii_files(shared_data):
 
 # -------------------------------------------------------------------------------------------- end to end
 def _consume(settings: Settings, topic: str, expected: int) -> list:
-    consumer = make_consumer(settings, group_id=None, consumer_timeout_ms=5000)
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])])
-        consumer.seek_to_beginning()
-        records = []
-        for record in consumer:
-            records.append(record)
-            if len(records) >= expected:
-                break
-        return records
-    finally:
-        consumer.close()
+    return read_topic(make_consumer(settings, group_id=None), topic, expected)
 
 
 @pytest.mark.integration

@@ -8,7 +8,8 @@ import pytest
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+from kafka_read import read_topic
 
 from servers import port_open, render_template, TEMPLATES
 
@@ -32,17 +33,7 @@ def test_broker_round_trip_with_key_and_headers(kafka_broker):
         producer.send(topic, value=f"v{i}".encode(), key=b"stream-a", headers=[("h", b"1")])
     producer.flush()
     producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=kafka_broker, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning()
-    records = []
-    for record in consumer:
-        records.append(record)
-        if len(records) == 5:
-            break
-    consumer.close()
+    records = read_topic(KafkaConsumer(bootstrap_servers=kafka_broker, enable_auto_commit=False), topic, 5)
     assert [r.value for r in records] == [b"v0", b"v1", b"v2", b"v3", b"v4"]  # one key -> one partition, in order
     assert all(r.key == b"stream-a" and r.headers == [("h", b"1")] for r in records)
 
