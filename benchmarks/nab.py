@@ -39,10 +39,14 @@ NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
 # A frozen Gaussian saturates 1 - Q(|z|) at exactly 1.0 once the data drifts; its |z| goes through the
 # likelihood calibration instead, like every other raw score.
 # Level and amplitude shifts are common NAB anomalies; z-normalised subsequences cannot see them.
+# Diffusion detectors: every channel calibrated by its own likelihood plus the online windowed-Gaussian channel,
+# one alert per rising edge (see models.series_detector, "Fusion").
+NAB_DIFFUSION_DEFAULTS: dict = {"calibrate": True, "fusion": "likelihood", "gaussian_channel": True, "suppress": 200}
 NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian_train": {"output": "zscore"},
     "matrix_profile": {"normalize": False},
     "matrix_profile_train": {"normalize": False},
+    **{f"diffusion-{s}": dict(NAB_DIFFUSION_DEFAULTS) for s in ("recon", "kl", "trend", "dynamic", "adversarial")},
 }
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 

@@ -1,10 +1,10 @@
-"""Score the channels of one diffusion series-detector run separately (pure diffusion vs. statistical channel).
+"""Score the channels of one diffusion series-detector run separately: what does the diffusion model itself add?
 
-The detector's score is max(diffusion_z, level_weight · max(|level_z|, |scale_z|)) (see
-``models.series_detector``). To show what the diffusion model itself contributes, a run with
-``SCALOWATCH_SERIES_DUMP_DIR`` set dumps every series' window channels; this module re-applies the *same* code
-path (``spread_to_points`` → NAB's ``nab_likelihood`` → NAB scoring, or argmax − lag for UCR) to each channel
-alone. No model is retrained and nothing is tuned: the channels are exactly those of the run.
+The detector fuses a diffusion channel with statistical (level/scale, windowed Gaussian) and nearest-neighbour
+discord channels (see ``models.series_detector``). A run with ``SCALOWATCH_SERIES_DUMP_DIR`` set dumps every
+series' window channels; this module re-applies the *same* code path (``spread_to_points`` → NAB's
+``nab_likelihood`` → NAB scoring, or argmax − lag for UCR) to each channel alone, to the fusion, and to the fusion
+without the diffusion channel. No model is retrained and nothing is tuned: the channels are exactly the run's.
 
     python -m benchmarks.series_channels nab DUMP_DIR/recon --out benchmarks/results/nab_diffusion_recon_channels.json
     python -m benchmarks.series_channels ucr DUMP_DIR/recon --out benchmarks/results/ucr_diffusion_recon_channels.json
@@ -33,8 +33,17 @@ Channel = Callable[[dict], np.ndarray]
 CHANNELS: dict[str, Channel] = {
     "diffusion (pure)": lambda z: z["diffusion"],
     "statistical (level/scale only)": lambda z: np.maximum(z["level"], z["scale"]),
-    "combined (the detector)": lambda z: np.maximum(z["diffusion"], np.maximum(z["level"], z["scale"])),
+    "discord (nearest neighbour only)": lambda z: np.max([z[k] for k in z if k.startswith("discord@")], axis=0),
+    "max z of all channels": lambda z: np.max([z[k] for k in z if k in ("diffusion", "level", "scale")
+                                              or k.startswith("discord@")], axis=0),
+    "max z without the diffusion channel": lambda z: np.max([z[k] for k in z if k in ("level", "scale")
+                                                            or k.startswith("discord@")], axis=0),
 }
+
+
+def has_channel(dumps: list[dict], name: str) -> bool:
+    """Discord channels exist only in runs with ``discord_scales`` (UCR's configuration)."""
+    return not name.startswith("discord") or all(any(k.startswith("discord@") for k in z) for z in dumps)
 
 
 def series_key(values: np.ndarray) -> str:
@@ -42,9 +51,12 @@ def series_key(values: np.ndarray) -> str:
 
 
 def nab_channels(dump: Path, data: Path) -> dict:
+    """Each channel alone and the fusions, through the NAB runner's own likelihood and scorer."""
+    from models.baselines.gaussian import WindowedGaussian
+
     corpus = NabCorpus(data)
     windows, profiles = corpus.windows(), corpus.profiles()
-    keys, layouts, dumps = [], [], []
+    keys, layouts, dumps, gaussians = [], [], [], []
     for key in corpus.keys():
         s = corpus.read(key)
         f = dump / f"{series_key(s.values)}.npz"
@@ -53,19 +65,41 @@ def nab_channels(dump: Path, data: Path) -> dict:
         keys.append(key)
         layouts.append(nab_metrics.build_layout(key, s.timestamps, windows.get(key, [])))
         dumps.append(dict(np.load(f)))
+        gaussians.append(WindowedGaussian(output="zscore").score(s.values))  # online: fit() is not used
     n_windows = sum(len(windows.get(k, [])) for k in keys)
+
+    def likelihoods(z: dict, gaussian: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        n = int(z["n"])
+
+        def calibrate(raw: np.ndarray) -> np.ndarray:  # a fresh likelihood per channel: it keeps state
+            return nab_likelihood(nab_metrics.probationary_length(n)).transform(raw)
+
+        out = []
+        for name in names:
+            if name == "gaussian":
+                out.append(calibrate(gaussian))
+            elif name in CHANNELS:
+                out.append(calibrate(spread_to_points(z["ends"], CHANNELS[name](z), n)))
+            else:
+                out.append(calibrate(spread_to_points(z["ends"], z[name], n)))
+        return out
+
+    discords = sorted(k for k in dumps[0] if k.startswith("discord@")) if dumps else []
+    fusion = ["diffusion", *discords, "level", "scale", "gaussian"]
+    variants: dict[str, list[str]] = {
+        **{name: [name] for name in CHANNELS if has_channel(dumps, name)},
+        "windowed Gaussian channel only": ["gaussian"],
+        "likelihood fusion (the detector)": fusion,
+        "likelihood fusion without the diffusion channel": [c for c in fusion if c != "diffusion"],
+    }
     out = {}
-    for name, channel in CHANNELS.items():
+    for label, names in variants.items():
+        per_file = [np.max(likelihoods(z, g, names), axis=0) for z, g in zip(dumps, gaussians)]
         for horizon in (0, SUPPRESS):
-            scores = []
-            for z in dumps:
-                n = int(z["n"])
-                raw = spread_to_points(z["ends"], channel(z), n)
-                like = nab_likelihood(nab_metrics.probationary_length(n)).transform(raw)
-                scores.append(suppress_repeats(like, horizon) if horizon else like)
+            scores = [suppress_repeats(like, horizon) if horizon else like for like in per_file]
             res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
-            label = name + (f" + suppress {horizon}" if horizon else "")
-            out[label] = {p: round(res[p].normalized, 3) for p in PROFILES if p in res}
+            out[label + (f" + suppress {horizon}" if horizon else "")] = {
+                p: round(res[p].normalized, 3) for p in PROFILES if p in res}
     return {"benchmark": "nab", "n_files": len(keys), "dump": str(dump), "scores": out}
 
 
@@ -81,6 +115,8 @@ def ucr_channels(dump: Path, data: Path) -> dict:
             raise SystemExit(f"{f} missing: the dump does not cover {path.name}")
         dumps.append((spec, dict(np.load(f))))
     for name, channel in CHANNELS.items():
+        if not has_channel([z for _, z in dumps], name):
+            continue
         preds = []
         for spec, z in dumps:
             n = int(z["n"])

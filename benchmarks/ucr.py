@@ -29,8 +29,11 @@ UCR_DEFAULT_DETECTORS: tuple[str, ...] = ("windowed_gaussian_train", "matrix_pro
 UCR_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian": {"output": "zscore"},
     "windowed_gaussian_train": {"output": "zscore"},
-    # Series of up to 270k points: a diffusion window every quarter window instead of every 2 points.
-    **{f"diffusion-{s}": {"hop_fraction": 0.25} for s in ("recon", "kl", "trend", "dynamic", "adversarial")},
+    # Series of up to 270k points: a diffusion window every quarter window instead of every 2 points. The
+    # nearest-neighbour discord channels (window and half window) catch unseen raw shapes the scalogram model
+    # finds plausible (see models.series_detector); one setting for every file.
+    **{f"diffusion-{s}": {"hop_fraction": 0.25, "discord_scales": (1.0, 0.5)}
+       for s in ("recon", "kl", "trend", "dynamic", "adversarial")},
 }
 INDEX_FRAME = (
     "absolute 0-based index into the full series (rows [0, trainEnd) are the training part); "

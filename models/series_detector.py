@@ -20,8 +20,22 @@ Channels (one general method, the same for every file)
 The scalogram is normalised per window, so the model judges *shape* only. ``level_weight > 0`` adds the cheap
 statistical channel the pipeline already reports — how far the window's mean (``level_z``) and log-std
 (``scale_z``) are from the training windows' — because level and amplitude shifts are anomalies the shape model
-is blind to by design. Combined score = max(diffusion_z, level_weight · max(|level_z|, |scale_z|)).
-``level_weight=0`` is the pure diffusion detector.
+is blind to by design. ``discord_scales`` adds one raw-shape channel per scale: the nearest-neighbour distance of
+the window (length ``scale · w``, same end point) to the training windows, z-scored with the training part's own
+nearest-neighbour distances (:mod:`models.discord`) — plausible-but-unseen shapes that the scalogram model lets
+through. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
+``level_weight=0`` and no discord scales is the pure diffusion detector.
+
+Fusion (``calibrate=True``)
+---------------------------
+``fusion="max_z"`` calibrates the combined score above with one online anomaly likelihood. ``fusion="likelihood"``
+calibrates *each channel with its own likelihood* and outputs the largest: a channel is then judged against its
+own history, so a drifting level (whose z against the training part stays high for ever) cannot drown a sudden
+shape change, and the channels need no common scale. ``gaussian_channel`` adds NAB's online windowed-Gaussian
+|z| of each point (past points only, :class:`~models.baselines.gaussian.WindowedGaussian`) as one more channel:
+the diffusion and level channels are frozen after the training part and NAB streams drift. On NAB this fusion
+with ``suppress=200`` is the benchmark's configuration; ``benchmarks/series_channels.py`` scores each channel alone
+so the diffusion model's own share stays visible.
 
 UCR convention: a window is scored at its last point, so the benchmark subtracts ``lag = (w - 1) // 2`` from the
 argmax: the prediction is the *centre* of the highest-scoring window.
@@ -40,8 +54,10 @@ import numpy as np
 import torch
 
 from models.baselines import as_series, register_series_detector
+from models.baselines.gaussian import WindowedGaussian
 from models.baselines.period import dominant_period
 from models.calibration import AnomalyLikelihood
+from models.discord import DiscordStats, TrainingDiscord
 from models.errors import InputError, NotFittedError
 from models.pipeline import ScalogramPipeline
 from models.scorers import create_scorer
@@ -52,6 +68,7 @@ log = logging.getLogger(__name__)
 
 DUMP_ENV = "SCALOWATCH_SERIES_DUMP_DIR"  # default ``dump_dir`` (plus ``/<scorer>``) for registry-built detectors
 SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
+FUSIONS = ("max_z", "likelihood")
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,10 @@ class DiffusionDetectorConfig:
     ``suppress`` > 0 (needs ``calibrate``): a point keeps its likelihood only if it exceeds every likelihood of
     the previous ``suppress`` points, else 0 — one alert per rising edge instead of a run of them (NAB charges
     every point above the threshold outside a window as a false positive). Causal.
+    ``discord_scales``: window fractions for the nearest-neighbour discord channels (empty: none); UCR uses
+    (1.0, 0.5) — one-off shape distortions show at the period and at half of it.
+    ``fusion``: ``"max_z"`` or ``"likelihood"`` (per-channel likelihoods, needs ``calibrate``); see the module
+    docstring. ``gaussian_channel``: add the online windowed-Gaussian channel (needs ``fusion="likelihood"``).
     ``dump_dir``: also write every scored series' window channels there (``<sha1 of values>.npz``), so the
     pure-diffusion and statistical channels of one benchmark run can be scored separately afterwards.
     Defaults are sized for NAB on two shared CPU cores (80 training steps, a window every 4 points).
@@ -91,6 +112,9 @@ class DiffusionDetectorConfig:
     dump_dir: str | None = None
     calibrate: bool = False
     suppress: int = 0
+    discord_scales: tuple[float, ...] = ()
+    fusion: str = "max_z"
+    gaussian_channel: bool = False
     scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
 
     def __post_init__(self) -> None:
@@ -108,6 +132,23 @@ class DiffusionDetectorConfig:
             raise ValueError("level_weight must be >= 0")
         if self.suppress < 0 or (self.suppress and not self.calibrate):
             raise ValueError("suppress must be >= 0 and needs calibrate=True")
+        scales = self.discord_scales
+        if scales is None:
+            scales = ()
+        elif isinstance(scales, (int, float)):
+            scales = (scales,)
+        elif isinstance(scales, str):  # "1;0.5" from a command line (commas separate detector options)
+            scales = tuple(part for part in scales.replace("/", ";").split(";") if part.strip())
+        scales = tuple(float(f) for f in scales)
+        if any(not 0.0 < f <= 1.0 for f in scales):
+            raise ValueError("discord_scales must lie in (0, 1] (fractions of the window)")
+        object.__setattr__(self, "discord_scales", scales)
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.fusion == "likelihood" and not self.calibrate:
+            raise ValueError('fusion="likelihood" calibrates each channel: it needs calibrate=True')
+        if self.gaussian_channel and self.fusion != "likelihood":
+            raise ValueError('gaussian_channel needs fusion="likelihood" (its |z| has no common scale with the rest)')
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +166,7 @@ class FitSummary:
     train_seconds: float
     diffusion_mean: float
     diffusion_std: float
+    discords: tuple[DiscordStats, ...] = ()
 
 
 def sliding_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
@@ -152,6 +194,8 @@ class DiffusionSeriesDetector:
         self.summary: FitSummary | None = None
         self.window: int | None = None
         self.hop: int | None = None
+        self.discords: dict[str, TrainingDiscord] = {}
+        self.gaussian: WindowedGaussian | None = None
 
     # ------------------------------------------------------------------ protocol attributes
     @property
@@ -198,6 +242,11 @@ class DiffusionSeriesDetector:
         pipe.fit_windows(windows.copy())
         batch = pipe.score_windows(windows.copy())
         diff = np.asarray(batch.scores, dtype=np.float64)
+        self.discords = {}
+        for fraction in cfg.discord_scales:
+            m = max(16, round(w * fraction))
+            self.discords[f"discord@{fraction:g}"] = TrainingDiscord().fit(x, m)
+        self.gaussian = WindowedGaussian(output="zscore").fit(x) if cfg.gaussian_channel else None
         seconds = time.perf_counter() - started
         self.pipeline, self.window = pipe, w
         self.hop = max(1, round(w * cfg.hop_fraction)) if cfg.hop_fraction > 0 else cfg.hop
@@ -205,6 +254,7 @@ class DiffusionSeriesDetector:
             train_points=int(x.size), window=w, hop=self.hop, train_windows=int(ends.size), train_stride=stride,
             train_seconds=round(seconds, 3), diffusion_mean=float(diff.mean()),
             diffusion_std=float(max(diff.std(), 1e-6)),
+            discords=tuple(d.stats for d in self.discords.values() if d.stats is not None),
         )
         log.debug("%s fitted: %s", self.name, self.summary)
         return self
@@ -213,17 +263,21 @@ class DiffusionSeriesDetector:
     def window_scores(self, values: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(window end positions, channels) for every scored window of ``values``.
 
-        Channels: ``diffusion`` (z-scored with training statistics), ``level`` = |level_z|, ``scale`` = |scale_z|.
+        Channels: ``diffusion`` (z-scored with training statistics), ``level`` = |level_z|, ``scale`` = |scale_z|,
+        and ``discord@<fraction>`` per discord scale (z-scored with training statistics).
         """
         if self.pipeline is None or self.summary is None or self.window is None or self.hop is None:
             raise NotFittedError(f"{self.name}: call fit(train) before score()")
         x = as_series(values)
         w, hop = self.window, self.hop
         ends = np.arange(w - 1, x.size, hop)
-        channels: dict[str, list[np.ndarray]] = {"diffusion": [], "level": [], "scale": []}
+        channels: dict[str, list[np.ndarray]] = {"diffusion": [], "level": [], "scale": [],
+                                                 **{name: [] for name in self.discords}}
         step = max(1, self.config.score_batch)
         for i in range(0, ends.size, step):
             batch = self.pipeline.score_windows(sliding_windows(x, w, ends[i : i + step]).copy())
+            for name, discord in self.discords.items():
+                channels[name].append(discord.zscores(x, ends[i : i + step]))
             channels["diffusion"].append(
                 (np.asarray(batch.scores, dtype=np.float64) - self.summary.diffusion_mean) / self.summary.diffusion_std
             )
@@ -235,6 +289,9 @@ class DiffusionSeriesDetector:
     def combine(self, channels: dict[str, np.ndarray]) -> np.ndarray:
         """The detector's window score from its channels (see the module docstring)."""
         s = channels["diffusion"]
+        for name in channels:
+            if name.startswith("discord@"):
+                s = np.maximum(s, channels[name])
         if self.config.level_weight > 0:
             stat = np.maximum(channels["level"], channels["scale"])
             s = np.maximum(s, self.config.level_weight * stat)
@@ -245,14 +302,31 @@ class DiffusionSeriesDetector:
         ends, channels = self.window_scores(x)
         if self.config.dump_dir:
             self._dump(x, ends, channels)
-        raw = spread_to_points(ends, self.combine(channels), x.size)
         if not self.config.calibrate:
-            return raw
+            return spread_to_points(ends, self.combine(channels), x.size)
         assert self.summary is not None
         p = self.summary.train_points
-        like = AnomalyLikelihood(historic_window=8640, short_window=10, learning_period=p, skip_first=p // 2,
-                                 learning_value=0.5).transform(raw)
+
+        def likelihood(raw: np.ndarray) -> np.ndarray:
+            return AnomalyLikelihood(historic_window=8640, short_window=10, learning_period=p, skip_first=p // 2,
+                                     learning_value=0.5).transform(raw)
+
+        if self.config.fusion == "max_z":
+            like = likelihood(spread_to_points(ends, self.combine(channels), x.size))
+        else:
+            like = np.max([likelihood(point_scores) for point_scores in self.point_channels(x, ends, channels)],
+                          axis=0)
         return suppress_repeats(like, self.config.suppress) if self.config.suppress else like
+
+    def point_channels(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The per-point raw series that ``fusion="likelihood"`` calibrates one by one."""
+        names = ["diffusion", *(n for n in channels if n.startswith("discord@"))]
+        if self.config.level_weight > 0:
+            names += ["level", "scale"]
+        out = [spread_to_points(ends, channels[n], x.size) for n in names]
+        if self.gaussian is not None:
+            out.append(self.gaussian.score(x))
+        return out
 
     def _dump(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray]) -> None:
         import hashlib

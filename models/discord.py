@@ -1,0 +1,113 @@
+"""Nearest-neighbour discord distance to the training part: the raw-shape channel beside the diffusion score.
+
+Why it exists: the diffusion model sees a window's CWT scalogram, resized and normalised, and judges whether it is
+*plausible*; a small distortion of one beat or a missing dip can still be plausible. The distance from a window to
+its nearest neighbour among the training windows (z-normalised Euclidean, the matrix-profile AB-join of the UCR
+literature) judges whether the raw shape was ever *seen*. The two fail on different series, so the series detector
+takes the larger of their training-normalised z-scores.
+
+Normalisation uses the training part only: a sample of training windows is joined against the other training
+windows outside an exclusion zone of one window (trivial matches excluded), and the mean/std of those distances
+turn a test distance into a z-score comparable with the diffusion channel's. Nothing after the training part is
+ever a reference, so scores are causal and appending points never changes earlier ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import InputError, NotFittedError
+
+
+def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
+    """float32 windows ending (inclusive) at ``ends``, each shifted to mean 0 and scaled to std 1.
+
+    A constant window stays all-zero (its std is replaced by a floor), so two constant windows are 0 apart and a
+    constant and a varying window are sqrt(window) apart — the matrix-profile convention.
+    """
+    view = np.lib.stride_tricks.sliding_window_view(np.asarray(x, dtype=np.float64), window)[ends - window + 1]
+    mu = view.mean(axis=1, keepdims=True)
+    sd = view.std(axis=1, keepdims=True)
+    floor = 1e-8 * np.maximum(np.abs(mu), 1.0)
+    return ((view - mu) / np.maximum(sd, floor)).astype(np.float32)
+
+
+def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.ndarray | None = None,
+                      ref_pos: np.ndarray | None = None, exclusion: int = 0, chunk: int = 8192) -> np.ndarray:
+    """Euclidean distance from each z-normalised query to its nearest z-normalised reference (= sqrt(2 w (1 - corr))
+    for two varying windows; the squared norms keep the constant-window convention exact).
+
+    With ``exclusion`` > 0, references whose position is closer than that to the query's are skipped (a training
+    window must not match itself or its overlapping neighbours). Chunked so memory stays ~ queries x ``chunk``.
+    """
+    best = np.full(queries.shape[0], np.inf, dtype=np.float32)
+    q_norm = np.einsum("ij,ij->i", queries, queries)
+    r_norm = np.einsum("ij,ij->i", refs, refs)
+    for start in range(0, refs.shape[0], chunk):
+        block = refs[start : start + chunk]
+        d2 = np.maximum(q_norm[:, None] + r_norm[None, start : start + chunk] - 2.0 * (queries @ block.T), 0.0)
+        if exclusion > 0:
+            assert query_pos is not None and ref_pos is not None
+            d2[np.abs(query_pos[:, None] - ref_pos[None, start : start + chunk]) < exclusion] = np.inf
+        best = np.minimum(best, d2.min(axis=1))
+    return np.sqrt(best)
+
+
+@dataclass(frozen=True)
+class DiscordStats:
+    """What the training part says about its own nearest-neighbour distances (reported in fit summaries)."""
+
+    window: int
+    references: int
+    reference_stride: int
+    mean: float
+    std: float
+
+
+class TrainingDiscord:
+    """``fit(train, window)`` keeps the training windows; ``zscores(x, ends)`` scores windows of any series.
+
+    ``max_references`` bounds memory and time on long training parts (UCR has 100k-point ones): the references
+    are then every k-th training window, which costs a little phase resolution and nothing in causality.
+    """
+
+    def __init__(self, max_references: int = 20_000, self_join_queries: int = 512) -> None:
+        if max_references < 2 or self_join_queries < 2:
+            raise ValueError("max_references and self_join_queries must be >= 2")
+        self.max_references = max_references
+        self.self_join_queries = self_join_queries
+        self.stats: DiscordStats | None = None
+        self._refs: np.ndarray | None = None
+
+    def fit(self, train: np.ndarray, window: int) -> "TrainingDiscord":
+        x = np.asarray(train, dtype=np.float64)
+        if window < 3 or x.size < 2 * window + 1:
+            raise InputError(f"discord window {window} needs a training part of > {2 * window} points, got {x.size}")
+        ends = np.arange(window - 1, x.size)
+        stride = max(1, int(np.ceil(ends.size / self.max_references)))
+        ref_ends = ends[::stride]
+        refs = znormalized_windows(x, window, ref_ends)
+        sample = ref_ends[:: max(1, ref_ends.size // self.self_join_queries)]
+        own = nearest_distances(znormalized_windows(x, window, sample), refs, query_pos=sample, ref_pos=ref_ends,
+                                exclusion=window)
+        own = own[np.isfinite(own)]
+        if own.size < 2:
+            raise InputError(f"training part of {x.size} points has too few non-overlapping windows of {window}")
+        self._refs = refs
+        self.stats = DiscordStats(window=int(window), references=int(ref_ends.size), reference_stride=stride,
+                                  mean=float(own.mean()), std=float(max(own.std(), 1e-6)))
+        return self
+
+    def zscores(self, x: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Training-normalised nearest-neighbour distance of the windows of ``x`` ending at ``ends``."""
+        if self._refs is None or self.stats is None:
+            raise NotFittedError("TrainingDiscord: call fit(train, window) first")
+        ends = np.asarray(ends, dtype=np.int64)
+        if ends.size == 0:
+            return np.zeros(0)
+        d = nearest_distances(znormalized_windows(x, self.stats.window, ends), self._refs)
+        return (d.astype(np.float64) - self.stats.mean) / self.stats.std
+
+
+__all__ = ["DiscordStats", "TrainingDiscord", "nearest_distances", "znormalized_windows"]

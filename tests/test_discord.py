@@ -1,0 +1,79 @@
+"""TrainingDiscord: nearest-neighbour distances to the training windows, against a brute-force reference, and
+its training-normalised z-scores on a series with one distorted period."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.discord import TrainingDiscord, nearest_distances, znormalized_windows
+from models.errors import InputError, NotFittedError
+
+
+def periodic(n: int, period: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.sin(2 * np.pi * t / period) + 0.3 * np.sin(6 * np.pi * t / period) + 0.05 * rng.standard_normal(n)
+
+
+def brute_force(x: np.ndarray, w: int, q_ends, r_ends, exclusion: int = 0) -> np.ndarray:
+    def z(e):
+        v = x[e - w + 1 : e + 1]
+        return (v - v.mean()) / v.std()
+
+    out = []
+    for qe in q_ends:
+        ds = [np.linalg.norm(z(qe) - z(re)) for re in r_ends if abs(qe - re) >= exclusion]
+        out.append(min(ds) if ds else np.inf)
+    return np.array(out)
+
+
+def test_nearest_distances_match_brute_force_with_and_without_exclusion():
+    x = periodic(600, seed=3) + np.linspace(0, 2, 600)
+    w = 30
+    q, r = np.arange(w - 1, 600, 37), np.arange(w - 1, 400, 3)
+    got = nearest_distances(znormalized_windows(x, w, q), znormalized_windows(x, w, r), chunk=17)
+    # float32 products: an exact match (d = 0) comes out as sqrt(rounding) ~ 2e-3
+    np.testing.assert_allclose(got, brute_force(x, w, q, r), rtol=1e-3, atol=5e-3)
+    got_ex = nearest_distances(znormalized_windows(x, w, q), znormalized_windows(x, w, r), query_pos=q, ref_pos=r,
+                               exclusion=w, chunk=17)
+    np.testing.assert_allclose(got_ex, brute_force(x, w, q, r, exclusion=w), rtol=1e-3, atol=5e-3)
+
+
+def test_constant_windows_follow_the_matrix_profile_convention():
+    x = np.concatenate([np.full(50, 3.0), np.sin(np.arange(50))])
+    w = 10
+    zc, zv = znormalized_windows(x, w, np.array([20, 30])), znormalized_windows(x, w, np.array([90]))
+    assert np.allclose(zc, 0.0)
+    assert nearest_distances(zc[:1], zc[1:])[0] == pytest.approx(0.0)
+    assert nearest_distances(zv, zc[:1])[0] == pytest.approx(np.sqrt(w), rel=1e-5)
+
+
+def test_zscores_peak_on_the_distorted_period_and_ignore_normal_ones():
+    period, n, train_end = 40, 3000, 1200
+    x = periodic(n, period)
+    x[2000:2020] = x[2000:2020][::-1]  # one reversed half period: plausible values, unseen shape
+    disc = TrainingDiscord().fit(x[:train_end], period)
+    ends = np.arange(train_end + period, n, 5)
+    z = disc.zscores(x, ends)
+    hit = (ends >= 2000) & (ends - period + 1 < 2020)
+    assert z[hit].max() > 5 * max(z[~hit].max(), 1.0)
+    assert abs(np.median(z[~hit])) < 2.0  # normal windows look like the training part's own distances
+    assert disc.stats is not None and disc.stats.window == period and disc.stats.std > 0
+
+
+def test_reference_stride_bounds_memory_and_scores_stay_causal():
+    x = periodic(5000)
+    disc = TrainingDiscord(max_references=500).fit(x[:4000], 40)
+    assert disc.stats is not None and disc.stats.references <= 500 and disc.stats.reference_stride == 8
+    ends = np.arange(4100, 4900, 7)
+    longer = np.concatenate([x, np.random.default_rng(1).standard_normal(500)])
+    np.testing.assert_array_equal(disc.zscores(x, ends), disc.zscores(longer, ends))  # appending changes nothing
+
+
+def test_errors_are_clear():
+    with pytest.raises(NotFittedError):
+        TrainingDiscord().zscores(np.zeros(100), np.array([50]))
+    with pytest.raises(InputError, match="needs a training part"):
+        TrainingDiscord().fit(np.zeros(50), 40)
+    with pytest.raises(ValueError):
+        TrainingDiscord(max_references=1)
