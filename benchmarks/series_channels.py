@@ -30,20 +30,36 @@ from models.series_detector import spread_to_points, suppress_repeats
 SUPPRESS = 200  # NAB only: the detector's ``calibrate=True, suppress=200`` option, applied after the likelihood
 
 Channel = Callable[[dict], np.ndarray]
+
+
+def _discords(points: dict) -> list[np.ndarray]:
+    return [v for k, v in points.items() if k.startswith("discord@")]
+
+
+# Each takes the per-point channels of one series (see ``point_channels``) and returns one per-point score.
 CHANNELS: dict[str, Channel] = {
-    "diffusion (pure)": lambda z: z["diffusion"],
-    "statistical (level/scale only)": lambda z: np.maximum(z["level"], z["scale"]),
-    "discord (nearest neighbour only)": lambda z: np.max([z[k] for k in z if k.startswith("discord@")], axis=0),
-    "max z of all channels": lambda z: np.max([z[k] for k in z if k in ("diffusion", "level", "scale")
-                                              or k.startswith("discord@")], axis=0),
-    "max z without the diffusion channel": lambda z: np.max([z[k] for k in z if k in ("level", "scale")
-                                                            or k.startswith("discord@")], axis=0),
+    "diffusion (pure)": lambda p: p["diffusion"],
+    "statistical (level/scale only)": lambda p: np.maximum(p["level"], p["scale"]),
+    "discord (nearest neighbour only)": lambda p: np.max(_discords(p), axis=0),
+    "max z of all channels": lambda p: np.max([p["diffusion"], p["level"], p["scale"], *_discords(p)], axis=0),
+    "max z without the diffusion channel": lambda p: np.max([p["level"], p["scale"], *_discords(p)], axis=0),
 }
 
 
-def has_channel(dumps: list[dict], name: str) -> bool:
+def point_channels(z: dict) -> dict[str, np.ndarray]:
+    """A dump's window channels spread to points exactly as the detector does; discord channels carry their own
+    (finer) grid as ``<name>_ends`` (older dumps scored them on the diffusion grid)."""
+    n = int(z["n"])
+    out = {}
+    for name in ("diffusion", "level", "scale", *(k for k in z if k.startswith("discord@") and
+                                                   not k.endswith("_ends"))):
+        out[name] = spread_to_points(z.get(f"{name}_ends", z["ends"]), z[name], n)
+    return out
+
+
+def has_channel(points: list[dict], name: str) -> bool:
     """Discord channels exist only in runs with ``discord_scales`` (UCR's configuration)."""
-    return not name.startswith("discord") or all(any(k.startswith("discord@") for k in z) for z in dumps)
+    return not name.startswith("discord") or all(_discords(p) for p in points)
 
 
 def series_key(values: np.ndarray) -> str:
@@ -56,7 +72,7 @@ def nab_channels(dump: Path, data: Path) -> dict:
 
     corpus = NabCorpus(data)
     windows, profiles = corpus.windows(), corpus.profiles()
-    keys, layouts, dumps, gaussians = [], [], [], []
+    keys, layouts, points = [], [], []
     for key in corpus.keys():
         s = corpus.read(key)
         f = dump / f"{series_key(s.values)}.npz"
@@ -64,37 +80,27 @@ def nab_channels(dump: Path, data: Path) -> dict:
             raise SystemExit(f"{f} missing: the dump does not cover {key}")
         keys.append(key)
         layouts.append(nab_metrics.build_layout(key, s.timestamps, windows.get(key, [])))
-        dumps.append(dict(np.load(f)))
-        gaussians.append(WindowedGaussian(output="zscore").score(s.values))  # online: fit() is not used
+        p = point_channels(dict(np.load(f)))
+        p["gaussian"] = WindowedGaussian(output="zscore").score(s.values)  # online: fit() is not used
+        points.append(p)
     n_windows = sum(len(windows.get(k, [])) for k in keys)
 
-    def likelihoods(z: dict, gaussian: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        n = int(z["n"])
+    def fused(p: dict, names: list[str]) -> np.ndarray:
+        """Max over channels of each channel's own likelihood (a fresh one each: it keeps state)."""
+        n = p["diffusion"].size
+        raw = [CHANNELS[name](p) if name in CHANNELS else p[name] for name in names]
+        return np.max([nab_likelihood(nab_metrics.probationary_length(n)).transform(r) for r in raw], axis=0)
 
-        def calibrate(raw: np.ndarray) -> np.ndarray:  # a fresh likelihood per channel: it keeps state
-            return nab_likelihood(nab_metrics.probationary_length(n)).transform(raw)
-
-        out = []
-        for name in names:
-            if name == "gaussian":
-                out.append(calibrate(gaussian))
-            elif name in CHANNELS:
-                out.append(calibrate(spread_to_points(z["ends"], CHANNELS[name](z), n)))
-            else:
-                out.append(calibrate(spread_to_points(z["ends"], z[name], n)))
-        return out
-
-    discords = sorted(k for k in dumps[0] if k.startswith("discord@")) if dumps else []
-    fusion = ["diffusion", *discords, "level", "scale", "gaussian"]
+    fusion = ["diffusion", *sorted(k for k in points[0] if k.startswith("discord@")), "level", "scale", "gaussian"]
     variants: dict[str, list[str]] = {
-        **{name: [name] for name in CHANNELS if has_channel(dumps, name)},
+        **{name: [name] for name in CHANNELS if has_channel(points, name)},
         "windowed Gaussian channel only": ["gaussian"],
         "likelihood fusion (the detector)": fusion,
         "likelihood fusion without the diffusion channel": [c for c in fusion if c != "diffusion"],
     }
     out = {}
     for label, names in variants.items():
-        per_file = [np.max(likelihoods(z, g, names), axis=0) for z, g in zip(dumps, gaussians)]
+        per_file = [fused(p, names) for p in points]
         for horizon in (0, SUPPRESS):
             scores = [suppress_repeats(like, horizon) if horizon else like for like in per_file]
             res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
@@ -113,16 +119,16 @@ def ucr_channels(dump: Path, data: Path) -> dict:
         f = dump / f"{series_key(values)}.npz"
         if not f.exists():
             raise SystemExit(f"{f} missing: the dump does not cover {path.name}")
-        dumps.append((spec, dict(np.load(f))))
+        z = dict(np.load(f))
+        dumps.append((spec, point_channels(z), int(z["window"])))
     for name, channel in CHANNELS.items():
-        if not has_channel([z for _, z in dumps], name):
+        if not has_channel([p for _, p, _ in dumps], name):
             continue
         preds = []
-        for spec, z in dumps:
-            n = int(z["n"])
-            s = spread_to_points(z["ends"], channel(z), n)
+        for spec, p, window in dumps:
+            s = channel(p)
             peak = spec.train_end + int(np.argmax(s[spec.train_end:]))
-            preds.append((spec, int(min(max(peak - (int(z["window"]) - 1) // 2, 0), n - 1))))
+            preds.append((spec, int(min(max(peak - (window - 1) // 2, 0), s.size - 1))))
         acc = ucr_accuracy(preds)
         out[name] = {**acc.to_dict(), "hits_by_file": {sp.stem: bool(is_hit(sp, p)) for sp, p in preds}}
     return {"benchmark": "ucr", "n_series": len(dumps), "dump": str(dump), "accuracy": out}

@@ -86,7 +86,8 @@ class DiffusionDetectorConfig:
     the previous ``suppress`` points, else 0 — one alert per rising edge instead of a run of them (NAB charges
     every point above the threshold outside a window as a false positive). Causal.
     ``discord_scales``: window fractions for the nearest-neighbour discord channels (empty: none); UCR uses
-    (1.0, 0.5) — one-off shape distortions show at the period and at half of it.
+    (1.0, 0.5) — one-off shape distortions show at the period and at half of it. ``discord_hop``: their scoring
+    stride (0: a quarter of ``hop``).
     ``fusion``: ``"max_z"`` or ``"likelihood"`` (per-channel likelihoods, needs ``calibrate``); see the module
     docstring. ``gaussian_channel``: add the online windowed-Gaussian channel (needs ``fusion="likelihood"``).
     ``dump_dir``: also write every scored series' window channels there (``<sha1 of values>.npz``), so the
@@ -113,6 +114,7 @@ class DiffusionDetectorConfig:
     calibrate: bool = False
     suppress: int = 0
     discord_scales: tuple[float, ...] = ()
+    discord_hop: int = 0
     fusion: str = "max_z"
     gaussian_channel: bool = False
     scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
@@ -143,6 +145,8 @@ class DiffusionDetectorConfig:
         if any(not 0.0 < f <= 1.0 for f in scales):
             raise ValueError("discord_scales must lie in (0, 1] (fractions of the window)")
         object.__setattr__(self, "discord_scales", scales)
+        if self.discord_hop < 0:
+            raise ValueError("discord_hop must be >= 0 (0: a quarter of hop)")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.fusion == "likelihood" and not self.calibrate:
@@ -261,23 +265,19 @@ class DiffusionSeriesDetector:
 
     # ------------------------------------------------------------------ score
     def window_scores(self, values: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(window end positions, channels) for every scored window of ``values``.
+        """(window end positions, channels) for every window of ``values`` the diffusion model scores.
 
-        Channels: ``diffusion`` (z-scored with training statistics), ``level`` = |level_z|, ``scale`` = |scale_z|,
-        and ``discord@<fraction>`` per discord scale (z-scored with training statistics).
+        Channels: ``diffusion`` (z-scored with training statistics), ``level`` = |level_z|, ``scale`` = |scale_z|.
         """
         if self.pipeline is None or self.summary is None or self.window is None or self.hop is None:
             raise NotFittedError(f"{self.name}: call fit(train) before score()")
         x = as_series(values)
         w, hop = self.window, self.hop
         ends = np.arange(w - 1, x.size, hop)
-        channels: dict[str, list[np.ndarray]] = {"diffusion": [], "level": [], "scale": [],
-                                                 **{name: [] for name in self.discords}}
+        channels: dict[str, list[np.ndarray]] = {"diffusion": [], "level": [], "scale": []}
         step = max(1, self.config.score_batch)
         for i in range(0, ends.size, step):
             batch = self.pipeline.score_windows(sliding_windows(x, w, ends[i : i + step]).copy())
-            for name, discord in self.discords.items():
-                channels[name].append(discord.zscores(x, ends[i : i + step]))
             channels["diffusion"].append(
                 (np.asarray(batch.scores, dtype=np.float64) - self.summary.diffusion_mean) / self.summary.diffusion_std
             )
@@ -286,8 +286,40 @@ class DiffusionSeriesDetector:
         out = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in channels.items()}
         return ends, out
 
+    @property
+    def discord_hop(self) -> int:
+        """Discord windows are cheap next to a diffusion pass, so they are scored on a finer grid: a shape
+        distance is sensitive to how the window is aligned with the anomaly."""
+        if self.hop is None:
+            raise NotFittedError(f"{self.name}: call fit(train) before score()")
+        return self.config.discord_hop or max(1, self.hop // 4)
+
+    def discord_scores(self, values: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``discord@<fraction>`` -> (window end positions, training-normalised z) on the discord grid."""
+        x = as_series(values)
+        out = {}
+        for name, discord in self.discords.items():
+            assert discord.stats is not None
+            ends = np.arange(discord.stats.window - 1, x.size, self.discord_hop)
+            out[name] = (ends, discord.zscores(x, ends))
+        return out
+
+    def point_channels(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Every channel as a causal per-point series (the latest window ending at or before each point)."""
+        x = as_series(values)
+        ends, channels = self.window_scores(x)
+        discords = self.discord_scores(x)
+        if self.config.dump_dir:
+            self._dump(x, ends, channels, discords)
+        out = {name: spread_to_points(ends, v, x.size) for name, v in channels.items()}
+        out.update({name: spread_to_points(e, z, x.size) for name, (e, z) in discords.items()})
+        if self.gaussian is not None:
+            out["gaussian"] = self.gaussian.score(x)
+        return out
+
     def combine(self, channels: dict[str, np.ndarray]) -> np.ndarray:
-        """The detector's window score from its channels (see the module docstring)."""
+        """max(diffusion, discord…, level_weight · max(level, scale)) over arrays of one grid (see the module
+        docstring); the ``gaussian`` channel only enters through ``fusion="likelihood"``."""
         s = channels["diffusion"]
         for name in channels:
             if name.startswith("discord@"):
@@ -297,46 +329,42 @@ class DiffusionSeriesDetector:
             s = np.maximum(s, self.config.level_weight * stat)
         return s
 
+    def fused_channels(self, channels: dict[str, np.ndarray]) -> list[str]:
+        """Names of the channels ``fusion="likelihood"`` calibrates one by one."""
+        names = ["diffusion", *(n for n in channels if n.startswith("discord@"))]
+        if self.config.level_weight > 0:
+            names += ["level", "scale"]
+        return names + (["gaussian"] if "gaussian" in channels else [])
+
     def score(self, values: np.ndarray) -> np.ndarray:
         x = as_series(values)
-        ends, channels = self.window_scores(x)
-        if self.config.dump_dir:
-            self._dump(x, ends, channels)
+        channels = self.point_channels(x)
         if not self.config.calibrate:
-            return spread_to_points(ends, self.combine(channels), x.size)
+            return self.combine(channels)
         assert self.summary is not None
         p = self.summary.train_points
 
-        def likelihood(raw: np.ndarray) -> np.ndarray:
+        def likelihood(raw: np.ndarray) -> np.ndarray:  # a fresh one per channel: it keeps state
             return AnomalyLikelihood(historic_window=8640, short_window=10, learning_period=p, skip_first=p // 2,
                                      learning_value=0.5).transform(raw)
 
         if self.config.fusion == "max_z":
-            like = likelihood(spread_to_points(ends, self.combine(channels), x.size))
+            like = likelihood(self.combine(channels))
         else:
-            like = np.max([likelihood(point_scores) for point_scores in self.point_channels(x, ends, channels)],
-                          axis=0)
+            like = np.max([likelihood(channels[name]) for name in self.fused_channels(channels)], axis=0)
         return suppress_repeats(like, self.config.suppress) if self.config.suppress else like
 
-    def point_channels(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The per-point raw series that ``fusion="likelihood"`` calibrates one by one."""
-        names = ["diffusion", *(n for n in channels if n.startswith("discord@"))]
-        if self.config.level_weight > 0:
-            names += ["level", "scale"]
-        out = [spread_to_points(ends, channels[n], x.size) for n in names]
-        if self.gaussian is not None:
-            out.append(self.gaussian.score(x))
-        return out
-
-    def _dump(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray]) -> None:
+    def _dump(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray],
+              discords: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         import hashlib
         from pathlib import Path
 
         out = Path(str(self.config.dump_dir))
         out.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
+        extra = {k: v for name, (e, z) in discords.items() for k, v in ((name, z), (f"{name}_ends", e))}
         np.savez_compressed(out / f"{key}.npz", ends=ends, n=x.size, window=self.window, hop=self.hop,
-                            summary=json.dumps(asdict(self.summary)) if self.summary else "{}", **channels)
+                            summary=json.dumps(asdict(self.summary)) if self.summary else "{}", **channels, **extra)
 
 
 def spread_to_points(ends: np.ndarray, window_scores: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:

@@ -212,15 +212,20 @@ def test_discord_channels_join_the_combined_score_and_catch_an_unseen_shape():
     period, n, train_end = 32, 1500, 600
     x = periodic(n, period=period, noise=0.02)
     x[1100:1116] = x[1100:1116][::-1]  # a reversed half period: same values, unseen shape
-    det = DiffusionSeriesDetector(window=period, hop=2, discord_scales=(1.0, 0.5), **FAST).fit(x[:train_end])
+    det = DiffusionSeriesDetector(window=period, hop=8, discord_scales=(1.0, 0.5), **FAST).fit(x[:train_end])
     assert det.summary is not None and [d.window for d in det.summary.discords] == [32, 16]
-    ends, channels = det.window_scores(x)
+    discords = det.discord_scores(x)
+    assert set(discords) == {"discord@1", "discord@0.5"} and det.discord_hop == 2  # a quarter of hop
+    ends, z = discords["discord@1"]
+    assert ends[0] == 31 and np.all(np.diff(ends) == 2)
+    hit = (ends >= 1100) & (ends - period + 1 < 1116)
+    after = ends >= train_end
+    assert z[hit].max() > z[after & ~hit].max()
+    channels = det.point_channels(x)
     assert set(channels) == {"diffusion", "level", "scale", "discord@1", "discord@0.5"}
     combined = det.combine(channels)
     assert np.all(combined >= channels["discord@1"]) and np.all(combined >= channels["discord@0.5"])
-    hit = (ends >= 1100) & (ends - period + 1 < 1116)
-    after = ends >= train_end
-    assert channels["discord@1"][hit].max() > channels["discord@1"][after & ~hit].max()
+    np.testing.assert_array_equal(det.score(x), combined)
     np.testing.assert_allclose(det.score(x[:1200]), det.score(x)[:1200], rtol=1e-5, atol=1e-5)  # still causal
 
 
@@ -234,9 +239,9 @@ def test_likelihood_fusion_calibrates_each_channel_and_needs_calibrate():
     x = periodic(1500)
     x[1200:] += 4.0  # a level shift the online Gaussian channel sees at once
     det = DiffusionSeriesDetector(calibrate=True, fusion="likelihood", gaussian_channel=True, **FAST).fit(x[:450])
-    ends, channels = det.window_scores(x)
-    series = det.point_channels(x, ends, channels)
-    assert len(series) == 4 and all(s.shape == x.shape for s in series)  # diffusion, level, scale, gaussian
+    channels = det.point_channels(x)
+    assert det.fused_channels(channels) == ["diffusion", "level", "scale", "gaussian"]
+    assert all(c.shape == x.shape for c in channels.values())
     s = det.score(x)
     assert np.all((s >= 0) & (s <= 1))
     assert s[1200:1230].max() > s[600:1150].max()  # the shift is the most likely anomaly after the probation
