@@ -134,17 +134,35 @@ def ucr_channels(dump: Path, data: Path) -> dict:
     return {"benchmark": "ucr", "n_series": len(dumps), "dump": str(dump), "accuracy": out}
 
 
+def plot_channels(result: dict, baselines: Path | None, path: Path) -> Path:
+    """The channels beside the baselines of a ``bench`` run, so the diffusion model's share is seen at a glance."""
+    from benchmarks.plots import plot_accuracy_bars, plot_scoreboard
+
+    base = json.loads(baselines.read_text()) if baselines else {}
+    if result["benchmark"] == "nab":
+        # The suppressed rows are the comparable ones (the detector suppresses); the rest stay in the JSON.
+        table = {**base.get("scores", {}), **{k: v for k, v in result["scores"].items() if "suppress" in k}}
+        return plot_scoreboard(table, path, "NAB: diffusion detector channels vs. baselines")
+    table = {**base.get("accuracy", {}), **{k: v for k, v in result["accuracy"].items()}}
+    return plot_accuracy_bars(table, path, "UCR top-1: diffusion detector channels vs. baselines")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("benchmark", choices=("nab", "ucr"))
     ap.add_argument("dump", type=Path)
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--baselines", type=Path, default=None,
+                    help="a bench nab/ucr JSON whose detectors are drawn beside the channels")
+    ap.add_argument("--plot", type=Path, default=None, help="PNG: scoreboard (NAB) or accuracy bars (UCR)")
     args = ap.parse_args()
     if args.benchmark == "nab":
         result = nab_channels(args.dump, args.data or DEFAULT_NAB)
     else:
         result = ucr_channels(args.dump, args.data or DEFAULT_UCR)
+    if args.plot:
+        plot_channels(result, args.baselines, args.plot)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True))
     print(json.dumps({k: v for k, v in result.items() if k in ("scores", "accuracy")}, default=str)[:2000])
