@@ -15,7 +15,7 @@ Scorers compared in one run, on the same images and the same frozen EfficientNet
 
 One U-Net is trained and shared by ``recon``, ``trend``, ``kl`` and ``dynamic`` (they differ only in how they
 *score*); ``adversarial`` trains its own with the ADDM loss. Sharing is what keeps the whole bench within the
-CPU budget; it is done by :func:`adopt_model` (see its note on the scorer internals it relies on).
+CPU budget; it is done by the scorers' own ``fit(train, reuse=shared)``.
 """
 from __future__ import annotations
 
@@ -154,27 +154,6 @@ def diffusion_kwargs(config: MVTecBenchConfig, progress: bool) -> dict[str, Any]
             "calibration_samples": config.calibration_samples}
 
 
-def adopt_model(target, source, normal: torch.Tensor) -> None:
-    """Give ``target`` the trained U-Net and feature statistics of ``source`` instead of training again.
-
-    Relies on :class:`models.scorers.diffusion.DiffusionScorer` internals (``model``, ``buffers``,
-    ``input_shape``, ``_after_train``, ``_calibrate``) because the scorer API has no public "fit with this
-    model" entry yet. Both scorers must have been built with the same U-Net, training and space settings.
-    """
-    if target.unet_config.base_channels != source.unet_config.base_channels or \
-            target.params.space_layers != source.params.space_layers:
-        raise ValueError("adopt_model needs scorers built with the same U-Net and feature space")
-    target.input_shape = source.input_shape
-    target.unet_config = source.unet_config
-    target.train_config = source.train_config
-    target.model = source.model
-    target.buffers = {k: v for k, v in source.buffers.items() if k.startswith("space_")}
-    target.train_seconds = source.train_seconds
-    target.train_losses = list(source.train_losses)
-    target._after_train(normal)
-    target._calibrate(normal)
-
-
 def _fit_diffusion(names: list[str], train: torch.Tensor, config: MVTecBenchConfig, progress: bool):
     """Fit the requested diffusion scorers (sharing one U-Net where allowed) → {name: (scorer, seconds)}."""
     from models.scorers import create_scorer
@@ -186,7 +165,7 @@ def _fit_diffusion(names: list[str], train: torch.Tensor, config: MVTecBenchConf
         scorer = create_scorer(name, **diffusion_kwargs(config, progress))
         if name in SHARED_MODEL_SCORERS and shared is not None:
             log.info("%s reuses the U-Net trained for %s", name, shared.name)
-            adopt_model(scorer, shared, train)
+            scorer.fit(train, reuse=shared)
         else:
             scorer.fit(train)
             if name in SHARED_MODEL_SCORERS:

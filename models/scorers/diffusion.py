@@ -251,16 +251,16 @@ class DiffusionScorer:
             raise InputError("need at least 2 normal samples to fit")
         self.input_shape = tuple(int(s) for s in x.shape[1:])  # type: ignore[assignment]
         self.buffers = {}
-        if self.params.space == "feature":
-            z = torch.cat([self.space_features.maps(chunk).cpu() for chunk in self._chunks(x)])
-            self.buffers["space_mean"] = z.mean(dim=(0, 2, 3), keepdim=True)[0].to(self.device)
-            self.buffers["space_std"] = z.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-4).to(self.device)
-            data = ((z.to(self.device) - self.buffers["space_mean"]) / self.buffers["space_std"]).cpu()
-        else:
-            data = x
         if reuse is not None:
-            self._reuse_model(reuse)
+            self._reuse_model(reuse)  # the feature statistics come with the model: no second feature pass
         else:
+            if self.params.space == "feature":
+                z = torch.cat([self.space_features.maps(chunk).cpu() for chunk in self._chunks(x)])
+                self.buffers["space_mean"] = z.mean(dim=(0, 2, 3), keepdim=True)[0].to(self.device)
+                self.buffers["space_std"] = z.std(dim=(0, 2, 3), keepdim=True)[0].clamp_min(1e-4).to(self.device)
+                data = ((z.to(self.device) - self.buffers["space_mean"]) / self.buffers["space_std"]).cpu()
+            else:
+                data = x
             self._train(data, x.shape[0])
         self._after_train(x)
         self._calibrate(x)
