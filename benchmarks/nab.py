@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from benchmarks.detectors import DetectorSpec
 from benchmarks.nab_files import NabCorpus, NabSeries, result_path, window_labels, write_result_file
-from models.calibration import AnomalyLikelihood
+from models.calibration import AnomalyLikelihood, training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
 
@@ -52,12 +52,9 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
 def nab_likelihood(probation: int) -> AnomalyLikelihood:
-    """HTM-style calibration for one file: silent during probation; its first half never enters the
-    distribution (detectors' warm-up scores are not representative)."""
-    return AnomalyLikelihood(
-        historic_window=8640, short_window=10, learning_period=probation, skip_first=probation // 2,
-        learning_value=0.5,
-    )
+    """HTM-style calibration for one file (learning period = the probationary part); see
+    :func:`models.calibration.training_part_likelihood`."""
+    return training_part_likelihood(probation)
 
 
 def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np.ndarray]:

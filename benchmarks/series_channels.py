@@ -25,9 +25,9 @@ from benchmarks.nab_files import NabCorpus
 from benchmarks.ucr import find_ucr_files, load_ucr_series
 from models.metrics import nab as nab_metrics
 from models.metrics.ucr import is_hit, parse_ucr_name, ucr_accuracy
-from models.series_detector import spread_to_points, suppress_repeats
+from models.series_detector import DiffusionDetectorConfig, DiffusionSeriesDetector, spread_to_points, suppress_repeats
 
-SUPPRESS = 200  # NAB only: the detector's ``calibrate=True, suppress=200`` option, applied after the likelihood
+SUPPRESS = 200  # NAB only: the suppression horizon when the dumped detector did not suppress itself
 
 Channel = Callable[[dict], np.ndarray]
 
@@ -36,14 +36,22 @@ def _discords(points: dict) -> list[np.ndarray]:
     return [v for k, v in points.items() if k.startswith("discord@")]
 
 
-# Each takes the per-point channels of one series (see ``point_channels``) and returns one per-point score.
+# Single channels: each takes the per-point channels of one series (``point_channels``), returns one score.
 CHANNELS: dict[str, Channel] = {
     "diffusion (pure)": lambda p: p["diffusion"],
     "statistical (level/scale only)": lambda p: np.maximum(p["level"], p["scale"]),
     "discord (nearest neighbour only)": lambda p: np.max(_discords(p), axis=0),
-    "max z of all channels": lambda p: np.max([p["diffusion"], p["level"], p["scale"], *_discords(p)], axis=0),
-    "max z without the diffusion channel": lambda p: np.max([p["level"], p["scale"], *_discords(p)], axis=0),
 }
+DETECTOR = "the detector"
+WITHOUT_DIFFUSION = "the detector without the diffusion channel"
+
+
+def detector_of(z: dict) -> DiffusionSeriesDetector:
+    """An unfitted detector with the run's own configuration (stored in the dump; older dumps: the defaults), so
+    the fusion rules applied here are the detector's code, not a copy of them."""
+    config = json.loads(str(z["config"])) if "config" in z else {}
+    config.pop("dump_dir", None)
+    return DiffusionSeriesDetector(DiffusionDetectorConfig(**config))
 
 
 def point_channels(z: dict) -> dict[str, np.ndarray]:
@@ -57,6 +65,11 @@ def point_channels(z: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def without_diffusion(points: dict) -> dict:
+    """The same channels with the diffusion channel silenced (it can then never win a max)."""
+    return {**points, "diffusion": np.full_like(points["diffusion"], -np.inf)}
+
+
 def has_channel(points: list[dict], name: str) -> bool:
     """Discord channels exist only in runs with ``discord_scales`` (UCR's configuration)."""
     return not name.startswith("discord") or all(_discords(p) for p in points)
@@ -67,12 +80,14 @@ def series_key(values: np.ndarray) -> str:
 
 
 def nab_channels(dump: Path, data: Path) -> dict:
-    """Each channel alone and the fusions, through the NAB runner's own likelihood and scorer."""
+    """Each channel alone, the detector's fusion, and the fusion without the diffusion channel, through the NAB
+    runner's own likelihood and scorer."""
     from models.baselines.gaussian import WindowedGaussian
 
     corpus = NabCorpus(data)
     windows, profiles = corpus.windows(), corpus.profiles()
     keys, layouts, points = [], [], []
+    detector: DiffusionSeriesDetector | None = None
     for key in corpus.keys():
         s = corpus.read(key)
         f = dump / f"{series_key(s.values)}.npz"
@@ -80,9 +95,13 @@ def nab_channels(dump: Path, data: Path) -> dict:
             raise SystemExit(f"{f} missing: the dump does not cover {key}")
         keys.append(key)
         layouts.append(nab_metrics.build_layout(key, s.timestamps, windows.get(key, [])))
-        p = point_channels(dict(np.load(f)))
+        z = dict(np.load(f))
+        detector = detector or detector_of(z)
+        p = point_channels(z)
         p["gaussian"] = WindowedGaussian(output="zscore").score(s.values)  # online: fit() is not used
         points.append(p)
+    if detector is None:
+        raise SystemExit(f"no NAB files under {data}")
     n_windows = sum(len(windows.get(k, [])) for k in keys)
 
     def fused(p: dict, names: list[str]) -> np.ndarray:
@@ -91,25 +110,29 @@ def nab_channels(dump: Path, data: Path) -> dict:
         raw = [CHANNELS[name](p) if name in CHANNELS else p[name] for name in names]
         return np.max([nab_likelihood(nab_metrics.probationary_length(n)).transform(r) for r in raw], axis=0)
 
-    fusion = ["diffusion", *sorted(k for k in points[0] if k.startswith("discord@")), "level", "scale", "gaussian"]
+    fusion = detector.fused_channels(points[0])
+    fusion_label = "likelihood fusion" + (f" ({DETECTOR})" if detector.config.fusion == "likelihood" else "")
     variants: dict[str, list[str]] = {
         **{name: [name] for name in CHANNELS if has_channel(points, name)},
         "windowed Gaussian channel only": ["gaussian"],
-        "likelihood fusion (the detector)": fusion,
+        fusion_label: fusion,
         "likelihood fusion without the diffusion channel": [c for c in fusion if c != "diffusion"],
     }
+    horizon = detector.config.suppress or SUPPRESS
     out = {}
     for label, names in variants.items():
         per_file = [fused(p, names) for p in points]
-        for horizon in (0, SUPPRESS):
-            scores = [suppress_repeats(like, horizon) if horizon else like for like in per_file]
+        for h in (0, horizon):
+            scores = [suppress_repeats(like, h) if h else like for like in per_file]
             res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
-            out[label + (f" + suppress {horizon}" if horizon else "")] = {
+            out[label + (f" + suppress {h}" if h else "")] = {
                 p: round(res[p].normalized, 3) for p in PROFILES if p in res}
-    return {"benchmark": "nab", "n_files": len(keys), "dump": str(dump), "scores": out}
+    return {"benchmark": "nab", "n_files": len(keys), "dump": str(dump), "detector_config": detector.config.to_dict(),
+            "scores": out}
 
 
 def ucr_channels(dump: Path, data: Path) -> dict:
+    """Each channel alone, the detector (its own ``combine``) and the detector without the diffusion channel."""
     files = find_ucr_files(data)
     out = {}
     dumps = []
@@ -120,13 +143,17 @@ def ucr_channels(dump: Path, data: Path) -> dict:
         if not f.exists():
             raise SystemExit(f"{f} missing: the dump does not cover {path.name}")
         z = dict(np.load(f))
-        dumps.append((spec, point_channels(z), int(z["window"])))
-    for name, channel in CHANNELS.items():
-        if not has_channel([p for _, p, _ in dumps], name):
-            continue
+        dumps.append((spec, point_channels(z), int(z["window"]), detector_of(z)))
+    variants: dict[str, Callable[[dict, DiffusionSeriesDetector], np.ndarray]] = {
+        **{name: (lambda p, det, c=channel: c(p)) for name, channel in CHANNELS.items()
+           if has_channel([p for _, p, _, _ in dumps], name)},
+        DETECTOR: lambda p, det: det.combine(p),
+        WITHOUT_DIFFUSION: lambda p, det: det.combine(without_diffusion(p)),
+    }
+    for name, score in variants.items():
         preds = []
-        for spec, p, window in dumps:
-            s = channel(p)
+        for spec, p, window, det in dumps:
+            s = score(p, det)
             peak = spec.train_end + int(np.argmax(s[spec.train_end:]))
             preds.append((spec, int(min(max(peak - (window - 1) // 2, 0), s.size - 1))))
         acc = ucr_accuracy(preds)

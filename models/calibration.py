@@ -181,3 +181,14 @@ class AnomalyLikelihood:
         self._hist_sum = float(arr.sum())
         self._hist_sq = float((arr * arr).sum())
         self._count = count
+
+
+def training_part_likelihood(train_points: int) -> AnomalyLikelihood:
+    """The HTM-style calibration every series benchmark uses for one stream: silent during the training part,
+    whose first half never enters the distribution (a detector's warm-up scores are not representative).
+
+    One factory, so the NAB runner, the series detector's own calibration and the channel ablation can never
+    drift apart. A fresh instance per raw series: ``transform`` keeps state.
+    """
+    return AnomalyLikelihood(historic_window=8640, short_window=10, learning_period=train_points,
+                             skip_first=train_points // 2, learning_value=0.5)

@@ -4,7 +4,7 @@ Why it exists: the diffusion model sees a window's CWT scalogram, resized and no
 *plausible*; a small distortion of one beat or a missing dip can still be plausible. The distance from a window to
 its nearest neighbour among the training windows (z-normalised Euclidean, the matrix-profile AB-join of the UCR
 literature) judges whether the raw shape was ever *seen*. The two fail on different series, so the series detector
-takes the larger of their training-normalised z-scores.
+fuses their training-normalised z-scores (see ``models.series_detector``).
 
 Normalisation uses the training part only: a sample of training windows is joined against the other training
 windows outside an exclusion zone of one window (trivial matches excluded), and the mean/std of those distances
@@ -23,35 +23,56 @@ from models.errors import InputError, NotFittedError
 def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
     """float32 windows ending (inclusive) at ``ends``, each shifted to mean 0 and scaled to std 1.
 
-    A constant window stays all-zero (its std is replaced by a floor), so two constant windows are 0 apart and a
-    constant and a varying window are sqrt(window) apart — the matrix-profile convention.
+    A constant window stays all-zero (its std is replaced by a floor far below float64 rounding of real data), so
+    two constant windows are 0 apart and a constant and a varying window are sqrt(window) apart — the
+    matrix-profile convention.
     """
-    view = np.lib.stride_tricks.sliding_window_view(np.asarray(x, dtype=np.float64), window)[ends - window + 1]
+    values = np.asarray(x, dtype=np.float64)
+    ends = np.asarray(ends, dtype=np.int64)
+    if ends.size and (ends.min() < window - 1 or ends.max() >= values.size):
+        raise InputError(f"window ends must lie in [{window - 1}, {values.size - 1}] for windows of {window} "
+                         f"in a series of {values.size} points, got [{ends.min()}, {ends.max()}]")
+    view = np.lib.stride_tricks.sliding_window_view(values, window)[ends - window + 1]
     mu = view.mean(axis=1, keepdims=True)
     sd = view.std(axis=1, keepdims=True)
-    floor = 1e-8 * np.maximum(np.abs(mu), 1.0)
+    floor = 1e-12 * np.maximum(np.abs(mu), 1.0)
     return ((view - mu) / np.maximum(sd, floor)).astype(np.float32)
 
 
 def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.ndarray | None = None,
-                      ref_pos: np.ndarray | None = None, exclusion: int = 0, chunk: int = 8192) -> np.ndarray:
+                      ref_pos: np.ndarray | None = None, exclusion: int = 0, chunk: int = 8192,
+                      query_block: int = 1024) -> np.ndarray:
     """Euclidean distance from each z-normalised query to its nearest z-normalised reference (= sqrt(2 w (1 - corr))
     for two varying windows; the squared norms keep the constant-window convention exact).
 
     With ``exclusion`` > 0, references whose position is closer than that to the query's are skipped (a training
-    window must not match itself or its overlapping neighbours). Chunked so memory stays ~ queries x ``chunk``.
+    window must not match itself or its overlapping neighbours); a query with no reference left gets inf.
+    Peak memory is about 3 float32 arrays of ``query_block`` x ``chunk`` (≈ 100 MiB at the defaults), whatever
+    the number of queries. float32 Gram products resolve distances to ~sqrt(4 w · 1.2e-7); callers floor
+    their normalisers accordingly.
     """
+    if exclusion > 0 and (query_pos is None or ref_pos is None):
+        raise ValueError("exclusion needs query_pos and ref_pos")
     best = np.full(queries.shape[0], np.inf, dtype=np.float32)
-    q_norm = np.einsum("ij,ij->i", queries, queries)
     r_norm = np.einsum("ij,ij->i", refs, refs)
-    for start in range(0, refs.shape[0], chunk):
-        block = refs[start : start + chunk]
-        d2 = np.maximum(q_norm[:, None] + r_norm[None, start : start + chunk] - 2.0 * (queries @ block.T), 0.0)
-        if exclusion > 0:
-            assert query_pos is not None and ref_pos is not None
-            d2[np.abs(query_pos[:, None] - ref_pos[None, start : start + chunk]) < exclusion] = np.inf
-        best = np.minimum(best, d2.min(axis=1))
-    return np.sqrt(best)
+    for q0 in range(0, queries.shape[0], query_block):
+        q = queries[q0 : q0 + query_block]
+        q_norm = np.einsum("ij,ij->i", q, q)
+        for r0 in range(0, refs.shape[0], chunk):
+            d2 = q @ refs[r0 : r0 + chunk].T
+            d2 *= -2.0
+            d2 += q_norm[:, None]
+            d2 += r_norm[None, r0 : r0 + chunk]
+            if exclusion > 0:
+                assert query_pos is not None and ref_pos is not None
+                qp, rp = query_pos[q0 : q0 + query_block], ref_pos[r0 : r0 + chunk]
+                if qp.min() - rp.max() < exclusion and rp.min() - qp.max() < exclusion:  # any pair close at all?
+                    near = np.abs(qp[:, None] - rp[None, :]) < exclusion
+                    d2[near] = np.inf
+                    del near
+            np.minimum(best[q0 : q0 + query_block], d2.min(axis=1), out=best[q0 : q0 + query_block])
+            del d2
+    return np.sqrt(np.maximum(best, 0.0))
 
 
 @dataclass(frozen=True)
@@ -79,11 +100,14 @@ class TrainingDiscord:
         self.self_join_queries = self_join_queries
         self.stats: DiscordStats | None = None
         self._refs: np.ndarray | None = None
+        self._ref_ends: np.ndarray | None = None
 
     def fit(self, train: np.ndarray, window: int) -> "TrainingDiscord":
         x = np.asarray(train, dtype=np.float64)
-        if window < 3 or x.size < 2 * window + 1:
-            raise InputError(f"discord window {window} needs a training part of > {2 * window} points, got {x.size}")
+        if window < 3:
+            raise InputError(f"discord window must be >= 3 samples, got {window}")
+        if x.size < 3 * window:
+            raise InputError(f"discord window {window} needs a training part of >= {3 * window} points, got {x.size}")
         ends = np.arange(window - 1, x.size)
         stride = max(1, int(np.ceil(ends.size / self.max_references)))
         ref_ends = ends[::stride]
@@ -94,20 +118,32 @@ class TrainingDiscord:
         own = own[np.isfinite(own)]
         if own.size < 2:
             raise InputError(f"training part of {x.size} points has too few non-overlapping windows of {window}")
-        self._refs = refs
+        self._refs, self._ref_ends = refs, ref_ends
+        # Floors: a constant or noise-free training part has (almost) no spread of its own distances, and float32
+        # Gram products cannot resolve below ~7e-4·sqrt(w); without them any tiny change would score z ~ 1e6.
+        scale = float(np.sqrt(window))
         self.stats = DiscordStats(window=int(window), references=int(ref_ends.size), reference_stride=stride,
-                                  mean=float(own.mean()), std=float(max(own.std(), 1e-6)))
+                                  mean=float(own.mean()),
+                                  std=float(max(own.std(), 0.05 * own.mean(), 1e-2 * scale)))
         return self
 
     def zscores(self, x: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Training-normalised nearest-neighbour distance of the windows of ``x`` ending at ``ends``."""
-        if self._refs is None or self.stats is None:
+        """Training-normalised nearest-neighbour distance of the windows of ``x`` ending at ``ends``.
+
+        ``x`` must begin with the training part (the positions of the references are its positions): a window
+        that overlaps the training part is then compared outside an exclusion zone of one window, exactly as the
+        normaliser was computed — otherwise it would find itself and score far below normal.
+        """
+        if self._refs is None or self._ref_ends is None or self.stats is None:
             raise NotFittedError("TrainingDiscord: call fit(train, window) first")
         ends = np.asarray(ends, dtype=np.int64)
         if ends.size == 0:
             return np.zeros(0)
-        d = nearest_distances(znormalized_windows(x, self.stats.window, ends), self._refs)
-        return (d.astype(np.float64) - self.stats.mean) / self.stats.std
+        w = self.stats.window
+        d = nearest_distances(znormalized_windows(x, w, ends), self._refs, query_pos=ends, ref_pos=self._ref_ends,
+                              exclusion=w).astype(np.float64)
+        d[~np.isfinite(d)] = self.stats.mean  # no reference outside the exclusion zone: no evidence either way
+        return (d - self.stats.mean) / self.stats.std
 
 
 __all__ = ["DiscordStats", "TrainingDiscord", "nearest_distances", "znormalized_windows"]

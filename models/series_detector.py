@@ -11,8 +11,9 @@ How a series becomes per-point scores
 * **Scoring**: windows end at absolute positions ``w-1, w-1+hop, w-1+2·hop, …`` (a grid anchored at the start of
   the series, so appending points never moves it). Point ``t`` gets the score of the latest window that ends at or
   before ``t``: causal by construction. Points before the first window ends get 0.
-* **Normalisation with training statistics only**: each channel is z-scored with the mean/std it has on the
-  training windows, never with statistics of the scored part (no look-ahead).
+* **No look-ahead in normalisation**: the diffusion, level/scale and discord channels are z-scored with
+  statistics of the training windows only; the windowed-Gaussian channel and the likelihoods (``calibrate``)
+  use past points only, never statistics of the part still to come.
 
 Channels (one general method, the same for every file)
 ------------------------------------------------------
@@ -20,10 +21,10 @@ Channels (one general method, the same for every file)
 The scalogram is normalised per window, so the model judges *shape* only. ``level_weight > 0`` adds the cheap
 statistical channel the pipeline already reports — how far the window's mean (``level_z``) and log-std
 (``scale_z``) are from the training windows' — because level and amplitude shifts are anomalies the shape model
-is blind to by design. ``discord_scales`` adds one raw-shape channel per scale: the nearest-neighbour distance of
-the window (length ``scale · w``, same end point) to the training windows, z-scored with the training part's own
-nearest-neighbour distances (:mod:`models.discord`) — plausible-but-unseen shapes that the scalogram model lets
-through. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
+is blind to by design. ``discord_scales`` adds one raw-shape channel per scale: the nearest-neighbour distance
+of the window (length ``scale · w``, centred on the full window's centre) to the training windows, z-scored with
+the training part's own nearest-neighbour distances (:mod:`models.discord`) — plausible-but-unseen shapes that
+the scalogram model lets through. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
 ``level_weight=0`` and no discord scales is the pure diffusion detector.
 
 Fusion (``calibrate=True``)
@@ -56,7 +57,7 @@ import torch
 from models.baselines import as_series, register_series_detector
 from models.baselines.gaussian import WindowedGaussian
 from models.baselines.period import dominant_period
-from models.calibration import AnomalyLikelihood
+from models.calibration import training_part_likelihood
 from models.discord import DiscordStats, TrainingDiscord
 from models.errors import InputError, NotFittedError
 from models.pipeline import ScalogramPipeline
@@ -141,7 +142,10 @@ class DiffusionDetectorConfig:
             scales = (scales,)
         elif isinstance(scales, str):  # "1;0.5" from a command line (commas separate detector options)
             scales = tuple(part for part in scales.replace("/", ";").split(";") if part.strip())
-        scales = tuple(float(f) for f in scales)
+        try:
+            scales = tuple(float(f) for f in scales)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"discord_scales must be numbers (e.g. '1;0.5'), got {self.discord_scales!r}") from exc
         if any(not 0.0 < f <= 1.0 for f in scales):
             raise ValueError("discord_scales must lie in (0, 1] (fractions of the window)")
         object.__setattr__(self, "discord_scales", scales)
@@ -295,13 +299,20 @@ class DiffusionSeriesDetector:
         return self.config.discord_hop or max(1, self.hop // 4)
 
     def discord_scores(self, values: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``discord@<fraction>`` -> (window end positions, training-normalised z) on the discord grid."""
+        """``discord@<fraction>`` -> (score positions, training-normalised z) on the discord grid.
+
+        A shorter discord window is centred where the full window is: the one scored at position ``e`` ends at
+        ``e - (w - m) // 2`` (causal), so every channel's peak points at the same centre and one ``lag`` serves
+        the UCR prediction whichever channel wins.
+        """
+        if self.window is None:
+            raise NotFittedError(f"{self.name}: call fit(train) before score()")
         x = as_series(values)
+        grid = np.arange(self.window - 1, x.size, self.discord_hop)
         out = {}
         for name, discord in self.discords.items():
             assert discord.stats is not None
-            ends = np.arange(discord.stats.window - 1, x.size, self.discord_hop)
-            out[name] = (ends, discord.zscores(x, ends))
+            out[name] = (grid, discord.zscores(x, grid - (self.window - discord.stats.window) // 2))
         return out
 
     def point_channels(self, values: np.ndarray) -> dict[str, np.ndarray]:
@@ -345,8 +356,7 @@ class DiffusionSeriesDetector:
         p = self.summary.train_points
 
         def likelihood(raw: np.ndarray) -> np.ndarray:  # a fresh one per channel: it keeps state
-            return AnomalyLikelihood(historic_window=8640, short_window=10, learning_period=p, skip_first=p // 2,
-                                     learning_value=0.5).transform(raw)
+            return training_part_likelihood(p).transform(raw)
 
         if self.config.fusion == "max_z":
             like = likelihood(self.combine(channels))
@@ -363,8 +373,10 @@ class DiffusionSeriesDetector:
         out.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:16]
         extra = {k: v for name, (e, z) in discords.items() for k, v in ((name, z), (f"{name}_ends", e))}
+        config = {k: v for k, v in self.config.to_dict().items() if k != "dump_dir"}
         np.savez_compressed(out / f"{key}.npz", ends=ends, n=x.size, window=self.window, hop=self.hop,
-                            summary=json.dumps(asdict(self.summary)) if self.summary else "{}", **channels, **extra)
+                            summary=json.dumps(asdict(self.summary)) if self.summary else "{}",
+                            config=json.dumps(config), **channels, **extra)
 
 
 def spread_to_points(ends: np.ndarray, window_scores: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:

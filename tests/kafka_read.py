@@ -12,9 +12,11 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 
-def read_topic(consumer: KafkaConsumer, topic: str, expected: int, *, timeout_s: float = 30.0) -> list[Any]:
-    """Records of every partition of ``topic`` from offset 0, polled until ``expected`` arrived or the deadline
-    (a batch may carry more than ``expected``: duplicates stay visible to the caller); closes ``consumer``."""
+def read_topic(consumer: KafkaConsumer, topic: str, expected: int, *, timeout_s: float = 30.0,
+               quiet_ms: int = 1000) -> list[Any]:
+    """Records of every partition of ``topic`` from offset 0: polled until at least ``expected`` arrived *and* the
+    topic stayed quiet for ``quiet_ms`` (a surplus — a duplicate, an extra dead letter — stays visible to the
+    caller; Tansu's ``end_offsets`` cannot be trusted for this), or until the deadline; closes ``consumer``."""
     deadline = time.monotonic() + timeout_s
     try:
         partitions: set[int] = set()
@@ -27,9 +29,11 @@ def read_topic(consumer: KafkaConsumer, topic: str, expected: int, *, timeout_s:
         consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
         consumer.seek_to_beginning()
         records: list[Any] = []
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
+        while time.monotonic() < deadline:
+            got = [r for batch in consumer.poll(timeout_ms=quiet_ms).values() for r in batch]
+            records.extend(got)
+            if len(records) >= expected and not got:  # one quiet poll after the last record: a surplus shows too
+                break
         return records
     finally:
         consumer.close()

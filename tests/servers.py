@@ -180,6 +180,41 @@ class TansuBroker:
         self.close()
 
 
+class TansuProxy:
+    """Tansu's Kafka-protocol proxy in front of a broker: clients bootstrap through it and it advertises itself, so
+    stopping it is a network outage while the broker keeps its topics and records (the in-memory broker itself
+    would come back empty, which no real Kafka does)."""
+
+    def __init__(self, origin: TansuBroker, port: int | None = None):
+        self.port = port or free_port()
+        url = f"tcp://{HOST}:{self.port}"
+        self._process = _Process(
+            "tansu-proxy",
+            [str(origin.binary), "proxy", "--listener-url", url, "--advertised-listener-url", url,
+             "--origin-url", f"tcp://{origin.bootstrap}"],
+            origin.workdir / "tansu-proxy.log",
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self) -> "TansuProxy":
+        if not self._process.running():
+            self._process.start()
+            self._process.wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    def __enter__(self) -> "TansuProxy":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def influx_binaries() -> tuple[str, str]:
     influxd = shutil.which("influxd")
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)

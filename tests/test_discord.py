@@ -61,6 +61,37 @@ def test_zscores_peak_on_the_distorted_period_and_ignore_normal_ones():
     assert disc.stats is not None and disc.stats.window == period and disc.stats.std > 0
 
 
+def test_query_blocks_and_reference_chunks_do_not_change_the_answer():
+    x = periodic(3000, seed=5)
+    w = 40
+    q, r = np.arange(w - 1, 3000, 3), np.arange(w - 1, 1500)
+    Q, R = znormalized_windows(x, w, q), znormalized_windows(x, w, r)
+    whole = nearest_distances(Q, R, query_pos=q, ref_pos=r, exclusion=w, chunk=100_000, query_block=100_000)
+    small = nearest_distances(Q, R, query_pos=q, ref_pos=r, exclusion=w, chunk=97, query_block=13)
+    np.testing.assert_allclose(whole, small, atol=1e-4)  # float32 BLAS blocking differs in the last bits
+    with pytest.raises(ValueError, match="query_pos"):
+        nearest_distances(Q, R, exclusion=w)
+
+
+def test_window_ends_outside_the_series_are_refused_not_wrapped():
+    x = periodic(500)
+    with pytest.raises(InputError, match="window ends"):
+        znormalized_windows(x, 40, np.array([5]))  # would silently read the series' last points
+    with pytest.raises(InputError, match="window ends"):
+        znormalized_windows(x, 40, np.array([500]))
+
+
+def test_clean_or_constant_training_parts_do_not_explode_the_z_scores():
+    clean = np.sin(2 * np.pi * np.arange(2000) / 40)  # noise-free: the training part's own distances are ~0
+    disc = TrainingDiscord().fit(clean[:1200], 40)
+    assert disc.stats is not None and disc.stats.std >= 1e-2 * np.sqrt(40)
+    z = disc.zscores(clean * 1.01, np.arange(1300, 1900, 7))  # 1 % louder: identical z-normalised shape
+    assert np.all(np.abs(z) < 3)
+    flat = TrainingDiscord().fit(np.full(600, 7.0), 40)
+    varying = flat.zscores(np.r_[np.full(600, 7.0), np.sin(np.arange(200))], np.array([790]))
+    assert np.all(np.isfinite(varying)) and 10 < varying[0] < 1e4  # clearly anomalous, not 1e6
+
+
 def test_reference_stride_bounds_memory_and_scores_stay_causal():
     x = periodic(5000)
     disc = TrainingDiscord(max_references=500).fit(x[:4000], 40)
@@ -74,6 +105,8 @@ def test_errors_are_clear():
     with pytest.raises(NotFittedError):
         TrainingDiscord().zscores(np.zeros(100), np.array([50]))
     with pytest.raises(InputError, match="needs a training part"):
-        TrainingDiscord().fit(np.zeros(50), 40)
+        TrainingDiscord().fit(np.zeros(100), 40)
+    with pytest.raises(InputError, match=">= 3 samples"):
+        TrainingDiscord().fit(np.zeros(100), 2)
     with pytest.raises(ValueError):
         TrainingDiscord(max_references=1)

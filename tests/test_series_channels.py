@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from nab_corpus import write_tiny_nab_corpus
 
-from benchmarks.series_channels import CHANNELS, point_channels, series_key, ucr_channels
+from benchmarks.nab import NAB_DIFFUSION_DEFAULTS, PROFILES
+from benchmarks.nab_files import NabCorpus
+from benchmarks.series_channels import (
+    DETECTOR, WITHOUT_DIFFUSION, detector_of, nab_channels, point_channels, series_key, ucr_channels,
+)
 from benchmarks.ucr import load_ucr_series
-from models.metrics.ucr import parse_ucr_name
+from models.metrics import nab as nab_metrics
+from models.metrics.ucr import is_hit, parse_ucr_name
 from models.series_detector import DiffusionSeriesDetector
 
 FAST = {"steps": 30, "batch_size": 16, "max_train_windows": 128}
@@ -22,7 +28,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _ucr_file(folder, number: int, seed: int) -> tuple:
+def _ucr_file(folder, number: int, seed: int):
     rng = np.random.default_rng(seed)
     t = np.arange(1600)
     x = np.sin(2 * np.pi * t / 40) + 0.05 * rng.standard_normal(t.size)
@@ -33,25 +39,44 @@ def _ucr_file(folder, number: int, seed: int) -> tuple:
     return path
 
 
-def test_dump_rescoring_reproduces_the_detectors_own_scores_and_predictions(tmp_path):
+def test_ucr_rescoring_reproduces_the_detectors_scores_and_hits(tmp_path):
     data, dump = tmp_path / "ucr", tmp_path / "dump"
     data.mkdir()
     preds = {}
     for number in (1, 2):
         path = _ucr_file(data, number, seed=number)
         spec, x = parse_ucr_name(path.name), load_ucr_series(path)
-        det = DiffusionSeriesDetector(window=40, hop=8, discord_scales=(1.0, 0.5), dump_dir=str(dump), **FAST)
+        det = DiffusionSeriesDetector(window=40, hop=8, discord_scales=(1.0, 0.5), level_weight=0.5,
+                                      dump_dir=str(dump), **FAST)
         scores = det.fit(x[: spec.train_end]).score(x)
         z = dict(np.load(dump / f"{series_key(x)}.npz"))
         assert "discord@1_ends" in z and z["discord@1_ends"][1] - z["discord@1_ends"][0] == 2
-        np.testing.assert_array_equal(CHANNELS["max z of all channels"](point_channels(z)), scores)
+        assert detector_of(z).config.level_weight == 0.5  # the run's own configuration travels with the dump
+        np.testing.assert_array_equal(detector_of(z).combine(point_channels(z)), scores)
         peak = spec.train_end + int(np.argmax(scores[spec.train_end :]))
         preds[spec.stem] = peak - det.lag
     result = ucr_channels(dump, data)
-    combined = result["accuracy"]["max z of all channels"]
-    assert combined["n_series"] == 2
-    from models.metrics.ucr import is_hit
-
     expected = {stem: bool(is_hit(parse_ucr_name(stem + ".txt"), p)) for stem, p in preds.items()}
-    assert combined["hits_by_file"] == expected
-    assert set(result["accuracy"]) == set(CHANNELS)  # discord rows present: the run had discord channels
+    assert result["accuracy"][DETECTOR]["hits_by_file"] == expected
+    assert {"discord (nearest neighbour only)", WITHOUT_DIFFUSION} <= set(result["accuracy"])
+
+
+def test_nab_rescoring_reproduces_the_detectors_nab_score(tmp_path):
+    root, dump = tmp_path / "nab", tmp_path / "dump"
+    write_tiny_nab_corpus(root)
+    corpus = NabCorpus(root)
+    windows, layouts, scores = corpus.windows(), [], []
+    for key in corpus.keys():
+        s = corpus.read(key)
+        probation = nab_metrics.probationary_length(len(s))
+        det = DiffusionSeriesDetector(**NAB_DIFFUSION_DEFAULTS, dump_dir=str(dump), **FAST)
+        scores.append(det.fit(s.values[:probation]).score(s.values))
+        layouts.append(nab_metrics.build_layout(key, s.timestamps, windows.get(key, [])))
+    n_windows = sum(len(windows.get(k, [])) for k in corpus.keys())
+    direct = nab_metrics.score_all_profiles(layouts, scores, n_windows, corpus.profiles())
+    result = nab_channels(dump, root)
+    rescored = result["scores"][f"likelihood fusion ({DETECTOR}) + suppress {NAB_DIFFUSION_DEFAULTS['suppress']}"]
+    for profile in PROFILES:
+        assert rescored[profile] == pytest.approx(round(direct[profile].normalized, 3), abs=1e-9)
+    assert "likelihood fusion without the diffusion channel + suppress 200" in result["scores"]
+    assert result["detector_config"]["fusion"] == "likelihood"

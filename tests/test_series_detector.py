@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from benchmarks.detectors import parse_spec
+from nab_corpus import write_tiny_nab_corpus
 from benchmarks.nab import detect_series
 from benchmarks.nab_files import NabCorpus, NabSeries
 from models.errors import InputError, NotFittedError
@@ -135,28 +136,9 @@ def test_scorer_options_reach_the_scorer():
     assert det.pipeline is not None and det.pipeline.scorer.params.t_start == 100
 
 
-def _write_corpus(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    windows = {}
-    for key, start in {"catA/one.csv": 700, "catB/two.csv": None}.items():
-        n = 1000
-        ts = np.datetime64("2021-03-01T00:00:00") + np.arange(n) * np.timedelta64(5, "m")
-        x = np.sin(np.arange(n) * 2 * np.pi / 40) + 0.1 * rng.standard_normal(n)
-        spans = []
-        if start is not None:
-            x[start : start + 20] += 4.0
-            spans = [[f"{str(ts[start - 20]).replace('T', ' ')}.000000", f"{str(ts[start + 40]).replace('T', ' ')}.000000"]]
-        path = root / "data" / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(["timestamp,value"] + [f"{str(t).replace('T', ' ')},{float(v)!r}" for t, v in zip(ts, x)]) + "\n")
-        windows[key] = spans
-    (root / "labels").mkdir(parents=True)
-    (root / "labels" / "combined_windows.json").write_text(json.dumps(windows))
-
-
 def test_registry_names_run_through_bench_nab(tmp_path):
     root = tmp_path / "nab"
-    _write_corpus(root)
+    write_tiny_nab_corpus(root)
     out = tmp_path / "out"
     res = CliRunner().invoke(app, [
         "bench", "nab", "--data", str(root), "--out", str(out), "--no-progress",
@@ -208,7 +190,7 @@ def test_discord_scales_parse_from_the_command_line_and_are_validated():
         DiffusionDetectorConfig(discord_scales=(1.5,))
 
 
-def test_discord_channels_join_the_combined_score_and_catch_an_unseen_shape():
+def test_discord_channels_are_centred_on_the_diffusion_window_and_catch_an_unseen_shape():
     period, n, train_end = 32, 1500, 600
     x = periodic(n, period=period, noise=0.02)
     x[1100:1116] = x[1100:1116][::-1]  # a reversed half period: same values, unseen shape
@@ -216,16 +198,21 @@ def test_discord_channels_join_the_combined_score_and_catch_an_unseen_shape():
     assert det.summary is not None and [d.window for d in det.summary.discords] == [32, 16]
     discords = det.discord_scores(x)
     assert set(discords) == {"discord@1", "discord@0.5"} and det.discord_hop == 2  # a quarter of hop
-    ends, z = discords["discord@1"]
-    assert ends[0] == 31 and np.all(np.diff(ends) == 2)
-    hit = (ends >= 1100) & (ends - period + 1 < 1116)
-    after = ends >= train_end
-    assert z[hit].max() > z[after & ~hit].max()
+    grid, z = discords["discord@1"]
+    assert grid[0] == 31 and np.all(np.diff(grid) == 2)
+    # The half window scored at e is the one ending at e - 8: same centre as the full window ending at e.
+    half_grid, half = discords["discord@0.5"]
+    np.testing.assert_array_equal(half_grid, grid)
+    np.testing.assert_allclose(half, det.discords["discord@0.5"].zscores(x, grid - 8))
+    hit = (grid >= 1100) & (grid - period + 1 < 1116)
+    after = grid >= train_end
+    assert z[hit].max() > 3 * max(z[after & ~hit].max(), 1.0)
+    # Inside the training part a window is compared outside its own exclusion zone, as the normaliser was:
+    # it looks like an ordinary training window (z near 0), not like a perfect match (z far below 0).
+    inside = (grid >= period) & (grid < train_end - period)
+    assert abs(np.median(z[inside])) < 1.5
     channels = det.point_channels(x)
     assert set(channels) == {"diffusion", "level", "scale", "discord@1", "discord@0.5"}
-    combined = det.combine(channels)
-    assert np.all(combined >= channels["discord@1"]) and np.all(combined >= channels["discord@0.5"])
-    np.testing.assert_array_equal(det.score(x), combined)
     np.testing.assert_allclose(det.score(x[:1200]), det.score(x)[:1200], rtol=1e-5, atol=1e-5)  # still causal
 
 
@@ -243,6 +230,12 @@ def test_likelihood_fusion_calibrates_each_channel_and_needs_calibrate():
     assert det.fused_channels(channels) == ["diffusion", "level", "scale", "gaussian"]
     assert all(c.shape == x.shape for c in channels.values())
     s = det.score(x)
+    from models.calibration import training_part_likelihood
+
+    per_channel = [training_part_likelihood(450).transform(channels[c]) for c in det.fused_channels(channels)]
+    np.testing.assert_array_equal(s, np.max(per_channel, axis=0))  # each channel judged by its own likelihood
+    combined_once = training_part_likelihood(450).transform(det.combine(channels))
+    assert not np.array_equal(s, combined_once)  # and not the max-z fusion under another name
     assert np.all((s >= 0) & (s <= 1))
     assert s[1200:1230].max() > s[600:1150].max()  # the shift is the most likely anomaly after the probation
     np.testing.assert_allclose(det.score(x[:1300]), s[:1300], rtol=1e-6, atol=1e-6)
