@@ -139,7 +139,36 @@ def tansu_binary() -> Path:
     return binary
 
 
-class TansuBroker:
+class _PortProcess:
+    """A server child process listening on ``self.port`` of 127.0.0.1; subclasses build ``self._process``."""
+
+    port: int
+    _process: _Process
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self):
+        if not self._process.running():
+            self._process.start()
+            self._process.wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        self._process.stop()
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TansuBroker(_PortProcess):
     """A Kafka-protocol broker with in-memory storage (data is lost on stop)."""
 
     def __init__(self, port: int | None = None, workdir: Path | None = None):
@@ -155,32 +184,13 @@ class TansuBroker:
             self.workdir / "tansu.log",
         )
 
-    @property
-    def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    def start(self) -> "TansuBroker":
-        if not self._process.running():
-            self._process.start()
-            self._process.wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        self._process.stop()
-
     def close(self) -> None:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "TansuBroker":
-        return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class TansuProxy:
+class TansuProxy(_PortProcess):
     """Tansu's Kafka-protocol proxy in front of a broker: clients bootstrap through it and it advertises itself, so
     stopping it is a network outage while the broker keeps its topics and records (the in-memory broker itself
     would come back empty, which no real Kafka does)."""
@@ -194,25 +204,6 @@ class TansuProxy:
              "--origin-url", f"tcp://{origin.bootstrap}"],
             origin.workdir / "tansu-proxy.log",
         )
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    def start(self) -> "TansuProxy":
-        if not self._process.running():
-            self._process.start()
-            self._process.wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        self._process.stop()
-
-    def __enter__(self) -> "TansuProxy":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def influx_binaries() -> tuple[str, str]:

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from scipy.io import wavfile
 from typer.testing import CliRunner
 
@@ -29,13 +28,7 @@ def _clip(rng, abnormal: bool, seconds: float = 0.5) -> np.ndarray:
     return (np.clip(x, -1, 1) * 32767).astype(np.int16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

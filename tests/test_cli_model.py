@@ -15,15 +15,7 @@ N_POINTS, SPIKE, TRAIN_END, WINDOW, HOP = 1000, 800, 400, 32, 4
 FAST = ["--steps", "12", "--preset", "tiny", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, oversubscribed CPU."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def _cli(args):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from nab_corpus import write_tiny_nab_corpus
 
 from benchmarks.nab import NAB_DIFFUSION_DEFAULTS, PROFILES
@@ -20,12 +19,7 @@ from models.series_detector import DiffusionSeriesDetector
 FAST = {"steps": 30, "batch_size": 16, "max_train_windows": 128}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def _ucr_file(folder, number: int, seed: int):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from benchmarks.detectors import parse_spec
@@ -38,12 +37,7 @@ def periodic(n: int, period: int = 32, noise: float = 0.05, seed: int = 0) -> np
     return np.sin(2 * np.pi * t / period) + 0.5 * np.sin(4 * np.pi * t / period) + noise * rng.standard_normal(n)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def test_spread_to_points_takes_the_latest_finished_window():

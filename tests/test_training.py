@@ -12,13 +12,7 @@ from models.training import TrainConfig, train_diffusion
 from models.unet import UNetConfig, WaveletPyramidUNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box the spinning hurts."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def _toy_data(n: int = 48, seed: int = 0) -> torch.Tensor:
