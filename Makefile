@@ -8,7 +8,7 @@ SYSTEM_STAMP := .scalowatch-system-deps
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-all bench lint clean
+.PHONY: install system-deps run test test-all bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
