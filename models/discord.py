@@ -90,10 +90,12 @@ class TrainingDiscord:
     """``fit(train, window)`` keeps the training windows; ``zscores(x, ends)`` scores windows of any series.
 
     ``max_references`` bounds memory and time on long training parts (UCR has 100k-point ones): the references
-    are then every k-th training window, which costs a little phase resolution and nothing in causality.
+    are then every k-th training window, which costs phase resolution (a normal window can sit up to k/2 samples
+    from its nearest reference and look farther than it is) and nothing in causality. 60,000 keeps every
+    training window of all but the longest UCR training parts (≈ 60 MB of float32 references at w = 256).
     """
 
-    def __init__(self, max_references: int = 20_000, self_join_queries: int = 512) -> None:
+    def __init__(self, max_references: int = 60_000, self_join_queries: int = 512) -> None:
         if max_references < 2 or self_join_queries < 2:
             raise ValueError("max_references and self_join_queries must be >= 2")
         self.max_references = max_references
