@@ -284,7 +284,7 @@ class DiffusionScorer:
         self.scheduler_config = other.scheduler_config
         self.scheduler = other.scheduler
         self.model = other.model
-        self.train_seconds, self.train_losses = other.train_seconds, other.train_losses
+        self.train_seconds, self.train_losses = other.train_seconds, list(other.train_losses)
 
     def _train(self, data: torch.Tensor, n_inputs: int) -> None:
         c, h, w = data.shape[1:]
