@@ -44,7 +44,8 @@ def build_monitor(settings, *, processor=None):
         class_of_topic=partial(stream_class_for_topic, sensor_topic=k.sensor_topic, audio_topic=k.audio_topic),
         dead_letters=DeadLetterProducer(producer, k.dead_letter_topic), alerts=AlertPublisher(producer, k.alerts_topic),
         max_bytes=k.max_message_bytes, poll_timeout_ms=m.poll_timeout_ms, max_poll_records=k.max_poll_records,
-        commit_interval_s=m.commit_interval_ms / 1000.0, retry_initial_s=m.sink_retry_initial_s,
+        commit_interval_s=m.commit_interval_ms / 1000.0, state_checkpoint_s=m.state_checkpoint_s,
+        retry_initial_s=m.sink_retry_initial_s,
         retry_max_s=m.sink_retry_max_s, max_backlog_windows=m.max_backlog_windows,
     )
 

@@ -144,6 +144,9 @@ class MonitorSettings(_Section):
     # Loop: poll timeout, commit cadence, sink retry back-off, back-pressure limit.
     poll_timeout_ms: int = Field(200, ge=0)
     commit_interval_ms: int = Field(1_000, ge=0)
+    # Calibration/alert state is also checkpointed this often (after a commit, with everything scored written),
+    # so a crash resumes each stream's calibration instead of re-learning it; 0 = only on stop and rebalance.
+    state_checkpoint_s: float = Field(30.0, ge=0)
     sink_retry_initial_s: float = Field(0.5, gt=0)
     sink_retry_max_s: float = Field(10.0, gt=0)
     max_backlog_windows: int = Field(20_000, gt=0)

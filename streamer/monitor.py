@@ -41,6 +41,7 @@ class MonitorStats:
     commits: int = 0
     sink_failures: int = 0
     paused_polls: int = 0
+    checkpoints: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -70,6 +71,7 @@ class Monitor:
         poll_timeout_ms: int = 200,
         max_poll_records: int = 500,
         commit_interval_s: float = 1.0,
+        state_checkpoint_s: float = 0.0,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         max_backlog_windows: int = 20_000,
@@ -86,6 +88,7 @@ class Monitor:
         self.poll_timeout_ms = poll_timeout_ms
         self.max_poll_records = max_poll_records
         self.commit_interval_s = commit_interval_s
+        self.state_checkpoint_s = state_checkpoint_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.max_backlog_windows = max_backlog_windows
@@ -96,6 +99,7 @@ class Monitor:
         self._sink_down_until: float | None = None
         self._backoff = retry_initial_s
         self._last_commit = clock()
+        self._last_checkpoint = clock()
         self._dirty = False  # something was read or written since the last commit
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -211,6 +215,27 @@ class Monitor:
         self.tracker.committed(positions)
         self.stats.commits += 1
         log.debug("committed %s", {f"{t}[{p}]": o for (t, p), o in positions.items()})
+        self._checkpoint_states(now)
+
+    def _checkpoint_states(self, now: float) -> None:
+        """Save every stream's calibration/alert state right after a commit, when nothing scored is unwritten.
+
+        Then the state never runs ahead of the store: after a crash the stream restores it and re-reads from
+        the commit, skipping windows it already scored (``last_end_ns``) — calibration continues instead of
+        restarting its learning period (during which no alert can open).
+        """
+        if self.state_checkpoint_s <= 0 or now - self._last_checkpoint < self.state_checkpoint_s:
+            return
+        if self.processor.outbox_points:
+            return
+        try:
+            saved = self.processor.save_states()
+        except OSError as exc:  # a full or read-only disk costs crash recovery, never the stream
+            log.warning("could not checkpoint calibration/alert state: %s", exc)
+            return
+        self._last_checkpoint = now
+        self.stats.checkpoints += 1
+        log.debug("checkpointed calibration/alert state of %d stream(s)", saved)
 
     def _update_pause(self) -> None:
         want = self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_windows

@@ -178,10 +178,12 @@ class StreamProcessor:
         return self.state_dir / safe_name(stream_class) / f"{safe_name(stream)}.json"
 
     def _restore(self, st: _Stream) -> None:
-        """Load (and remove) the state a graceful shutdown or a rebalance left for this stream.
+        """Load the state a graceful shutdown, a rebalance or the last checkpoint left for this stream.
 
-        Removed once read: after a later crash the stream restarts with fresh calibration rather than with
-        state older than the windows it re-reads.
+        The file stays: it is overwritten at the next checkpoint, and after a crash before that it is still the
+        best state there is — never newer than the store (it is written only when everything scored has been
+        written), at worst older than the commit, in which case the windows in between are missing from the
+        calibration history rather than counted twice.
         """
         path = self._state_path(st.stream_class, st.name)
         if path is None or not path.is_file():
@@ -197,7 +199,7 @@ class StreamProcessor:
             log.info("stream %s/%s: calibration and alert state restored", st.stream_class, st.name)
         except Exception:  # unreadable state costs calibration history, never the stream
             log.exception("ignoring unreadable stream state %s", path)
-        path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None) -> int:
         """Write the calibration and alert state of every stream (or of the streams of ``partitions``).

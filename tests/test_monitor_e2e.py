@@ -189,7 +189,7 @@ def test_nab_replay_every_window_scored_in_influx(kafka_broker, influx_server, t
 
 
 def test_kill_mid_stream_and_restart_loses_and_duplicates_nothing(kafka_broker, influx_server, tmp_path):
-    settings = make_settings(kafka_broker, influx_server, tmp_path)
+    settings = make_settings(kafka_broker, influx_server, tmp_path, state_checkpoint_s=0.2)
     create_topics(settings)
     stream = f"kill-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 1000)
@@ -217,6 +217,8 @@ def test_kill_mid_stream_and_restart_loses_and_duplicates_nothing(kafka_broker, 
     assert_scores_match(influx_server, stream, source, ends)
     # the restart resumed from a commit, it did not start over (offsets were committed before the kill)
     assert "loaded model" in log2.read_text() or "training" in log2.read_text()
+    # and the calibration resumed from the last checkpoint instead of re-learning (no alerts while learning)
+    assert "calibration and alert state restored" in log2.read_text(), log2.read_text()[-3000:]
 
 
 def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_path):

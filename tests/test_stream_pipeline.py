@@ -298,7 +298,7 @@ def test_graceful_restart_keeps_calibration_and_open_alert(tmp_path):
     feed(second, "m1", data, start=tracker.committed_position(0), store=store, tracker=tracker)
     second.step(force=True)
     second.flush(store)
-    assert not state_file.exists()  # read once, then removed
+    assert state_file.exists()  # kept: until the next checkpoint it is the state a crash would resume from
     alerts = store.measurement(ALERT)
     spike_alerts = [a for a in alerts if data[450][0] <= a.time_ns <= data[450][0] + 16 * P]
     assert len(spike_alerts) == 1 and spike_alerts[0].fields["state"] == "closed"
