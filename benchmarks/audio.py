@@ -54,6 +54,8 @@ BASELINE = "band_knn"
 DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
 LEVEL_SUFFIX = "+level"
 LEVEL_VARIANTS = tuple(n + LEVEL_SUFFIX for n in DIFFUSION_SCORERS)
+PROFILE_SUFFIX = "+profile"
+PROFILE_VARIANTS = tuple(n + PROFILE_SUFFIX for n in DIFFUSION_SCORERS)
 
 
 @dataclass(frozen=True)
@@ -209,12 +211,18 @@ class PipelineDetector:
         return self.score_with_shift(windows).scores
 
     def score_with_shift(self, windows: np.ndarray) -> "WindowScores":
-        """Diffusion scores plus the pipeline's level/scale z-scores (training-window statistics)."""
+        """Diffusion scores plus the pipeline's level/scale z-scores (training-window statistics) and the
+        per-scale profiles of the anomaly map and of the scalogram itself."""
         parts = [self.pipeline.score_windows(windows[i : i + self.config.score_chunk])
                  for i in range(0, len(windows), self.config.score_chunk)]
-        return WindowScores(np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in parts]),
-                            np.concatenate([np.asarray(p.extras["level_z"], dtype=np.float64) for p in parts]),
-                            np.concatenate([np.asarray(p.extras["scale_z"], dtype=np.float64) for p in parts]))
+        return WindowScores(
+            np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in parts]),
+            np.concatenate([np.asarray(p.extras["level_z"], dtype=np.float64) for p in parts]),
+            np.concatenate([np.asarray(p.extras["scale_z"], dtype=np.float64) for p in parts]),
+            np.concatenate([np.asarray(p.maps, dtype=np.float64).mean(axis=2) for p in parts]),
+            np.concatenate([np.asarray(p.extras["scalogram"], dtype=np.float64).reshape(
+                len(p.scores), self.config.image_size, -1).mean(axis=2) for p in parts]),
+        )
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,10 @@ class WindowScores:
     scores: np.ndarray
     level_z: np.ndarray
     scale_z: np.ndarray
+    error_profile: np.ndarray  # (N, scales): the anomaly map averaged over time — *where in frequency* it fails
+    scalogram_profile: np.ndarray  # (N, scales): the per-window-normalised scalogram averaged over time
+
+    FIELDS = ("scores", "level_z", "scale_z", "error_profile", "scalogram_profile")
 
     def shift(self) -> np.ndarray:
         """The monitor's level/scale-shift value: max(|level_z|, |scale_z|)."""
@@ -262,8 +274,34 @@ class LevelScaleCombiner:
 
 
 def base_scorer(name: str) -> str:
-    """``recon+level`` → ``recon``; a plain name is its own base."""
-    return name[: -len(LEVEL_SUFFIX)] if name.endswith(LEVEL_SUFFIX) else name
+    """``recon+level`` / ``recon+profile`` → ``recon``; a plain name is its own base."""
+    for suffix in (LEVEL_SUFFIX, PROFILE_SUFFIX):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class ProfileKNN:
+    """Mean distance of a z-scored per-scale profile to its k nearest training profiles.
+
+    Why: the size of the reconstruction error measures how *noisy* a window is (a tonal fault is easier to
+    reconstruct than healthy broadband noise, so the plain score is inverted on MIMII); *which frequencies* the
+    model fails at is a pattern, and a faulty machine's pattern is unlike every training window's.
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def fit(self, profiles: np.ndarray) -> "ProfileKNN":
+        f = torch.as_tensor(profiles, dtype=torch.float64)
+        self.mean, self.std = f.mean(dim=0), f.std(dim=0).clamp_min(1e-6)
+        self.bank = (f - self.mean) / self.std
+        return self
+
+    def score(self, profiles: np.ndarray) -> np.ndarray:
+        z = (torch.as_tensor(profiles, dtype=torch.float64) - self.mean) / self.std
+        d = torch.cdist(z, self.bank)
+        return d.topk(min(self.k, self.bank.shape[0]), dim=1, largest=False).values.mean(dim=1).numpy()
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -299,13 +337,13 @@ def resolve_detectors(names: list[str] | None) -> list[str]:
     """
     if not names:
         return [BASELINE, "recon"]
-    known = (BASELINE, *DIFFUSION_SCORERS, *LEVEL_VARIANTS)
+    known = (BASELINE, *DIFFUSION_SCORERS, *LEVEL_VARIANTS, *PROFILE_VARIANTS)
     out: list[str] = []
     for name in names:
         for n in ((BASELINE, *DIFFUSION_SCORERS) if name == "all" else (name,)):
             if n not in known:
                 raise InputError(f"unknown scorer {n!r}; choose from {BASELINE}, {', '.join(DIFFUSION_SCORERS)}, "
-                                 f"<scorer>{LEVEL_SUFFIX} (e.g. recon{LEVEL_SUFFIX}), all")
+                                 f"<scorer>{LEVEL_SUFFIX} (e.g. recon{LEVEL_SUFFIX}), <scorer>{PROFILE_SUFFIX}, all")
             if n != base_scorer(n) and base_scorer(n) not in out:
                 out.append(base_scorer(n))
             if n not in out:
@@ -348,8 +386,7 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
         parts = [det.score_with_shift(windows[i : i + config.score_chunk])
                  for i in tqdm(range(0, len(windows), config.score_chunk), desc=desc, disable=not progress,
                                leave=False)]
-        return WindowScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("scores", "level_z",
-                                                                                         "scale_z")))
+        return WindowScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in WindowScores.FIELDS))
 
     fitted: dict[str, tuple[PipelineDetector, WindowScores, float, float]] = {}  # one model per base scorer
     runs: list[DetectorRun] = []
@@ -379,7 +416,22 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
             fitted[base] = (pdet, test_scores, fit_s, time.perf_counter() - t0)
         pdet, test_scores, fit_s, score_s = fitted[base]
         sc = pdet.pipeline.scorer
-        if name == base:
+        if name.endswith(PROFILE_SUFFIX):
+            t0 = time.perf_counter()
+            train_scores = score_chunked(pdet, train_windows, f"scoring {base} on training windows")
+            scores = ProfileKNN(config.knn_k).fit(train_scores.error_profile).score(test_scores.error_profile)
+            control = ProfileKNN(config.knn_k).fit(train_scores.scalogram_profile).score(
+                test_scores.scalogram_profile)
+            score_s += time.perf_counter() - t0
+            clips = clip_scores_of(scores)
+            details = {
+                "combination": f"mean distance of the z-scored per-scale error profile (anomaly map of {base} "
+                               f"averaged over time) to its {config.knn_k} nearest training windows'; same fitted "
+                               f"{base} model as the '{base}' entry",
+                "window_auroc": roc_auc(window_labels, scores),
+                "scalogram_profile_knn_auroc": roc_auc(labels, clip_scores_of(control)),
+            }
+        elif name == base:
             scores = test_scores.scores
             details = {"params": sc.params.to_dict(), "unet": sc.unet_config.to_dict(),
                        "train": sc.train_config.to_dict(), "train_seconds": sc.train_seconds,

@@ -22,7 +22,8 @@ def audio_command(
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", help="recon, trend, kl, dynamic, adversarial or 'all' (repeatable); <scorer>+level "
         "(e.g. recon+level) adds the monitor's level/scale channel: max of training-window z-scores, reported "
-        "beside the plain <scorer> from the same model. The band_knn baseline always runs too. Default: recon."),
+        "beside the plain <scorer> from the same model; <scorer>+profile scores the per-frequency error profile of "
+        "the same model by kNN to the training windows'. The band_knn baseline always runs too. Default: recon."),
     window: int = typer.Option(2048, "--window", min=64, help="Window length in samples."),
     train_steps: int = typer.Option(1000, "--train-steps", min=1, help="U-Net training steps."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),

@@ -86,6 +86,7 @@ def test_detector_names():
     assert len(resolve_detectors(["all"])) == 6
     assert resolve_detectors(["recon+level"]) == ["band_knn", "recon", "recon+level"]  # plain score beside it
     assert resolve_detectors(["kl+level", "kl"]) == ["band_knn", "kl", "kl+level"]
+    assert resolve_detectors(["recon+profile"]) == ["band_knn", "recon", "recon+profile"]
     with pytest.raises(InputError):
         resolve_detectors(["patchcore"])
 
@@ -133,7 +134,8 @@ def _write(root, clips):
 def test_combiner_is_two_sided_max_of_training_z_scores():
     comb = LevelScaleCombiner.fit(np.array([1.0, 2.0, 3.0]))  # mean 2, std 1
     w = WindowScores(scores=np.array([2.0, -1.0, 4.0, 2.0]), level_z=np.array([0.5, 0.0, 0.0, -6.0]),
-                     scale_z=np.array([-1.0, 1.0, 0.0, 0.0]))
+                     scale_z=np.array([-1.0, 1.0, 0.0, 0.0]), error_profile=np.zeros((4, 2)),
+                     scalogram_profile=np.zeros((4, 2)))
     np.testing.assert_allclose(comb.combine(w), [1.0, 3.0, 2.0, 6.0])  # a too-easy window (-1 → z=-3) counts
     with pytest.raises(InputError):
         LevelScaleCombiner.fit(np.array([1.0]))
@@ -173,3 +175,35 @@ def test_level_variant_separates_louder_but_otherwise_identical_clips(tmp_path):
     assert combined.clip_scores[labels == 1].min() > combined.clip_scores[labels == 0].max()
     # the plain diffusion score is reported beside it, from the same fitted model
     assert np.all(np.isfinite(plain.clip_scores)) and plain.fit_seconds == combined.fit_seconds
+
+
+# ---------------------------------------------------------------------------------------------- <scorer>+profile
+def test_profile_knn_is_the_mean_distance_to_the_nearest_training_profiles():
+    from benchmarks.audio import ProfileKNN
+
+    train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    knn = ProfileKNN(k=2).fit(train)
+    z = (train - train.mean(0)) / train.std(0, ddof=1)
+    q = np.array([[0.0, 0.0], [5.0, 5.0]])
+    zq = (q - train.mean(0)) / train.std(0, ddof=1)
+    d = np.sort(np.linalg.norm(zq[:, None] - z[None], axis=2), axis=1)[:, :2].mean(1)
+    np.testing.assert_allclose(knn.score(q), d)
+    assert knn.score(q)[1] > knn.score(q)[0]
+
+
+def test_profile_variant_separates_a_rattle_at_equal_loudness(tmp_path):
+    """Abnormal = the fan plus a 3 kHz rattle, rescaled to the normal clips' RMS: the level channel cannot see it,
+    the per-frequency error profile can."""
+    rng = np.random.default_rng(3)
+    clips = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(6)}
+    rms = np.sqrt(np.mean(clips["normal/00000000.wav"].astype(np.float64) ** 2))
+    for i in range(3):
+        x = _clip(rng, True).astype(np.float64)
+        clips[f"abnormal/{i:08d}.wav"] = (x * rms / np.sqrt(np.mean(x**2))).astype(np.int16)
+    report = run_audio(_write(tmp_path / "rattle", clips), ["recon", "recon+profile"], TINY, progress=False)
+    plain, profile = report.runs[1:] if report.runs[0].name == "band_knn" else report.runs
+    assert (plain.name, profile.name) == ("recon", "recon+profile")
+    assert plain.fit_seconds == profile.fit_seconds  # one fitted model
+    assert 0.0 <= profile.details["scalogram_profile_knn_auroc"] <= 1.0
+    labels = report.labels
+    assert profile.clip_scores[labels == 1].min() > profile.clip_scores[labels == 0].max()
