@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from benchmarks.detectors import DetectorSpec
 from benchmarks.nab_files import NabCorpus, NabSeries, result_path, window_labels, write_result_file
-from models.calibration import AnomalyLikelihood, training_part_likelihood
+from models.calibration import training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
 
@@ -51,12 +51,6 @@ NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
-def nab_likelihood(probation: int) -> AnomalyLikelihood:
-    """HTM-style calibration for one file (learning period = the probationary part); see
-    :func:`models.calibration.training_part_likelihood`."""
-    return training_part_likelihood(probation)
-
-
 def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np.ndarray]:
     """(raw scores, NAB anomaly_score in [0, 1]) for one file."""
     n = len(series)
@@ -70,7 +64,7 @@ def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np
         if np.any(raw < 0) or np.any(raw > 1):
             raise InputError(f"{spec.label} claims probabilities but scored outside [0, 1] on {series.key}")
         return raw, raw
-    return raw, nab_likelihood(probation).transform(raw)
+    return raw, training_part_likelihood(probation).transform(raw)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The detector fuses a diffusion channel with statistical (level/scale, windowed Gaussian) and nearest-neighbour
 discord channels (see ``models.series_detector``). A run with ``SCALOWATCH_SERIES_DUMP_DIR`` set dumps every
 series' window channels; this module re-applies the *same* code path (``spread_to_points`` → NAB's
-``nab_likelihood`` → NAB scoring, or argmax − lag for UCR) to each channel alone, to the fusion, and to the fusion
+the training-part likelihood → NAB scoring, or argmax − lag for UCR) to each channel alone, to the fusion, and to the fusion
 without the diffusion channel. No model is retrained and nothing is tuned: the channels are exactly the run's.
 
     python -m benchmarks.series_channels nab DUMP_DIR/recon --out benchmarks/results/nab_diffusion_recon_channels.json
@@ -20,12 +20,15 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.cli import DEFAULT_NAB, DEFAULT_UCR
-from benchmarks.nab import PROFILES, nab_likelihood
+from benchmarks.nab import PROFILES
 from benchmarks.nab_files import NabCorpus
 from benchmarks.ucr import find_ucr_files, load_ucr_series
 from models.metrics import nab as nab_metrics
 from models.metrics.ucr import is_hit, parse_ucr_name, ucr_accuracy
-from models.series_detector import DiffusionDetectorConfig, DiffusionSeriesDetector, spread_to_points, suppress_repeats
+from models.series_detector import (
+    DiffusionDetectorConfig, DiffusionSeriesDetector, likelihood_fusion, online_gaussian_z, spread_to_points,
+    suppress_repeats,
+)
 
 SUPPRESS = 200  # NAB only: the suppression horizon when the dumped detector did not suppress itself
 
@@ -82,8 +85,6 @@ def series_key(values: np.ndarray) -> str:
 def nab_channels(dump: Path, data: Path) -> dict:
     """Each channel alone, the detector's fusion, and the fusion without the diffusion channel, through the NAB
     runner's own likelihood and scorer."""
-    from models.baselines.gaussian import WindowedGaussian
-
     corpus = NabCorpus(data)
     windows, profiles = corpus.windows(), corpus.profiles()
     keys, layouts, points = [], [], []
@@ -98,17 +99,15 @@ def nab_channels(dump: Path, data: Path) -> dict:
         z = dict(np.load(f))
         detector = detector or detector_of(z)
         p = point_channels(z)
-        p["gaussian"] = WindowedGaussian(output="zscore").score(s.values)  # online: fit() is not used
+        p["gaussian"] = online_gaussian_z(s.values)
         points.append(p)
     if detector is None:
         raise SystemExit(f"no NAB files under {data}")
     n_windows = sum(len(windows.get(k, [])) for k in keys)
 
     def fused(p: dict, names: list[str]) -> np.ndarray:
-        """Max over channels of each channel's own likelihood (a fresh one each: it keeps state)."""
-        n = p["diffusion"].size
         raw = [CHANNELS[name](p) if name in CHANNELS else p[name] for name in names]
-        return np.max([nab_likelihood(nab_metrics.probationary_length(n)).transform(r) for r in raw], axis=0)
+        return likelihood_fusion(raw, nab_metrics.probationary_length(p["diffusion"].size))
 
     fusion = detector.fused_channels(points[0])
     fusion_label = "likelihood fusion" + (f" ({DETECTOR})" if detector.config.fusion == "likelihood" else "")

@@ -203,7 +203,6 @@ class DiffusionSeriesDetector:
         self.window: int | None = None
         self.hop: int | None = None
         self.discords: dict[str, TrainingDiscord] = {}
-        self.gaussian: WindowedGaussian | None = None
 
     # ------------------------------------------------------------------ protocol attributes
     @property
@@ -254,7 +253,6 @@ class DiffusionSeriesDetector:
         for fraction in cfg.discord_scales:
             m = max(16, round(w * fraction))
             self.discords[f"discord@{fraction:g}"] = TrainingDiscord().fit(x, m)
-        self.gaussian = WindowedGaussian(output="zscore").fit(x) if cfg.gaussian_channel else None
         seconds = time.perf_counter() - started
         self.pipeline, self.window = pipe, w
         self.hop = max(1, round(w * cfg.hop_fraction)) if cfg.hop_fraction > 0 else cfg.hop
@@ -324,8 +322,8 @@ class DiffusionSeriesDetector:
             self._dump(x, ends, channels, discords)
         out = {name: spread_to_points(ends, v, x.size) for name, v in channels.items()}
         out.update({name: spread_to_points(e, z, x.size) for name, (e, z) in discords.items()})
-        if self.gaussian is not None:
-            out["gaussian"] = self.gaussian.score(x)
+        if self.config.gaussian_channel:
+            out["gaussian"] = online_gaussian_z(x)
         return out
 
     def combine(self, channels: dict[str, np.ndarray]) -> np.ndarray:
@@ -354,14 +352,10 @@ class DiffusionSeriesDetector:
             return self.combine(channels)
         assert self.summary is not None
         p = self.summary.train_points
-
-        def likelihood(raw: np.ndarray) -> np.ndarray:  # a fresh one per channel: it keeps state
-            return training_part_likelihood(p).transform(raw)
-
         if self.config.fusion == "max_z":
-            like = likelihood(self.combine(channels))
+            like = training_part_likelihood(p).transform(self.combine(channels))
         else:
-            like = np.max([likelihood(channels[name]) for name in self.fused_channels(channels)], axis=0)
+            like = likelihood_fusion([channels[name] for name in self.fused_channels(channels)], p)
         return suppress_repeats(like, self.config.suppress) if self.config.suppress else like
 
     def _dump(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray],
@@ -377,6 +371,17 @@ class DiffusionSeriesDetector:
         np.savez_compressed(out / f"{key}.npz", ends=ends, n=x.size, window=self.window, hop=self.hop,
                             summary=json.dumps(asdict(self.summary)) if self.summary else "{}",
                             config=json.dumps(config), **channels, **extra)
+
+
+def online_gaussian_z(values: np.ndarray) -> np.ndarray:
+    """NAB's windowed-Gaussian |z| of each point against past points only (the ``gaussian`` channel)."""
+    return WindowedGaussian(output="zscore").score(values)
+
+
+def likelihood_fusion(raw_channels: list[np.ndarray], train_points: int) -> np.ndarray:
+    """Per point, the largest of the channels' own online likelihoods (``fusion="likelihood"``); a fresh
+    likelihood per channel, since ``AnomalyLikelihood`` keeps state."""
+    return np.max([training_part_likelihood(train_points).transform(raw) for raw in raw_channels], axis=0)
 
 
 def spread_to_points(ends: np.ndarray, window_scores: np.ndarray, n: int, fill: float = 0.0) -> np.ndarray:
@@ -422,6 +427,6 @@ for _name in SCORERS:
     register_series_detector(f"diffusion-{_name}", _factory(_name))
 
 __all__ = [
-    "DiffusionDetectorConfig", "DiffusionSeriesDetector", "FitSummary", "sliding_windows", "spread_to_points",
-    "suppress_repeats",
+    "DiffusionDetectorConfig", "DiffusionSeriesDetector", "FitSummary", "likelihood_fusion", "online_gaussian_z",
+    "sliding_windows", "spread_to_points", "suppress_repeats",
 ]
