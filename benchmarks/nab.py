@@ -39,9 +39,15 @@ NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
 # A frozen Gaussian saturates 1 - Q(|z|) at exactly 1.0 once the data drifts; its |z| goes through the
 # likelihood calibration instead, like every other raw score.
 # Level and amplitude shifts are common NAB anomalies; z-normalised subsequences cannot see them.
-# Diffusion detectors: every channel calibrated by its own likelihood plus the online windowed-Gaussian channel,
-# one alert per rising edge (see models.series_detector, "Fusion").
-NAB_DIFFUSION_DEFAULTS: dict = {"calibrate": True, "fusion": "likelihood", "gaussian_channel": True, "suppress": 200}
+# Diffusion detectors: every channel calibrated by its own likelihood — diffusion, level/scale, the online
+# windowed Gaussian and level-keeping nearest-neighbour distances to the probationary part at five lengths —
+# reported as HTM's log-scaled likelihood, overridden where a value leaves the range seen so far (HTM's 5 %
+# spatial rule), one alert per rising edge within a fifth of the probationary part (CAD OSE's rest period).
+# See models.series_detector, "Fusion".
+NAB_DIFFUSION_DEFAULTS: dict = {
+    "calibrate": True, "fusion": "likelihood", "gaussian_channel": True, "value_discords": (2, 4, 8, 16, 32),
+    "log_scale": True, "spatial_tolerance": 0.05, "suppress_fraction": 0.2,
+}
 NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian_train": {"output": "zscore"},
     "matrix_profile": {"normalize": False},

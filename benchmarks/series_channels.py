@@ -1,10 +1,12 @@
 """Score the channels of one diffusion series-detector run separately: what does the diffusion model itself add?
 
-The detector fuses a diffusion channel with statistical (level/scale, windowed Gaussian) and nearest-neighbour
-discord channels (see ``models.series_detector``). A run with ``SCALOWATCH_SERIES_DUMP_DIR`` set dumps every
-series' window channels; this module re-applies the *same* code path (``spread_to_points`` → NAB's
-the training-part likelihood → NAB scoring, or argmax − lag for UCR) to each channel alone, to the fusion, and to the fusion
-without the diffusion channel. No model is retrained and nothing is tuned: the channels are exactly the run's.
+The detector fuses a diffusion channel with statistical (level/scale, windowed Gaussian, spatial rule) and
+nearest-neighbour discord channels (see ``models.series_detector``). A run with ``SCALOWATCH_SERIES_DUMP_DIR`` set
+dumps every series' channels; this module re-applies the *same* code path (``spread_to_points`` → the detector's
+own ``calibrated`` → NAB scoring, or argmax − lag for UCR) to each channel group alone, to the detector, and to
+the detector without the diffusion channel. No model is retrained and nothing is tuned: the channels are exactly
+the run's (the model-free ``gaussian``/``spatial`` channels are recomputed from the values by the detector's own
+``online_channels``).
 
     python -m benchmarks.series_channels nab DUMP_DIR/recon --out benchmarks/results/nab_diffusion_recon_channels.json
     python -m benchmarks.series_channels ucr DUMP_DIR/recon --out benchmarks/results/ucr_diffusion_recon_channels.json
@@ -25,12 +27,7 @@ from benchmarks.nab_files import NabCorpus
 from benchmarks.ucr import find_ucr_files, load_ucr_series
 from models.metrics import nab as nab_metrics
 from models.metrics.ucr import is_hit, parse_ucr_name, ucr_accuracy
-from models.series_detector import (
-    DiffusionDetectorConfig, DiffusionSeriesDetector, likelihood_fusion, online_gaussian_z, spread_to_points,
-    suppress_repeats,
-)
-
-SUPPRESS = 200  # NAB only: the suppression horizon when the dumped detector did not suppress itself
+from models.series_detector import DiffusionDetectorConfig, DiffusionSeriesDetector, spread_to_points
 
 Channel = Callable[[dict], np.ndarray]
 
@@ -59,10 +56,10 @@ def detector_of(z: dict) -> DiffusionSeriesDetector:
 
 def point_channels(z: dict) -> dict[str, np.ndarray]:
     """A dump's window channels spread to points exactly as the detector does; discord channels carry their own
-    (finer) grid as ``<name>_ends`` (older dumps scored them on the diffusion grid)."""
+    grid as ``<name>_ends`` (older dumps scored them on the diffusion grid)."""
     n = int(z["n"])
     out = {}
-    for name in ("diffusion", "level", "scale", *(k for k in z if k.startswith("discord@") and
+    for name in ("diffusion", "level", "scale", *(k for k in z if k.startswith(("discord@", "value@")) and
                                                    not k.endswith("_ends"))):
         out[name] = spread_to_points(z.get(f"{name}_ends", z["ends"]), z[name], n)
     return out
@@ -82,9 +79,28 @@ def series_key(values: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(np.asarray(values, dtype=np.float64)).tobytes()).hexdigest()[:16]
 
 
+def nab_groups(points: dict, detector: DiffusionSeriesDetector) -> dict[str, tuple[list[str], bool]]:
+    """Rows of the NAB ablation: label -> (channels whose likelihoods are fused, whether the spatial rule applies).
+    Every row goes through the detector's own calibration (log scale, suppression)."""
+    fusion = detector.fused_channels(points)
+    has_spatial = "spatial" in points
+    groups: dict[str, tuple[list[str], bool]] = {
+        "diffusion (pure)": (["diffusion"], False),
+        "level/scale only": (["level", "scale"], False),
+        "discord (nearest neighbour only)": ([n for n in fusion if n.startswith("discord@")], False),
+        "value discords only": ([n for n in fusion if n.startswith("value@")], False),
+        "windowed Gaussian channel only": (["gaussian"], False),
+        "spatial rule only": ([], True),
+        DETECTOR: (fusion, has_spatial),
+        WITHOUT_DIFFUSION: ([n for n in fusion if n != "diffusion"], has_spatial),
+    }
+    return {label: (names, sp) for label, (names, sp) in groups.items()
+            if all(n in points for n in names) and (names or (sp and has_spatial))}
+
+
 def nab_channels(dump: Path, data: Path) -> dict:
-    """Each channel alone, the detector's fusion, and the fusion without the diffusion channel, through the NAB
-    runner's own likelihood and scorer."""
+    """Each channel group alone, the detector, and the detector without the diffusion channel, through the
+    detector's own calibration and the NAB runner's scorer."""
     corpus = NabCorpus(data)
     windows, profiles = corpus.windows(), corpus.profiles()
     keys, layouts, points = [], [], []
@@ -99,33 +115,19 @@ def nab_channels(dump: Path, data: Path) -> dict:
         z = dict(np.load(f))
         detector = detector or detector_of(z)
         p = point_channels(z)
-        p["gaussian"] = online_gaussian_z(s.values)
+        p.update(detector.online_channels(s.values))
         points.append(p)
     if detector is None:
         raise SystemExit(f"no NAB files under {data}")
     n_windows = sum(len(windows.get(k, [])) for k in keys)
-
-    def fused(p: dict, names: list[str]) -> np.ndarray:
-        raw = [CHANNELS[name](p) if name in CHANNELS else p[name] for name in names]
-        return likelihood_fusion(raw, nab_metrics.probationary_length(p["diffusion"].size))
-
-    fusion = detector.fused_channels(points[0])
-    fusion_label = "likelihood fusion" + (f" ({DETECTOR})" if detector.config.fusion == "likelihood" else "")
-    variants: dict[str, list[str]] = {
-        **{name: [name] for name in CHANNELS if has_channel(points, name)},
-        "windowed Gaussian channel only": ["gaussian"],
-        fusion_label: fusion,
-        "likelihood fusion without the diffusion channel": [c for c in fusion if c != "diffusion"],
-    }
-    horizon = detector.config.suppress or SUPPRESS
     out = {}
-    for label, names in variants.items():
-        per_file = [fused(p, names) for p in points]
-        for h in (0, horizon):
-            scores = [suppress_repeats(like, h) if h else like for like in per_file]
-            res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
-            out[label + (f" + suppress {h}" if h else "")] = {
-                p: round(res[p].normalized, 3) for p in PROFILES if p in res}
+    for label, (names, spatial) in nab_groups(points[0], detector).items():
+        scores = []
+        for p in points:
+            channels = p if spatial else {k: v for k, v in p.items() if k != "spatial"}
+            scores.append(detector.calibrated(channels, nab_metrics.probationary_length(p["diffusion"].size), names))
+        res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
+        out[label] = {prof: round(res[prof].normalized, 3) for prof in PROFILES if prof in res}
     return {"benchmark": "nab", "n_files": len(keys), "dump": str(dump), "detector_config": detector.config.to_dict(),
             "scores": out}
 
@@ -166,8 +168,7 @@ def plot_channels(result: dict, baselines: Path | None, path: Path) -> Path:
 
     base = json.loads(baselines.read_text()) if baselines else {}
     if result["benchmark"] == "nab":
-        # The suppressed rows are the comparable ones (the detector suppresses); the rest stay in the JSON.
-        table = {**base.get("scores", {}), **{k: v for k, v in result["scores"].items() if "suppress" in k}}
+        table = {**base.get("scores", {}), **result["scores"]}
         return plot_scoreboard(table, path, "NAB: diffusion detector channels vs. baselines")
     table = {**base.get("accuracy", {}), **{k: v for k, v in result["accuracy"].items()}}
     return plot_accuracy_bars(table, path, "UCR top-1: diffusion detector channels vs. baselines")

@@ -33,6 +33,13 @@ def log_likelihood(likelihood: float) -> float:
     return math.log(_LOG_EPS - likelihood) / _LOG_NORM
 
 
+def log_likelihoods(likelihoods: np.ndarray) -> np.ndarray:
+    """:func:`log_likelihood` of every element (clipped to [0, 1]). Why a detector reports it: a plain likelihood
+    crowds every strong anomaly into 1 - 1e-6 … 1, where one corpus-wide threshold cannot rank them."""
+    arr = np.clip(np.asarray(likelihoods, dtype=np.float64), 0.0, 1.0)
+    return np.clip(np.log(_LOG_EPS - arr) / _LOG_NORM, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class LikelihoodConfig:
     """Hyperparameters; the defaults follow HTM's (learning 288 + estimation 100, window 8640, average 10)."""

@@ -10,6 +10,11 @@ Normalisation uses the training part only: a sample of training windows is joine
 windows outside an exclusion zone of one window (trivial matches excluded), and the mean/std of those distances
 turn a test distance into a z-score comparable with the diffusion channel's. Nothing after the training part is
 ever a reference, so scores are causal and appending points never changes earlier ones.
+
+``normalize=False`` keeps each window's level and amplitude (NAB's short *value* discords): the windows are only
+standardised with the training part's mean and std, so a spike, a level shift or a new amplitude counts as much as
+a new shape. That variant suits short windows (2–32 points) on drifting operational metrics, where *how high* is
+often the anomaly; the z-normalised one suits long periodic recordings (UCR), where *which shape* is.
 """
 from __future__ import annotations
 
@@ -37,6 +42,18 @@ def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndar
     sd = view.std(axis=1, keepdims=True)
     floor = 1e-12 * np.maximum(np.abs(mu), 1.0)
     return ((view - mu) / np.maximum(sd, floor)).astype(np.float32)
+
+
+def raw_windows(x: np.ndarray, window: int, ends: np.ndarray, centre: float, scale: float) -> np.ndarray:
+    """float32 windows ending (inclusive) at ``ends``, standardised with *fixed* training statistics (level and
+    amplitude kept; subtracting the training mean first keeps float32 resolution for large offsets)."""
+    values = np.asarray(x, dtype=np.float64)
+    ends = np.asarray(ends, dtype=np.int64)
+    if ends.size and (ends.min() < window - 1 or ends.max() >= values.size):
+        raise InputError(f"window ends must lie in [{window - 1}, {values.size - 1}] for windows of {window} "
+                         f"in a series of {values.size} points, got [{ends.min()}, {ends.max()}]")
+    view = np.lib.stride_tricks.sliding_window_view(values, window)[ends - window + 1]
+    return ((view - centre) / scale).astype(np.float32)
 
 
 def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.ndarray | None = None,
@@ -95,27 +112,33 @@ class TrainingDiscord:
     training window of all but the longest UCR training parts (≈ 60 MB of float32 references at w = 256).
     """
 
-    def __init__(self, max_references: int = 60_000, self_join_queries: int = 512) -> None:
+    def __init__(self, max_references: int = 60_000, self_join_queries: int = 512, normalize: bool = True) -> None:
         if max_references < 2 or self_join_queries < 2:
             raise ValueError("max_references and self_join_queries must be >= 2")
         self.max_references = max_references
         self.self_join_queries = self_join_queries
+        self.normalize = normalize
+        self._centre, self._scale = 0.0, 1.0
         self.stats: DiscordStats | None = None
         self._refs: np.ndarray | None = None
         self._ref_ends: np.ndarray | None = None
 
     def fit(self, train: np.ndarray, window: int) -> "TrainingDiscord":
         x = np.asarray(train, dtype=np.float64)
-        if window < 3:
-            raise InputError(f"discord window must be >= 3 samples, got {window}")
+        smallest = 3 if self.normalize else 2  # a z-normalised pair of points carries only its sign
+        if window < smallest:
+            raise InputError(f"discord window must be >= {smallest} samples, got {window}")
         if x.size < 3 * window:
             raise InputError(f"discord window {window} needs a training part of >= {3 * window} points, got {x.size}")
         ends = np.arange(window - 1, x.size)
         stride = max(1, int(np.ceil(ends.size / self.max_references)))
         ref_ends = ends[::stride]
-        refs = znormalized_windows(x, window, ref_ends)
+        if not self.normalize:
+            spread = float(x.std())
+            self._centre, self._scale = float(x.mean()), spread if spread > 1e-12 * max(abs(x.mean()), 1.0) else 1.0
+        refs = self._windows(x, window, ref_ends)
         sample = ref_ends[:: max(1, ref_ends.size // self.self_join_queries)]
-        own = nearest_distances(znormalized_windows(x, window, sample), refs, query_pos=sample, ref_pos=ref_ends,
+        own = nearest_distances(self._windows(x, window, sample), refs, query_pos=sample, ref_pos=ref_ends,
                                 exclusion=window)
         own = own[np.isfinite(own)]
         if own.size < 2:
@@ -128,6 +151,11 @@ class TrainingDiscord:
                                   mean=float(own.mean()),
                                   std=float(max(own.std(), 0.05 * own.mean(), 1e-2 * scale)))
         return self
+
+    def _windows(self, x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
+        if self.normalize:
+            return znormalized_windows(x, window, ends)
+        return raw_windows(x, window, ends, self._centre, self._scale)
 
     def zscores(self, x: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Training-normalised nearest-neighbour distance of the windows of ``x`` ending at ``ends``.
@@ -142,10 +170,10 @@ class TrainingDiscord:
         if ends.size == 0:
             return np.zeros(0)
         w = self.stats.window
-        d = nearest_distances(znormalized_windows(x, w, ends), self._refs, query_pos=ends, ref_pos=self._ref_ends,
+        d = nearest_distances(self._windows(x, w, ends), self._refs, query_pos=ends, ref_pos=self._ref_ends,
                               exclusion=w).astype(np.float64)
         d[~np.isfinite(d)] = self.stats.mean  # no reference outside the exclusion zone: no evidence either way
         return (d - self.stats.mean) / self.stats.std
 
 
-__all__ = ["DiscordStats", "TrainingDiscord", "nearest_distances", "znormalized_windows"]
+__all__ = ["DiscordStats", "TrainingDiscord", "nearest_distances", "raw_windows", "znormalized_windows"]

@@ -24,7 +24,9 @@ statistical channel the pipeline already reports — how far the window's mean (
 is blind to by design. ``discord_scales`` adds one raw-shape channel per scale: the nearest-neighbour distance
 of the window (length ``scale · w``, centred on the full window's centre) to the training windows, z-scored with
 the training part's own nearest-neighbour distances (:mod:`models.discord`) — plausible-but-unseen shapes that
-the scalogram model lets through. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
+the scalogram model lets through. ``value_discords`` adds the same distance for short windows of fixed lengths
+*without* z-normalisation (``value@<length>``, scored at every point): level and amplitude kept, so spikes, dips and
+shifts that a shape-only view cannot see count — the NAB configuration. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
 ``level_weight=0`` and no discord scales is the pure diffusion detector.
 
 Fusion (``calibrate=True``)
@@ -37,6 +39,12 @@ shape change, and the channels need no common scale. ``gaussian_channel`` adds N
 the diffusion and level channels are frozen after the training part and NAB streams drift. On NAB this fusion
 with ``suppress=200`` is the benchmark's configuration; ``benchmarks/series_channels.py`` scores each channel alone
 so the diffusion model's own share stays visible.
+
+After the likelihoods, three optional causal steps (all NAB's configuration): ``log_scale`` reports HTM's
+log-scaled likelihood (a plain one crowds every strong anomaly into 1 − 1e-6 … 1, where one corpus-wide threshold
+cannot rank them); ``spatial_tolerance`` overrides the output with 1 where the value leaves the range of every
+earlier value (:mod:`models.spatial_novelty`); ``suppress`` / ``suppress_fraction`` keep one detection per rising
+edge (a horizon of points, or a fraction of the training part — the stream's own time scale).
 
 UCR convention: a window is scored at its last point, so the benchmark subtracts ``lag = (w - 1) // 2`` from the
 argmax: the prediction is the *centre* of the highest-scoring window.
@@ -57,11 +65,12 @@ import torch
 from models.baselines import as_series, register_series_detector
 from models.baselines.gaussian import WindowedGaussian
 from models.baselines.period import dominant_period
-from models.calibration import training_part_likelihood
+from models.calibration import log_likelihoods, training_part_likelihood
 from models.discord import DiscordStats, TrainingDiscord
 from models.errors import InputError, NotFittedError
 from models.pipeline import ScalogramPipeline
 from models.scorers import create_scorer
+from models.spatial_novelty import spatial_novelty
 from models.training import TrainConfig
 from models.transforms.cwt import CWTConfig
 
@@ -91,6 +100,12 @@ class DiffusionDetectorConfig:
     stride (0: a quarter of ``hop``).
     ``fusion``: ``"max_z"`` or ``"likelihood"`` (per-channel likelihoods, needs ``calibrate``); see the module
     docstring. ``gaussian_channel``: add the online windowed-Gaussian channel (needs ``fusion="likelihood"``).
+    ``value_discords``: window lengths (points) of the level-keeping nearest-neighbour channels ``value@<length>``
+    (see the module docstring; lengths that do not fit three times into the training part are skipped).
+    ``spatial_tolerance`` (needs ``calibrate``): output 1 where the value leaves the range of all earlier values by
+    more than this fraction of it (None: off). ``suppress_fraction`` > 0 (needs ``calibrate``, not with
+    ``suppress``): the suppression horizon is this fraction of the training part. ``log_scale`` (needs
+    ``calibrate``): report HTM's log-scaled likelihood.
     ``dump_dir``: also write every scored series' window channels there (``<sha1 of values>.npz``), so the
     pure-diffusion and statistical channels of one benchmark run can be scored separately afterwards.
     Defaults are sized for NAB on two shared CPU cores (80 training steps, a window every 4 points).
@@ -118,6 +133,10 @@ class DiffusionDetectorConfig:
     discord_hop: int = 0
     fusion: str = "max_z"
     gaussian_channel: bool = False
+    value_discords: tuple[int, ...] = ()
+    spatial_tolerance: float | None = None
+    suppress_fraction: float = 0.0
+    log_scale: bool = False
     scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
 
     def __post_init__(self) -> None:
@@ -135,17 +154,7 @@ class DiffusionDetectorConfig:
             raise ValueError("level_weight must be >= 0")
         if self.suppress < 0 or (self.suppress and not self.calibrate):
             raise ValueError("suppress must be >= 0 and needs calibrate=True")
-        scales = self.discord_scales
-        if scales is None:
-            scales = ()
-        elif isinstance(scales, (int, float)):
-            scales = (scales,)
-        elif isinstance(scales, str):  # "1;0.5" from a command line (commas separate detector options)
-            scales = tuple(part for part in scales.replace("/", ";").split(";") if part.strip())
-        try:
-            scales = tuple(float(f) for f in scales)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"discord_scales must be numbers (e.g. '1;0.5'), got {self.discord_scales!r}") from exc
+        scales = _number_tuple(self.discord_scales, float, "discord_scales", "'1;0.5'")
         if any(not 0.0 < f <= 1.0 for f in scales):
             raise ValueError("discord_scales must lie in (0, 1] (fractions of the window)")
         object.__setattr__(self, "discord_scales", scales)
@@ -157,9 +166,37 @@ class DiffusionDetectorConfig:
             raise ValueError('fusion="likelihood" calibrates each channel: it needs calibrate=True')
         if self.gaussian_channel and self.fusion != "likelihood":
             raise ValueError('gaussian_channel needs fusion="likelihood" (its |z| has no common scale with the rest)')
+        lengths = _number_tuple(self.value_discords, int, "value_discords", "'2;4;8'")
+        if any(m < 2 for m in lengths):
+            raise ValueError("value_discords lengths must be >= 2 points")
+        object.__setattr__(self, "value_discords", tuple(dict.fromkeys(lengths)))
+        if self.spatial_tolerance is not None and (self.spatial_tolerance < 0 or not self.calibrate):
+            raise ValueError("spatial_tolerance must be >= 0 and needs calibrate=True")
+        if not 0.0 <= self.suppress_fraction <= 1.0 or (self.suppress_fraction and (self.suppress or not self.calibrate)):
+            raise ValueError("suppress_fraction must lie in [0, 1], needs calibrate=True and excludes suppress")
+        if self.log_scale and not self.calibrate:
+            raise ValueError("log_scale scales the calibrated likelihood: it needs calibrate=True")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _number_tuple(value: Any, kind: type, name: str, example: str) -> tuple:
+    """A tuple of numbers from a tuple, one number, None, or a command-line string like "1;0.5" (commas
+    separate detector options on the command line, so ';' or '/' separate the numbers)."""
+    if value is None:
+        return ()
+    if isinstance(value, (int, float)):
+        value = (value,)
+    elif isinstance(value, str):
+        value = tuple(part for part in value.replace("/", ";").split(";") if part.strip())
+    try:
+        out = tuple(kind(float(v)) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numbers (e.g. {example}), got {value!r}") from exc
+    if kind is int and any(float(v) != int(float(v)) for v in value):
+        raise ValueError(f"{name} must be whole numbers, got {value!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -203,6 +240,7 @@ class DiffusionSeriesDetector:
         self.window: int | None = None
         self.hop: int | None = None
         self.discords: dict[str, TrainingDiscord] = {}
+        self.value_discords: dict[str, TrainingDiscord] = {}
 
     # ------------------------------------------------------------------ protocol attributes
     @property
@@ -253,6 +291,12 @@ class DiffusionSeriesDetector:
         for fraction in cfg.discord_scales:
             m = max(16, round(w * fraction))
             self.discords[f"discord@{fraction:g}"] = TrainingDiscord().fit(x, m)
+        self.value_discords = {}
+        for m in cfg.value_discords:
+            if 3 * m > x.size:
+                log.info("%s: value discord of %d points skipped (training part of %d points)", self.name, m, x.size)
+                continue
+            self.value_discords[f"value@{m}"] = TrainingDiscord(normalize=False).fit(x, m)
         seconds = time.perf_counter() - started
         self.pipeline, self.window = pipe, w
         self.hop = max(1, round(w * cfg.hop_fraction)) if cfg.hop_fraction > 0 else cfg.hop
@@ -260,7 +304,8 @@ class DiffusionSeriesDetector:
             train_points=int(x.size), window=w, hop=self.hop, train_windows=int(ends.size), train_stride=stride,
             train_seconds=round(seconds, 3), diffusion_mean=float(diff.mean()),
             diffusion_std=float(max(diff.std(), 1e-6)),
-            discords=tuple(d.stats for d in self.discords.values() if d.stats is not None),
+            discords=tuple(d.stats for d in (*self.discords.values(), *self.value_discords.values())
+                           if d.stats is not None),
         )
         log.debug("%s fitted: %s", self.name, self.summary)
         return self
@@ -297,7 +342,8 @@ class DiffusionSeriesDetector:
         return self.config.discord_hop or max(1, self.hop // 4)
 
     def discord_scores(self, values: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``discord@<fraction>`` -> (score positions, training-normalised z) on the discord grid.
+        """``discord@<fraction>`` -> (score positions, training-normalised z) on the discord grid, and
+        ``value@<length>`` -> the same for the level-keeping discords, at every point where one of their windows ends.
 
         A shorter discord window is centred where the full window is: the one scored at position ``e`` ends at
         ``e - (w - m) // 2`` (causal), so every channel's peak points at the same centre and one ``lag`` serves
@@ -311,6 +357,10 @@ class DiffusionSeriesDetector:
         for name, discord in self.discords.items():
             assert discord.stats is not None
             out[name] = (grid, discord.zscores(x, grid - (self.window - discord.stats.window) // 2))
+        for name, discord in self.value_discords.items():  # short windows, scored at every point they end
+            assert discord.stats is not None
+            ends = np.arange(discord.stats.window - 1, x.size)
+            out[name] = (ends, discord.zscores(x, ends))
         return out
 
     def point_channels(self, values: np.ndarray) -> dict[str, np.ndarray]:
@@ -322,8 +372,18 @@ class DiffusionSeriesDetector:
             self._dump(x, ends, channels, discords)
         out = {name: spread_to_points(ends, v, x.size) for name, v in channels.items()}
         out.update({name: spread_to_points(e, z, x.size) for name, (e, z) in discords.items()})
+        out.update(self.online_channels(x))
+        return out
+
+    def online_channels(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """The channels that need no fitted state (computed from the values alone, past points only):
+        ``gaussian`` and ``spatial`` where configured. The channel ablation recomputes them the same way."""
+        x = as_series(values)
+        out = {}
         if self.config.gaussian_channel:
             out["gaussian"] = online_gaussian_z(x)
+        if self.config.spatial_tolerance is not None:
+            out["spatial"] = spatial_novelty(x, self.config.spatial_tolerance)
         return out
 
     def combine(self, channels: dict[str, np.ndarray]) -> np.ndarray:
@@ -331,7 +391,7 @@ class DiffusionSeriesDetector:
         docstring); the ``gaussian`` channel only enters through ``fusion="likelihood"``."""
         s = channels["diffusion"]
         for name in channels:
-            if name.startswith("discord@"):
+            if name.startswith(("discord@", "value@")):
                 s = np.maximum(s, channels[name])
         if self.config.level_weight > 0:
             stat = np.maximum(channels["level"], channels["scale"])
@@ -340,7 +400,7 @@ class DiffusionSeriesDetector:
 
     def fused_channels(self, channels: dict[str, np.ndarray]) -> list[str]:
         """Names of the channels ``fusion="likelihood"`` calibrates one by one."""
-        names = ["diffusion", *(n for n in channels if n.startswith("discord@"))]
+        names = ["diffusion", *(n for n in channels if n.startswith(("discord@", "value@")))]
         if self.config.level_weight > 0:
             names += ["level", "scale"]
         return names + (["gaussian"] if "gaussian" in channels else [])
@@ -351,12 +411,28 @@ class DiffusionSeriesDetector:
         if not self.config.calibrate:
             return self.combine(channels)
         assert self.summary is not None
-        p = self.summary.train_points
-        if self.config.fusion == "max_z":
-            like = training_part_likelihood(p).transform(self.combine(channels))
+        return self.calibrated(channels, self.summary.train_points)
+
+    def calibrated(self, channels: dict[str, np.ndarray], train_points: int,
+                   names: list[str] | None = None) -> np.ndarray:
+        """The calibrated output from per-point channels: likelihood(s) → log scale → spatial override →
+        suppression, as configured. ``names`` restricts the likelihood fusion to those channels (the ablation's
+        hook; default: :meth:`fused_channels`; empty: only the spatial rule speaks); a ``spatial`` channel present
+        in ``channels`` always applies."""
+        cfg = self.config
+        chosen = self.fused_channels(channels) if names is None else names
+        if not chosen:
+            like = np.zeros(next(iter(channels.values())).size)
+        elif cfg.fusion == "max_z":
+            like = training_part_likelihood(train_points).transform(self.combine(channels))
         else:
-            like = likelihood_fusion([channels[name] for name in self.fused_channels(channels)], p)
-        return suppress_repeats(like, self.config.suppress) if self.config.suppress else like
+            like = likelihood_fusion([channels[name] for name in chosen], train_points)
+        if cfg.log_scale:
+            like = log_likelihoods(like)
+        if "spatial" in channels:
+            like = np.maximum(like, channels["spatial"] * (np.arange(like.size) >= train_points))
+        horizon = cfg.suppress or round(cfg.suppress_fraction * train_points)
+        return suppress_repeats(like, horizon) if horizon else like
 
     def _dump(self, x: np.ndarray, ends: np.ndarray, channels: dict[str, np.ndarray],
               discords: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -381,6 +457,8 @@ def online_gaussian_z(values: np.ndarray) -> np.ndarray:
 def likelihood_fusion(raw_channels: list[np.ndarray], train_points: int) -> np.ndarray:
     """Per point, the largest of the channels' own online likelihoods (``fusion="likelihood"``); a fresh
     likelihood per channel, since ``AnomalyLikelihood`` keeps state."""
+    if not raw_channels:
+        raise ValueError("likelihood_fusion needs at least one channel")
     return np.max([training_part_likelihood(train_points).transform(raw) for raw in raw_channels], axis=0)
 
 

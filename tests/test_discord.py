@@ -110,3 +110,35 @@ def test_errors_are_clear():
         TrainingDiscord().fit(np.zeros(100), 2)
     with pytest.raises(ValueError):
         TrainingDiscord(max_references=1)
+
+
+def test_value_discords_keep_level_and_match_brute_force():
+    """normalize=False: windows standardised with the training part's fixed mean/std, so a pure level shift of an
+    otherwise normal shape is far from every training window — and invisible to the z-normalised discord."""
+    x = periodic(900, seed=5)
+    x[700:740] += 2.0  # same shape, higher level
+    w, train = 8, x[:400]
+    raw = TrainingDiscord(normalize=False).fit(train, w)
+    shape = TrainingDiscord().fit(train, w)
+    ends = np.arange(w - 1, x.size)
+    z_raw, z_shape = raw.zscores(x, ends), shape.zscores(x, ends)
+    inside = (ends >= 700 + w) & (ends < 740)  # windows wholly inside the shifted part
+    normal = ends >= 420
+    normal &= ~((ends >= 700) & (ends < 740 + w))
+    assert z_raw[inside].min() > 3 * max(z_raw[normal].max(), 1.0)
+    assert z_shape[inside].max() < z_shape[normal].max() + 1.0  # the shape-only view cannot tell
+
+    def brute(e):  # distance to the nearest training window outside an exclusion zone of w
+        q = (x[e - w + 1 : e + 1] - train.mean()) / train.std()
+        ds = [np.linalg.norm(q - (train[r - w + 1 : r + 1] - train.mean()) / train.std())
+              for r in range(w - 1, train.size) if abs(e - r) >= w]
+        return min(ds)
+
+    some = np.array([w - 1, 150, 398, 405, 720, 899])
+    stats = raw.stats
+    assert stats is not None
+    np.testing.assert_allclose(raw.zscores(x, some) * stats.std + stats.mean, [brute(e) for e in some],
+                               rtol=1e-3, atol=5e-3)
+    with pytest.raises(InputError, match=">= 2"):
+        TrainingDiscord(normalize=False).fit(train, 1)
+    TrainingDiscord(normalize=False).fit(np.full(400, 7.0), 2)  # a flat training part is a valid reference

@@ -69,8 +69,9 @@ def test_nab_rescoring_reproduces_the_detectors_nab_score(tmp_path):
     n_windows = sum(len(windows.get(k, [])) for k in corpus.keys())
     direct = nab_metrics.score_all_profiles(layouts, scores, n_windows, corpus.profiles())
     result = nab_channels(dump, root)
-    rescored = result["scores"][f"likelihood fusion ({DETECTOR}) + suppress {NAB_DIFFUSION_DEFAULTS['suppress']}"]
+    rescored = result["scores"][DETECTOR]
     for profile in PROFILES:
         assert rescored[profile] == pytest.approx(round(direct[profile].normalized, 3), abs=1e-9)
-    assert "likelihood fusion without the diffusion channel + suppress 200" in result["scores"]
+    assert {WITHOUT_DIFFUSION, "diffusion (pure)", "value discords only", "spatial rule only"} <= set(result["scores"])
     assert result["detector_config"]["fusion"] == "likelihood"
+    assert tuple(result["detector_config"]["value_discords"]) == NAB_DIFFUSION_DEFAULTS["value_discords"]

@@ -233,3 +233,46 @@ def test_likelihood_fusion_calibrates_each_channel_and_needs_calibrate():
     assert np.all((s >= 0) & (s <= 1))
     assert s[1200:1230].max() > s[600:1150].max()  # the shift is the most likely anomaly after the probation
     np.testing.assert_allclose(det.score(x[:1300]), s[:1300], rtol=1e-6, atol=1e-6)
+
+
+def test_nab_configuration_is_causal_and_each_step_does_its_job():
+    """The NAB defaults: value discords, log-scaled likelihoods, the spatial rule after the training part only,
+    suppression over a fifth of the training part — and still no look-ahead."""
+    from benchmarks.nab import NAB_DIFFUSION_DEFAULTS
+    from models.calibration import log_likelihoods
+    from models.series_detector import likelihood_fusion, suppress_repeats
+
+    x = periodic(1500, seed=4)
+    x[1100] = 6.0  # a spike beyond every earlier value
+    det = DiffusionSeriesDetector(**NAB_DIFFUSION_DEFAULTS, **FAST).fit(x[:450])
+    assert set(det.value_discords) == {"value@2", "value@4", "value@8", "value@16", "value@32"}
+    channels = det.point_channels(x)
+    assert {"gaussian", "spatial", "value@2", "value@32"} <= set(channels)
+    assert channels["spatial"][1100] == 1.0
+    s = det.score(x)
+    assert np.all((s >= 0) & (s <= 1)) and s[1100] == 1.0
+    # the same steps written out: likelihood fusion → log scale → spatial after the training part → suppression
+    like = log_likelihoods(likelihood_fusion([channels[n] for n in det.fused_channels(channels)], 450))
+    like = np.maximum(like, channels["spatial"] * (np.arange(x.size) >= 450))
+    np.testing.assert_array_equal(s, suppress_repeats(like, round(0.2 * 450)))
+    assert s[:450].max() < 0.1  # the learning value, log-scaled: no alert during the training part
+    for cut in (700, 1101, 1300):
+        np.testing.assert_allclose(det.score(x[:cut]), s[:cut], rtol=1e-6, atol=1e-6)
+
+
+def test_value_discords_and_new_options_are_validated():
+    assert DiffusionDetectorConfig(value_discords="2;4/8").value_discords == (2, 4, 8)
+    assert DiffusionDetectorConfig(value_discords=[4, 4, 2]).value_discords == (4, 2)
+    with pytest.raises(ValueError, match="value_discords"):
+        DiffusionDetectorConfig(value_discords=(1,))
+    with pytest.raises(ValueError, match="whole"):
+        DiffusionDetectorConfig(value_discords=(2.5,))
+    with pytest.raises(ValueError, match="spatial_tolerance"):
+        DiffusionDetectorConfig(spatial_tolerance=0.05)
+    with pytest.raises(ValueError, match="suppress_fraction"):
+        DiffusionDetectorConfig(calibrate=True, suppress=10, suppress_fraction=0.2)
+    with pytest.raises(ValueError, match="log_scale"):
+        DiffusionDetectorConfig(log_scale=True)
+    # a length that does not fit three times into the training part is skipped, not an error
+    det = DiffusionSeriesDetector(value_discords=(4, 64), **FAST).fit(periodic(150))
+    assert set(det.value_discords) == {"value@4"}
