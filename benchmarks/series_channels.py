@@ -32,8 +32,8 @@ from models.series_detector import DiffusionDetectorConfig, DiffusionSeriesDetec
 Channel = Callable[[dict], np.ndarray]
 
 
-def _discords(points: dict) -> list[np.ndarray]:
-    return [v for k, v in points.items() if k.startswith("discord@")]
+def _discords(points: dict, prefix: str = "discord@") -> list[np.ndarray]:
+    return [v for k, v in points.items() if k.startswith(prefix)]
 
 
 # Single channels: each takes the per-point channels of one series (``point_channels``), returns one score.
@@ -41,6 +41,8 @@ CHANNELS: dict[str, Channel] = {
     "diffusion (pure)": lambda p: p["diffusion"],
     "statistical (level/scale only)": lambda p: np.maximum(p["level"], p["scale"]),
     "discord (nearest neighbour only)": lambda p: np.max(_discords(p), axis=0),
+    "value discords (level-keeping nearest neighbour only)": lambda p: np.max(_discords(p, "value@"), axis=0),
+    "all discords (shape and value)": lambda p: np.max(_discords(p) + _discords(p, "value@"), axis=0),
 }
 DETECTOR = "the detector"
 WITHOUT_DIFFUSION = "the detector without the diffusion channel"
@@ -71,7 +73,11 @@ def without_diffusion(points: dict) -> dict:
 
 
 def has_channel(points: list[dict], name: str) -> bool:
-    """Discord channels exist only in runs with ``discord_scales`` (UCR's configuration)."""
+    """Discord channels exist only in runs that configured them (``discord_scales``, ``value_discord_scales``)."""
+    if name.startswith("value"):
+        return all(_discords(p, "value@") for p in points)
+    if name.startswith("all discords"):
+        return all(_discords(p) and _discords(p, "value@") for p in points)
     return not name.startswith("discord") or all(_discords(p) for p in points)
 
 

@@ -30,9 +30,10 @@ UCR_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian": {"output": "zscore"},
     "windowed_gaussian_train": {"output": "zscore"},
     # Series of up to 270k points: a diffusion window every quarter window instead of every 2 points. The
-    # nearest-neighbour discord channels (window and half window) catch unseen raw shapes the scalogram model
-    # finds plausible (see models.series_detector); one setting for every file.
-    **{f"diffusion-{s}": {"hop_fraction": 0.25, "discord_scales": (1.0, 0.5)}
+    # nearest-neighbour discord channels (z-normalised at the window and half window, level-keeping at the
+    # window) catch unseen raw shapes and unseen levels the scalogram model finds plausible (see
+    # models.series_detector); one setting for every file.
+    **{f"diffusion-{s}": {"hop_fraction": 0.25, "discord_scales": (1.0, 0.5), "value_discord_scales": (1.0,)}
        for s in ("recon", "kl", "trend", "dynamic", "adversarial")},
 }
 INDEX_FRAME = (

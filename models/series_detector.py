@@ -24,7 +24,8 @@ statistical channel the pipeline already reports — how far the window's mean (
 is blind to by design. ``discord_scales`` adds one raw-shape channel per scale: the nearest-neighbour distance
 of the window (length ``scale · w``, centred on the full window's centre) to the training windows, z-scored with
 the training part's own nearest-neighbour distances (:mod:`models.discord`) — plausible-but-unseen shapes that
-the scalogram model lets through. ``value_discords`` adds the same distance for short windows of fixed lengths
+the scalogram model lets through. ``value_discord_scales`` adds the same channels without z-normalisation
+(``value@<fraction>w``), ``value_discords`` the same distance for short windows of fixed lengths
 *without* z-normalisation (``value@<length>``, scored at every point): level and amplitude kept, so spikes, dips and
 shifts that a shape-only view cannot see count — the NAB configuration. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
 ``level_weight=0`` and no discord scales is the pure diffusion detector.
@@ -101,7 +102,9 @@ class DiffusionDetectorConfig:
     ``fusion``: ``"max_z"`` or ``"likelihood"`` (per-channel likelihoods, needs ``calibrate``); see the module
     docstring. ``gaussian_channel``: add the online windowed-Gaussian channel (needs ``fusion="likelihood"``).
     ``value_discords``: window lengths (points) of the level-keeping nearest-neighbour channels ``value@<length>``
-    (see the module docstring; lengths that do not fit three times into the training part are skipped).
+    (see the module docstring; lengths that do not fit three times into the training part are skipped), scored
+    at every point. ``value_discord_scales``: the same level-keeping distance for windows of these fractions of the
+    window, on the discord grid and centred like ``discord_scales`` (channels ``value@<fraction>w``; UCR uses 1).
     ``spatial_tolerance`` (needs ``calibrate``): output 1 where the value leaves the range of all earlier values by
     more than this fraction of it (None: off). ``suppress_fraction`` > 0 (needs ``calibrate``, not with
     ``suppress``): the suppression horizon is this fraction of the training part. ``log_scale`` (needs
@@ -134,6 +137,7 @@ class DiffusionDetectorConfig:
     fusion: str = "max_z"
     gaussian_channel: bool = False
     value_discords: tuple[int, ...] = ()
+    value_discord_scales: tuple[float, ...] = ()
     spatial_tolerance: float | None = None
     suppress_fraction: float = 0.0
     log_scale: bool = False
@@ -158,6 +162,10 @@ class DiffusionDetectorConfig:
         if any(not 0.0 < f <= 1.0 for f in scales):
             raise ValueError("discord_scales must lie in (0, 1] (fractions of the window)")
         object.__setattr__(self, "discord_scales", scales)
+        value_scales = _number_tuple(self.value_discord_scales, float, "value_discord_scales", "'1;0.5'")
+        if any(not 0.0 < f <= 1.0 for f in value_scales):
+            raise ValueError("value_discord_scales must lie in (0, 1] (fractions of the window)")
+        object.__setattr__(self, "value_discord_scales", value_scales)
         if self.discord_hop < 0:
             raise ValueError("discord_hop must be >= 0 (0: a quarter of hop)")
         if self.fusion not in FUSIONS:
@@ -291,6 +299,9 @@ class DiffusionSeriesDetector:
         for fraction in cfg.discord_scales:
             m = max(16, round(w * fraction))
             self.discords[f"discord@{fraction:g}"] = TrainingDiscord().fit(x, m)
+        for fraction in cfg.value_discord_scales:  # same grid and centring; level and amplitude kept
+            m = max(16, round(w * fraction))
+            self.discords[f"value@{fraction:g}w"] = TrainingDiscord(normalize=False).fit(x, m)
         self.value_discords = {}
         for m in cfg.value_discords:
             if 3 * m > x.size:

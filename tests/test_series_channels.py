@@ -40,7 +40,8 @@ def test_ucr_rescoring_reproduces_the_detectors_scores_and_hits(tmp_path):
     for number in (1, 2):
         path = _ucr_file(data, number, seed=number)
         spec, x = parse_ucr_name(path.name), load_ucr_series(path)
-        det = DiffusionSeriesDetector(window=40, hop=8, discord_scales=(1.0, 0.5), level_weight=0.5,
+        det = DiffusionSeriesDetector(window=40, hop=8, discord_scales=(1.0, 0.5), value_discord_scales=(1.0,),
+                                      level_weight=0.5,
                                       dump_dir=str(dump), **FAST)
         scores = det.fit(x[: spec.train_end]).score(x)
         z = dict(np.load(dump / f"{series_key(x)}.npz"))
@@ -52,7 +53,8 @@ def test_ucr_rescoring_reproduces_the_detectors_scores_and_hits(tmp_path):
     result = ucr_channels(dump, data)
     expected = {stem: bool(is_hit(parse_ucr_name(stem + ".txt"), p)) for stem, p in preds.items()}
     assert result["accuracy"][DETECTOR]["hits_by_file"] == expected
-    assert {"discord (nearest neighbour only)", WITHOUT_DIFFUSION} <= set(result["accuracy"])
+    assert {"discord (nearest neighbour only)", "value discords (level-keeping nearest neighbour only)",
+            WITHOUT_DIFFUSION} <= set(result["accuracy"])
 
 
 def test_nab_rescoring_reproduces_the_detectors_nab_score(tmp_path):

@@ -276,3 +276,24 @@ def test_value_discords_and_new_options_are_validated():
     # a length that does not fit three times into the training part is skipped, not an error
     det = DiffusionSeriesDetector(value_discords=(4, 64), **FAST).fit(periodic(150))
     assert set(det.value_discords) == {"value@4"}
+
+
+def test_value_discord_scales_share_the_discord_grid_and_see_a_level_shift():
+    period, n, train_end = 32, 1500, 600
+    x = periodic(n, period=period, noise=0.02)
+    x[1100:1140] += 1.5  # same shape, higher level: invisible after z-normalisation
+    det = DiffusionSeriesDetector(window=period, hop=8, discord_scales=(1.0,), value_discord_scales=(1.0,),
+                                  **FAST).fit(x[:train_end])
+    discords = det.discord_scores(x)
+    assert set(discords) == {"discord@1", "value@1w"}
+    grid, value = discords["value@1w"]
+    np.testing.assert_array_equal(grid, discords["discord@1"][0])
+    inside = (grid >= 1100 + period) & (grid < 1140)
+    normal = (grid >= train_end) & ((grid < 1100) | (grid >= 1140 + period))
+    assert value[inside].min() > 3 * max(value[normal].max(), 1.0)
+    channels = det.point_channels(x)
+    np.testing.assert_array_equal(det.combine(channels), np.maximum.reduce(
+        [channels["diffusion"], channels["discord@1"], channels["value@1w"],
+         det.config.level_weight * np.maximum(channels["level"], channels["scale"])]))
+    with pytest.raises(ValueError, match="value_discord_scales"):
+        DiffusionDetectorConfig(value_discord_scales=(2.0,))
