@@ -43,10 +43,11 @@ NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
 # windowed Gaussian and level-keeping nearest-neighbour distances to the probationary part at five lengths —
 # reported as HTM's log-scaled likelihood, overridden where a value leaves the range seen so far (HTM's 5 %
 # spatial rule), one alert per rising edge within a fifth of the probationary part (CAD OSE's rest period).
-# See models.series_detector, "Fusion".
+# The scalograms are standardised with the probationary part's statistics, not per window: NAB's anomalies are
+# as often "how big" as "which shape". See models.series_detector, "Fusion".
 NAB_DIFFUSION_DEFAULTS: dict = {
     "calibrate": True, "fusion": "likelihood", "gaussian_channel": True, "value_discords": (2, 4, 8, 16, 32),
-    "log_scale": True, "spatial_tolerance": 0.05, "suppress_fraction": 0.2,
+    "log_scale": True, "spatial_tolerance": 0.05, "suppress_fraction": 0.2, "scalogram_normalise": "training",
 }
 NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian_train": {"output": "zscore"},

@@ -108,7 +108,9 @@ class DiffusionDetectorConfig:
     ``spatial_tolerance`` (needs ``calibrate``): output 1 where the value leaves the range of all earlier values by
     more than this fraction of it (None: off). ``suppress_fraction`` > 0 (needs ``calibrate``, not with
     ``suppress``): the suppression horizon is this fraction of the training part. ``log_scale`` (needs
-    ``calibrate``): report HTM's log-scaled likelihood.
+    ``calibrate``): report HTM's log-scaled likelihood. ``scalogram_normalise``: ``"window"`` (each window
+    standardised on its own: the model judges shape only) or ``"training"`` (the series standardised once with the
+    training part's mean and std: the scalogram keeps each scale's amplitude; NAB's setting).
     ``dump_dir``: also write every scored series' window channels there (``<sha1 of values>.npz``), so the
     pure-diffusion and statistical channels of one benchmark run can be scored separately afterwards.
     Defaults are sized for NAB on two shared CPU cores (80 training steps, a window every 4 points).
@@ -141,6 +143,7 @@ class DiffusionDetectorConfig:
     spatial_tolerance: float | None = None
     suppress_fraction: float = 0.0
     log_scale: bool = False
+    scalogram_normalise: str = "window"
     scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
 
     def __post_init__(self) -> None:
@@ -182,6 +185,8 @@ class DiffusionDetectorConfig:
             raise ValueError("spatial_tolerance must be >= 0 and needs calibrate=True")
         if not 0.0 <= self.suppress_fraction <= 1.0 or (self.suppress_fraction and (self.suppress or not self.calibrate)):
             raise ValueError("suppress_fraction must lie in [0, 1], needs calibrate=True and excludes suppress")
+        if self.scalogram_normalise not in ("window", "training"):
+            raise ValueError(f"scalogram_normalise must be 'window' or 'training', got {self.scalogram_normalise!r}")
         if self.log_scale and not self.calibrate:
             raise ValueError("log_scale scales the calibrated likelihood: it needs calibrate=True")
 
@@ -249,6 +254,7 @@ class DiffusionSeriesDetector:
         self.hop: int | None = None
         self.discords: dict[str, TrainingDiscord] = {}
         self.value_discords: dict[str, TrainingDiscord] = {}
+        self._input_centre, self._input_scale = 0.0, 1.0
 
     # ------------------------------------------------------------------ protocol attributes
     @property
@@ -277,7 +283,16 @@ class DiffusionSeriesDetector:
         options = dict(cfg.scorer_options)
         scorer = create_scorer(cfg.scorer, unet=cfg.unet, train=train, device="cpu", seed=1234 + cfg.seed,
                                **options)
-        return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size)), scorer)
+        normalise = "window" if cfg.scalogram_normalise == "window" else "none"
+        return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size), normalise=normalise), scorer)
+
+    def _model_input(self, x: np.ndarray) -> np.ndarray:
+        """What the scalogram model sees: the series itself (each window is then normalised on its own), or
+        — ``scalogram_normalise="training"`` — the series standardised once with the training part's mean and
+        std, so the scalogram keeps the amplitude of every scale."""
+        if self.config.scalogram_normalise == "window":
+            return x
+        return (x - self._input_centre) / self._input_scale
 
     def fit(self, train: np.ndarray) -> "DiffusionSeriesDetector":
         cfg = self.config
@@ -291,7 +306,9 @@ class DiffusionSeriesDetector:
         torch.manual_seed(cfg.seed)
         started = time.perf_counter()
         pipe = self._pipeline()
-        windows = sliding_windows(x, w, ends)
+        spread = float(x.std())
+        self._input_centre, self._input_scale = float(x.mean()), spread if spread > 1e-12 else 1.0
+        windows = sliding_windows(self._model_input(x), w, ends)
         pipe.fit_windows(windows.copy())
         batch = pipe.score_windows(windows.copy())
         diff = np.asarray(batch.scores, dtype=np.float64)
@@ -334,8 +351,9 @@ class DiffusionSeriesDetector:
         ends = np.arange(w - 1, x.size, hop)
         channels: dict[str, list[np.ndarray]] = {"diffusion": [], "level": [], "scale": []}
         step = max(1, self.config.score_batch)
+        model_x = self._model_input(x)
         for i in range(0, ends.size, step):
-            batch = self.pipeline.score_windows(sliding_windows(x, w, ends[i : i + step]).copy())
+            batch = self.pipeline.score_windows(sliding_windows(model_x, w, ends[i : i + step]).copy())
             channels["diffusion"].append(
                 (np.asarray(batch.scores, dtype=np.float64) - self.summary.diffusion_mean) / self.summary.diffusion_std
             )

@@ -297,3 +297,24 @@ def test_value_discord_scales_share_the_discord_grid_and_see_a_level_shift():
          det.config.level_weight * np.maximum(channels["level"], channels["scale"])]))
     with pytest.raises(ValueError, match="value_discord_scales"):
         DiffusionDetectorConfig(value_discord_scales=(2.0,))
+
+
+def test_training_normalised_scalograms_keep_amplitude_that_window_normalisation_removes():
+    """``scalogram_normalise="training"``: the series is standardised once with the training part's statistics,
+    so the same window at twice the amplitude reaches the model as a different scalogram; per-window
+    normalisation maps both to the same image."""
+    x = periodic(1200, seed=2)
+    per_window = DiffusionSeriesDetector(window=32, hop=4, **FAST).fit(x[:500])
+    per_train = DiffusionSeriesDetector(window=32, hop=4, scalogram_normalise="training", **FAST).fit(x[:500])
+    assert per_train.pipeline is not None and per_train.pipeline.transform.config.normalise == "none"
+    np.testing.assert_allclose(per_train._model_input(x[:500]).mean(), 0.0, atol=1e-9)
+    np.testing.assert_array_equal(per_window._model_input(x), x)
+
+    def image(det, w):
+        return det.pipeline.transform.transform(det._model_input(w)[None].copy()).images
+
+    w = x[600:632]
+    assert float((image(per_window, w) - image(per_window, 2.0 * w)).abs().max()) < 1e-3
+    assert float((image(per_train, w) - image(per_train, 2.0 * w)).abs().max()) > 0.1
+    with pytest.raises(ValueError, match="scalogram_normalise"):
+        DiffusionDetectorConfig(scalogram_normalise="file")
