@@ -1,7 +1,9 @@
 """Run metadata saved beside every benchmark result, so a number can always be traced to its run.
 
-Records the command line, the git commit (and whether the tree had uncommitted changes), the UTC date,
-the machine (CPU count and model, GPU name if any) and the wall time.
+Records the command line, the git commit (and whether the tree had uncommitted changes, and which tracked files:
+a batch of runs that copies its results into benchmarks/results/ leaves the later runs "dirty" with result files
+only, and a reader must be able to tell that from changed code), the UTC date, the machine (CPU count and model,
+GPU name if any) and the wall time.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class RunInfo:
     machine: MachineInfo
     wall_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    git_changed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +50,7 @@ def _git(*args: str) -> str | None:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return out.stdout.rstrip() if out.returncode == 0 else None  # porcelain lines start with a space
 
 
 def git_commit() -> str | None:
@@ -88,12 +91,14 @@ def machine_info() -> MachineInfo:
 def start_run(command: list[str] | None = None) -> tuple[RunInfo, float]:
     """RunInfo for a run starting now, plus the perf_counter start to pass to :func:`finish_run`."""
     status = _git("status", "--porcelain", "--untracked-files=no")
+    changed = [line[3:] for line in (status or "").splitlines() if len(line) > 3]
     info = RunInfo(
         command=list(command if command is not None else sys.argv),
         git_commit=git_commit(),
         git_dirty=None if status is None else bool(status),
         started_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=machine_info(),
+        git_changed=changed[:50],
     )
     return info, time.perf_counter()
 

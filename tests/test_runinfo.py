@@ -1,0 +1,26 @@
+"""Run metadata: which commit, and — when the tree was dirty — which tracked files differed."""
+from __future__ import annotations
+
+import subprocess
+
+from benchmarks import runinfo
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_start_run_names_the_changed_tracked_files(tmp_path, monkeypatch):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "result.json").write_text("{}\n")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(runinfo, "REPO", tmp_path)
+    clean, _ = runinfo.start_run(["bench"])
+    assert clean.git_dirty is False and clean.git_changed == [] and len(clean.git_commit or "") == 40
+    (tmp_path / "result.json").write_text('{"score": 1}\n')
+    (tmp_path / "untracked.txt").write_text("ignored\n")
+    dirty, started = runinfo.start_run(["bench"])
+    assert dirty.git_dirty is True and dirty.git_changed == ["result.json"]
+    assert runinfo.finish_run(dirty, started).to_dict()["git_changed"] == ["result.json"]
