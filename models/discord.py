@@ -25,6 +25,16 @@ import numpy as np
 from models.errors import InputError, NotFittedError
 
 
+def _window_view(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
+    """float64 windows ending (inclusive) at ``ends``; an end outside the series is refused, never wrapped."""
+    values = np.asarray(x, dtype=np.float64)
+    ends = np.asarray(ends, dtype=np.int64)
+    if ends.size and (ends.min() < window - 1 or ends.max() >= values.size):
+        raise InputError(f"window ends must lie in [{window - 1}, {values.size - 1}] for windows of {window} "
+                         f"in a series of {values.size} points, got [{ends.min()}, {ends.max()}]")
+    return np.lib.stride_tricks.sliding_window_view(values, window)[ends - window + 1]
+
+
 def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
     """float32 windows ending (inclusive) at ``ends``, each shifted to mean 0 and scaled to std 1.
 
@@ -32,12 +42,7 @@ def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndar
     two constant windows are 0 apart and a constant and a varying window are sqrt(window) apart — the
     matrix-profile convention.
     """
-    values = np.asarray(x, dtype=np.float64)
-    ends = np.asarray(ends, dtype=np.int64)
-    if ends.size and (ends.min() < window - 1 or ends.max() >= values.size):
-        raise InputError(f"window ends must lie in [{window - 1}, {values.size - 1}] for windows of {window} "
-                         f"in a series of {values.size} points, got [{ends.min()}, {ends.max()}]")
-    view = np.lib.stride_tricks.sliding_window_view(values, window)[ends - window + 1]
+    view = _window_view(x, window, ends)
     mu = view.mean(axis=1, keepdims=True)
     sd = view.std(axis=1, keepdims=True)
     floor = 1e-12 * np.maximum(np.abs(mu), 1.0)
@@ -47,13 +52,7 @@ def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndar
 def raw_windows(x: np.ndarray, window: int, ends: np.ndarray, centre: float, scale: float) -> np.ndarray:
     """float32 windows ending (inclusive) at ``ends``, standardised with *fixed* training statistics (level and
     amplitude kept; subtracting the training mean first keeps float32 resolution for large offsets)."""
-    values = np.asarray(x, dtype=np.float64)
-    ends = np.asarray(ends, dtype=np.int64)
-    if ends.size and (ends.min() < window - 1 or ends.max() >= values.size):
-        raise InputError(f"window ends must lie in [{window - 1}, {values.size - 1}] for windows of {window} "
-                         f"in a series of {values.size} points, got [{ends.min()}, {ends.max()}]")
-    view = np.lib.stride_tricks.sliding_window_view(values, window)[ends - window + 1]
-    return ((view - centre) / scale).astype(np.float32)
+    return ((_window_view(x, window, ends) - centre) / scale).astype(np.float32)
 
 
 def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.ndarray | None = None,

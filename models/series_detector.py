@@ -18,16 +18,19 @@ How a series becomes per-point scores
 Channels (one general method, the same for every file)
 ------------------------------------------------------
 ``diffusion``: the scorer's sample score (``recon`` by default) of each window's CWT scalogram, z-scored.
-The scalogram is normalised per window, so the model judges *shape* only. ``level_weight > 0`` adds the cheap
+The scalogram is normalised per window, so the model judges *shape* only (``scalogram_normalise="training"``
+standardises the series once with the training part instead, keeping each scale's amplitude). ``level_weight > 0`` adds the cheap
 statistical channel the pipeline already reports — how far the window's mean (``level_z``) and log-std
 (``scale_z``) are from the training windows' — because level and amplitude shifts are anomalies the shape model
 is blind to by design. ``discord_scales`` adds one raw-shape channel per scale: the nearest-neighbour distance
 of the window (length ``scale · w``, centred on the full window's centre) to the training windows, z-scored with
 the training part's own nearest-neighbour distances (:mod:`models.discord`) — plausible-but-unseen shapes that
-the scalogram model lets through. ``value_discord_scales`` adds the same channels without z-normalisation
-(``value@<fraction>w``), ``value_discords`` the same distance for short windows of fixed lengths
-*without* z-normalisation (``value@<length>``, scored at every point): level and amplitude kept, so spikes, dips and
-shifts that a shape-only view cannot see count — the NAB configuration. Combined score = max(diffusion_z, discord_z…, level_weight · max(|level_z|, |scale_z|)).
+the scalogram model lets through. *Value discords* are the same distance without z-normalisation (windows only
+standardised with the training part's fixed mean and std), so level and amplitude count — spikes, dips and
+shifts that a shape-only view cannot see: ``value_discord_scales`` adds them at fractions of the window on the
+discord grid (``value@<fraction>w``, UCR), ``value_discords`` for short windows of fixed lengths scored at every
+point (``value@<length>``, NAB). Combined score = max(diffusion_z, discord_z…, value_z…,
+level_weight · max(|level_z|, |scale_z|)).
 ``level_weight=0`` and no discord scales is the pure diffusion detector.
 
 Fusion (``calibrate=True``)
@@ -38,8 +41,8 @@ own history, so a drifting level (whose z against the training part stays high f
 shape change, and the channels need no common scale. ``gaussian_channel`` adds NAB's online windowed-Gaussian
 |z| of each point (past points only, :class:`~models.baselines.gaussian.WindowedGaussian`) as one more channel:
 the diffusion and level channels are frozen after the training part and NAB streams drift. On NAB this fusion
-with ``suppress=200`` is the benchmark's configuration; ``benchmarks/series_channels.py`` scores each channel alone
-so the diffusion model's own share stays visible.
+is the benchmark's configuration; ``benchmarks/series_channels.py`` scores each channel alone so the diffusion
+model's own share stays visible.
 
 After the likelihoods, three optional causal steps (all NAB's configuration): ``log_scale`` reports HTM's
 log-scaled likelihood (a plain one crowds every strong anomaly into 1 − 1e-6 … 1, where one corpus-wide threshold
@@ -371,8 +374,8 @@ class DiffusionSeriesDetector:
         return self.config.discord_hop or max(1, self.hop // 4)
 
     def discord_scores(self, values: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``discord@<fraction>`` -> (score positions, training-normalised z) on the discord grid, and
-        ``value@<length>`` -> the same for the level-keeping discords, at every point where one of their windows ends.
+        """``discord@<fraction>`` and ``value@<fraction>w`` -> (score positions, training-normalised z) on the
+        discord grid; ``value@<length>`` -> the same at every point where one of its windows ends.
 
         A shorter discord window is centred where the full window is: the one scored at position ``e`` ends at
         ``e - (w - m) // 2`` (causal), so every channel's peak points at the same centre and one ``lag`` serves
