@@ -57,7 +57,8 @@ class DetectorSpec:
     def label(self) -> str:
         if not self.options:
             return self.name
-        extra = self.options.replace("=", "-").replace(",", "_")
+        # ';' and '/' separate numbers inside one option ("value_discords=2;4"): keep them apart from "24".
+        extra = self.options.replace("=", "-").replace(",", "_").replace(";", "-").replace("/", "-")
         return re.sub(r"[^A-Za-z0-9_.-]", "", f"{self.name}_{extra}")
 
     def build(self) -> SeriesDetector:

@@ -41,8 +41,9 @@ NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
 # Level and amplitude shifts are common NAB anomalies; z-normalised subsequences cannot see them.
 # Diffusion detectors: every channel calibrated by its own likelihood — diffusion, level/scale, the online
 # windowed Gaussian and level-keeping nearest-neighbour distances to the probationary part at five lengths —
-# reported as HTM's log-scaled likelihood, overridden where a value leaves the range seen so far (HTM's 5 %
-# spatial rule), one alert per rising edge within a fifth of the probationary part (CAD OSE's rest period).
+# reported as HTM's log-scaled likelihood (NAB's output convention; monotone, so no score changes with it),
+# overridden where a value leaves the range seen so far (HTM's 5 % spatial rule), one alert per rising edge
+# within a fifth of the probationary part (CAD OSE's rest period).
 # The scalograms are standardised with the probationary part's statistics, not per window: NAB's anomalies are
 # as often "how big" as "which shape". See models.series_detector, "Fusion".
 NAB_DIFFUSION_DEFAULTS: dict = {

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+MAX_CHANGED = 50  # changed paths listed in a run's metadata (the rest is flagged as truncated)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class RunInfo:
     wall_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     git_changed: list[str] = field(default_factory=list)
+    git_changed_truncated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +52,7 @@ def _git(*args: str) -> str | None:
         out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.rstrip() if out.returncode == 0 else None  # porcelain lines start with a space
+    return out.stdout.rstrip() if out.returncode == 0 else None
 
 
 def git_commit() -> str | None:
@@ -91,14 +93,17 @@ def machine_info() -> MachineInfo:
 def start_run(command: list[str] | None = None) -> tuple[RunInfo, float]:
     """RunInfo for a run starting now, plus the perf_counter start to pass to :func:`finish_run`."""
     status = _git("status", "--porcelain", "--untracked-files=no")
-    changed = [line[3:] for line in (status or "").splitlines() if len(line) > 3]
+    # NUL-separated names: renames and paths with spaces or quotes come through as they are.
+    names = _git("diff", "--name-only", "-z", "HEAD")
+    changed = [n for n in (names or "").split("\0") if n]
     info = RunInfo(
         command=list(command if command is not None else sys.argv),
         git_commit=git_commit(),
         git_dirty=None if status is None else bool(status),
         started_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine=machine_info(),
-        git_changed=changed[:50],
+        git_changed=changed[:MAX_CHANGED],
+        git_changed_truncated=len(changed) > MAX_CHANGED,
     )
     return info, time.perf_counter()
 

@@ -27,31 +27,40 @@ from benchmarks.nab_files import NabCorpus
 from benchmarks.ucr import find_ucr_files, load_ucr_series
 from models.metrics import nab as nab_metrics
 from models.metrics.ucr import is_hit, parse_ucr_name, ucr_accuracy
-from models.series_detector import DiffusionDetectorConfig, DiffusionSeriesDetector, spread_to_points
+from models.series_detector import DISCORD_PREFIXES, DiffusionDetectorConfig, DiffusionSeriesDetector, spread_to_points
 
-Channel = Callable[[dict], np.ndarray]
-
-
-def _discords(points: dict, prefix: str = "discord@") -> list[np.ndarray]:
-    return [v for k, v in points.items() if k.startswith(prefix)]
+Selector = Callable[[list[str]], list[str]]
 
 
-# Single channels: each takes the per-point channels of one series (``point_channels``), returns one score.
-CHANNELS: dict[str, Channel] = {
-    "diffusion (pure)": lambda p: p["diffusion"],
-    "statistical (level/scale only)": lambda p: np.maximum(p["level"], p["scale"]),
-    "discord (nearest neighbour only)": lambda p: np.max(_discords(p), axis=0),
-    "value discords (level-keeping nearest neighbour only)": lambda p: np.max(_discords(p, "value@"), axis=0),
-    "all discords (shape and value)": lambda p: np.max(_discords(p) + _discords(p, "value@"), axis=0),
+def _both_kinds(names: list[str]) -> list[str]:
+    kinds = {n.split("@")[0] for n in names if n.startswith(DISCORD_PREFIXES)}
+    return [n for n in names if n.startswith(DISCORD_PREFIXES)] if len(kinds) == 2 else []
+
+
+# One table of ablation rows for both benchmarks: label -> (which of a file's channels the row keeps, whether
+# NAB's spatial rule applies). UCR scores a row as the max of its channels' z, NAB through the detector's own
+# calibration; rows whose channels a run did not configure are left out.
+GROUPS: dict[str, tuple[Selector, bool]] = {
+    "diffusion (pure)": (lambda names: [n for n in names if n == "diffusion"], False),
+    "statistical (level/scale only)": (lambda names: [n for n in names if n in ("level", "scale")], False),
+    "discord (nearest neighbour only)": (lambda names: [n for n in names if n.startswith("discord@")], False),
+    "value discords (level-keeping nearest neighbour only)": (
+        lambda names: [n for n in names if n.startswith("value@")], False),
+    "all discords (shape and value)": (_both_kinds, False),
+    "windowed Gaussian channel only": (lambda names: [n for n in names if n == "gaussian"], False),
+    "spatial rule only": (lambda names: [], True),
 }
 DETECTOR = "the detector"
 WITHOUT_DIFFUSION = "the detector without the diffusion channel"
 
 
 def detector_of(z: dict) -> DiffusionSeriesDetector:
-    """An unfitted detector with the run's own configuration (stored in the dump; older dumps: the defaults), so
-    the fusion rules applied here are the detector's code, not a copy of them."""
-    config = json.loads(str(z["config"])) if "config" in z else {}
+    """An unfitted detector with the run's own configuration (stored in the dump), so the fusion rules applied
+    here are the detector's code, not a copy of them."""
+    if "config" not in z:
+        raise SystemExit("this dump has no detector configuration (written before dumps carried one): "
+                         "re-run the benchmark with SCALOWATCH_SERIES_DUMP_DIR set")
+    config = json.loads(str(z["config"]))
     config.pop("dump_dir", None)
     return DiffusionSeriesDetector(DiffusionDetectorConfig(**config))
 
@@ -61,7 +70,7 @@ def point_channels(z: dict) -> dict[str, np.ndarray]:
     grid as ``<name>_ends`` (older dumps scored them on the diffusion grid)."""
     n = int(z["n"])
     out = {}
-    for name in ("diffusion", "level", "scale", *(k for k in z if k.startswith(("discord@", "value@")) and
+    for name in ("diffusion", "level", "scale", *(k for k in z if k.startswith(DISCORD_PREFIXES) and
                                                    not k.endswith("_ends"))):
         out[name] = spread_to_points(z.get(f"{name}_ends", z["ends"]), z[name], n)
     return out
@@ -72,36 +81,19 @@ def without_diffusion(points: dict) -> dict:
     return {**points, "diffusion": np.full_like(points["diffusion"], -np.inf)}
 
 
-def has_channel(points: list[dict], name: str) -> bool:
-    """Discord channels exist only in runs that configured them (``discord_scales``, ``value_discord_scales``)."""
-    if name.startswith("value"):
-        return all(_discords(p, "value@") for p in points)
-    if name.startswith("all discords"):
-        return all(_discords(p) and _discords(p, "value@") for p in points)
-    return not name.startswith("discord") or all(_discords(p) for p in points)
-
-
 def series_key(values: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(np.asarray(values, dtype=np.float64)).tobytes()).hexdigest()[:16]
 
 
-def nab_groups(points: dict, detector: DiffusionSeriesDetector) -> dict[str, tuple[list[str], bool]]:
-    """Rows of the NAB ablation: label -> (channels whose likelihoods are fused, whether the spatial rule applies).
-    Every row goes through the detector's own calibration (log scale, suppression)."""
+def nab_rows(points: dict, detector: DiffusionSeriesDetector) -> dict[str, tuple[list[str], bool]]:
+    """One file's NAB ablation rows: label -> (channels whose likelihoods are fused, whether the spatial rule
+    applies). Per file, because a file whose training part is short may lack a long value discord."""
     fusion = detector.fused_channels(points)
     has_spatial = "spatial" in points
-    groups: dict[str, tuple[list[str], bool]] = {
-        "diffusion (pure)": (["diffusion"], False),
-        "level/scale only": (["level", "scale"], False),
-        "discord (nearest neighbour only)": ([n for n in fusion if n.startswith("discord@")], False),
-        "value discords only": ([n for n in fusion if n.startswith("value@")], False),
-        "windowed Gaussian channel only": (["gaussian"], False),
-        "spatial rule only": ([], True),
-        DETECTOR: (fusion, has_spatial),
-        WITHOUT_DIFFUSION: ([n for n in fusion if n != "diffusion"], has_spatial),
-    }
-    return {label: (names, sp) for label, (names, sp) in groups.items()
-            if all(n in points for n in names) and (names or (sp and has_spatial))}
+    rows = {label: (select(fusion), spatial and has_spatial) for label, (select, spatial) in GROUPS.items()}
+    rows[DETECTOR] = (fusion, has_spatial)
+    rows[WITHOUT_DIFFUSION] = ([n for n in fusion if n != "diffusion"], has_spatial)
+    return {label: row for label, row in rows.items() if row[0] or row[1]}
 
 
 def nab_channels(dump: Path, data: Path) -> dict:
@@ -126,10 +118,14 @@ def nab_channels(dump: Path, data: Path) -> dict:
     if detector is None:
         raise SystemExit(f"no NAB files under {data}")
     n_windows = sum(len(windows.get(k, [])) for k in keys)
+    rows = [nab_rows(p, detector) for p in points]
     out = {}
-    for label, (names, spatial) in nab_groups(points[0], detector).items():
+    for label in rows[0]:
+        if not all(label in r for r in rows):  # a row must describe every file to be a corpus score
+            continue
         scores = []
-        for p in points:
+        for p, r in zip(points, rows):
+            names, spatial = r[label]
             channels = p if spatial else {k: v for k, v in p.items() if k != "spatial"}
             scores.append(detector.calibrated(channels, nab_metrics.probationary_length(p["diffusion"].size), names))
         res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
@@ -152,8 +148,9 @@ def ucr_channels(dump: Path, data: Path) -> dict:
         z = dict(np.load(f))
         dumps.append((spec, point_channels(z), int(z["window"]), detector_of(z)))
     variants: dict[str, Callable[[dict, DiffusionSeriesDetector], np.ndarray]] = {
-        **{name: (lambda p, det, c=channel: c(p)) for name, channel in CHANNELS.items()
-           if has_channel([p for _, p, _, _ in dumps], name)},
+        **{label: (lambda p, det, pick=select: np.max([p[n] for n in pick(list(p))], axis=0))
+           for label, (select, spatial) in GROUPS.items()
+           if not spatial and all(select(list(p)) for _, p, _, _ in dumps)},
         DETECTOR: lambda p, det: det.combine(p),
         WITHOUT_DIFFUSION: lambda p, det: det.combine(without_diffusion(p)),
     }

@@ -35,7 +35,8 @@ def log_likelihood(likelihood: float) -> float:
 
 def log_likelihoods(likelihoods: np.ndarray) -> np.ndarray:
     """:func:`log_likelihood` of every element (clipped to [0, 1]). Why a detector reports it: a plain likelihood
-    crowds every strong anomaly into 1 - 1e-6 … 1, where one corpus-wide threshold cannot rank them."""
+    crowds every strong anomaly into 1 - 1e-6 … 1, where a person or a fixed alert threshold cannot tell them
+    apart. Monotone, so it changes no ranking (and no NAB score: NAB's threshold sweep sees the same order)."""
     arr = np.clip(np.asarray(likelihoods, dtype=np.float64), 0.0, 1.0)
     return np.clip(np.log(_LOG_EPS - arr) / _LOG_NORM, 0.0, 1.0)
 

@@ -25,6 +25,15 @@ import numpy as np
 from models.errors import InputError, NotFittedError
 
 
+def fixed_standardisation(train: np.ndarray) -> tuple[float, float]:
+    """(mean, std) of a training part for standardising later values with *fixed* statistics. A (numerically)
+    flat training part gets scale 1: its float rounding noise (std ~1e-10 of a level of 1e6) must not become the
+    unit that turns every later deviation into billions."""
+    x = np.asarray(train, dtype=np.float64)
+    centre, spread = float(x.mean()), float(x.std())
+    return centre, spread if spread > 1e-12 * max(abs(centre), 1.0) else 1.0
+
+
 def _window_view(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
     """float64 windows ending (inclusive) at ``ends``; an end outside the series is refused, never wrapped."""
     values = np.asarray(x, dtype=np.float64)
@@ -133,8 +142,7 @@ class TrainingDiscord:
         stride = max(1, int(np.ceil(ends.size / self.max_references)))
         ref_ends = ends[::stride]
         if not self.normalize:
-            spread = float(x.std())
-            self._centre, self._scale = float(x.mean()), spread if spread > 1e-12 * max(abs(x.mean()), 1.0) else 1.0
+            self._centre, self._scale = fixed_standardisation(x)
         refs = self._windows(x, window, ref_ends)
         sample = ref_ends[:: max(1, ref_ends.size // self.self_join_queries)]
         own = nearest_distances(self._windows(x, window, sample), refs, query_pos=sample, ref_pos=ref_ends,
@@ -175,4 +183,5 @@ class TrainingDiscord:
         return (d - self.stats.mean) / self.stats.std
 
 
-__all__ = ["DiscordStats", "TrainingDiscord", "nearest_distances", "raw_windows", "znormalized_windows"]
+__all__ = ["DiscordStats", "TrainingDiscord", "fixed_standardisation", "nearest_distances", "raw_windows",
+           "znormalized_windows"]

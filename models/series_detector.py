@@ -45,10 +45,13 @@ is the benchmark's configuration; ``benchmarks/series_channels.py`` scores each 
 model's own share stays visible.
 
 After the likelihoods, three optional causal steps (all NAB's configuration): ``log_scale`` reports HTM's
-log-scaled likelihood (a plain one crowds every strong anomaly into 1 − 1e-6 … 1, where one corpus-wide threshold
-cannot rank them); ``spatial_tolerance`` overrides the output with 1 where the value leaves the range of every
-earlier value (:mod:`models.spatial_novelty`); ``suppress`` / ``suppress_fraction`` keep one detection per rising
-edge (a horizon of points, or a fraction of the training part — the stream's own time scale).
+log-scaled likelihood (NAB's output convention; a monotone map, so it changes no NAB score — the scorer sweeps
+every distinct value — but it spreads the interesting region above 0.99 over [0, 1] for a fixed alert threshold
+and for people); ``spatial_tolerance`` overrides the output with 1 where the value leaves the range of every
+earlier value (:mod:`models.spatial_novelty`), after the training part only (the range is still being learnt
+there; a training part that is flat has no range, so the first jump after it does not fire); ``suppress`` /
+``suppress_fraction`` keep one detection per rising edge (a horizon of points, or a fraction of the training
+part — the stream's own time scale).
 
 UCR convention: a window is scored at its last point, so the benchmark subtracts ``lag = (w - 1) // 2`` from the
 argmax: the prediction is the *centre* of the highest-scoring window.
@@ -70,7 +73,7 @@ from models.baselines import as_series, register_series_detector
 from models.baselines.gaussian import WindowedGaussian
 from models.baselines.period import dominant_period
 from models.calibration import log_likelihoods, training_part_likelihood
-from models.discord import DiscordStats, TrainingDiscord
+from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
 from models.errors import InputError, NotFittedError
 from models.pipeline import ScalogramPipeline
 from models.scorers import create_scorer
@@ -83,6 +86,7 @@ log = logging.getLogger(__name__)
 DUMP_ENV = "SCALOWATCH_SERIES_DUMP_DIR"  # default ``dump_dir`` (plus ``/<scorer>``) for registry-built detectors
 SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
 FUSIONS = ("max_z", "likelihood")
+DISCORD_PREFIXES = ("discord@", "value@")  # channel names of shape (z-normalised) and value (level-keeping) discords
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,11 @@ class DiffusionDetectorConfig:
     (see the module docstring; lengths that do not fit three times into the training part are skipped), scored
     at every point. ``value_discord_scales``: the same level-keeping distance for windows of these fractions of the
     window, on the discord grid and centred like ``discord_scales`` (channels ``value@<fraction>w``; UCR uses 1).
-    ``spatial_tolerance`` (needs ``calibrate``): output 1 where the value leaves the range of all earlier values by
-    more than this fraction of it (None: off). ``suppress_fraction`` > 0 (needs ``calibrate``, not with
-    ``suppress``): the suppression horizon is this fraction of the training part. ``log_scale`` (needs
-    ``calibrate``): report HTM's log-scaled likelihood. ``scalogram_normalise``: ``"window"`` (each window
+    ``spatial_tolerance`` (needs ``calibrate``): after the training part, output 1 where the value leaves the range
+    of all earlier values by more than this fraction of it (None: off). ``suppress_fraction`` > 0 (needs
+    ``calibrate``, not with ``suppress``: pass ``suppress_fraction=0`` to use ``suppress`` instead): the suppression
+    horizon is this fraction of the training part. ``log_scale`` (needs ``calibrate``): report HTM's log-scaled
+    likelihood (monotone: same ranking). ``scalogram_normalise``: ``"window"`` (each window
     standardised on its own: the model judges shape only) or ``"training"`` (the series standardised once with the
     training part's mean and std: the scalogram keeps each scale's amplitude; NAB's setting).
     ``dump_dir``: also write every scored series' window channels there (``<sha1 of values>.npz``), so the
@@ -164,14 +169,11 @@ class DiffusionDetectorConfig:
             raise ValueError("level_weight must be >= 0")
         if self.suppress < 0 or (self.suppress and not self.calibrate):
             raise ValueError("suppress must be >= 0 and needs calibrate=True")
-        scales = _number_tuple(self.discord_scales, float, "discord_scales", "'1;0.5'")
-        if any(not 0.0 < f <= 1.0 for f in scales):
-            raise ValueError("discord_scales must lie in (0, 1] (fractions of the window)")
-        object.__setattr__(self, "discord_scales", scales)
-        value_scales = _number_tuple(self.value_discord_scales, float, "value_discord_scales", "'1;0.5'")
-        if any(not 0.0 < f <= 1.0 for f in value_scales):
-            raise ValueError("value_discord_scales must lie in (0, 1] (fractions of the window)")
-        object.__setattr__(self, "value_discord_scales", value_scales)
+        for name in ("discord_scales", "value_discord_scales"):
+            scales = _number_tuple(getattr(self, name), float, name, "'1;0.5'")
+            if any(not 0.0 < f <= 1.0 for f in scales):
+                raise ValueError(f"{name} must lie in (0, 1] (fractions of the window)")
+            object.__setattr__(self, name, scales)
         if self.discord_hop < 0:
             raise ValueError("discord_hop must be >= 0 (0: a quarter of hop)")
         if self.fusion not in FUSIONS:
@@ -202,14 +204,14 @@ def _number_tuple(value: Any, kind: type, name: str, example: str) -> tuple:
     separate detector options on the command line, so ';' or '/' separate the numbers)."""
     if value is None:
         return ()
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, np.integer, np.floating)):
         value = (value,)
     elif isinstance(value, str):
         value = tuple(part for part in value.replace("/", ";").split(";") if part.strip())
     try:
         out = tuple(kind(float(v)) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numbers (e.g. {example}), got {value!r}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{name} must be finite numbers (e.g. {example}), got {value!r}") from exc
     if kind is int and any(float(v) != int(float(v)) for v in value):
         raise ValueError(f"{name} must be whole numbers, got {value!r}")
     return out
@@ -309,19 +311,17 @@ class DiffusionSeriesDetector:
         torch.manual_seed(cfg.seed)
         started = time.perf_counter()
         pipe = self._pipeline()
-        spread = float(x.std())
-        self._input_centre, self._input_scale = float(x.mean()), spread if spread > 1e-12 else 1.0
+        self._input_centre, self._input_scale = fixed_standardisation(x)
         windows = sliding_windows(self._model_input(x), w, ends)
         pipe.fit_windows(windows.copy())
         batch = pipe.score_windows(windows.copy())
         diff = np.asarray(batch.scores, dtype=np.float64)
-        self.discords = {}
-        for fraction in cfg.discord_scales:
-            m = max(16, round(w * fraction))
-            self.discords[f"discord@{fraction:g}"] = TrainingDiscord().fit(x, m)
-        for fraction in cfg.value_discord_scales:  # same grid and centring; level and amplitude kept
-            m = max(16, round(w * fraction))
-            self.discords[f"value@{fraction:g}w"] = TrainingDiscord(normalize=False).fit(x, m)
+        self.discords = {}  # shape discords, then value discords (level kept), on one grid, centred alike
+        for fractions, normalize, name in ((cfg.discord_scales, True, "discord@{:g}"),
+                                           (cfg.value_discord_scales, False, "value@{:g}w")):
+            for fraction in fractions:
+                m = max(16, round(w * fraction))
+                self.discords[name.format(fraction)] = TrainingDiscord(normalize=normalize).fit(x, m)
         self.value_discords = {}
         for m in cfg.value_discords:
             if 3 * m > x.size:
@@ -423,7 +423,7 @@ class DiffusionSeriesDetector:
         docstring); the ``gaussian`` channel only enters through ``fusion="likelihood"``."""
         s = channels["diffusion"]
         for name in channels:
-            if name.startswith(("discord@", "value@")):
+            if name.startswith(DISCORD_PREFIXES):
                 s = np.maximum(s, channels[name])
         if self.config.level_weight > 0:
             stat = np.maximum(channels["level"], channels["scale"])
@@ -432,7 +432,7 @@ class DiffusionSeriesDetector:
 
     def fused_channels(self, channels: dict[str, np.ndarray]) -> list[str]:
         """Names of the channels ``fusion="likelihood"`` calibrates one by one."""
-        names = ["diffusion", *(n for n in channels if n.startswith(("discord@", "value@")))]
+        names = ["diffusion", *(n for n in channels if n.startswith(DISCORD_PREFIXES))]
         if self.config.level_weight > 0:
             names += ["level", "scale"]
         return names + (["gaussian"] if "gaussian" in channels else [])
@@ -452,6 +452,8 @@ class DiffusionSeriesDetector:
         hook; default: :meth:`fused_channels`; empty: only the spatial rule speaks); a ``spatial`` channel present
         in ``channels`` always applies."""
         cfg = self.config
+        if names is not None and cfg.fusion == "max_z":
+            raise ValueError('names selects channels of fusion="likelihood"; max_z fuses every channel it combines')
         chosen = self.fused_channels(channels) if names is None else names
         if not chosen:
             like = np.zeros(next(iter(channels.values())).size)

@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 
 
-def write_tiny_nab_corpus(root: Path) -> None:
+def write_tiny_nab_corpus(root: Path, short_file: bool = False) -> None:
+    """``short_file`` adds ``catC/short.csv`` (500 rows, no window): a probationary part of 75 rows, too short for
+    the longest NAB value discord, so one file of the corpus has fewer channels than the others."""
     rng = np.random.default_rng(0)
     windows = {}
-    for key, start in {"catA/one.csv": 700, "catB/two.csv": None}.items():
-        n = 1000
+    files = {"catA/one.csv": (700, 1000), "catB/two.csv": (None, 1000)}
+    if short_file:
+        files["catC/short.csv"] = (None, 500)
+    for key, (start, n) in files.items():
         ts = np.datetime64("2021-03-01T00:00:00") + np.arange(n) * np.timedelta64(5, "m")
         x = np.sin(np.arange(n) * 2 * np.pi / 40) + 0.1 * rng.standard_normal(n)
         spans = []

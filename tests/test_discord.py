@@ -141,4 +141,6 @@ def test_value_discords_keep_level_and_match_brute_force():
                                rtol=1e-3, atol=5e-3)
     with pytest.raises(InputError, match=">= 2"):
         TrainingDiscord(normalize=False).fit(train, 1)
-    TrainingDiscord(normalize=False).fit(np.full(400, 7.0), 2)  # a flat training part is a valid reference
+    flat = TrainingDiscord(normalize=False).fit(np.full(400, 7.0), 2)  # a flat training part is a valid reference
+    z_flat = flat.zscores(np.r_[np.full(400, 7.0), 7.0, 7.0, 9.0], np.array([401, 402]))
+    assert z_flat[0] <= 0.0 < 10.0 < z_flat[1]  # the same value again is normal, a new one is far out

@@ -21,6 +21,12 @@ def test_start_run_names_the_changed_tracked_files(tmp_path, monkeypatch):
     assert clean.git_dirty is False and clean.git_changed == [] and len(clean.git_commit or "") == 40
     (tmp_path / "result.json").write_text('{"score": 1}\n')
     (tmp_path / "untracked.txt").write_text("ignored\n")
+    (tmp_path / "code.py").rename(tmp_path / "renamed file.py")
+    _git(tmp_path, "add", "code.py", "renamed file.py")  # a staged rename, and result.json changed but not staged
     dirty, started = runinfo.start_run(["bench"])
-    assert dirty.git_dirty is True and dirty.git_changed == ["result.json"]
-    assert runinfo.finish_run(dirty, started).to_dict()["git_changed"] == ["result.json"]
+    assert dirty.git_dirty is True and not dirty.git_changed_truncated
+    assert sorted(dirty.git_changed) == ["renamed file.py", "result.json"]  # a path with a space comes through
+    assert "untracked.txt" not in runinfo.finish_run(dirty, started).to_dict()["git_changed"]
+    monkeypatch.setattr(runinfo, "MAX_CHANGED", 1)
+    cut, _ = runinfo.start_run(["bench"])
+    assert len(cut.git_changed) == 1 and cut.git_changed_truncated

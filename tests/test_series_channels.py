@@ -59,21 +59,40 @@ def test_ucr_rescoring_reproduces_the_detectors_scores_and_hits(tmp_path):
 
 def test_nab_rescoring_reproduces_the_detectors_nab_score(tmp_path):
     root, dump = tmp_path / "nab", tmp_path / "dump"
-    write_tiny_nab_corpus(root)
+    write_tiny_nab_corpus(root, short_file=True)
     corpus = NabCorpus(root)
-    windows, layouts, scores = corpus.windows(), [], []
+    windows, layouts, scores, detectors, values = corpus.windows(), [], [], [], []
     for key in corpus.keys():
         s = corpus.read(key)
         probation = nab_metrics.probationary_length(len(s))
         det = DiffusionSeriesDetector(**NAB_DIFFUSION_DEFAULTS, dump_dir=str(dump), **FAST)
         scores.append(det.fit(s.values[:probation]).score(s.values))
         layouts.append(nab_metrics.build_layout(key, s.timestamps, windows.get(key, [])))
+        detectors.append(det)
+        values.append(s.values)
+    assert [len(d.value_discords) for d in detectors] == [5, 5, 4]  # the short file has no value@32
+    # per file: the dump rescored by the detector's own calibration is the detector's output
+    for det, x, direct in zip(detectors, values, scores):
+        z = dict(np.load(dump / f"{series_key(x)}.npz"))
+        p = point_channels(z)
+        p.update(detector_of(z).online_channels(x))
+        np.testing.assert_array_equal(detector_of(z).calibrated(p, nab_metrics.probationary_length(x.size)), direct)
+        pure = detector_of(z).calibrated({k: v for k, v in p.items() if k != "spatial"},
+                                         nab_metrics.probationary_length(x.size), ["diffusion"])
+        assert not np.array_equal(pure, direct)
     n_windows = sum(len(windows.get(k, [])) for k in corpus.keys())
     direct = nab_metrics.score_all_profiles(layouts, scores, n_windows, corpus.profiles())
     result = nab_channels(dump, root)
     rescored = result["scores"][DETECTOR]
     for profile in PROFILES:
         assert rescored[profile] == pytest.approx(round(direct[profile].normalized, 3), abs=1e-9)
-    assert {WITHOUT_DIFFUSION, "diffusion (pure)", "value discords only", "spatial rule only"} <= set(result["scores"])
+    assert {WITHOUT_DIFFUSION, "diffusion (pure)", "value discords (level-keeping nearest neighbour only)",
+            "spatial rule only", "windowed Gaussian channel only"} <= set(result["scores"])
+    assert "discord (nearest neighbour only)" not in result["scores"]  # NAB configures no shape discords
     assert result["detector_config"]["fusion"] == "likelihood"
     assert tuple(result["detector_config"]["value_discords"]) == NAB_DIFFUSION_DEFAULTS["value_discords"]
+
+
+def test_dumps_without_a_configuration_are_refused():
+    with pytest.raises(SystemExit, match="no detector configuration"):
+        detector_of({"n": 10})

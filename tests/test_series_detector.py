@@ -273,6 +273,15 @@ def test_value_discords_and_new_options_are_validated():
         DiffusionDetectorConfig(calibrate=True, suppress=10, suppress_fraction=0.2)
     with pytest.raises(ValueError, match="log_scale"):
         DiffusionDetectorConfig(log_scale=True)
+    with pytest.raises(ValueError, match="spatial_tolerance"):
+        DiffusionDetectorConfig(calibrate=True, spatial_tolerance=-0.1)
+    with pytest.raises(ValueError, match="finite"):
+        DiffusionDetectorConfig(value_discords=float("inf"))
+    assert DiffusionDetectorConfig(value_discords=np.int64(8)).value_discords == (8,)
+    # names pick channels of the likelihood fusion; max_z has no such choice and says so
+    max_z = DiffusionSeriesDetector(calibrate=True, **FAST).fit(periodic(300))
+    with pytest.raises(ValueError, match="max_z"):
+        max_z.calibrated(max_z.point_channels(periodic(400)), 300, ["diffusion"])
     # a length that does not fit three times into the training part is skipped, not an error
     det = DiffusionSeriesDetector(value_discords=(4, 64), **FAST).fit(periodic(150))
     assert set(det.value_discords) == {"value@4"}
@@ -307,8 +316,12 @@ def test_training_normalised_scalograms_keep_amplitude_that_window_normalisation
     per_window = DiffusionSeriesDetector(window=32, hop=4, **FAST).fit(x[:500])
     per_train = DiffusionSeriesDetector(window=32, hop=4, scalogram_normalise="training", **FAST).fit(x[:500])
     assert per_train.pipeline is not None and per_train.pipeline.transform.config.normalise == "none"
-    np.testing.assert_allclose(per_train._model_input(x[:500]).mean(), 0.0, atol=1e-9)
+    # fixed statistics of the training part, not of whatever the call is given
+    np.testing.assert_allclose(per_train._model_input(x), (x - x[:500].mean()) / x[:500].std(), rtol=1e-12)
+    np.testing.assert_allclose(per_train._model_input(x[700:]), (x[700:] - x[:500].mean()) / x[:500].std())
     np.testing.assert_array_equal(per_window._model_input(x), x)
+    flat = DiffusionSeriesDetector(window=32, scalogram_normalise="training", **FAST).fit(np.full(300, 1e6 + 0.1))
+    assert flat._input_scale == 1.0  # rounding noise of a flat training part is not a unit
 
     def image(det, w):
         return det.pipeline.transform.transform(det._model_input(w)[None].copy()).images
