@@ -29,7 +29,7 @@ from models.metrics import nab as nab_metrics
 from models.metrics.ucr import is_hit, parse_ucr_name, ucr_accuracy
 from models.series_detector import DISCORD_PREFIXES, DiffusionDetectorConfig, DiffusionSeriesDetector, spread_to_points
 
-Selector = Callable[[list[str]], list[str]]
+Selector = Callable[[list[str]], list[str]]  # a file's channel names -> the ones an ablation row keeps
 
 
 def _both_kinds(names: list[str]) -> list[str]:
@@ -37,18 +37,17 @@ def _both_kinds(names: list[str]) -> list[str]:
     return [n for n in names if n.startswith(DISCORD_PREFIXES)] if len(kinds) == 2 else []
 
 
-# One table of ablation rows for both benchmarks: label -> (which of a file's channels the row keeps, whether
-# NAB's spatial rule applies). UCR scores a row as the max of its channels' z, NAB through the detector's own
-# calibration; rows whose channels a run did not configure are left out.
-GROUPS: dict[str, tuple[Selector, bool]] = {
-    "diffusion (pure)": (lambda names: [n for n in names if n == "diffusion"], False),
-    "statistical (level/scale only)": (lambda names: [n for n in names if n in ("level", "scale")], False),
-    "discord (nearest neighbour only)": (lambda names: [n for n in names if n.startswith("discord@")], False),
-    "value discords (level-keeping nearest neighbour only)": (
-        lambda names: [n for n in names if n.startswith("value@")], False),
-    "all discords (shape and value)": (_both_kinds, False),
-    "windowed Gaussian channel only": (lambda names: [n for n in names if n == "gaussian"], False),
-    "spatial rule only": (lambda names: [], True),
+# One table of ablation rows for both benchmarks. UCR scores a row as the max of its channels' z, NAB through the
+# detector's own calibration (where ``spatial`` is the override); rows whose channels a run did not configure are
+# left out.
+GROUPS: dict[str, Selector] = {
+    "diffusion (pure)": lambda names: [n for n in names if n == "diffusion"],
+    "statistical (level/scale only)": lambda names: [n for n in names if n in ("level", "scale")],
+    "discord (nearest neighbour only)": lambda names: [n for n in names if n.startswith("discord@")],
+    "value discords (level-keeping nearest neighbour only)": lambda names: [n for n in names if n.startswith("value@")],
+    "all discords (shape and value)": _both_kinds,
+    "windowed Gaussian channel only": lambda names: [n for n in names if n == "gaussian"],
+    "spatial rule only": lambda names: [n for n in names if n == "spatial"],
 }
 DETECTOR = "the detector"
 WITHOUT_DIFFUSION = "the detector without the diffusion channel"
@@ -85,15 +84,14 @@ def series_key(values: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(np.asarray(values, dtype=np.float64)).tobytes()).hexdigest()[:16]
 
 
-def nab_rows(points: dict, detector: DiffusionSeriesDetector) -> dict[str, tuple[list[str], bool]]:
-    """One file's NAB ablation rows: label -> (channels whose likelihoods are fused, whether the spatial rule
-    applies). Per file, because a file whose training part is short may lack a long value discord."""
-    fusion = detector.fused_channels(points)
-    has_spatial = "spatial" in points
-    rows = {label: (select(fusion), spatial and has_spatial) for label, (select, spatial) in GROUPS.items()}
-    rows[DETECTOR] = (fusion, has_spatial)
-    rows[WITHOUT_DIFFUSION] = ([n for n in fusion if n != "diffusion"], has_spatial)
-    return {label: row for label, row in rows.items() if row[0] or row[1]}
+def nab_rows(points: dict, detector: DiffusionSeriesDetector) -> dict[str, list[str]]:
+    """One file's NAB ablation rows: label -> the channel names ``calibrated`` uses. Per file, because a file whose
+    training part is short may lack a long value discord."""
+    every = detector.fused_channels(points) + (["spatial"] if "spatial" in points else [])
+    rows = {label: select(every) for label, select in GROUPS.items()}
+    rows[DETECTOR] = every
+    rows[WITHOUT_DIFFUSION] = [n for n in every if n != "diffusion"]
+    return {label: names for label, names in rows.items() if names}
 
 
 def nab_channels(dump: Path, data: Path) -> dict:
@@ -123,11 +121,8 @@ def nab_channels(dump: Path, data: Path) -> dict:
     for label in rows[0]:
         if not all(label in r for r in rows):  # a row must describe every file to be a corpus score
             continue
-        scores = []
-        for p, r in zip(points, rows):
-            names, spatial = r[label]
-            channels = p if spatial else {k: v for k, v in p.items() if k != "spatial"}
-            scores.append(detector.calibrated(channels, nab_metrics.probationary_length(p["diffusion"].size), names))
+        scores = [detector.calibrated(p, nab_metrics.probationary_length(p["diffusion"].size), r[label])
+                  for p, r in zip(points, rows)]
         res = nab_metrics.score_all_profiles(layouts, scores, n_windows, profiles)
         out[label] = {prof: round(res[prof].normalized, 3) for prof in PROFILES if prof in res}
     return {"benchmark": "nab", "n_files": len(keys), "dump": str(dump), "detector_config": detector.config.to_dict(),
@@ -149,8 +144,7 @@ def ucr_channels(dump: Path, data: Path) -> dict:
         dumps.append((spec, point_channels(z), int(z["window"]), detector_of(z)))
     variants: dict[str, Callable[[dict, DiffusionSeriesDetector], np.ndarray]] = {
         **{label: (lambda p, det, pick=select: np.max([p[n] for n in pick(list(p))], axis=0))
-           for label, (select, spatial) in GROUPS.items()
-           if not spatial and all(select(list(p)) for _, p, _, _ in dumps)},
+           for label, select in GROUPS.items() if all(select(list(p)) for _, p, _, _ in dumps)},
         DETECTOR: lambda p, det: det.combine(p),
         WITHOUT_DIFFUSION: lambda p, det: det.combine(without_diffusion(p)),
     }

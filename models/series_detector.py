@@ -448,22 +448,24 @@ class DiffusionSeriesDetector:
     def calibrated(self, channels: dict[str, np.ndarray], train_points: int,
                    names: list[str] | None = None) -> np.ndarray:
         """The calibrated output from per-point channels: likelihood(s) → log scale → spatial override →
-        suppression, as configured. ``names`` restricts the likelihood fusion to those channels (the ablation's
-        hook; default: :meth:`fused_channels`; empty: only the spatial rule speaks); a ``spatial`` channel present
-        in ``channels`` always applies."""
+        suppression, as configured. ``names`` picks the channels that speak (the ablation's hook; default:
+        :meth:`fused_channels` plus ``spatial`` when present): every name but ``spatial`` gets its own likelihood,
+        ``spatial`` the override."""
         cfg = self.config
         if names is not None and cfg.fusion == "max_z":
             raise ValueError('names selects channels of fusion="likelihood"; max_z fuses every channel it combines')
-        chosen = self.fused_channels(channels) if names is None else names
-        if not chosen:
+        if names is None:
+            names = self.fused_channels(channels) + (["spatial"] if "spatial" in channels else [])
+        fused = [name for name in names if name != "spatial"]
+        if not fused:
             like = np.zeros(next(iter(channels.values())).size)
         elif cfg.fusion == "max_z":
             like = training_part_likelihood(train_points).transform(self.combine(channels))
         else:
-            like = likelihood_fusion([channels[name] for name in chosen], train_points)
+            like = likelihood_fusion([channels[name] for name in fused], train_points)
         if cfg.log_scale:
             like = log_likelihoods(like)
-        if "spatial" in channels:
+        if "spatial" in names:
             like = np.maximum(like, channels["spatial"] * (np.arange(like.size) >= train_points))
         horizon = cfg.suppress or round(cfg.suppress_fraction * train_points)
         return suppress_repeats(like, horizon) if horizon else like
