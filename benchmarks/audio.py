@@ -5,33 +5,22 @@ Protocol (deterministic, no randomness in the split):
 * Clips are sorted by file name. The first half of the ``normal/`` clips (00000000–00000009 for the shared
   set) is the training set; the other normal clips and *all* ``abnormal/`` clips are the test set
   (10 normal + 20 abnormal). Labels come from the folder (``labels.csv`` agrees).
-* Each clip (16 kHz mono) is cut into windows of ``window`` samples: training windows do not overlap
-  (``hop = window``: bounds the memory of the CWT at fit time), test windows overlap by half.
-* Windows → CWT log-magnitude scalograms (Morlet, ``n_scales`` geometric scales from 2 samples = 8 kHz down to
-  half a window) through :class:`models.pipeline.ScalogramPipeline` → diffusion scorer → one score per window.
-* Clip score = mean of the top ``top_fraction`` of its window scores: a fault that shows in a fraction of the
-  clip (a rattle, a periodic imbalance beat) is not averaged away, one odd window does not decide alone.
+* **The product** (``scalowatch``, the monitor's ``audio`` preset, :mod:`models.detector`): the detector is fitted
+  on the training clips joined end to end (the training part of one "stream"); each test clip is then scored as
+  the continuation of that stream — the detector's state after the training part is restored, the clip's samples
+  are fed, and each window end gets the detector's score (diffusion and level/scale channels, each calibrated by
+  its own likelihood, the larger wins). Clip score = mean of the top ``top_fraction`` of those scores: a fault that
+  shows in a fraction of the clip is not averaged away, one odd window does not decide alone. The same run also
+  reports, from the same fit and the same channel values, the detector *without* its diffusion channel and the
+  diffusion channel *alone* (``details``), so what the diffusion model adds stays visible.
+  ``recon``/``kl``/``trend``/``dynamic``/``adversarial`` are the same detector with that scorer.
 * Baseline ``band_knn``: per window, the mean log-magnitude of every CWT scale *without* per-window
   normalisation (so loudness counts), standardised with training statistics; window score = mean Euclidean
   distance to the 5 nearest training windows; same clip aggregation.
 
-``lam = 1.0``: the recon-family scorers use their scalogram term only. Their perceptual term runs an
-ImageNet CNN on every 32×32 window (upsampled to 64 px), which costs most of the scoring time on two cores
-for a network never trained on scalograms; ``AudioBenchConfig(lam=0.5)`` restores the scorers' default.
-
-What the diffusion scorers see is normalised per window (shape, not loudness — see ``models.transforms.cwt``);
-the baseline sees absolute band levels. Both numbers are reported so the difference is visible.
-
-``<scorer>+level`` (e.g. ``recon+level``) scores windows the way the live monitor does (``docs/streaming.md``,
-"level/scale-shift likelihood"): beside the diffusion score it uses the pipeline's ``level_z``/``scale_z`` (how
-far a window's mean and log-std are from the training windows'). Each channel is a z-score against the
-*training* windows only and is taken two-sided — a window the model reconstructs unusually *well* is as
-unlike the training data as one it reconstructs badly — and the window score is the largest of
-``|z_diffusion|``, ``|level_z|``, ``|scale_z|`` (the monitor's max), then the same clip aggregation. The plain
-``<scorer>`` run is computed from the same fitted model and reported beside it, so what the diffusion model adds
-stays visible; ``details`` also carry the clip AUROC of the level/scale channel alone and of the two-sided
-diffusion z alone. Caveat: the diffusion score's training statistics are in-sample (the model was fitted on those
-windows), so held-out normal windows sit slightly above them.
+The ``+profile`` variants (kNN on the diffusion model's per-frequency error profile) measured 0.420 on MIMII fan
+id_00 and were removed (benchmarks/README.md keeps the record); so was the separate ``+level`` combination, which
+the detector's own level/scale channel replaces.
 """
 from __future__ import annotations
 
@@ -51,26 +40,23 @@ from models.metrics.classification import roc_auc
 log = logging.getLogger(__name__)
 
 BASELINE = "band_knn"
+PRODUCT = "scalowatch"
 DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
-LEVEL_SUFFIX = "+level"
-LEVEL_VARIANTS = tuple(n + LEVEL_SUFFIX for n in DIFFUSION_SCORERS)
-PROFILE_SUFFIX = "+profile"
-PROFILE_VARIANTS = tuple(n + PROFILE_SUFFIX for n in DIFFUSION_SCORERS)
+VARIANTS = ("product", "without_diffusion", "diffusion_only")
 
 
 @dataclass(frozen=True)
 class AudioBenchConfig:
     """Everything that decides the numbers; saved into ``audio.json``."""
 
-    window: int = 2048
-    test_hop: int = 1024
+    window: int = 1024
+    test_hop: int = 512
     n_scales: int = 32
     image_size: int = 32
     top_fraction: float = 0.1
     knn_k: int = 5
-    train_steps: int = 1000
-    train_batch: int = 64
-    lam: float = 1.0
+    train_steps: int | None = None
+    """Detector training steps (None: the audio preset's)."""
     device: str = "auto"
     score_chunk: int = 256
     seed: int = 0
@@ -126,18 +112,15 @@ def split_clips(data: str | Path) -> AudioSplit:
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono float32 in [-1, 1] and the sample rate; multi-channel files keep channel 0."""
-    from scipy.io import wavfile
+    """Mono samples in [-1, 1] and the sample rate, decoded as the monitor decodes audio (streamer.replay)."""
+    from streamer.replay import ReplayError
+    from streamer.replay import read_wav as read_source
 
     try:
-        rate, data = wavfile.read(str(path))
-    except (OSError, ValueError) as exc:
+        src = read_source(Path(path))
+    except (ReplayError, OSError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    if data.ndim == 2:
-        data = data[:, 0]
-    if np.issubdtype(data.dtype, np.integer):
-        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
-    return data.astype(np.float32), int(rate)
+    return src.mono().astype(np.float32), int(src.rate)
 
 
 def windows_of(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
@@ -189,119 +172,51 @@ class BandEnergyKNN:
         return d.topk(k, dim=1, largest=False).values.mean(dim=1).numpy()
 
 
-class PipelineDetector:
-    """A diffusion scorer behind :class:`models.pipeline.ScalogramPipeline` (window-normalised scalograms)."""
+class ProductDetector:
+    """The monitor's detector (``audio`` preset) fitted on the training clips as one stream's training part."""
 
-    def __init__(self, name: str, config: AudioBenchConfig, progress: bool) -> None:
-        from models.pipeline import ScalogramPipeline
-        from models.scorers import create_scorer
-        from models.training import TrainConfig
+    def __init__(self, name: str, config: AudioBenchConfig) -> None:
+        from models.detector import preset
 
+        options: dict[str, Any] = {"window": config.window, "hop": config.test_hop, "seed": config.seed}
+        if name != PRODUCT:
+            options["scorer"] = name
+        if config.train_steps is not None:
+            options["steps"] = config.train_steps
         self.name, self.config = name, config
-        train = TrainConfig(steps=config.train_steps, batch_size=config.train_batch, lr=1e-3, seed=config.seed)
-        opts = {"lam": config.lam} if name in ("recon", "adversarial", "kl", "dynamic") else {}
-        scorer = create_scorer(name, unet="series", train=train, device=config.device, progress=progress, **opts)
-        self.pipeline = ScalogramPipeline(config.cwt(), scorer)
+        self.detector_config = preset("audio", **options)
 
-    def fit(self, windows: np.ndarray) -> "PipelineDetector":
-        self.pipeline.fit_windows(windows)
+    def fit(self, train_signal: np.ndarray) -> "ProductDetector":
+        from models.detector import FittedDetector
+        from models.detector.online import ChannelState, rows
+
+        self.fitted = FittedDetector.fit(train_signal, self.detector_config, device=self.config.device)
+        channels = ChannelState(self.fitted)
+        ends, windows = channels.windows_for(train_signal)
+        values = channels.update(train_signal, self.fitted.score_windows(windows))
+        self.names = channels.names
+        self._train_rows = rows(self.fitted, 0, channels.position, ends, values)
+        self._after_training = channels.state_dict()
         return self
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        return self.score_with_shift(windows).scores
+    def score_clip(self, signal: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-window scores of one clip, the clip continuing the training stream, for every ablation variant
+        (the same channel values fused with all channels, without the diffusion channel, and with it alone)."""
+        from models.detector.online import ChannelState, FusionState, rows
 
-    def score_with_shift(self, windows: np.ndarray) -> "WindowScores":
-        """Diffusion scores plus the pipeline's level/scale z-scores (training-window statistics) and the
-        per-scale profiles of the anomaly map and of the scalogram itself."""
-        parts = [self.pipeline.score_windows(windows[i : i + self.config.score_chunk])
-                 for i in range(0, len(windows), self.config.score_chunk)]
-        return WindowScores(
-            np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in parts]),
-            np.concatenate([np.asarray(p.extras["level_z"], dtype=np.float64) for p in parts]),
-            np.concatenate([np.asarray(p.extras["scale_z"], dtype=np.float64) for p in parts]),
-            np.concatenate([np.asarray(p.maps, dtype=np.float64).mean(axis=2) for p in parts]),
-            np.concatenate([np.asarray(p.extras["scalogram"], dtype=np.float64).reshape(
-                len(p.scores), self.config.image_size, -1).mean(axis=2) for p in parts]),
-        )
-
-
-@dataclass(frozen=True)
-class WindowScores:
-    """Per-window diffusion score and the level/scale channel the per-window normalisation hides."""
-
-    scores: np.ndarray
-    level_z: np.ndarray
-    scale_z: np.ndarray
-    error_profile: np.ndarray  # (N, scales): the anomaly map averaged over time — *where in frequency* it fails
-    scalogram_profile: np.ndarray  # (N, scales): the per-window-normalised scalogram averaged over time
-
-    FIELDS = ("scores", "level_z", "scale_z", "error_profile", "scalogram_profile")
-
-    def shift(self) -> np.ndarray:
-        """The monitor's level/scale-shift value: max(|level_z|, |scale_z|)."""
-        return np.maximum(np.abs(self.level_z), np.abs(self.scale_z))
-
-
-@dataclass(frozen=True)
-class LevelScaleCombiner:
-    """Window score = max(|diffusion z|, |level_z|, |scale_z|), every z against *training* windows.
-
-    Why z-scores: the diffusion score and the level/scale shift live on unrelated scales; standardising each
-    on the normal training windows puts them on one ("how many training standard deviations away") so the
-    monitor's max is meaningful. Why two-sided: on MIMII fan the faulty clips are more tonal and *easier* to
-    reconstruct, so an unusually low diffusion score is as much a departure from normal as a high one.
-    The statistics are fitted from training windows only and frozen: test windows never move them.
-    """
-
-    score_mean: float
-    score_std: float
-
-    @classmethod
-    def fit(cls, train_scores: np.ndarray) -> "LevelScaleCombiner":
-        s = np.asarray(train_scores, dtype=np.float64)
-        if s.size < 2 or not np.all(np.isfinite(s)):
-            raise InputError("need at least 2 finite training-window scores to standardise")
-        return cls(float(s.mean()), float(max(s.std(ddof=1), 1e-12)))
-
-    def score_z(self, scores: np.ndarray) -> np.ndarray:
-        return (np.asarray(scores, dtype=np.float64) - self.score_mean) / self.score_std
-
-    def combine(self, windows: WindowScores) -> np.ndarray:
-        return np.maximum(np.abs(self.score_z(windows.scores)), windows.shift())
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def base_scorer(name: str) -> str:
-    """``recon+level`` / ``recon+profile`` → ``recon``; a plain name is its own base."""
-    for suffix in (LEVEL_SUFFIX, PROFILE_SUFFIX):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-class ProfileKNN:
-    """Mean distance of a z-scored per-scale profile to its k nearest training profiles.
-
-    Why: the size of the reconstruction error measures how *noisy* a window is (a tonal fault is easier to
-    reconstruct than healthy broadband noise, so the plain score is inverted on MIMII); *which frequencies* the
-    model fails at is a pattern, and a faulty machine's pattern is unlike every training window's.
-    """
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def fit(self, profiles: np.ndarray) -> "ProfileKNN":
-        f = torch.as_tensor(profiles, dtype=torch.float64)
-        self.mean, self.std = f.mean(dim=0), f.std(dim=0).clamp_min(1e-6)
-        self.bank = (f - self.mean) / self.std
-        return self
-
-    def score(self, profiles: np.ndarray) -> np.ndarray:
-        z = (torch.as_tensor(profiles, dtype=torch.float64) - self.mean) / self.std
-        d = torch.cdist(z, self.bank)
-        return d.topk(min(self.k, self.bank.shape[0]), dim=1, largest=False).values.mean(dim=1).numpy()
+        channels = ChannelState(self.fitted)
+        channels.load_state_dict(self._after_training)
+        start = channels.position
+        ends, windows = channels.windows_for(signal)
+        values = channels.update(signal, self.fitted.score_windows(windows))
+        positions, values = rows(self.fitted, start, channels.position, ends, values)
+        out = {}
+        for variant, keep in {"product": None, "without_diffusion": tuple(n for n in self.names if n != "diffusion"),
+                              "diffusion_only": ("diffusion",)}.items():
+            fusion = FusionState(self.fitted, self.names, keep)
+            fusion.update(*self._train_rows)  # the likelihoods learn on the training part, as in the stream
+            out[variant] = fusion.update(positions, values)[0]
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -331,25 +246,20 @@ class AudioReport:
 
 
 def resolve_detectors(names: list[str] | None) -> list[str]:
-    """Default: the baseline and ``recon``; ``all`` = baseline + every diffusion scorer.
-
-    ``<scorer>+level`` brings its plain ``<scorer>`` with it (same fitted model, reported beside it).
-    """
+    """Default: the baseline and the product; ``all`` = baseline + the product with every diffusion scorer."""
     if not names:
-        return [BASELINE, "recon"]
-    known = (BASELINE, *DIFFUSION_SCORERS, *LEVEL_VARIANTS, *PROFILE_VARIANTS)
+        return [BASELINE, PRODUCT]
+    known = (BASELINE, PRODUCT, *DIFFUSION_SCORERS)
     out: list[str] = []
     for name in names:
-        for n in ((BASELINE, *DIFFUSION_SCORERS) if name == "all" else (name,)):
+        for n in ((BASELINE, PRODUCT, *DIFFUSION_SCORERS[1:]) if name == "all" else (name,)):
             if n not in known:
-                raise InputError(f"unknown scorer {n!r}; choose from {BASELINE}, {', '.join(DIFFUSION_SCORERS)}, "
-                                 f"<scorer>{LEVEL_SUFFIX} (e.g. recon{LEVEL_SUFFIX}), <scorer>{PROFILE_SUFFIX}, all")
-            if n != base_scorer(n) and base_scorer(n) not in out:
-                out.append(base_scorer(n))
+                raise InputError(f"unknown scorer {n!r}; choose from {', '.join(known)} or all "
+                                 "(a scorer name is the product detector with that scorer)")
             if n not in out:
                 out.append(n)
     if BASELINE not in out:
-        out.insert(0, BASELINE)  # the baseline always runs beside the asked scorers
+        out.insert(0, BASELINE)  # the baseline always runs beside the asked detectors
     return out
 
 
@@ -361,104 +271,56 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
     torch.manual_seed(config.seed)
     split = split_clips(data)
     rates = set()
-    train_w, test_w, owner = [], [], []
+    signals: dict[Clip, np.ndarray] = {}
     for clip in tqdm(split.train + split.test, desc="reading clips", disable=not progress, leave=False):
         sig, rate = read_wav(clip.path)
         rates.add(rate)
-        if clip in split.train:
-            train_w.append(windows_of(sig, config.window, config.window))
-        else:
-            w = windows_of(sig, config.window, config.test_hop)
-            test_w.append(w)
-            owner.append(len(w))
+        signals[clip] = sig
     if len(rates) != 1:
         raise InputError(f"clips have different sample rates: {sorted(rates)}")
-    train_windows = np.concatenate(train_w)
-    test_windows = np.concatenate(test_w)
-    bounds = np.cumsum([0, *owner])
     labels = np.array([c.label for c in split.test])
-    window_labels = np.repeat(labels, owner)
+    train_signal = np.concatenate([signals[c] for c in split.train])
+    n_train_windows = sum(len(windows_of(signals[c], config.window, config.window)) for c in split.train)
+    test_windows = [windows_of(signals[c], config.window, config.test_hop) for c in split.test]
 
-    def clip_scores_of(scores: np.ndarray) -> np.ndarray:
-        return np.array([clip_score(scores[a:b], config.top_fraction) for a, b in zip(bounds[:-1], bounds[1:])])
-
-    def score_chunked(det, windows: np.ndarray, desc: str) -> WindowScores:
-        parts = [det.score_with_shift(windows[i : i + config.score_chunk])
-                 for i in tqdm(range(0, len(windows), config.score_chunk), desc=desc, disable=not progress,
-                               leave=False)]
-        return WindowScores(*(np.concatenate([getattr(p, f) for p in parts]) for f in WindowScores.FIELDS))
-
-    fitted: dict[str, tuple[PipelineDetector, WindowScores, float, float]] = {}  # one model per base scorer
     runs: list[DetectorRun] = []
     for name in names:
+        t0 = time.perf_counter()
         if name == BASELINE:
-            t0 = time.perf_counter()
-            det = BandEnergyKNN(config).fit(train_windows)
+            det = BandEnergyKNN(config).fit(np.concatenate([windows_of(signals[c], config.window, config.window)
+                                                            for c in split.train]))
             fit_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores = np.concatenate([
-                det.score(test_windows[i : i + config.score_chunk])
-                for i in tqdm(range(0, len(test_windows), config.score_chunk), desc=f"scoring {name}",
-                              disable=not progress, leave=False)
-            ])
-            clips = clip_scores_of(scores)
-            details = {"window_auroc": roc_auc(window_labels, scores), "k": config.knn_k}
+            per_clip = [det.score(w) for w in tqdm(test_windows, desc=f"scoring {name}", disable=not progress,
+                                                   leave=False)]
+            clips = np.array([clip_score(s, config.top_fraction) for s in per_clip])
+            window_labels = np.repeat(labels, [len(s) for s in per_clip])
+            details = {"window_auroc": roc_auc(window_labels, np.concatenate(per_clip)), "k": config.knn_k}
             runs.append(DetectorRun(name, clips, roc_auc(labels, clips), fit_s, time.perf_counter() - t0, details))
             log.info("%s: clip AUROC %.3f", name, runs[-1].auroc)
             continue
-        base = base_scorer(name)
-        if base not in fitted:
-            t0 = time.perf_counter()
-            pdet = PipelineDetector(base, config, progress).fit(train_windows)
-            fit_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            test_scores = score_chunked(pdet, test_windows, f"scoring {base}")
-            fitted[base] = (pdet, test_scores, fit_s, time.perf_counter() - t0)
-        pdet, test_scores, fit_s, score_s = fitted[base]
-        sc = pdet.pipeline.scorer
-        if name.endswith(PROFILE_SUFFIX):
-            t0 = time.perf_counter()
-            train_scores = score_chunked(pdet, train_windows, f"scoring {base} on training windows")
-            scores = ProfileKNN(config.knn_k).fit(train_scores.error_profile).score(test_scores.error_profile)
-            control = ProfileKNN(config.knn_k).fit(train_scores.scalogram_profile).score(
-                test_scores.scalogram_profile)
-            score_s += time.perf_counter() - t0
-            clips = clip_scores_of(scores)
-            details = {
-                "combination": f"mean distance of the z-scored per-scale error profile (anomaly map of {base} "
-                               f"averaged over time) to its {config.knn_k} nearest training windows'; same fitted "
-                               f"{base} model as the '{base}' entry",
-                "window_auroc": roc_auc(window_labels, scores),
-                "scalogram_profile_knn_auroc": roc_auc(labels, clip_scores_of(control)),
-            }
-        elif name == base:
-            scores = test_scores.scores
-            details = {"params": sc.params.to_dict(), "unet": sc.unet_config.to_dict(),
-                       "train": sc.train_config.to_dict(), "train_seconds": sc.train_seconds,
-                       "window_auroc": roc_auc(window_labels, scores)}
-            clips = clip_scores_of(scores)
-        else:
-            t0 = time.perf_counter()
-            train_scores = score_chunked(pdet, train_windows, f"scoring {base} on training windows")
-            combiner = LevelScaleCombiner.fit(train_scores.scores)
-            scores = combiner.combine(test_scores)
-            score_s += time.perf_counter() - t0  # the extra pass over the training windows
-            clips = clip_scores_of(scores)
-            details = {
-                "combination": f"max(|z({base})|, |level_z|, |scale_z|), z against training windows; "
-                               f"same fitted {base} model as the '{base}' entry",
-                "standardisation": {**combiner.to_dict(), **pdet.pipeline.stats.to_dict()},  # type: ignore
-                "window_auroc": roc_auc(window_labels, scores),
-                "level_scale_only_auroc": roc_auc(labels, clip_scores_of(test_scores.shift())),
-                "diffusion_abs_z_only_auroc": roc_auc(labels, clip_scores_of(np.abs(combiner.score_z(
-                    test_scores.scores)))),
-                "train_abs_z_diffusion_p99": float(np.quantile(np.abs(combiner.score_z(train_scores.scores)), 0.99)),
-                "train_shift_p99": float(np.quantile(train_scores.shift(), 0.99)),
-            }
+        prod = ProductDetector(name, config).fit(train_signal)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        variant_clips: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for clip in tqdm(split.test, desc=f"scoring {name}", disable=not progress, leave=False):
+            for variant, scores in prod.score_clip(signals[clip]).items():
+                variant_clips[variant].append(clip_score(scores, config.top_fraction))
+        clips = np.array(variant_clips["product"])
+        summary = prod.fitted.summary
+        details = {
+            "detector": prod.detector_config.to_dict(),
+            "fit": {"window": summary.window, "hop": summary.hop, "train_windows": summary.train_windows,
+                    "train_seconds": summary.train_seconds},
+            "ablation_auroc": {v: roc_auc(labels, np.array(c)) for v, c in variant_clips.items()},
+            "ablation_clip_scores": {v: [float(x) for x in c] for v, c in variant_clips.items()},
+        }
         auc = roc_auc(labels, clips)
-        log.info("%s: clip AUROC %.3f", name, auc)
-        runs.append(DetectorRun(name, clips, auc, fit_s, score_s, details))
-    return AudioReport(Path(data), config, split, runs, rates.pop(), len(train_windows), len(test_windows))
+        log.info("%s: clip AUROC %.3f (without diffusion %.3f, diffusion alone %.3f)", name, auc,
+                 details["ablation_auroc"]["without_diffusion"], details["ablation_auroc"]["diffusion_only"])
+        runs.append(DetectorRun(name, clips, auc, fit_s, time.perf_counter() - t0, details))
+    return AudioReport(Path(data), config, split, runs, rates.pop(), n_train_windows,
+                       sum(len(w) for w in test_windows))
 
 
 def report_payload(report: AudioReport, run_info: dict[str, Any], plots: list[Path]) -> dict[str, Any]:
@@ -473,13 +335,12 @@ def report_payload(report: AudioReport, run_info: dict[str, Any], plots: list[Pa
             "train_clips": [c.name for c in report.split.train],
             "test_clips": [c.name for c in report.split.test],
             "windows": f"{cfg.window} samples ({1000 * cfg.window / report.sample_rate:.0f} ms at "
-                       f"{report.sample_rate} Hz); train hop {cfg.window}, test hop {cfg.test_hop}",
-            "scalogram": f"Morlet CWT, {cfg.n_scales} scales, log-magnitude, {cfg.image_size}x{cfg.image_size}",
+                       f"{report.sample_rate} Hz), hop {cfg.test_hop}",
+            "product": "the monitor's detector (preset audio) fitted on the training clips joined end to end; each "
+                       "test clip scored as that stream's continuation (state restored after the training part), "
+                       "one score per window end; ablation variants from the same fit and channel values",
             "clip_score": f"mean of the top {cfg.top_fraction:.0%} window scores",
             "metric": "ROC AUC over test clips (abnormal = 1)",
-            "level_variants": "<scorer>+level: window score = max(|z of the diffusion score|, |level_z|, "
-                              "|scale_z|), each z against the training windows only (the live monitor's max), "
-                              "same clip aggregation; <scorer> alone is the pure diffusion score",
             "baseline": "band_knn: per-window mean log band energy (no per-window normalisation), z-scored with "
                         f"training statistics, mean distance to the {cfg.knn_k} nearest training windows",
         },

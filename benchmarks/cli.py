@@ -57,9 +57,16 @@ def nab_command(
     data: Path = typer.Option(DEFAULT_NAB, "--data", help="NAB checkout (data/, labels/, config/)."),
     out: Path = typer.Option(Path("benchmarks/out/nab"), "--out", help="Result files, nab.json and plots go here."),
     scorer: Optional[list[str]] = typer.Option(
-        None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the baselines."
+        None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the product "
+        "('scalowatch', preset nab) and the baselines."
     ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N files (smoke runs; not a NAB score)."),
+    via: str = typer.Option("detector", "--via", help="detector: score each file with the detector directly; "
+                            "monitor: replay every file through the monitor's processing path into the embedded "
+                            "store and score the stored points (and the monitor's alerts, as '<label>-alerts')."),
+    ablate: bool = typer.Option(False, "--ablate", help="Also score the product detector without its diffusion "
+                                "channel and the diffusion channel alone, from the same run (result folders "
+                                "product/, without_diffusion/, diffusion_only/)."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write nab.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -73,11 +80,12 @@ def nab_command(
 
     info, t0 = start_run()
     try:
-        specs = _specs(scorer, NAB_DEFAULT_DETECTORS, NAB_DETECTOR_DEFAULTS)
+        only_product = via == "monitor" or ablate
+        specs = _specs(scorer, ("scalowatch",) if only_product else NAB_DEFAULT_DETECTORS, NAB_DETECTOR_DEFAULTS)
         corpus = NabCorpus(Path(data))
         corpus.check()
         keys = corpus.keys()[:limit] if limit else None
-        report = run_nab(corpus, out, specs, keys=keys, progress=progress)
+        report = run_nab(corpus, out, specs, keys=keys, progress=progress, via=via, ablate=ablate)
     except InputError as exc:
         _fail(str(exc))
         return
@@ -85,7 +93,7 @@ def nab_command(
     plots = Path(plots_dir) if plots_dir else out / "plots"
     table = report.table()
     per_file = {
-        d.spec.label: {f.key: f.raw_score for f in d.results["standard"].files}
+        d.label: {f.key: f.raw_score for f in d.results["standard"].files}
         for d in report.detectors
         if "standard" in d.results
     }
@@ -95,6 +103,8 @@ def nab_command(
     ]
     payload = {
         "benchmark": "nab",
+        "via": via,
+        "ablate": ablate,
         "run": info.to_dict(),
         "protocol": {
             "training": "fit on the probationary part only: min(floor(0.15 n), 750) rows (NAB's definition)",
@@ -129,6 +139,11 @@ def ucr_command(
         None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the baselines."
     ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N files."),
+    via: str = typer.Option("detector", "--via", help="detector: score each series with the detector directly; "
+                            "monitor: replay every series through the monitor's processing path and predict from "
+                            "the stored points (product detectors only)."),
+    ablate: bool = typer.Option(False, "--ablate", help="Rows product / without_diffusion / diffusion_only of the "
+                                "product detector, from the same fits (predictions.json has one entry each)."),
     examples: int = typer.Option(4, "--examples", min=0, help="How many series to plot with their scores."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write ucr.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
@@ -145,12 +160,13 @@ def ucr_command(
 
     info, t0 = start_run()
     try:
-        specs = _specs(scorer, UCR_DEFAULT_DETECTORS, UCR_DETECTOR_DEFAULTS)
+        only_product = via == "monitor" or ablate
+        specs = _specs(scorer, ("scalowatch",) if only_product else UCR_DEFAULT_DETECTORS, UCR_DETECTOR_DEFAULTS)
         files = find_ucr_files(Path(data))
         if limit:
             files = files[:limit]
         example_stems = [parse_ucr_name(p.name).stem for p in files[:: max(1, len(files) // max(examples, 1))]][:examples]
-        report = run_ucr(files, specs, progress=progress, keep_scores_for=example_stems)
+        report = run_ucr(files, specs, progress=progress, keep_scores_for=example_stems, via=via, ablate=ablate)
     except InputError as exc:
         _fail(str(exc))
         return
@@ -159,22 +175,24 @@ def ucr_command(
     plots = Path(plots_dir) if plots_dir else out / "plots"
     predictions = {
         "index_frame": INDEX_FRAME,
-        "predictions": {d.spec.label: d.predictions for d in report.detectors},
+        "predictions": {d.label: d.predictions for d in report.detectors},
     }
     write_json(out / "predictions.json", predictions)
-    acc_table = {d.spec.label: d.accuracy.to_dict() for d in report.detectors}
+    acc_table = {d.label: d.accuracy.to_dict() for d in report.detectors}
     pngs = [plot_accuracy_bars(acc_table, plots / "ucr_accuracy.png", f"UCR accuracy ({len(report.files)} series)")]
     by_stem = {s.stem: (s, p) for s, p in zip(report.files, files)}
     for stem, scores in report.example_scores.items():
         spec, path = by_stem[stem]
         values = load_ucr_series(path)
-        preds = {d.spec.label: d.predictions[path.name] for d in report.detectors}
+        preds = {d.label: d.predictions[path.name] for d in report.detectors}
         pngs.append(
             plot_series_scores(values, scores, plots / f"ucr_{spec.number:03d}.png", stem, spec.train_end,
                                (spec.begin, spec.end), preds)
         )
     payload = {
         "benchmark": "ucr",
+        "via": via,
+        "ablate": ablate,
         "run": info.to_dict(),
         "protocol": {
             "training": "fit on [0, trainEnd) only; detectors named *_train never learn after it",
@@ -186,7 +204,7 @@ def ucr_command(
         "accuracy": acc_table,
         "detectors": [
             {
-                "detector": d.spec.to_dict(),
+                "detector": {**d.spec.to_dict(), "label": d.label},
                 "seconds": round(d.seconds, 2),
                 "hits": d.hits,
                 "predictions": d.predictions,

@@ -20,12 +20,13 @@ def audio_command(
     data: Path = typer.Option(DEFAULT_AUDIO, "--data", help="Folder with normal/*.wav and abnormal/*.wav."),
     out: Path = typer.Option(Path("benchmarks/out/audio"), "--out", help="clip_scores.csv, audio.json and plots go here."),
     scorer: Optional[list[str]] = typer.Option(
-        None, "--scorer", help="recon, trend, kl, dynamic, adversarial or 'all' (repeatable); <scorer>+level "
-        "(e.g. recon+level) adds the monitor's level/scale channel: max of training-window z-scores, reported "
-        "beside the plain <scorer> from the same model; <scorer>+profile scores the per-frequency error profile of "
-        "the same model by kNN to the training windows'. The band_knn baseline always runs too. Default: recon."),
-    window: int = typer.Option(2048, "--window", min=64, help="Window length in samples."),
-    train_steps: int = typer.Option(1000, "--train-steps", min=1, help="U-Net training steps."),
+        None, "--scorer", help="scalowatch (the product detector, preset audio), or recon, trend, kl, dynamic, "
+        "adversarial (the product with that scorer), or 'all' (repeatable). Each product run also reports the "
+        "detector without its diffusion channel and the diffusion channel alone. The band_knn baseline always "
+        "runs too. Default: scalowatch."),
+    window: int = typer.Option(1024, "--window", min=64, help="Window length in samples (the audio preset's)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", min=1,
+                                              help="Detector training steps (default: the preset's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     copy_results: Optional[Path] = typer.Option(
         None, "--copy-results", help="Also copy audio.json, clip_scores.csv and the plot to this folder."),

@@ -28,7 +28,9 @@ from models.metrics import nab as nab_metrics
 
 logger = logging.getLogger(__name__)
 
+# The product's own detector first (preset "nab", the monitor's default for sensor streams), then the baselines.
 NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
+    "scalowatch",
     "windowed_gaussian",
     "windowed_gaussian_train",
     "matrix_profile",
@@ -37,26 +39,66 @@ NAB_DEFAULT_DETECTORS: tuple[str, ...] = (
     "half_space_trees_train",
 )
 # A frozen Gaussian saturates 1 - Q(|z|) at exactly 1.0 once the data drifts; its |z| goes through the
-# likelihood calibration instead, like every other raw score.
-# Level and amplitude shifts are common NAB anomalies; z-normalised subsequences cannot see them.
-# Diffusion detectors: every channel calibrated by its own likelihood — diffusion, level/scale, the online
-# windowed Gaussian and level-keeping nearest-neighbour distances to the probationary part at five lengths —
-# reported as HTM's log-scaled likelihood (NAB's output convention; monotone, so no score changes with it),
-# overridden where a value leaves the range seen so far (HTM's 5 % spatial rule), one alert per rising edge
-# within a fifth of the probationary part (CAD OSE's rest period).
-# The scalograms are standardised with the probationary part's statistics, not per window: NAB's anomalies are
-# as often "how big" as "which shape". See models.series_detector, "Fusion".
-NAB_DIFFUSION_DEFAULTS: dict = {
-    "calibrate": True, "fusion": "likelihood", "gaussian_channel": True, "value_discords": (2, 4, 8, 16, 32),
-    "log_scale": True, "spatial_tolerance": 0.05, "suppress_fraction": 0.2, "scalogram_normalise": "training",
-}
+# likelihood calibration instead, like every other raw score. The product's configuration is its "nab" preset
+# (models/detector/config.py), the one the monitor runs.
 NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian_train": {"output": "zscore"},
     "matrix_profile": {"normalize": False},
     "matrix_profile_train": {"normalize": False},
-    **{f"diffusion-{s}": dict(NAB_DIFFUSION_DEFAULTS) for s in ("recon", "kl", "trend", "dynamic", "adversarial")},
+    **{name: {"preset": "nab"} for name in ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend",
+                                            "diffusion-dynamic", "diffusion-adversarial")},
 }
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+
+PRODUCT_NAMES = ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend", "diffusion-dynamic",
+                 "diffusion-adversarial")
+VIAS = ("detector", "monitor")
+
+
+def product_options(spec: DetectorSpec) -> tuple[str, dict]:
+    """(preset, detector options) of a product spec, as the monitor's settings take them."""
+    if spec.name not in PRODUCT_NAMES:
+        raise InputError(f"--via monitor runs the product's detector only ({', '.join(PRODUCT_NAMES)}), "
+                         f"not {spec.name!r}")
+    options = dict(spec.kwargs)
+    preset = options.pop("preset", "nab")
+    if spec.name.startswith("diffusion-"):
+        options.setdefault("scorer", spec.name.split("-", 1)[1])
+    return preset, options
+
+
+def detect_via_monitor(spec: DetectorSpec, corpus: NabCorpus, keys: Sequence[str],
+                       series: dict[str, NabSeries], progress: bool) -> tuple[dict, dict]:
+    """(anomaly_score per key, alert 0/1 per key) from the points the monitor path stored for every file."""
+    from benchmarks.via_monitor import at_times, run_through_monitor
+    from streamer.replay import read_nab_csv
+
+    preset, options = product_options(spec)
+    sources = [read_nab_csv(corpus.root / "data" / key, stream=key.removesuffix(".csv")) for key in keys]
+    train = {key.removesuffix(".csv"): nab_metrics.probationary_length(len(series[key])) for key in keys}
+    stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
+    scores, alerts = {}, {}
+    for key, source in zip(keys, sources):
+        got = stored[source.stream]
+        times = series[key].timestamps.astype("datetime64[ns]").astype(np.int64)
+        if not np.array_equal(got.time_ns, np.unique(times)):  # one point per timestamp (repeated ones: the last)
+            raise InputError(f"{key}: the monitor stored {got.time_ns.size} points for {np.unique(times).size} "
+                             "timestamps")
+        scores[key] = at_times(got, times, got.score)
+        alerts[key] = at_times(got, times, got.alert.astype(np.float64))
+    return scores, alerts
+
+
+def ablation_scores(spec: DetectorSpec, series: NabSeries) -> dict[str, np.ndarray]:
+    """product / without_diffusion / diffusion_only anomaly scores of one file, from one fit."""
+    det = spec.build()
+    det.fit(series.values[: nab_metrics.probationary_length(len(series))])
+    out = {k: np.asarray(v, dtype=np.float64) for k, v in det.score_variants(series.values).items()}
+    if not det.output_is_probability:
+        probation = nab_metrics.probationary_length(len(series))
+        out = {k: training_part_likelihood(probation).transform(v) for k, v in out.items()}
+    return out
 
 
 def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np.ndarray]:
@@ -80,10 +122,15 @@ class NabDetectorReport:
     spec: DetectorSpec
     results: dict[str, nab_metrics.ProfileResult]
     seconds: float
+    label: str = ""
+    """Result-folder name (the spec's label, or ``<label>-alerts`` for the monitor's alerts)."""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.spec.label
 
     def summary(self) -> dict:
         return {
-            "detector": self.spec.to_dict(),
+            "detector": {**self.spec.to_dict(), "label": self.label},
             "scores": {p: round(r.normalized, 3) for p, r in self.results.items()},
             "thresholds": {p: r.threshold for p, r in self.results.items()},
             "raw_scores": {p: r.raw_score for p, r in self.results.items()},
@@ -103,7 +150,7 @@ class NabReport:
     files: list[str] = field(default_factory=list)
 
     def table(self) -> dict[str, dict[str, float]]:
-        return {d.spec.label: {p: r.normalized for p, r in d.results.items()} for d in self.detectors}
+        return {d.label: {p: r.normalized for p, r in d.results.items()} for d in self.detectors}
 
 
 def run_nab(
@@ -112,8 +159,21 @@ def run_nab(
     specs: Sequence[DetectorSpec],
     keys: Sequence[str] | None = None,
     progress: bool = True,
+    via: str = "detector",
+    ablate: bool = False,
 ) -> NabReport:
-    """Run, write result files under ``out_dir/<label>/...`` and score each detector."""
+    """Run, write result files under ``out_dir/<label>/...`` and score each detector.
+
+    ``via="monitor"`` replays the files through the monitor's processing path instead (product detectors only)
+    and also scores the monitor's alerts as binary detections (result folder ``<label>-alerts``).
+    ``ablate`` (product detectors, ``via="detector"``): from the same fit and the same channel values, also score
+    the detector without its diffusion channel and the diffusion channel alone; the result folders are
+    ``product/``, ``without_diffusion/`` and ``diffusion_only/`` (one product detector per run).
+    """
+    if ablate and (via != "detector" or sum(s.name in PRODUCT_NAMES for s in specs) != 1):
+        raise InputError("--ablate needs --via detector and exactly one product detector (e.g. --scorer scalowatch)")
+    if via not in VIAS:
+        raise InputError(f"via must be one of {VIAS}, got {via!r}")
     corpus.check()
     windows = corpus.windows()
     profiles = corpus.profiles()
@@ -131,24 +191,41 @@ def run_nab(
 
     report = NabReport(files=list(keys))
     bar = tqdm(total=len(specs) * len(keys), desc="NAB", unit="file", disable=not progress)
+    ordered = [layouts[k] for k in keys]
+
+    def score(spec: DetectorSpec, label: str, per_key: dict[str, np.ndarray], seconds: float) -> None:
+        for key in keys:
+            write_result_file(result_path(out_dir, label, key), series[key], per_key[key], window_labels(layouts[key]))
+        results = nab_metrics.score_all_profiles(ordered, [per_key[k] for k in keys], n_label_windows, profiles)
+        report.detectors.append(NabDetectorReport(spec, results, seconds, label))
+        logger.info("%s: %s (%.1f s)", label,
+                    " / ".join(f"{results[p].normalized:.1f}" for p in PROFILES if p in results), seconds)
+
     for spec in specs:
         started = time.perf_counter()
-        scores = []
+        if via == "monitor":
+            scores, alerts = detect_via_monitor(spec, corpus, keys, series, progress)
+            bar.update(len(keys))
+            seconds = time.perf_counter() - started
+            score(spec, spec.label, scores, seconds)
+            score(spec, f"{spec.label}-alerts", alerts, seconds)
+            continue
+        if ablate and spec.name in PRODUCT_NAMES:
+            variants: dict[str, dict[str, np.ndarray]] = {}
+            for key in keys:
+                bar.set_postfix_str(f"{spec.label} {key}", refresh=False)
+                for variant, values in ablation_scores(spec, series[key]).items():
+                    variants.setdefault(variant, {})[key] = values
+                bar.update(1)
+            seconds = time.perf_counter() - started
+            for variant, per_variant in variants.items():
+                score(spec, variant, per_variant, seconds)
+            continue
+        per_key = {}
         for key in keys:
             bar.set_postfix_str(f"{spec.label} {key}", refresh=False)
-            _, anomaly_score = detect_series(spec, series[key])
-            write_result_file(
-                result_path(out_dir, spec.label, key), series[key], anomaly_score, window_labels(layouts[key])
-            )
-            scores.append(anomaly_score)
+            per_key[key] = detect_series(spec, series[key])[1]
             bar.update(1)
-        seconds = time.perf_counter() - started
-        ordered = [layouts[k] for k in keys]
-        results = nab_metrics.score_all_profiles(ordered, scores, n_label_windows, profiles)
-        report.detectors.append(NabDetectorReport(spec, results, seconds))
-        logger.info(
-            "%s: %s (%.1f s)", spec.label,
-            " / ".join(f"{results[p].normalized:.1f}" for p in PROFILES if p in results), seconds,
-        )
+        score(spec, spec.label, per_key, time.perf_counter() - started)
     bar.close()
     return report

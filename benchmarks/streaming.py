@@ -4,12 +4,15 @@
     .venv/bin/python benchmarks/streaming.py --only sensor --seconds 60
 
 What runs: a producer *process* generates synthetic streams in real time (timestamps = wall clock at generation)
-into a Kafka-protocol broker; the monitor (``streamer.cli_stream.build_monitor``, the same object as
-``scalowatch monitor``) consumes, windows, scores with one shared model per stream class (pretrained here on
-synthetic normal data, so the numbers are about streaming, not training) and writes to InfluxDB. Without
-``--bootstrap``/``--influx-url`` both servers are started locally with tests/servers.py (Tansu + InfluxDB 1.x
-behind nginx). Latency of a window = wall time when its ``window_score`` point was durably written minus the
-timestamp of the window's last sample. The first ``--settle-s`` seconds are excluded (group join, first batches).
+into a Kafka-protocol broker; the monitor (``scalowatch.cli_stream.build_monitor``, the same object as
+``scalowatch monitor``) consumes and scores every sample with the full detector of the class's preset (``nab`` for
+sensors, ``audio`` for audio: every channel, the likelihoods, the spatial rule), one detector per class fitted
+beforehand on synthetic normal data (``model_mode="shared"``, so the numbers are about streaming, not fitting), and
+writes to InfluxDB. Without ``--bootstrap``/``--influx-url`` both servers are started locally with
+tests/servers.py (Tansu + InfluxDB 1.x behind nginx). Latency of a point = wall time when its ``window_score``
+point was durably written minus the timestamp of its sample. The first ``--settle-s`` seconds are excluded (group
+join, first batches). ``--detector-only`` measures the detector alone: samples/s on one core (one torch thread),
+offline, for each preset.
 
 Targets (the issue): 5,000 sensor samples/s with p99 < 1 s; audio in real time. The producer shares the 2 cores
 with the monitor, and the machine is shared with other jobs: the JSON records the load average.
@@ -95,40 +98,65 @@ class TimingSink:
         self.inner.close()
 
 
-def pretrain_shared(settings, kind: str, rate: float, window: int, n: int = 256) -> str:
-    """Train the class's shared model on synthetic normal windows and save it where the registry looks."""
-    from streamer.assemble import scalogram_factory
+def synthetic_training(kind: str, rate: float, n: int) -> np.ndarray:
+    """A normal training part like the producer's streams (a sine plus noise)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(n) / rate
+    freq = 1.5 if kind == "sensor" else 800.0
+    amp = 1.0 if kind == "sensor" else 0.3
+    return amp * (np.sin(2 * np.pi * freq * t) + 0.1 * rng.standard_normal(n))
+
+
+def pretrain_shared(settings, kind: str, rate: float) -> str:
+    """Fit the class's detector (its preset) on synthetic normal data, saved where the registry looks."""
+    from models.detector import FittedDetector
+    from streamer.assemble import detector_configs
     from streamer.model_registry import SHARED
 
-    rng = np.random.default_rng(1)
-    t = np.arange(window) / rate
-    freqs = rng.uniform(0.5, 3.0, n) if kind == "sensor" else rng.uniform(200, 2000, n)
-    phases = rng.uniform(0, 2 * np.pi, n)
-    data = np.sin(2 * np.pi * freqs[:, None] * t[None, :] + phases[:, None]) + 0.1 * rng.standard_normal((n, window))
-    model = scalogram_factory(settings.monitor)(kind)
-    model.fit_windows(data.astype(np.float32))
-    target = Path(settings.monitor.model_dir) / kind / SHARED
-    model.save(target)
-    return str(getattr(model, "version", ""))
+    config = detector_configs(settings.monitor)[kind]
+    fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
+    return fitted.save(Path(settings.monitor.model_dir) / kind / SHARED)
+
+
+def detector_throughput(preset_name: str, kind: str, rate: float, seconds: float = 20.0) -> dict:
+    """Samples/s of the detector alone on one core: a fitted detector scores a long stream in chunks of a
+    second's samples, as the monitor feeds it."""
+    import torch
+
+    from models.detector import FittedDetector, WindowScores, preset
+
+    config = preset(preset_name)
+    fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = synthetic_training(kind, rate, int(rate * seconds) + config.train_samples)
+        state = fitted.new_state()
+        chunk = max(1, int(rate))
+        t0 = time.perf_counter()
+        for i in range(0, x.size, chunk):
+            part = x[i:i + chunk]
+            ends, windows = state.windows_for(part)
+            state.update(part, fitted.score_windows(windows) if ends.size else WindowScores.empty())
+        elapsed = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
+    return {"preset": preset_name, "kind": kind, "samples": int(x.size), "seconds": round(elapsed, 2),
+            "samples_per_s_per_core": round(x.size / elapsed, 1), "window": fitted.window, "hop": fitted.hop}
 
 
 def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, streams: int, rate: float,
-             seconds: float, window: int, hop: int, samples_per_record: int, settle_s: float, workdir: Path,
-             scorer: str, preset: str, train_steps: int, max_batch: int, max_wait_ms: int) -> dict:
-    from streamer.cli_stream import build_monitor
+             seconds: float, samples_per_record: int, settle_s: float, workdir: Path, preset: str) -> dict:
+    from scalowatch.cli_stream import build_monitor
     from streamer.config import InfluxSettings, KafkaSettings, MonitorSettings, Settings, StoreSettings
 
     uid = uuid.uuid4().hex[:6]
-    monitor_kw = dict(
-        model_dir=workdir / f"models-{kind}-{uid}", scorer=scorer, model_mode="shared", train_steps=train_steps,
-        batch_max_size=max_batch, batch_max_wait_ms=max_wait_ms, poll_timeout_ms=20, commit_interval_ms=1000,
-        snapshots=True, warmup_samples=0, alert_cooldown_s=0,
-    )
+    monitor_kw = dict(model_dir=workdir / f"models-{kind}-{uid}", model_mode="shared", poll_timeout_ms=20,
+                      commit_interval_ms=1000, snapshots=True)
     if kind == "sensor":
-        monitor_kw.update(sensor_window=window, sensor_hop=hop, sensor_sample_period_ms=1000.0 / rate,
-                          sensor_preset=preset)
+        monitor_kw.update(sensor_preset=preset)
     else:
-        monitor_kw.update(audio_window=window, audio_hop=hop, audio_sample_rate=int(rate), audio_preset=preset)
+        monitor_kw.update(audio_sample_rate=int(rate), audio_preset=preset)
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap, sensor_topic=f"bench{uid}.sensors",
                             audio_topic=f"bench{uid}.audio", alerts_topic=f"bench{uid}.alerts",
@@ -138,8 +166,8 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
         store=StoreSettings(kind="influx"),
         monitor=MonitorSettings(**monitor_kw),
     )
-    log.info("%s: pretraining the shared model", kind)
-    version = pretrain_shared(settings, kind, rate, window)
+    log.info("%s: fitting the shared detector", kind)
+    version = pretrain_shared(settings, kind, rate)
     monitor = build_monitor(settings)
     timing = TimingSink(monitor.sink)
     monitor.sink = timing
@@ -160,7 +188,6 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     ready.set()
     proc.join(seconds + 120)
     produced = counter.value
-    n_windows_expected = streams * max(0, (int(seconds * rate) - window) // hop)
     drain_deadline = time.monotonic() + 60
     while monitor.processor.stats.samples < produced and time.monotonic() < drain_deadline:
         time.sleep(0.2)
@@ -174,12 +201,11 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     duration = seconds
     result = {
         "kind": kind, "streams": streams, "rate_hz_per_stream": rate, "seconds": seconds,
-        "window": window, "hop": hop, "samples_per_record": samples_per_record, "scorer": scorer,
-        "preset": preset, "model_version": version, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+        "samples_per_record": samples_per_record, "preset": preset, "model_version": version,
         "offered_samples_per_s": streams * rate,
         "samples_produced": int(produced), "samples_consumed": int(consumed),
         "sustained_samples_per_s": round(consumed / duration, 1),
-        "windows_scored": int(monitor.processor.stats.scored), "windows_expected_approx": n_windows_expected,
+        "points_scored": int(monitor.processor.stats.scored),
         "latency_s": {
             "count": int(lat.size),
             "p50": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
@@ -200,20 +226,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--settle-s", type=float, default=5.0)
     p.add_argument("--sensor-streams", type=int, default=100)
     p.add_argument("--sensor-rate", type=float, default=50.0)
-    p.add_argument("--sensor-window", type=int, default=64)
-    p.add_argument("--sensor-hop", type=int, action="append", default=None,
-                   help="Hop in samples (repeat to run several sensor cases; default 32).")
     p.add_argument("--samples-per-record", type=int, default=5)
     p.add_argument("--audio-streams", type=int, default=4)
-    p.add_argument("--audio-window", type=int, default=4096)
-    p.add_argument("--audio-hop", type=int, default=4096)
     p.add_argument("--audio-chunk", type=int, default=1600)
-    p.add_argument("--scorer", default="recon")
-    p.add_argument("--sensor-preset", default="series")
-    p.add_argument("--audio-preset", default="series")
-    p.add_argument("--train-steps", type=int, default=100)
-    p.add_argument("--max-batch", type=int, default=256)
-    p.add_argument("--max-wait-ms", type=int, default=100)
+    p.add_argument("--sensor-preset", default="nab")
+    p.add_argument("--audio-preset", default="audio")
+    p.add_argument("--detector-only", action="store_true", help="Only the detector's samples/s per core.")
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--influx-url", default=None)
     p.add_argument("--database", default="scalowatch")
@@ -225,6 +243,18 @@ def main(argv: list[str] | None = None) -> dict:
     import tempfile
 
     workdir = Path(tempfile.mkdtemp(prefix="scalowatch-bench-"))
+    throughput = []
+    if args.only in (None, "sensor"):
+        throughput.append(detector_throughput(args.sensor_preset, "sensor", args.sensor_rate))
+    if args.only in (None, "audio"):
+        throughput.append(detector_throughput(args.audio_preset, "audio", 16000.0))
+    for t in throughput:
+        print(f"detector {t['preset']} ({t['kind']}): {t['samples_per_s_per_core']:.0f} samples/s on one core")
+    if args.detector_only:
+        info = finish_run(info, started)
+        payload = {"benchmark": "streaming", "run": info.to_dict(), "detector_throughput": throughput, "cases": []}
+        write_json(args.out, payload)
+        return payload
     servers = []
     bootstrap, influx_url = args.bootstrap, args.influx_url
     try:
@@ -242,26 +272,22 @@ def main(argv: list[str] | None = None) -> dict:
                 influx_url = influx.url
         cases = []
         common = dict(bootstrap=bootstrap, influx_url=influx_url, database=args.database, seconds=args.seconds,
-                      settle_s=args.settle_s, workdir=workdir, scorer=args.scorer, train_steps=args.train_steps,
-                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+                      settle_s=args.settle_s, workdir=workdir)
         if args.only in (None, "sensor"):
-            for hop in args.sensor_hop or [32]:
-                cases.append(run_case("sensor", streams=args.sensor_streams, rate=args.sensor_rate,
-                                      window=args.sensor_window, hop=hop, samples_per_record=args.samples_per_record,
-                                      preset=args.sensor_preset, **common))
+            cases.append(run_case("sensor", streams=args.sensor_streams, rate=args.sensor_rate,
+                                  samples_per_record=args.samples_per_record, preset=args.sensor_preset, **common))
         if args.only in (None, "audio"):
-            cases.append(run_case("audio", streams=args.audio_streams, rate=16000.0, window=args.audio_window,
-                                  hop=args.audio_hop, samples_per_record=args.audio_chunk,
-                                  preset=args.audio_preset, **common))
+            cases.append(run_case("audio", streams=args.audio_streams, rate=16000.0,
+                                  samples_per_record=args.audio_chunk, preset=args.audio_preset, **common))
     finally:
         for s in servers:
             s.close()
     info = finish_run(info, started)
-    payload = {"benchmark": "streaming", "run": info.to_dict(), "cases": cases,
+    payload = {"benchmark": "streaming", "run": info.to_dict(), "detector_throughput": throughput, "cases": cases,
                "note": "2 shared CPU cores (producer process + monitor + servers on the same box); noisy."}
     write_json(args.out, payload)
     for c in cases:
-        print(f"{c['kind']} (window {c['window']}, hop {c['hop']}): {c['streams']} streams, sustained {c['sustained_samples_per_s']:.0f} samples/s "
+        print(f"{c['kind']} (preset {c['preset']}): {c['streams']} streams, sustained {c['sustained_samples_per_s']:.0f} samples/s "
               f"(offered {c['offered_samples_per_s']:.0f}), latency p50 {c['latency_s']['p50']} s "
               f"p99 {c['latency_s']['p99']} s, kept up: {c['kept_up']}")
     return payload

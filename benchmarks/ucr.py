@@ -24,17 +24,16 @@ from models.metrics.ucr import UcrAccuracy, UcrSpec, is_hit, parse_ucr_name, ucr
 
 logger = logging.getLogger(__name__)
 
-UCR_DEFAULT_DETECTORS: tuple[str, ...] = ("windowed_gaussian_train", "matrix_profile_train", "half_space_trees_train")
-# |z| ranks extreme points where NAB's 1 - Q(|z|) saturates at exactly 1.0.
+# The product's own detector (preset "ucr") beside the baselines.
+UCR_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian_train", "matrix_profile_train",
+                                          "half_space_trees_train")
+# |z| ranks extreme points where NAB's 1 - Q(|z|) saturates at exactly 1.0. The product's configuration is its
+# "ucr" preset (models/detector/config.py).
 UCR_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian": {"output": "zscore"},
     "windowed_gaussian_train": {"output": "zscore"},
-    # Series of up to 270k points: a diffusion window every quarter window instead of every 2 points. The
-    # nearest-neighbour discord channels (z-normalised at the window and half window, level-keeping at the
-    # window) catch unseen raw shapes and unseen levels the scalogram model finds plausible (see
-    # models.series_detector); one setting for every file.
-    **{f"diffusion-{s}": {"hop_fraction": 0.25, "discord_scales": (1.0, 0.5), "value_discord_scales": (1.0,)}
-       for s in ("recon", "kl", "trend", "dynamic", "adversarial")},
+    **{name: {"preset": "ucr"} for name in ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend",
+                                            "diffusion-dynamic", "diffusion-adversarial")},
 }
 INDEX_FRAME = (
     "absolute 0-based index into the full series (rows [0, trainEnd) are the training part); "
@@ -72,6 +71,37 @@ def load_ucr_series(path: Path) -> np.ndarray:
     return values
 
 
+PRODUCT_NAMES = ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend", "diffusion-dynamic",
+                 "diffusion-adversarial")
+VARIANTS = ("product", "without_diffusion", "diffusion_only")
+
+
+def location_of(scores: np.ndarray, train_end: int, lag: int) -> int:
+    """The UCR prediction: argmax of the scores after the training part, moved back by the detector's lag."""
+    peak = train_end + int(np.argmax(scores[train_end:]))
+    return int(min(max(peak - lag, 0), scores.size - 1))
+
+
+def predict_via_monitor(spec: DetectorSpec, paths: Sequence[Path], specs_by_name: dict[str, UcrSpec],
+                        progress: bool) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """Every series replayed through the monitor's processing path; predictions from the stored scores."""
+    from benchmarks.nab import product_options
+    from benchmarks.via_monitor import at_times, run_through_monitor
+    from streamer.replay import read_ucr_txt
+
+    preset, options = product_options(spec)
+    sources = [read_ucr_txt(p, stream=p.name, batch=256) for p in paths]
+    train = {p.name: specs_by_name[p.name].train_end for p in paths}
+    stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
+    preds, scores = {}, {}
+    for p, src in zip(paths, sources):
+        got = stored[p.name]
+        series_scores = at_times(got, src.times_ns, got.score)
+        scores[p.name] = series_scores
+        preds[p.name] = location_of(series_scores, train[p.name], (got.window - 1) // 2)
+    return preds, scores
+
+
 def predict_location(spec: DetectorSpec, values: np.ndarray, train_end: int) -> tuple[int, np.ndarray]:
     """(predicted absolute index, per-point scores)."""
     if not 0 < train_end < values.size:
@@ -81,8 +111,15 @@ def predict_location(spec: DetectorSpec, values: np.ndarray, train_end: int) -> 
     scores = np.asarray(det.score(values), dtype=np.float64)
     if scores.shape != values.shape or not np.all(np.isfinite(scores)):
         raise InputError(f"{spec.label}: expected {values.size} finite scores, got shape {scores.shape}")
-    peak = train_end + int(np.argmax(scores[train_end:]))
-    return int(min(max(peak - int(getattr(det, "lag", 0)), 0), values.size - 1)), scores
+    return location_of(scores, train_end, int(getattr(det, "lag", 0))), scores
+
+
+def predict_variants(spec: DetectorSpec, values: np.ndarray, train_end: int) -> dict[str, int]:
+    """The ablation: product / without_diffusion / diffusion_only predictions from one fit."""
+    det = spec.build()
+    det.fit(values[:train_end])
+    return {k: location_of(np.asarray(v, dtype=np.float64), train_end, det.lag)
+            for k, v in det.score_variants(values).items()}
 
 
 @dataclass
@@ -92,6 +129,11 @@ class UcrDetectorReport:
     accuracy: UcrAccuracy
     seconds: float
     hits: dict[str, bool] = field(default_factory=dict)
+    label: str = ""
+    """Row name: the spec's label, or an ablation variant."""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.spec.label
 
 
 @dataclass
@@ -107,32 +149,60 @@ def run_ucr(
     specs: Sequence[DetectorSpec],
     progress: bool = True,
     keep_scores_for: Sequence[str] = (),
+    via: str = "detector",
+    ablate: bool = False,
 ) -> UcrReport:
-    """Run every detector on every file; keep the full score arrays only for ``keep_scores_for`` stems."""
+    """Run every detector on every file; keep the full score arrays only for ``keep_scores_for`` stems.
+
+    ``via="monitor"``: product detectors only, every series replayed through the monitor's processing path.
+    ``ablate``: one product detector; its rows are the variants ``product``, ``without_diffusion`` and
+    ``diffusion_only`` of one fit per series.
+    """
+    if via not in ("detector", "monitor"):
+        raise InputError(f"via must be 'detector' or 'monitor', got {via!r}")
+    if ablate and (via != "detector" or sum(s.name in PRODUCT_NAMES for s in specs) != 1):
+        raise InputError("--ablate needs --via detector and exactly one product detector (e.g. --scorer scalowatch)")
     parsed = [(parse_ucr_name(p.name), p) for p in files]
-    report = UcrReport(files=[s for s, _ in parsed], names=[p.name for _, p in parsed])
-    preds: dict[str, dict[str, int]] = {spec.label: {} for spec in specs}
-    seconds: dict[str, float] = {spec.label: 0.0 for spec in specs}
-    bar = tqdm(total=len(parsed) * len(specs), desc="UCR", unit="run", disable=not progress)
-    for ucr, path in parsed:
-        values = load_ucr_series(path)
-        if ucr.end > values.size:
-            raise InputError(f"{path.name}: anomaly end {ucr.end} beyond the series ({values.size} points)")
-        for spec in specs:
-            bar.set_postfix_str(f"{spec.label} {ucr.number:03d}", refresh=False)
-            t0 = time.perf_counter()
-            pred, scores = predict_location(spec, values, ucr.train_end)
-            seconds[spec.label] += time.perf_counter() - t0
-            preds[spec.label][path.name] = pred
-            if ucr.stem in keep_scores_for:
-                report.example_scores.setdefault(ucr.stem, {})[spec.label] = scores
-            bar.update(1)
-    bar.close()
     by_name = {path.name: ucr for ucr, path in parsed}
-    for spec in specs:
-        p = preds[spec.label]
+    report = UcrReport(files=[s for s, _ in parsed], names=[p.name for _, p in parsed])
+    labels = [v for s in specs for v in ((VARIANTS if ablate and s.name in PRODUCT_NAMES else (s.label,)))]
+    spec_of = {v: s for s in specs for v in ((VARIANTS if ablate and s.name in PRODUCT_NAMES else (s.label,)))}
+    preds: dict[str, dict[str, int]] = {label: {} for label in labels}
+    seconds: dict[str, float] = {label: 0.0 for label in labels}
+    if via == "monitor":
+        for spec in specs:
+            t0 = time.perf_counter()
+            got, scores = predict_via_monitor(spec, [p for _, p in parsed], by_name, progress)
+            preds[spec.label] = got
+            seconds[spec.label] = time.perf_counter() - t0
+            for ucr, path in parsed:
+                if ucr.stem in keep_scores_for:
+                    report.example_scores.setdefault(ucr.stem, {})[spec.label] = scores[path.name]
+    else:
+        bar = tqdm(total=len(parsed) * len(specs), desc="UCR", unit="run", disable=not progress)
+        for ucr, path in parsed:
+            values = load_ucr_series(path)
+            if ucr.end > values.size:
+                raise InputError(f"{path.name}: anomaly end {ucr.end} beyond the series ({values.size} points)")
+            for spec in specs:
+                bar.set_postfix_str(f"{spec.label} {ucr.number:03d}", refresh=False)
+                t0 = time.perf_counter()
+                if ablate and spec.name in PRODUCT_NAMES:
+                    for variant, pred in predict_variants(spec, values, ucr.train_end).items():
+                        preds[variant][path.name] = pred
+                        seconds[variant] += (time.perf_counter() - t0) / len(VARIANTS)
+                else:
+                    pred, scores = predict_location(spec, values, ucr.train_end)
+                    seconds[spec.label] += time.perf_counter() - t0
+                    preds[spec.label][path.name] = pred
+                    if ucr.stem in keep_scores_for:
+                        report.example_scores.setdefault(ucr.stem, {})[spec.label] = scores
+                bar.update(1)
+        bar.close()
+    for label in labels:
+        p = preds[label]
         acc = ucr_accuracy((by_name[k], v) for k, v in p.items())
         hits = {k: is_hit(by_name[k], v) for k, v in p.items()}
-        report.detectors.append(UcrDetectorReport(spec, p, acc, seconds[spec.label], hits))
-        logger.info("%s: accuracy %.3f (±100: %.3f)", spec.label, acc.accuracy, acc.accuracy_100)
+        report.detectors.append(UcrDetectorReport(spec_of[label], p, acc, seconds[label], hits, label))
+        logger.info("%s: accuracy %.3f (±100: %.3f)", label, acc.accuracy, acc.accuracy_100)
     return report

@@ -45,7 +45,8 @@ def _window_view(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
 
 
 def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
-    """float32 windows ending (inclusive) at ``ends``, each shifted to mean 0 and scaled to std 1.
+    """float64 windows ending (inclusive) at ``ends``, each shifted to mean 0 and scaled to std 1 (float64 for the
+    reason :func:`raw_windows` gives).
 
     A constant window stays all-zero (its std is replaced by a floor far below float64 rounding of real data), so
     two constant windows are 0 apart and a constant and a varying window are sqrt(window) apart — the
@@ -55,13 +56,15 @@ def znormalized_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndar
     mu = view.mean(axis=1, keepdims=True)
     sd = view.std(axis=1, keepdims=True)
     floor = 1e-12 * np.maximum(np.abs(mu), 1.0)
-    return ((view - mu) / np.maximum(sd, floor)).astype(np.float32)
+    return (view - mu) / np.maximum(sd, floor)
 
 
 def raw_windows(x: np.ndarray, window: int, ends: np.ndarray, centre: float, scale: float) -> np.ndarray:
-    """float32 windows ending (inclusive) at ``ends``, standardised with *fixed* training statistics (level and
-    amplitude kept; subtracting the training mean first keeps float32 resolution for large offsets)."""
-    return ((_window_view(x, window, ends) - centre) / scale).astype(np.float32)
+    """float64 windows ending (inclusive) at ``ends``, standardised with *fixed* training statistics (level and
+    amplitude kept). float64 because these windows are short (NAB: 2–32 points) and their nearest distances
+    are often tiny: in float32 the Gram-product cancellation noise would depend on how queries are blocked,
+    and a stream scored in chunks must get the same distances as one scored at once."""
+    return (_window_view(x, window, ends) - centre) / scale
 
 
 def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.ndarray | None = None,
@@ -72,13 +75,13 @@ def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.nd
 
     With ``exclusion`` > 0, references whose position is closer than that to the query's are skipped (a training
     window must not match itself or its overlapping neighbours); a query with no reference left gets inf.
-    Peak memory is about 3 float32 arrays of ``query_block`` x ``chunk`` (≈ 100 MiB at the defaults), whatever
-    the number of queries. float32 Gram products resolve distances to ~sqrt(4 w · 1.2e-7); callers floor
-    their normalisers accordingly.
+    Peak memory is about 3 arrays of ``query_block`` x ``chunk`` (≈ 200 MiB in float64 at the defaults), whatever
+    the number of queries. In float64 the Gram products' cancellation noise is far below anything a normaliser
+    floor or a threshold sees, so how the queries are blocked (a stream scored in chunks) changes nothing.
     """
     if exclusion > 0 and (query_pos is None or ref_pos is None):
         raise ValueError("exclusion needs query_pos and ref_pos")
-    best = np.full(queries.shape[0], np.inf, dtype=np.float32)
+    best = np.full(queries.shape[0], np.inf, dtype=queries.dtype)
     r_norm = np.einsum("ij,ij->i", refs, refs)
     for q0 in range(0, queries.shape[0], query_block):
         q = queries[q0 : q0 + query_block]
@@ -117,7 +120,7 @@ class TrainingDiscord:
     ``max_references`` bounds memory and time on long training parts (UCR has 100k-point ones): the references
     are then every k-th training window, which costs phase resolution (a normal window can sit up to k/2 samples
     from its nearest reference and look farther than it is) and nothing in causality. 60,000 keeps every
-    training window of all but the longest UCR training parts (≈ 60 MB of float32 references at w = 256).
+    training window of all but the longest UCR training parts (≈ 120 MB of float64 references at w = 256).
     """
 
     def __init__(self, max_references: int = 60_000, self_join_queries: int = 512, normalize: bool = True) -> None:
@@ -151,8 +154,8 @@ class TrainingDiscord:
         if own.size < 2:
             raise InputError(f"training part of {x.size} points has too few non-overlapping windows of {window}")
         self._refs, self._ref_ends = refs, ref_ends
-        # Floors: a constant or noise-free training part has (almost) no spread of its own distances, and float32
-        # Gram products cannot resolve below ~7e-4·sqrt(w); without them any tiny change would score z ~ 1e6.
+        # Floors: a constant or noise-free training part has (almost) no spread of its own distances; without them
+        # any tiny change would score z ~ 1e6.
         scale = float(np.sqrt(window))
         self.stats = DiscordStats(window=int(window), references=int(ref_ends.size), reference_stride=stride,
                                   mean=float(own.mean()),
@@ -164,6 +167,33 @@ class TrainingDiscord:
             return znormalized_windows(x, window, ends)
         return raw_windows(x, window, ends, self._centre, self._scale)
 
+    @property
+    def window(self) -> int:
+        if self.stats is None:
+            raise NotFittedError("TrainingDiscord: call fit(train, window) first")
+        return self.stats.window
+
+    # ------------------------------------------------------------------ persistence (beside a fitted detector)
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Everything ``from_arrays`` needs, as named arrays (saved in one ``.npz`` with the other channels')."""
+        if self._refs is None or self._ref_ends is None or self.stats is None:
+            raise NotFittedError("TrainingDiscord: call fit(train, window) first")
+        s = self.stats
+        meta = np.array([s.window, s.references, s.reference_stride, s.mean, s.std, self._centre, self._scale,
+                         float(self.normalize)], dtype=np.float64)
+        return {f"{prefix}refs": self._refs, f"{prefix}ref_ends": self._ref_ends, f"{prefix}meta": meta}
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str) -> "TrainingDiscord":
+        meta = np.asarray(arrays[f"{prefix}meta"], dtype=np.float64)
+        out = cls(normalize=bool(meta[7]))
+        out.stats = DiscordStats(window=int(meta[0]), references=int(meta[1]), reference_stride=int(meta[2]),
+                                 mean=float(meta[3]), std=float(meta[4]))
+        out._centre, out._scale = float(meta[5]), float(meta[6])
+        out._refs = np.asarray(arrays[f"{prefix}refs"])
+        out._ref_ends = np.asarray(arrays[f"{prefix}ref_ends"], dtype=np.int64)
+        return out
+
     def zscores(self, x: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Training-normalised nearest-neighbour distance of the windows of ``x`` ending at ``ends``.
 
@@ -171,13 +201,30 @@ class TrainingDiscord:
         that overlaps the training part is then compared outside an exclusion zone of one window, exactly as the
         normaliser was computed — otherwise it would find itself and score far below normal.
         """
+        ends = np.asarray(ends, dtype=np.int64)
+        if ends.size == 0:
+            return np.zeros(0)
+        return self.zscores_of(_window_view(x, self.window, ends), ends)
+
+    def zscores_of(self, windows: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """:meth:`zscores` of raw windows (n, window) that end at absolute positions ``ends`` of their stream
+        (position 0 = the first training point): what an online detector that keeps only a stream's tail calls."""
         if self._refs is None or self._ref_ends is None or self.stats is None:
             raise NotFittedError("TrainingDiscord: call fit(train, window) first")
         ends = np.asarray(ends, dtype=np.int64)
         if ends.size == 0:
             return np.zeros(0)
         w = self.stats.window
-        d = nearest_distances(self._windows(x, w, ends), self._refs, query_pos=ends, ref_pos=self._ref_ends,
+        view = np.asarray(windows, dtype=np.float64)
+        if view.ndim != 2 or view.shape != (ends.size, w):
+            raise InputError(f"expected ({ends.size}, {w}) windows, got {view.shape}")
+        if self.normalize:
+            mu = view.mean(axis=1, keepdims=True)
+            sd = view.std(axis=1, keepdims=True)
+            queries = (view - mu) / np.maximum(sd, 1e-12 * np.maximum(np.abs(mu), 1.0))
+        else:
+            queries = (view - self._centre) / self._scale
+        d = nearest_distances(queries, self._refs, query_pos=ends, ref_pos=self._ref_ends,
                               exclusion=w).astype(np.float64)
         d[~np.isfinite(d)] = self.stats.mean  # no reference outside the exclusion zone: no evidence either way
         return (d - self.stats.mean) / self.stats.std

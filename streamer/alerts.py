@@ -1,6 +1,7 @@
 """When does a stream's calibrated score become an alert, and when does the alert end?
 
-A small pure state machine per stream, fed one calibrated score per window in stream time order:
+The one alert rule of the project: a small pure state machine per stream, fed the detector's score of each
+scored sample (audio: each window end) in stream time order:
 
 - **open** when the score reaches ``threshold`` for ``open_after`` consecutive windows (one by default);
 - **hysteresis**: an open alert stays open until the score falls below ``threshold - hysteresis`` for
@@ -27,8 +28,8 @@ class AlertPolicy:
     cooldown_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if not self.threshold >= 0.0:  # calibrated presets score in [0, 1]; the ucr preset reports raw z-scores
+            raise ValueError(f"threshold must be >= 0, got {self.threshold}")
         if self.hysteresis < 0 or self.hysteresis > self.threshold:
             raise ValueError("hysteresis must be in [0, threshold]")
         if self.open_after < 1 or self.close_after < 1:
@@ -53,6 +54,8 @@ class Alert:
     peak_raw_score: float
     state: AlertState
     model_version: str = ""
+    decided_by: str = ""
+    """The detector channel whose score opened the alert (models.detector.online.CHANNEL_WORDS)."""
 
     @property
     def duration_s(self) -> float:
@@ -84,7 +87,8 @@ class AlertMachine:
     def current(self) -> Alert | None:
         return self._open
 
-    def update(self, time_ns: int, score: float, raw_score: float, model_version: str = "") -> AlertDecision:
+    def update(self, time_ns: int, score: float, raw_score: float, model_version: str = "",
+               decided_by: str = "") -> AlertDecision:
         pol = self.policy
         if self._last_ns is not None and time_ns <= self._last_ns:
             # Re-delivered window (at-least-once): don't count it twice.
@@ -95,17 +99,18 @@ class AlertMachine:
             self._above = self._above + 1 if score >= pol.threshold else 0
             if self._above >= pol.open_after and not in_cooldown:
                 self._open = Alert(self.stream, time_ns, 0, float(score), float(raw_score), AlertState.OPEN,
-                                   model_version)
+                                   model_version, decided_by)
                 self._below = 0
                 return AlertDecision(in_alert=True, changed=self._open)
             return AlertDecision(in_alert=False)
         a = self._open
         self._open = a = Alert(a.stream, a.start_ns, 0, max(a.severity, float(score)),
-                               max(a.peak_raw_score, float(raw_score)), AlertState.OPEN, a.model_version)
+                               max(a.peak_raw_score, float(raw_score)), AlertState.OPEN, a.model_version,
+                               a.decided_by)
         self._below = self._below + 1 if score < pol.threshold - pol.hysteresis else 0
         if self._below >= pol.close_after:
             closed = Alert(a.stream, a.start_ns, time_ns, a.severity, a.peak_raw_score, AlertState.CLOSED,
-                           a.model_version)
+                           a.model_version, a.decided_by)
             self._open = None
             self._above = 0
             self._cooldown_until_ns = time_ns + int(pol.cooldown_s * NS_PER_S)
@@ -119,7 +124,8 @@ class AlertMachine:
             "above": self._above, "below": self._below, "cooldown_until_ns": self._cooldown_until_ns,
             "last_ns": self._last_ns,
             "open": None if a is None else {"start_ns": a.start_ns, "severity": a.severity,
-                                            "peak_raw_score": a.peak_raw_score, "model_version": a.model_version},
+                                            "peak_raw_score": a.peak_raw_score, "model_version": a.model_version,
+                                            "decided_by": a.decided_by},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -129,7 +135,8 @@ class AlertMachine:
         self._last_ns = state["last_ns"]
         o = state["open"]
         self._open = None if o is None else Alert(self.stream, int(o["start_ns"]), 0, float(o["severity"]),
-                                                  float(o["peak_raw_score"]), AlertState.OPEN, o["model_version"])
+                                                  float(o["peak_raw_score"]), AlertState.OPEN, o["model_version"],
+                                                  o.get("decided_by", ""))
 
     def close_open(self, time_ns: int) -> Alert | None:
         """End an open alert at ``time_ns`` (e.g. the stream's buffer was reset by a long gap)."""
@@ -139,4 +146,4 @@ class AlertMachine:
         self._open = None
         self._above = self._below = 0
         return Alert(a.stream, a.start_ns, max(time_ns, a.start_ns), a.severity, a.peak_raw_score,
-                     AlertState.CLOSED, a.model_version)
+                     AlertState.CLOSED, a.model_version, a.decided_by)

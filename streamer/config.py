@@ -89,74 +89,48 @@ class InfluxSettings(_Section):
 
 
 class MonitorSettings(_Section):
-    """What the monitor loop needs (owned jointly with the monitor's author: add fields here)."""
+    """What the monitor loop needs. The detector itself is configured by its preset (models/detector/config.py),
+    the configuration the benchmarks measured; ``*_detector_options`` override single knobs of it."""
 
     device: str = "auto"
-    scorer: str = "recon"
     model_dir: Path = Path("checkpoints/default")
-    # Window geometry per stream class, in samples.
-    sensor_window: int = Field(256, gt=1)
-    sensor_hop: int = Field(16, gt=0)
-    audio_window: int = Field(16_384, gt=1)
-    audio_hop: int = Field(8_192, gt=0)
-    # Nominal sensor sample period; used to detect gaps. None = take timestamps as they come.
-    sensor_sample_period_ms: float | None = Field(None, gt=0)
+    # Detector presets per stream class: "nab" (operational metrics; the benchmarked default), "ucr", "audio".
+    sensor_preset: str = "nab"
+    audio_preset: str = "audio"
+    sensor_detector_options: dict[str, Any] = Field(default_factory=dict)
+    audio_detector_options: dict[str, Any] = Field(default_factory=dict)
     # Audio chunks at another rate are dead-lettered rather than silently resampled.
     audio_sample_rate: int = Field(16_000, gt=0)
-    # Samples a stream must have seen before its scores can raise alerts (calibration warm-up).
-    warmup_samples: int = Field(1_000, ge=0)
-    batch_max_size: int = Field(64, gt=0)
-    batch_max_wait_ms: int = Field(200, ge=0)
-    alert_threshold: float = Field(0.99, gt=0, le=1)
-    # An open alert closes when the calibrated score falls below threshold - hysteresis.
-    alert_hysteresis: float = Field(0.05, ge=0, lt=1)
-    # Minimum quiet time after an alert closes before the same stream may open a new one.
-    alert_cooldown_s: float = Field(60.0, ge=0)
-    # --- streaming monitor (H4b): see docs/streaming.md ---
-    # Window/hop in seconds instead of samples (sensor needs sensor_sample_period_ms); None = use the sample counts.
-    sensor_window_s: float | None = Field(None, gt=0)
-    sensor_hop_s: float | None = Field(None, gt=0)
-    audio_window_s: float | None = Field(None, gt=0)
-    audio_hop_s: float | None = Field(None, gt=0)
-    # Gaps up to this many periods are interpolated; longer ones reset the stream's buffer.
-    max_gap_periods: int = Field(3, ge=1)
-    # per_stream: model_dir/<class>/<stream>/ trained on each stream's warm-up; shared: model_dir/<class>/_shared/;
-    # per_stream_from_shared: score with the pretrained _shared model until the stream's own model is trained.
-    model_mode: Literal["per_stream", "shared", "per_stream_from_shared"] = "per_stream"
-    # Windows a stream without a model collects as training data (not scored) before its model trains.
-    warmup_windows: int = Field(128, ge=2)
-    train_steps: int = Field(300, gt=0)
-    train_batch_size: int = Field(32, gt=0)
-    sensor_preset: str = "series"
-    audio_preset: str = "audio"
-    # Extra scorer options (ScorerParams fields). lam=1.0: pixel term only — the EfficientNet perceptual term
-    # costs ~5x per window on a CPU, too much for a stream.
-    scorer_options: dict[str, Any] = Field(default_factory=lambda: {"lam": 1.0})
-    # Calibration (AnomalyLikelihood), in windows.
-    likelihood_history_windows: int = Field(2_000, ge=2)
-    likelihood_short_windows: int = Field(5, ge=1)
+    # per_stream: model_dir/<class>/<stream>/ fitted on each stream's training part; shared: one detector per class
+    # in model_dir/<class>/_shared/ (put there by `scalowatch train`, or fitted on the class's first stream).
+    model_mode: Literal["per_stream", "shared"] = "per_stream"
+    # Alerting (one rule, streamer/alerts.py). None = the preset's threshold, the one its benchmark found.
+    alert_threshold: float | None = Field(None, gt=0)
+    # An open alert closes when the score falls below threshold - hysteresis for alert_close_after scores.
+    alert_hysteresis: float = Field(0.0, ge=0, lt=1)
     alert_open_after: int = Field(1, ge=1)
-    alert_close_after: int = Field(3, ge=1)
+    alert_close_after: int = Field(1, ge=1)
+    # Minimum quiet time (stream time) after an alert closes before the same stream may open a new one.
+    alert_cooldown_s: float = Field(0.0, ge=0)
     snapshots: bool = True
-    # Also alert on windows shifted/rescaled as a whole (level_z/scale_z from the pipeline, calibrated separately):
-    # the per-window-normalised scalogram cannot show those.
-    level_shift_alerts: bool = True
     # Loop: poll timeout, commit cadence, sink retry back-off, back-pressure limit.
     poll_timeout_ms: int = Field(200, ge=0)
     commit_interval_ms: int = Field(1_000, ge=0)
-    # Calibration/alert state is also checkpointed this often (after a commit, with everything scored written),
-    # so a crash resumes each stream's calibration instead of re-learning it; 0 = only on stop and rebalance.
+    # Detector/alert state is also checkpointed this often (after a commit, with everything scored written), so a
+    # crash resumes each stream where it was instead of re-reading its training part; 0 = only on stop/rebalance.
     state_checkpoint_s: float = Field(30.0, ge=0)
     sink_retry_initial_s: float = Field(0.5, gt=0)
     sink_retry_max_s: float = Field(10.0, gt=0)
-    max_backlog_windows: int = Field(20_000, gt=0)
+    # Samples of fitted streams waiting to be scored before input is paused.
+    max_backlog_samples: int = Field(1_000_000, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "MonitorSettings":
-        if self.sensor_hop > self.sensor_window:
-            raise ValueError("sensor_hop must not exceed sensor_window")
-        if self.audio_hop > self.audio_window:
-            raise ValueError("audio_hop must not exceed audio_window")
+        from models.detector import PRESETS
+
+        for name in (self.sensor_preset, self.audio_preset):
+            if name not in PRESETS:
+                raise ValueError(f"unknown detector preset {name!r}; known: {sorted(PRESETS)}")
         return self
 
 

@@ -1,21 +1,21 @@
 """``scalowatch demo``: the whole monitor on bundled recordings, with no servers.
 
 Three NAB series and a 3 s fan recording (2 s normal, then 1 s of a faulty fan; streamer/demo_data) are replayed
-in process (streamer/sources/memory.py) through the same ingest, windowing, per-stream model training, scoring,
-calibration, alerting and sink code as ``scalowatch monitor``, into an embedded SQLite store that the dashboard
-reads. Each stream trains its own model on its first ``warmup_fraction`` of windows (warm-up) and scores the rest.
+in process (streamer/sources/memory.py) through the same ingest, detector fitting, scoring, alerting and sink code
+as ``scalowatch monitor``, with the monitor's default presets, into an embedded SQLite store that the dashboard
+reads. Each stream fits its own detector on its training part (NAB's probationary part; the fan's normal first
+2 s) and then every sample it sent is scored — the NAB streams exactly as ``bench nab`` scores those files.
 """
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from models.calibration import LikelihoodConfig
-from streamer.assemble import build_processor, stream_classes
+from models.detector import describe_channel
+from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
 from streamer.ingest import ingest
 from streamer.messages import AUDIO, SENSOR
@@ -38,18 +38,11 @@ SENSOR_TOPIC, AUDIO_TOPIC = "demo.sensors", "demo.audio"
 @dataclass(frozen=True)
 class DemoConfig:
     out_dir: Path = Path("demo-output")
-    warmup_fraction: float = 0.15
-    scorer: str = "recon"
-    train_steps: int = 80
-    sensor_window: int = 64
-    sensor_hop: int = 4
-    audio_window: int = 2048
-    audio_hop: int = 512
-    preset: str = "series"
-    threshold: float = 0.999
     speed: float = 0.0
     fresh: bool = True
-    """Delete models trained by an earlier demo run (otherwise they are reloaded and no training happens)."""
+    """Delete models fitted by an earlier demo run (otherwise they are reloaded and no fitting happens)."""
+    audio_train_s: float = 2.0
+    """The fan recording's training part: its first 2 s are the normal fan."""
 
 
 @dataclass
@@ -64,13 +57,13 @@ class DemoReport:
 
     def text(self) -> str:
         lines = [f"demo finished in {self.seconds:.0f} s: {self.records} records, "
-                 f"{sum(self.windows_scored.values())} windows scored, {len(self.alerts)} alert(s), "
+                 f"{sum(self.windows_scored.values())} points scored, {len(self.alerts)} alert(s), "
                  f"{self.dead_letters} dead letter(s)", f"store: {self.store_path}"]
         for stream, n in sorted(self.windows_scored.items()):
-            lines.append(f"  {stream}: {n} windows scored")
+            lines.append(f"  {stream}: {n} points scored")
             for a in (a for a in self.alerts if a["stream"] == stream):
                 lines.append(f"    ALERT {_fmt(a['start_ns'])} → {_fmt(a['end_ns']) if a['end_ns'] else 'open'} "
-                             f"severity {a['severity']:.4f} ({a['state']})")
+                             f"severity {a['severity']:.4f} ({a['state']}; {describe_channel(a.get('decided_by', ''))})")
             for lab in (x for x in self.labels if x["stream"] == stream):
                 lines.append(f"    label {_fmt(lab['start_ns'])} → {_fmt(lab['end_ns'])} (NAB window)")
         return "\n".join(lines)
@@ -88,22 +81,26 @@ def demo_sources() -> list[ReplaySource]:
 
 
 def demo_settings(cfg: DemoConfig) -> MonitorSettings:
-    return MonitorSettings(
-        scorer=cfg.scorer, model_dir=cfg.out_dir / "models", sensor_window=cfg.sensor_window,
-        sensor_hop=cfg.sensor_hop, audio_window=cfg.audio_window, audio_hop=cfg.audio_hop,
-        max_gap_periods=30, model_mode="per_stream", train_steps=cfg.train_steps, train_batch_size=16,
-        sensor_preset=cfg.preset, audio_preset=cfg.preset, batch_max_size=64, batch_max_wait_ms=0,
-        alert_threshold=cfg.threshold, alert_hysteresis=0.05, alert_close_after=4, alert_cooldown_s=0,
-    )
+    """The monitor's own defaults (the ``nab`` preset for sensors, ``audio`` for audio, the presets' alert
+    thresholds); only where models go differs."""
+    return MonitorSettings(model_dir=cfg.out_dir / "models")
 
 
-def _windows_in(source: ReplaySource, length: int, hop: int) -> int:
-    n = len(source.data) if hasattr(source, "data") else len(source.times_ns)
-    return max(1, (n - length) // hop + 1)
+def train_samples_for(sources: list[ReplaySource], cfg: DemoConfig):
+    """Each stream's training part: NAB's probationary part for the NAB series (what ``bench nab`` fits on),
+    the normal first seconds for the fan."""
+    from models.metrics.nab import probationary_length
+
+    sizes = {}
+    for s in sources:
+        if s.stream_class == AUDIO:
+            sizes[s.stream] = int(cfg.audio_train_s * s.rate)
+        else:
+            sizes[s.stream] = probationary_length(len(s.values))
+    return lambda stream_class, stream: sizes[stream]
 
 
-def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, model_factory=None,
-             model_loader=None) -> DemoReport:
+def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, fitter=None) -> DemoReport:
     """Replay the bundled data through the monitor's processing into ``cfg.out_dir/scalowatch.sqlite``."""
     import shutil
 
@@ -121,15 +118,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, model_fac
         Path(str(store_path) + suffix).unlink(missing_ok=True)
     settings = demo_settings(cfg)
     sources = demo_sources()
-    classes = stream_classes(settings)
-    warmup = {}
-    for s in sources:
-        spec = classes[AUDIO if s.stream_class == AUDIO else SENSOR].window
-        warmup[s.stream] = max(2, math.ceil(cfg.warmup_fraction * _windows_in(s, spec.length, spec.hop)))
-    processor = build_processor(
-        settings, factory=model_factory, loader=model_loader, warmup_for=lambda cls, stream: warmup[stream],
-        likelihood=LikelihoodConfig(learning_period=40, historic_window=1000, short_window=4),
-    )
+    processor = build_processor(settings, train_samples_for=train_samples_for(sources, cfg), fitter=fitter)
     sink = SQLiteSink(store_path)
     labels = [w for s in sources for w in s.label_windows()]
     if labels:
@@ -149,12 +138,12 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, model_fac
                     processor.step()
                     processor.flush(sink)
                 bar.update(1)
-        # End of the recordings: let running trainings finish, then score everything still queued.
+        # End of the recordings: let running fits finish, then score everything still pending.
         while True:
             processor.registry.wait()
             processor.step(force=True)
             processor.flush(sink)
-            if not processor.registry.training():
+            if processor.idle():
                 break
     finally:
         processor.registry.close()

@@ -1,17 +1,19 @@
 """The Kafka consumer loop: thin on purpose; the work is in StreamProcessor (streamer/pipeline.py).
 
 One iteration: poll → ingest each record (or dead-letter it) → score what is due → write finished points →
-flush the dead-letter and alert producers → commit, per partition, the lowest offset still held by an unscored
-or unwritten window (streamer/offsets.py). That order is the at-least-once guarantee: a crash anywhere re-reads
-from the last commit and the idempotent writes make the replay harmless.
+flush the dead-letter and alert producers → checkpoint stream states (when due) → commit, per partition, the
+lowest offset still held by an unscored or unwritten sample or by one whose stream state is not saved yet
+(streamer/offsets.py). That order is the at-least-once guarantee: a crash anywhere re-reads from the last commit,
+each stream resumes from a state that has seen everything before it, and the idempotent writes make the replay
+harmless.
 
 Back-pressure: while the store is down the loop pauses every assigned partition, keeps calling ``poll`` (so
 the group keeps us — ``max.poll.interval.ms`` counts time between polls), retries the write with exponential
-back-off and commits nothing until it succeeds. The same pause happens when too many windows wait for a model
-that is still training. Training itself runs in a background thread (streamer/model_registry.py).
+back-off and commits nothing until it succeeds. The same pause happens when too many samples wait to be scored.
+Fitting runs in a background thread (streamer/model_registry.py).
 
-Shutdown (SIGINT/SIGTERM set ``stop``): finish the batch in flight, score what is buffered in the batcher,
-write, flush, commit, close.
+Shutdown (SIGINT/SIGTERM set ``stop``): finish the batch in flight, score what can be scored, write, flush, save
+the stream states, commit, close.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ class Monitor:
         state_checkpoint_s: float = 0.0,
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
-        max_backlog_windows: int = 20_000,
+        max_backlog_samples: int = 1_000_000,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
@@ -91,7 +93,7 @@ class Monitor:
         self.state_checkpoint_s = state_checkpoint_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
-        self.max_backlog_windows = max_backlog_windows
+        self.max_backlog_samples = max_backlog_samples
         self.clock = clock
         self.tracker = OffsetTracker()
         self.stats = MonitorStats()
@@ -113,8 +115,7 @@ class Monitor:
                 now = self.clock()
                 if got or not self.consumer.assignment():  # idle time counts only once partitions are ours
                     last_data = now
-                elif idle_exit_s is not None and now - last_data >= idle_exit_s and len(self.processor.batcher) == 0 \
-                        and not self.processor.registry.training():
+                elif idle_exit_s is not None and now - last_data >= idle_exit_s and self.processor.idle():
                     log.info("no input for %.1f s: stopping", idle_exit_s)
                     break
         finally:
@@ -190,7 +191,7 @@ class Monitor:
         if not self._write():
             return
         now = self.clock()
-        if not self._dirty or (not force_commit and now - self._last_commit < self.commit_interval_s):
+        if not force_commit and (not self._dirty or now - self._last_commit < self.commit_interval_s):
             return
         try:
             if self.dead_letters is not None:
@@ -200,6 +201,7 @@ class Monitor:
         except Exception as exc:  # a record neither processed nor dead-lettered must not be committed
             log.warning("dead-letter/alert records not acknowledged (%s): not committing yet", exc)
             return
+        self._checkpoint_states(now, force=force_commit)
         positions = self.tracker.positions(self.processor.holds())
         self._last_commit = now
         self._dirty = False
@@ -215,35 +217,35 @@ class Monitor:
         self.tracker.committed(positions)
         self.stats.commits += 1
         log.debug("committed %s", {f"{t}[{p}]": o for (t, p), o in positions.items()})
-        self._checkpoint_states(now)
 
-    def _checkpoint_states(self, now: float) -> None:
-        """Save every stream's calibration/alert state right after a commit, when nothing scored is unwritten.
+    def _checkpoint_states(self, now: float, force: bool = False) -> None:
+        """Save every stream's detector/alert state *before* a commit, when nothing scored is unwritten.
 
-        Then the state never runs ahead of the store: after a crash the stream restores it and re-reads from
-        the commit, skipping windows it already scored (``last_end_ns``) — calibration continues instead of
-        restarting its learning period (during which no alert can open).
+        The processor holds the offsets of samples scored since a stream's last save, so the commit never passes
+        what the saved state has not seen: after a crash each stream restores its state and re-reads from the
+        commit, skipping the samples it had already scored. ``state_checkpoint_s`` trades how far the commit
+        may lag (and how much is re-read) against how often states are written.
         """
-        if self.state_checkpoint_s <= 0 or now - self._last_checkpoint < self.state_checkpoint_s:
+        if not force and (self.state_checkpoint_s <= 0 or now - self._last_checkpoint < self.state_checkpoint_s):
             return
         if self.processor.outbox_points:
             return
         try:
             saved = self.processor.save_states()
-        except OSError as exc:  # a full or read-only disk costs crash recovery, never the stream
-            log.warning("could not checkpoint calibration/alert state: %s", exc)
+        except OSError as exc:  # a full or read-only disk delays commits, never loses a sample
+            log.warning("could not checkpoint detector/alert state: %s", exc)
             return
         self._last_checkpoint = now
         self.stats.checkpoints += 1
-        log.debug("checkpointed calibration/alert state of %d stream(s)", saved)
+        log.debug("checkpointed detector/alert state of %d stream(s)", saved)
 
     def _update_pause(self) -> None:
-        want = self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_windows
+        want = self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_samples
         assigned = list(self.consumer.assignment())
         if want and not self._paused and assigned:
             self.consumer.pause(*assigned)
             self._paused = True
-            log.info("paused %d partition(s) (store down or backlog of %d windows)", len(assigned),
+            log.info("paused %d partition(s) (store down or backlog of %d samples)", len(assigned),
                      self.processor.backlog())
         elif not want and self._paused:
             if assigned:
@@ -258,10 +260,8 @@ class Monitor:
         log.info("revoked %s: writing and committing what is done", sorted(revoked))
         self.processor.step(force=True)
         self._sink_down_until = None  # one immediate try
-        self._write_and_commit(force_commit=True)
+        self._write_and_commit(force_commit=True)  # saves every stream's state (for the next owner), commits
         keys = [(tp.topic, tp.partition) for tp in revoked]
-        if self.processor.outbox_points == 0:  # hand calibration/alert state to the next owner
-            self.processor.save_states(keys)
         dropped = self.processor.drop_partitions(keys)
         self.tracker.forget(keys)
         log.info("dropped %d stream(s) of revoked partitions; their new owner resumes from the commit", dropped)
@@ -273,9 +273,6 @@ class Monitor:
             self.processor.step(force=True)
             self._sink_down_until = None
             self._write_and_commit(force_commit=True)
-            if self.processor.outbox_points == 0:
-                saved = self.processor.save_states()
-                log.info("saved calibration/alert state of %d stream(s)", saved)
         except Exception:
             log.exception("final write/commit failed; the next start re-reads from the last commit")
         finally:

@@ -12,6 +12,21 @@ from __future__ import annotations
 
 from typing import Hashable, Iterable, Mapping
 
+Origin = tuple[Hashable, int]
+"""Where a sample came from: (partition key, offset). The demo uses its own partition keys."""
+
+Holds = dict[Hashable, int]
+"""Lowest offset still needed, per partition."""
+
+
+def merge_holds(target: Holds, origins: Iterable[Origin]) -> Holds:
+    """Fold origins into ``target`` keeping the lowest offset per partition (in place; returns target)."""
+    for part, off in origins:
+        cur = target.get(part)
+        if cur is None or off < cur:
+            target[part] = off
+    return target
+
 
 class OffsetTracker:
     """Pure bookkeeping: what was read, what was committed, and what may be committed now."""

@@ -1,47 +1,63 @@
-"""The processing step shared by the Kafka monitor and the demo: samples → windows → scores → points.
+"""The processing step shared by the Kafka monitor, the demo and ``bench --via monitor``: samples → detector → points.
 
 No Kafka and no store in here: callers feed decoded samples with their origin (partition, offset), call
-:meth:`StreamProcessor.step` to score what is due, and :meth:`StreamProcessor.flush` to write the finished
-points to a :class:`~streamer.sinks.base.Sink`. :meth:`StreamProcessor.holds` says which offsets are not yet
-durable, so the caller commits only below them (streamer/offsets.py).
+:meth:`StreamProcessor.step` to score what is due, and :meth:`StreamProcessor.flush` to write the finished points
+to a :class:`~streamer.sinks.base.Sink`. :meth:`StreamProcessor.holds` says which offsets are not yet durable, so
+the caller commits only below them (streamer/offsets.py).
 
-Order of work for one window: windower (streamer/windowing.py) → model registry (warm-up / training, or a
-ready model) → micro-batcher (per model) → ``model.score_windows`` on the batch → per-stream calibration
-(AnomalyLikelihood) → alert state machine → points in the outbox → sink.
+What happens to a stream (the same detector the benchmarks measure, :mod:`models.detector`):
+
+1. **Training part.** Its first ``train_samples`` samples (the class's preset says how many) are collected.
+2. **Fit.** The class's detector is fitted on them in the background (:mod:`streamer.model_registry`), or a
+   fitted one is loaded from disk.
+3. **Score everything.** Every sample the stream sent — the training part included — goes through the stream's
+   :class:`~models.detector.online.DetectorState`; the diffusion windows of all ready streams that share a
+   model are scored in one forward pass per step. Each scored sample (audio: each window end) becomes a
+   ``window_score`` point that says which channel decided it.
+4. **Alert.** One rule (:class:`~streamer.alerts.AlertMachine`) turns scores into alerts.
+
+Ordering: a sensor stream's samples must arrive in timestamp order; an older timestamp is ``late``
+(dead-lettered) — unless the stream was restored from a checkpoint and the sample is one it already scored (a
+re-read after a restart), which is skipped. A repeated timestamp is scored like any sample; the store keeps one
+point per timestamp, the last. Audio is indexed by sample count from the stream's first
+chunk (no rounded periods, so 44.1 kHz does not drift); a chunk that starts before the samples already received
+is ``late``.
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
-import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from models.calibration import AnomalyLikelihood, LikelihoodConfig
+from models.detector import DetectorConfig, DetectorState, FittedDetector, WindowScores
+from models.detector.online import Detections
+from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
-from streamer.batcher import MicroBatcher
-from streamer.model_registry import ModelKey, ModelRegistry, ModelStatus, safe_name
-from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, window_score_point
+from streamer.model_registry import DetectorRegistry, ModelKey, safe_name
+from streamer.offsets import Holds, Origin, merge_holds
+from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, score_point
 from streamer.points import ALERT, Point
 from streamer.sinks.base import SinkRejected
-from streamer.windowing import AudioWindower, Holds, Origin, SensorWindower, Window, WindowSpec
 
 log = logging.getLogger(__name__)
 
 LATE = "late"
+NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)
 class StreamClassConfig:
-    """How streams of one class are windowed. ``kind`` picks the windower (scalar samples or PCM chunks)."""
+    """One stream class: which kind of input, which detector configuration, which alert rule."""
 
     name: str
     kind: Literal["sensor", "audio"]
-    window: WindowSpec
+    detector: DetectorConfig
+    policy: AlertPolicy = AlertPolicy()
     sample_rate: int | None = None
     """Audio: the only accepted rate (chunks at other rates are rejected before they get here)."""
 
@@ -55,17 +71,43 @@ class Rejection:
 
 
 @dataclass
+class _Segment:
+    """Unscored samples of one stream from one record."""
+
+    ts_ns: np.ndarray
+    values: np.ndarray
+    origin: Origin
+
+
+@dataclass
 class _Stream:
-    name: str
     stream_class: str
-    windower: SensorWindower | AudioWindower
-    calibrator: AnomalyLikelihood
+    name: str
+    kind: str
     alerts: AlertMachine
-    level_calibrator: AnomalyLikelihood | None = None
-    model_version: str | None = None
-    last_end_ns: int | None = None
-    """End of the last window scored (restored after a graceful restart: older windows were already written)."""
-    partitions: set[Hashable] = field(default_factory=set)
+    segments: deque = field(default_factory=deque)
+    state: DetectorState | None = None
+    received: int = 0
+    """Samples accepted so far (audio: the next sample's index)."""
+    last_ts: int | None = None
+    skip_until_ts: int | None = None
+    """Restored from a checkpoint: samples at or before this were scored and written before the restart."""
+    audio_start_ns: int | None = None
+    audio_rate: int | None = None
+    partitions: set = field(default_factory=set)
+    unsaved: Holds = field(default_factory=dict)
+    """Offsets of samples scored since the stream's state was last saved: the commit must not pass them, or a
+    crash would resume from a state that has not seen samples the broker no longer re-delivers."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.stream_class, self.name)
+
+    def pending(self) -> int:
+        return sum(s.values.size for s in self.segments)
+
+    def holds(self) -> Holds:
+        return merge_holds({}, (s.origin for s in self.segments))
 
 
 @dataclass
@@ -84,40 +126,31 @@ class FlushResult:
 @dataclass
 class ProcessorStats:
     samples: int = 0
-    windows: int = 0
     scored: int = 0
     rejected: int = 0
-    resets: int = 0
-    score_errors: int = 0
+    replayed: int = 0
+    fit_failures: int = 0
     alerts_opened: int = 0
+    audio_gaps: int = 0
 
 
 class StreamProcessor:
     def __init__(
         self,
         classes: Mapping[str, StreamClassConfig],
-        registry: ModelRegistry,
+        registry: DetectorRegistry,
         *,
-        policy: AlertPolicy = AlertPolicy(),
-        likelihood: LikelihoodConfig = LikelihoodConfig(),
-        max_batch: int = 64,
-        max_wait_s: float = 0.2,
         snapshots: bool = True,
-        level_shift: bool = True,
         state_dir: str | Path | None = None,
-        scorer_name: str = "",
-        clock: Callable[[], float] = time.monotonic,
+        train_samples_for: Callable[[str, str], int] | None = None,
+        max_batch: int = 1024,
     ):
         self.classes = dict(classes)
         self.registry = registry
-        self.policy = policy
-        self.likelihood = likelihood
         self.snapshots = snapshots
-        self.level_shift = level_shift
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        self.scorer_name = scorer_name
-        self.clock = clock
-        self.batcher: MicroBatcher[Window] = MicroBatcher(max_batch, max_wait_s)
+        self.train_samples_for = train_samples_for
+        self.max_batch = max_batch
         self.stats = ProcessorStats()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._outbox: list[_Written] = []
@@ -126,34 +159,75 @@ class StreamProcessor:
     def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
         """Samples of one record (objects with ``stream``, ``ts_ns``, ``value``), all with the record's origin.
 
-        Late samples (older than the window being built) reject the *whole* record's remaining late part: the
-        record is dead-lettered with reason ``late`` and the indexes; its in-time samples are still used.
+        Samples older than the stream's newest are ``late``: the record is dead-lettered with their indexes; its
+        in-order samples are still used. A sample with the *same* timestamp as the newest is a reading too: it is
+        scored, and its point replaces the earlier one at that time in the store (one point per timestamp).
         """
         late: list[int] = []
+        batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
             st.partitions.add(origin[0])
-            r = st.windower.add(s.ts_ns, s.value, origin)
             self.stats.samples += 1
-            if r.late:
+            ts = int(s.ts_ns)
+            if st.skip_until_ts is not None and ts <= st.skip_until_ts:
+                self.stats.replayed += 1  # scored and written before the restart
+                continue
+            if st.last_ts is not None and ts < st.last_ts:
                 late.append(i)
-            self._after_add(st, r)
+                continue
+            st.last_ts = ts
+            ts_list, values = batches.setdefault(st.key, ([], []))
+            ts_list.append(ts)
+            values.append(float(s.value))
+        for key, (ts_list, values) in batches.items():
+            st = self._streams[key]
+            self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
         if late:
             self.stats.rejected += 1
-            return Rejection(LATE, f"sample(s) {late} older than the window being built")
+            return Rejection(LATE, f"sample(s) {late} not newer than the stream's newest sample")
         return None
 
     def add_audio(self, stream_class: str, chunk, origin: Origin) -> Rejection | None:
         """One PCM chunk (``stream``, ``ts_ns``, ``sample_rate``, ``samples`` float32 mono)."""
         st = self._stream(stream_class, chunk.stream, "audio")
         st.partitions.add(origin[0])
-        r = st.windower.add_chunk(chunk.ts_ns, chunk.sample_rate, chunk.samples, origin)
-        self.stats.samples += len(chunk.samples)
-        self._after_add(st, r)
-        if r.late:
+        values = np.asarray(chunk.samples, dtype=np.float64).ravel()
+        rate = int(chunk.sample_rate)
+        self.stats.samples += values.size
+        if values.size == 0:
+            return None
+        if st.audio_start_ns is None:
+            st.audio_start_ns, st.audio_rate = int(chunk.ts_ns), rate
+        if rate != st.audio_rate:
             self.stats.rejected += 1
-            return Rejection(LATE, "chunk overlaps samples already received")
+            return Rejection("bad_sample_rate", f"chunk at {rate} Hz in a stream at {st.audio_rate} Hz")
+        # Index by sample count: the chunk's first sample is sample `first` of the stream.
+        first = round((int(chunk.ts_ns) - st.audio_start_ns) * rate / NS_PER_S)
+        if st.skip_until_ts is not None:
+            done = st.received  # restored: samples below this index were scored before the restart
+            if first + values.size <= done:
+                self.stats.replayed += values.size
+                return None
+            if first < done:
+                values, first = values[done - first:], done
+        if first < st.received:
+            self.stats.rejected += 1
+            return Rejection(LATE, f"chunk starts at sample {first}, {st.received - first} sample(s) already "
+                                   "received")
+        if first > st.received:
+            # A gap: the stream's own clock (sample count) keeps running; the samples are scored as contiguous.
+            self.stats.audio_gaps += 1
+            log.debug("stream %s/%s: audio gap of %d samples", stream_class, chunk.stream, first - st.received)
+            first = st.received
+        idx = np.arange(first, first + values.size, dtype=np.int64)
+        ts = st.audio_start_ns + (idx * NS_PER_S) // rate
+        self._append(st, ts, values, origin)
         return None
+
+    def _append(self, st: _Stream, ts: np.ndarray, values: np.ndarray, origin: Origin) -> None:
+        st.segments.append(_Segment(ts, values, origin))
+        st.received += values.size
 
     def _stream(self, stream_class: str, stream: str, kind: str) -> _Stream:
         key = (stream_class, stream)
@@ -162,16 +236,11 @@ class StreamProcessor:
             cfg = self.classes.get(stream_class)
             if cfg is None or cfg.kind != kind:
                 raise KeyError(f"no {kind} stream class {stream_class!r} configured")
-            if kind == "sensor":
-                windower: SensorWindower | AudioWindower = SensorWindower(stream, stream_class, cfg.window)
-            else:
-                windower = AudioWindower(stream, stream_class, cfg.window, cfg.sample_rate)
-            st = self._streams[key] = _Stream(stream, stream_class, windower, AnomalyLikelihood(self.likelihood),
-                                              AlertMachine(stream, self.policy), AnomalyLikelihood(self.likelihood))
+            st = self._streams[key] = _Stream(stream_class, stream, kind, AlertMachine(stream, cfg.policy))
             self._restore(st)
         return st
 
-    # -- calibration/alert state across graceful restarts -----------------------------------------------------
+    # -- state across restarts and rebalances -----------------------------------------------------------------
     def _state_path(self, stream_class: str, stream: str) -> Path | None:
         if self.state_dir is None:
             return None
@@ -182,150 +251,160 @@ class StreamProcessor:
 
         The file stays: it is overwritten at the next checkpoint, and after a crash before that it is still the
         best state there is — never newer than the store (it is written only when everything scored has been
-        written), at worst older than the commit, in which case the windows in between are missing from the
-        calibration history rather than counted twice.
+        written), at worst older than the commit, in which case the samples in between are missing from the
+        detector's history rather than counted twice.
         """
         path = self._state_path(st.stream_class, st.name)
         if path is None or not path.is_file():
             return
         try:
             state = json.loads(path.read_text())
-            st.calibrator.load_state_dict(state["calibrator"])
-            if st.level_calibrator is not None and state.get("level_calibrator"):
-                st.level_calibrator.load_state_dict(state["level_calibrator"])
+            fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name))
+            if fitted is None:
+                raise CheckpointMismatchError("its detector is gone")
+            detector = fitted.new_state()
+            detector.load_state_dict(state["detector"])
             st.alerts.load_state_dict(state["alerts"])
-            st.model_version = state.get("model_version")
-            st.last_end_ns = state.get("last_end_ns")
-            log.info("stream %s/%s: calibration and alert state restored", st.stream_class, st.name)
-        except Exception:  # unreadable state costs calibration history, never the stream
+            st.state = detector
+            st.received = int(state["received"])
+            st.last_ts = st.skip_until_ts = state["last_ts"]
+            st.audio_start_ns, st.audio_rate = state.get("audio_start_ns"), state.get("audio_rate")
+            log.info("stream %s/%s: detector and alert state restored at sample %d", st.stream_class, st.name,
+                     st.received)
+        except Exception:  # unreadable state costs the stream's history, never the stream
             log.exception("ignoring unreadable stream state %s", path)
             path.unlink(missing_ok=True)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None) -> int:
-        """Write the calibration and alert state of every stream (or of the streams of ``partitions``).
+        """Write the detector and alert state of every scoring stream (or of the streams of ``partitions``).
 
         Call only when everything scored has been written (``outbox_points == 0``): a restored stream skips
-        windows up to the last one it scored, trusting they are in the store.
+        samples up to the last one it scored, trusting they are in the store. With a state folder, the commit
+        never passes a sample whose effect on the state is not saved yet (:meth:`holds`), so the saved state is
+        never older than the commit: a crash resumes exactly.
         """
         if self.state_dir is None:
             return 0
         parts = set(partitions) if partitions is not None else None
         n = 0
         for st in self._streams.values():
-            if st.last_end_ns is None or (parts is not None and not st.partitions & parts):
+            if st.state is None or (parts is not None and not st.partitions & parts):
                 continue
+            scored = st.received - st.pending()
+            last_ts = None
+            if st.segments:
+                head = st.segments[0]
+                last_ts = int(head.ts_ns[0]) - 1
+            else:
+                last_ts = st.last_ts
             path = self._state_path(st.stream_class, st.name)
             path.parent.mkdir(parents=True, exist_ok=True)
-            state = {
-                "calibrator": st.calibrator.state_dict(),
-                "level_calibrator": st.level_calibrator.state_dict() if st.level_calibrator else None,
-                "alerts": st.alerts.state_dict(), "model_version": st.model_version, "last_end_ns": st.last_end_ns,
-            }
+            state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(), "received": scored,
+                     "last_ts": last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(state))
             tmp.replace(path)
+            st.unsaved = {}
             n += 1
         return n
 
-    def _after_add(self, st: _Stream, result) -> None:
-        if result.reset:
-            self.stats.resets += 1
-            log.debug("stream %s/%s: buffer reset after a gap (%d buffered grid samples dropped)",
-                        st.stream_class, st.name, result.dropped)
-        for w in result.windows:
-            self._route(w)
-
-    def _route(self, window: Window) -> None:
-        self.stats.windows += 1
-        key = self.registry.key_for(window.stream_class, window.stream)
-        if self.registry.ensure(window.stream_class, window.stream) is ModelStatus.READY:
-            self.batcher.add(key, window, self.clock())
-            return
-        start = self.registry.starting_point(window.stream_class)
-        if start is not None:  # scored by the shared model now, and kept as training data for the stream's own
-            self.registry.collect(window)
-            self.batcher.add(start, window, self.clock())
-        else:
-            self.registry.offer(window)
-
     # -- scoring ----------------------------------------------------------------------------------------------
+    def _train_samples(self, st: _Stream) -> int:
+        if self.train_samples_for is not None:
+            return max(48, int(self.train_samples_for(st.stream_class, st.name)))
+        return self.classes[st.stream_class].detector.train_samples
+
     def step(self, force: bool = False) -> int:
-        """Move finished models' queues to the batcher and score every due batch. Returns windows scored."""
-        now = self.clock()
-        for key, waiting in self.registry.poll():
-            for w in waiting:
-                self.batcher.add(key, w, now)
+        """Start fits that are due, take finished ones, score every ready stream's pending samples.
+        Returns the number of samples scored. (``force`` is accepted for the callers' shutdown path; every call
+        scores everything that can be scored.)"""
+        ready, failed = self.registry.poll()
+        self.stats.fit_failures += len(failed)
+        jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        for st in self._streams.values():
+            if not st.segments:
+                continue
+            key = self.registry.key_for(st.stream_class, st.name)
+            if st.state is None:
+                fitted = self.registry.detector(key)
+                if fitted is None:
+                    need = self._train_samples(st)
+                    if st.received >= need and not self.registry.fitting(key):
+                        train = np.concatenate([s.values for s in st.segments])[:need]
+                        self.registry.fit(key, train)
+                    continue
+                st.state = fitted.new_state()
+            values = np.concatenate([s.values for s in st.segments])
+            ends, windows = st.state.windows_for(values)
+            jobs.setdefault(key, []).append((st, values, ends, windows))
         scored = 0
-        for key, windows in self.batcher.take_ready(now, force=force):
-            scored += self._score(key, windows)
+        for key, items in jobs.items():
+            fitted = items[0][0].state.fitted  # type: ignore[union-attr]
+            stacked = [w for _, _, _, w in items if w.shape[0]]
+            scores = (fitted.score_windows(np.concatenate(stacked)) if stacked else WindowScores.empty())
+            at = 0
+            for st, values, ends, windows in items:
+                part = scores.take(slice(at, at + ends.size))
+                at += ends.size
+                scored += self._finish(st, values, part, fitted)
         return scored
 
-    def _score(self, key: ModelKey, windows: list[Window]) -> int:
-        model = self.registry.model(key)
-        try:
-            batch = model.score_windows(np.stack([w.values for w in windows]))
-            results = [(w, batch, i) for i, w in enumerate(windows)]
-        except Exception:
-            log.exception("scoring a batch of %d windows for %s/%s failed; retrying one by one", len(windows), *key)
-            results = []
-            for w in windows:
-                try:
-                    results.append((w, model.score_windows(w.values[None, :]), 0))
-                except Exception as exc:
-                    self.stats.score_errors += 1
-                    log.error("window %s/%s ending %d cannot be scored (%s: %s); skipped", w.stream_class,
-                              w.stream, w.end_ns, type(exc).__name__, exc)
-        version = str(getattr(model, "version", ""))
-        scorer = str(getattr(model, "scorer_name", None) or getattr(getattr(model, "scorer", None), "name", None)
-                     or self.scorer_name)
-        out = _Written([], [])
-        for w, batch, i in results:
-            st = self._streams.get((w.stream_class, w.stream))
-            if st is None:  # dropped by a rebalance while queued
-                continue
-            if st.last_end_ns is not None and w.end_ns <= st.last_end_ns:
-                continue  # scored and written before a graceful restart (its state says so)
-            st.last_end_ns = w.end_ns
-            raw = float(batch.scores[i])
-            if not math.isfinite(raw):
-                self.stats.score_errors += 1
-                log.error("non-finite raw score for %s/%s at %d; window skipped", w.stream_class, w.stream, w.end_ns)
-                continue
-            if st.model_version != version:
-                if st.model_version is not None:  # another model (e.g. own after shared): another score scale
-                    st.calibrator.reset()
-                    if st.level_calibrator is not None:
-                        st.level_calibrator.reset()
-                st.model_version = version
-            score = st.calibrator.update(raw)
-            shift = _level_shift(batch, i) if self.level_shift else None
-            if shift is not None and st.level_calibrator is not None:
-                # The scalogram is normalised per window, so the model cannot see a window that is only shifted
-                # or rescaled as a whole; the pipeline reports that as level_z/scale_z. Calibrated on its own
-                # history like the model's score, the larger of the two likelihoods is the stream's score.
-                score = max(score, st.level_calibrator.update(shift))
-            decision = st.alerts.update(w.end_ns, score, raw, version)
-            out.points.append(window_score_point(w, raw, score, self.policy.threshold, decision.in_alert, scorer,
-                                                 version))
+    def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> int:
+        assert st.state is not None
+        segments, st.segments = list(st.segments), deque()
+        ts = np.concatenate([s.ts_ns for s in segments])
+        first = st.state.position
+        extended = st.state.channels.extended(values)
+        detections = st.state.update(values, scores)
+        cfg = self.classes[st.stream_class]
+        out = _Written([], [merge_holds({}, (s.origin for s in segments))])
+        if self.state_dir is not None:
+            merge_holds(st.unsaved, (s.origin for s in segments))
+        rows = detections.positions - first
+        scorer = fitted.config.scorer
+        for i, row in enumerate(rows.tolist()):
+            score = float(detections.scores[i])
+            decided = detections.decided_by[i]
+            channel_value = detections.channel_value(i)
+            t = int(ts[row])
+            value = float(values[row]) if st.kind == "sensor" else _rms(extended, first + row, fitted.hop)
+            decision = st.alerts.update(t, score, channel_value, fitted.version, decided)
+            out.points.append(score_point(st.stream_class, st.name, t, value, score, decided, channel_value,
+                                          cfg.policy.threshold, decision.in_alert, scorer, fitted.version))
             if decision.changed is not None:
-                out.points.append(alert_point(decision.changed, w.stream_class))
+                out.points.append(alert_point(decision.changed, st.stream_class))
                 if decision.changed.state is AlertState.OPEN:
                     self.stats.alerts_opened += 1
-            if self.snapshots and (decision.in_alert or decision.changed is not None):
-                out.points.append(snapshot_point(w, self._payload(w, batch, i)))
-            self.stats.scored += 1
-        # Windows that failed to score are released with the rest: they were logged as errors, not lost silently.
-        out.holds = [w.holds for w in windows]
+                    if self.snapshots:
+                        snap = self._snapshot(st, extended, first + row, fitted, t)
+                        if snap is not None:
+                            out.points.append(snap)
+        self.stats.scored += len(rows)
         self._outbox.append(out)
-        return len(results)
+        return len(rows)
 
-    @staticmethod
-    def _payload(w: Window, batch, i: int) -> str:
-        scal = batch.extras.get("scalogram") if batch.extras else None
-        recon = batch.reconstructions[i] if batch.reconstructions is not None else None
-        anomaly_map = batch.maps[i]
-        return snapshot_payload(scal[i] if scal is not None else np.zeros_like(anomaly_map), recon, anomaly_map,
-                                w.values, w.sample_rate)
+    def _snapshot(self, st: _Stream, extended: tuple[np.ndarray, int], position: int, fitted: FittedDetector,
+                  t: int) -> Point | None:
+        """The window inspector's picture of the diffusion window behind an opening alert."""
+        try:
+            x, base = extended
+            if position < fitted.window - 1:
+                return None
+            end = fitted.window - 1 + ((position - (fitted.window - 1)) // fitted.hop) * fitted.hop
+            lo = end - fitted.window + 1 - base
+            if lo < 0:
+                return None
+            window = fitted.model_input(x[lo:lo + fitted.window]).astype(np.float32)
+            batch = fitted.inspect(window)
+            scal = batch.extras.get("scalogram")
+            recon = batch.reconstructions[0] if batch.reconstructions is not None else None
+            rate = float(st.audio_rate or 1.0)
+            payload = snapshot_payload(scal[0] if scal is not None else np.zeros_like(batch.maps[0]), recon,
+                                       batch.maps[0], window, rate)
+            return snapshot_point(st.name, t, payload)
+        except Exception:  # a picture for people must never cost a score
+            log.exception("snapshot of %s/%s at %d failed", st.stream_class, st.name, t)
+            return None
 
     # -- output -----------------------------------------------------------------------------------------------
     def flush(self, sink) -> FlushResult:
@@ -349,7 +428,6 @@ class StreamProcessor:
                         sink.write([p])
                         kept.append(p)
                     except SinkRejected as one:
-                        self.stats.score_errors += 1
                         log.error("point %s at %d rejected by the store: %s", p.series_key(), p.time_ns, one)
                 points = kept
         self._outbox = []
@@ -360,41 +438,35 @@ class StreamProcessor:
         return sum(len(item.points) for item in self._outbox)
 
     def backlog(self) -> int:
-        """Windows waiting to be scored: in the batcher or queued behind a training model (not warm-up data)."""
-        return len(self.batcher) + self.registry.queued_windows()
+        """Samples waiting to be scored beyond every stream's training part (a stream that still collects its
+        training part needs more input, so those samples must never pause it)."""
+        return sum(st.pending() if st.state is not None else max(0, st.pending() - self._train_samples(st))
+                   for st in self._streams.values())
+
+    def idle(self) -> bool:
+        """Nothing left that another ``step`` could score and no fit running."""
+        return not self.registry.training() and all(
+            st.state is None and self.registry.detector(self.registry.key_for(st.stream_class, st.name)) is None
+            for st in self._streams.values() if st.segments)
 
     def holds(self) -> Iterator[Holds]:
         """Lowest offsets (per partition) of everything not yet durably written."""
         for st in self._streams.values():
-            yield st.windower.holds()
-        for w in self.batcher.pending():
-            yield w.holds
-        yield from self.registry.holds()
+            yield st.holds()
+            yield st.unsaved
         for item in self._outbox:
             yield from item.holds
 
     def drop_partitions(self, partitions: Iterable[Hashable]) -> int:
-        """Forget the streams of revoked partitions (buffers, queued windows, unwritten points).
+        """Forget the streams of revoked partitions (buffers, states, unwritten points' holds).
 
         Their new owner re-reads everything from the last committed offset, so nothing is lost.
         Returns the number of streams dropped.
         """
         parts = set(partitions)
-        gone = {k for k, st in self._streams.items() if st.partitions & parts}
-        names = {k[1] for k in gone}
+        gone = [k for k, st in self._streams.items() if st.partitions & parts]
         for k in gone:
             del self._streams[k]
-        keep = []
-        for w in list(self.batcher.pending()):
-            if (w.stream_class, w.stream) not in gone:
-                keep.append(w)
-        if len(keep) != len(self.batcher):
-            old = self.batcher
-            self.batcher = MicroBatcher(old.max_batch, old.max_wait_s)
-            now = self.clock()
-            for w in keep:
-                self.batcher.add(self.registry.key_for(w.stream_class, w.stream), w, now)
-        self.registry.drop_streams(names)
         for item in self._outbox:
             item.holds = [h for h in item.holds if not (set(h) & parts)]
         return len(gone)
@@ -402,11 +474,18 @@ class StreamProcessor:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    def detections_of(self, stream_class: str, stream: str) -> DetectorState | None:
+        st = self._streams.get((stream_class, stream))
+        return None if st is None else st.state
 
-def _level_shift(batch, i: int) -> float | None:
-    """max(|level_z|, |scale_z|) of window ``i`` when the model reports them (ScalogramPipeline does)."""
-    extras = batch.extras or {}
-    if "level_z" not in extras or "scale_z" not in extras:
-        return None
-    value = max(abs(float(extras["level_z"][i])), abs(float(extras["scale_z"][i])))
-    return value if math.isfinite(value) else None
+
+def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:
+    """Audio's ``value``: RMS of the hop that ends at ``position`` (what the stream sounded like just then)."""
+    x, base = extended
+    i = position - base
+    tail = x[max(0, i - hop + 1): i + 1]
+    return float(np.sqrt(np.mean(tail * tail))) if tail.size else 0.0
+
+
+__all__ = ["Detections", "FlushResult", "LATE", "ProcessorStats", "Rejection", "StreamClassConfig",
+           "StreamProcessor"]

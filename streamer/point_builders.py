@@ -1,4 +1,4 @@
-"""Scored windows and alerts → store points (docs/store-schema.md). One function per measurement."""
+"""Scored samples and alerts → store points (docs/store-schema.md). One function per measurement."""
 from __future__ import annotations
 
 import base64
@@ -8,28 +8,29 @@ import numpy as np
 
 from streamer.alerts import Alert
 from streamer.points import ALERT, WINDOW_SCORE, WINDOW_SNAPSHOT, Point
-from streamer.windowing import Window
 
 SNAPSHOT_MAX_SAMPLES = 4096
 """InfluxDB 1.x caps string fields at 64 KiB: long audio windows are decimated in the snapshot."""
 
 
-def window_score_point(window: Window, raw_score: float, score: float, threshold: float, in_alert: bool,
-                       scorer: str, model_version: str) -> Point:
+def score_point(stream_class: str, stream: str, time_ns: int, value: float, score: float, decided_by: str,
+                channel_value: float, threshold: float, in_alert: bool, scorer: str, model_version: str) -> Point:
+    """The detector's score of one sample (audio: of one window end). ``raw_score`` is the value of the channel
+    that decided the score (``decided_by``), so a person can see *why* a point scored what it did."""
     return Point(
         measurement=WINDOW_SCORE,
-        tags={"stream": window.stream, "stream_class": window.stream_class},
+        tags={"stream": stream, "stream_class": stream_class},
         fields={
-            "value": float(window.value),
-            "raw_score": float(raw_score),
+            "value": float(value),
+            "raw_score": float(channel_value),
             "score": float(score),
+            "decided_by": decided_by,
             "threshold": float(threshold),
             "alert": int(bool(in_alert)),
             "scorer": scorer,
             "model_version": model_version,
-            "window_start_ns": int(window.start_ns),
         },
-        time_ns=int(window.end_ns),
+        time_ns=int(time_ns),
     )
 
 
@@ -44,6 +45,7 @@ def alert_point(alert: Alert, stream_class: str) -> Point:
             "duration_s": float(alert.duration_s),
             "state": alert.state.value,
             "model_version": alert.model_version,
+            "decided_by": alert.decided_by,
         },
         time_ns=int(alert.start_ns),
     )
@@ -72,12 +74,12 @@ def decode_snapshot(payload: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def snapshot_point(window: Window, payload: str) -> Point:
+def snapshot_point(stream: str, time_ns: int, payload: str) -> Point:
     return Point(
         measurement=WINDOW_SNAPSHOT,
-        tags={"stream": window.stream},
+        tags={"stream": stream},
         fields={"payload": payload},
-        time_ns=int(window.end_ns),
+        time_ns=int(time_ns),
     )
 
 

@@ -172,6 +172,13 @@ class WavSource(ReplaySource):
         self.chunk_samples = chunk_samples
         self.start_ns = start_ns
 
+    def mono(self) -> np.ndarray:
+        """The samples as the monitor decodes them (streamer.messages): float in [-1, 1] (int16 / 32768),
+        channels averaged. Offline users (``scalowatch score``, ``bench audio``) read WAVs through this too."""
+        data = np.asarray(self.data)
+        x = data.astype(np.float64) / 32768.0 if data.dtype == np.int16 else data.astype(np.float64)
+        return x.mean(axis=1) if x.ndim == 2 else x
+
     def _time_of(self, frame: int) -> int:
         return self.start_ns + (frame * 1_000_000_000) // self.rate
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.cli_stream import _stop_on_signals, run_monitor  # noqa: E402
+from scalowatch.cli_stream import _stop_on_signals, run_monitor  # noqa: E402
 from streamer.config import Settings  # noqa: E402
 
 

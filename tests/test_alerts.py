@@ -67,6 +67,6 @@ def test_close_open_ends_alert():
 
 def test_policy_validation():
     with pytest.raises(ValueError):
-        AlertPolicy(threshold=1.5)
+        AlertPolicy(threshold=-0.5)
     with pytest.raises(ValueError):
         AlertPolicy(threshold=0.5, hysteresis=0.6)

@@ -22,7 +22,7 @@ def category(tmp_path_factory):
 
 
 def _cli(args):
-    from streamer.cli import app
+    from scalowatch.cli import app
 
     return CliRunner().invoke(app, args)
 

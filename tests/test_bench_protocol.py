@@ -21,7 +21,7 @@ from benchmarks.ucr import predict_location
 from models.baselines import SERIES_DETECTORS, register_series_detector
 from models.errors import InputError
 from models.metrics.nab import probationary_length
-from streamer.cli import app
+from scalowatch.cli import app
 
 RUNNER = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

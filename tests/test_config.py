@@ -20,11 +20,11 @@ def clean_env(monkeypatch):
 
 def test_env_nested_names_override_defaults(monkeypatch):
     monkeypatch.setenv("SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
-    monkeypatch.setenv("SCALOWATCH_MONITOR__BATCH_MAX_SIZE", "8")
+    monkeypatch.setenv("SCALOWATCH_MONITOR__SENSOR_PRESET", "ucr")
     monkeypatch.setenv("scalowatch_store__kind", "sqlite")
     settings = Settings()
     assert settings.kafka.bootstrap_servers == "broker-1:9092,broker-2:9092"
-    assert settings.monitor.batch_max_size == 8
+    assert settings.monitor.sensor_preset == "ucr"
     assert settings.store.kind == "sqlite"
     assert settings.kafka.group_id == Settings.model_fields["kafka"].default.group_id
 
@@ -44,9 +44,9 @@ def test_toml_file_is_read_and_env_wins_over_it(tmp_path, monkeypatch):
 
 def test_load_with_file_and_overrides(tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text('[monitor]\nscorer = "kl"\n')
+    config.write_text('[monitor]\nsensor_detector_options = { scorer = "kl", steps = 40 }\n')
     settings = Settings.load(config, store={"kind": "sqlite", "sqlite_path": str(tmp_path / "s.db")})
-    assert settings.monitor.scorer == "kl"
+    assert settings.monitor.sensor_detector_options == {"scorer": "kl", "steps": 40}
     assert settings.store.kind == "sqlite"
 
 
@@ -61,8 +61,8 @@ def test_missing_config_file_is_a_clear_error(monkeypatch, tmp_path):
     ({"SCALOWATCH_STORE__KIND": "postgres"}, "kind"),
     ({"SCALOWATCH_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, "sasl_mechanism"),
     ({"SCALOWATCH_KAFKA__HEARTBEAT_INTERVAL_MS": "20000"}, "heartbeat"),
-    ({"SCALOWATCH_MONITOR__SENSOR_HOP": "1000"}, "sensor_hop"),
-    ({"SCALOWATCH_MONITOR__BATCH_MAX_SIZE": "0"}, "batch_max_size"),
+    ({"SCALOWATCH_MONITOR__SENSOR_PRESET": "nope"}, "unknown detector preset"),
+    ({"SCALOWATCH_MONITOR__MAX_BACKLOG_SAMPLES": "0"}, "max_backlog_samples"),
 ])
 def test_invalid_settings_fail_loudly(monkeypatch, env, message):
     for key, value in env.items():

@@ -36,7 +36,7 @@ def test_unknown_store_kind_is_refused():
 
 
 def test_command_is_registered_with_its_options():
-    from streamer.cli import app
+    from scalowatch.cli import app
 
     result = CliRunner().invoke(app, ["dashboard", "--help"])
     assert result.exit_code == 0

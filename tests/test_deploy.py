@@ -164,12 +164,12 @@ def test_dockerfiles_copy_existing_paths_and_pin_torch(dockerfile):
 def test_cli_commands_used_by_compose_exist(compose):
     from typer.main import get_command
 
-    from streamer.cli import app
+    from scalowatch.cli import app
 
     commands = set(get_command(app).commands)
     for name in ("dashboard", "replay"):
         assert compose["services"][name]["command"][0] in commands
-    # `monitor` is registered by streamer/cli_stream.py; it must exist once that command is in.
+    # `monitor` is registered by scalowatch/cli_stream.py; it must exist once that command is in.
     if "monitor" not in commands:
         pytest.skip("`scalowatch monitor` not registered yet")
 

@@ -5,22 +5,14 @@ import numpy as np
 
 from streamer.ingest import PROCESSING_ERROR, InputRecord, ingest
 from streamer.messages import encode_audio, encode_sensor, stream_class_for_topic
-from streamer.model_registry import ModelRegistry
-from streamer.pipeline import StreamClassConfig, StreamProcessor
-from streamer.windowing import WindowSpec
-from stream_models import WindowStatsModel
+from streamer.assemble import build_processor
+from streamer.config import MonitorSettings
 
 S = 10**9
 
 
 def processor(tmp_path):
-    classes = {
-        "sensor": StreamClassConfig("sensor", "sensor", WindowSpec(8, 4, S)),
-        "audio": StreamClassConfig("audio", "audio", WindowSpec(64, 32, S // 16000), sample_rate=16000),
-    }
-    reg = ModelRegistry(tmp_path, lambda c: WindowStatsModel(), WindowStatsModel.load, warmup_windows=2,
-                        background=False)
-    return StreamProcessor(classes, reg)
+    return build_processor(MonitorSettings(model_dir=tmp_path), background=False)
 
 
 def class_of(topic):
@@ -37,7 +29,7 @@ def test_good_records_are_processed(tmp_path):
         assert ingest(p, rec("sensors", encode_sensor("s", i * S, float(i)), offset=i), class_of) is None
     pcm, headers = encode_audio("m", 0, np.zeros(320, np.float32), 16000)
     assert ingest(p, rec("audio", pcm, b"m", headers), class_of) is None
-    assert p.stats.samples == 20 + 320 and p.stats.windows > 0
+    assert p.stats.samples == 20 + 320 and p.stats.rejected == 0
 
 
 def test_reasons(tmp_path):
@@ -62,6 +54,6 @@ def test_reasons(tmp_path):
 def test_unexpected_errors_become_processing_error_dead_letters(tmp_path):
     p = processor(tmp_path)
     assert ingest(p, rec("sensors", encode_sensor("s", 0, 1.0)), class_of) is None
-    p._streams[("sensor", "s")].windower = None  # a bug inside the processor, simulated by corrupt state
+    p._streams[("sensor", "s")].segments = None  # a bug inside the processor, simulated by corrupt state
     letter = ingest(p, rec("sensors", encode_sensor("s", S, 1.0), offset=1), class_of)
     assert letter is not None and letter.reason == PROCESSING_ERROR and "AttributeError" in letter.detail

@@ -1,7 +1,8 @@
-"""End-to-end: real Kafka-protocol broker (Tansu) and real InfluxDB, the real monitor and a tiny real model.
+"""End-to-end: real Kafka-protocol broker (Tansu) and real InfluxDB, the real monitor and the real detector
+(its model barely trained).
 
-Expected window times are computed here with plain arithmetic (absolute grid, windows end at multiples of the
-hop), independently of streamer/windowing.py, and compared with what InfluxDB returns over InfluxQL.
+Every sample a sensor stream sends must come back from InfluxDB over InfluxQL, scored exactly as the detector
+scores the same samples offline (issue 11: what users run is what the benchmarks measure).
 """
 from __future__ import annotations
 
@@ -22,25 +23,24 @@ from streamer.config import InfluxSettings, KafkaSettings, MonitorSettings, Sett
 from streamer.replay import SeriesSource, read_nab_csv, read_wav, replay
 
 pytestmark = pytest.mark.integration
-pytest.importorskip("models.pipeline", reason="needs the ScalogramPipeline (models/pipeline.py)")
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "streamer" / "demo_data" / "nab"
 JUMPSUP = NAB / "data" / "artificialWithAnomaly" / "art_daily_jumpsup.csv"
 WAV = REPO / "streamer" / "demo_data" / "fan_id00_normal2s_abnormal1s.wav"
 
-WINDOW, HOP, WARMUP = 32, 8, 12
+TRAIN = 200  # each sensor stream's training part (samples)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def make_settings(kafka_broker: str, influx, tmp_path: Path, **monitor) -> Settings:
     uid = uuid.uuid4().hex[:8]
     base = dict(
-        model_dir=tmp_path / "models", scorer="recon", sensor_preset="tiny", audio_preset="tiny", train_steps=15,
-        train_batch_size=8, sensor_window=WINDOW, sensor_hop=HOP, audio_window=1024, audio_hop=512,
-        warmup_windows=WARMUP, warmup_samples=80, likelihood_history_windows=200, batch_max_wait_ms=50,
+        model_dir=tmp_path / "models",
+        sensor_detector_options={"steps": 10, "max_train_windows": 64, "train_samples": TRAIN},
+        audio_detector_options={"steps": 5, "max_train_windows": 32, "train_samples": 16_000},
         commit_interval_ms=200, poll_timeout_ms=100, sink_retry_initial_s=0.2, sink_retry_max_s=1.0,
-        alert_cooldown_s=0, scorer_options={"lam": 1.0, "calibration_samples": 32},
+        state_checkpoint_s=0.2,
     )
     base.update(monitor)
     return Settings(
@@ -95,13 +95,9 @@ def send(settings: Settings, sources) -> None:
         producer.close()
 
 
-def expected_ends(times_ns: np.ndarray, window: int, hop: int, warmup: int) -> list[int]:
-    """Window end times for a regular series on the absolute grid, minus the warm-up windows."""
-    period = int(np.median(np.diff(times_ns)))
-    k0, k1 = int(times_ns[0] // period), int(times_ns[-1] // period)
-    first_end = -(-(k0 + window - 1) // hop) * hop
-    ends = [k * period for k in range(first_end, k1 + 1, hop)]
-    return ends[warmup:]
+def expected_times(source: SeriesSource) -> list[int]:
+    """Every sample of a sensor stream is scored (its training part too): one point per timestamp."""
+    return sorted(set(source.times_ns.tolist()))
 
 
 def scores(influx, stream: str) -> list[dict]:
@@ -129,7 +125,7 @@ class MonitorThread:
     """The real monitor (built exactly as by `scalowatch monitor`) in a thread of this process."""
 
     def __init__(self, settings: Settings):
-        from streamer.cli_stream import build_monitor
+        from scalowatch.cli_stream import build_monitor
 
         self.stop = threading.Event()
         self.monitor = build_monitor(settings)
@@ -154,46 +150,51 @@ class MonitorThread:
             raise self.error
 
 
-def assert_scores_match(influx, stream: str, source: SeriesSource, ends: list[int]) -> None:
+def assert_scores_match(influx, stream: str, source: SeriesSource, model_dir: Path) -> None:
+    """Every sample stored once, with its value, scored as the stream's detector scores it offline (1e-6)."""
+    from models.detector import FittedDetector, score_series
+    from streamer.model_registry import safe_name
+
     rows = scores(influx, stream)
     times = [r["time"] for r in rows]
-    assert len(times) == len(set(times)) == len(ends)
-    assert times == ends
+    assert times == expected_times(source)
     value_at = dict(zip(source.times_ns.tolist(), source.values.tolist()))
-    for r in rows:
+    fitted = FittedDetector.load(model_dir / "sensor" / safe_name(stream), device="cpu")
+    offline = score_series(fitted, source.values)["product"]
+    for r, want, why in zip(rows, offline.scores, offline.decided_by):
         assert r["value"] == pytest.approx(value_at[r["time"]], rel=1e-6)
-        assert np.isfinite(r["raw_score"]) and 0.0 <= r["score"] <= 1.0
-        assert r["window_start_ns"] == r["time"] - (WINDOW - 1) * 300 * 10**9
-        assert r["model_version"] and r["scorer"] == "recon"
+        assert r["score"] == pytest.approx(want, rel=0, abs=1e-6)
+        assert r["decided_by"] == why
+        assert r["model_version"] == fitted.version and r["scorer"] == "recon"
 
 
 # ---------------------------------------------------------------------------------------------------- tests
-def test_nab_replay_every_window_scored_in_influx(kafka_broker, influx_server, tmp_path):
+def test_nab_replay_every_sample_scored_in_influx_as_the_detector_scores_it(kafka_broker, influx_server, tmp_path):
+    """Issue 11: NAB files through the real broker → monitor → InfluxDB; read back with InfluxQL, every point equals
+    the detector's offline score of the same sample."""
     settings = make_settings(kafka_broker, influx_server, tmp_path)
     create_topics(settings)
-    stream = f"nab-{uuid.uuid4().hex[:6]}"
-    source = nab_source(stream, 400)
-    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    uid = uuid.uuid4().hex[:6]
+    sources = [nab_source(f"nab-{uid}-jumpsup", 400),
+               nab_source(f"nab-{uid}-ec2", 400, NAB / "data" / "realKnownCause" /
+                          "ec2_request_latency_system_failure.csv")]
     mon = MonitorThread(settings).start()
     try:
-        send(settings, [source])
-        wait_for(lambda: count(influx_server, stream) >= len(ends), 120, f"{len(ends)} scores")
+        send(settings, sources)
+        for s in sources:
+            wait_for(lambda s=s: count(influx_server, s.stream) >= 400, 120, f"400 scores of {s.stream}")
     finally:
         mon.join()
-    assert_scores_match(influx_server, stream, source, ends)
-    # the stream's model was saved where a restart finds it, and it is the model that wrote the scores
-    from models.pipeline import ScalogramPipeline
-
-    saved = ScalogramPipeline.load(tmp_path / "models" / "sensor" / stream)
-    assert {r["model_version"] for r in scores(influx_server, stream)} == {saved.version}
+    for s in sources:
+        assert_scores_match(influx_server, s.stream, s, tmp_path / "models")
 
 
 def test_kill_mid_stream_and_restart_loses_and_duplicates_nothing(kafka_broker, influx_server, tmp_path):
-    settings = make_settings(kafka_broker, influx_server, tmp_path, state_checkpoint_s=0.2)
+    settings = make_settings(kafka_broker, influx_server, tmp_path)
     create_topics(settings)
     stream = f"kill-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 1000)
-    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    ends = expected_times(source)
     # The first half is in the broker before the monitor starts; the rest only after it was killed, so the kill
     # always lands mid-stream (with the stream's open window buffered and uncommitted).
     send(settings, [SeriesSource(JUMPSUP, stream, source.times_ns[:500], source.values[:500])])
@@ -214,11 +215,9 @@ def test_kill_mid_stream_and_restart_loses_and_duplicates_nothing(kafka_broker, 
         second = subprocess.run([*runner, "--idle-exit-s", "8"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=REPO, timeout=240)
     assert second.returncode == 0, log2.read_text()[-3000:]
-    assert_scores_match(influx_server, stream, source, ends)
-    # the restart resumed from a commit, it did not start over (offsets were committed before the kill)
-    assert "loaded model" in log2.read_text() or "training" in log2.read_text()
-    # and the calibration resumed from the last checkpoint instead of re-learning (no alerts while learning)
-    assert "calibration and alert state restored" in log2.read_text(), log2.read_text()[-3000:]
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")
+    # the restart resumed from a commit with the stream's saved state, it did not start over
+    assert "detector and alert state restored" in log2.read_text(), log2.read_text()[-3000:]
 
 
 def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_path):
@@ -226,7 +225,7 @@ def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_
     create_topics(settings)
     stream = f"outage-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 700)
-    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    ends = expected_times(source)
     first_part = SeriesSource(JUMPSUP, stream, source.times_ns[:300], source.values[:300])
     second_part = SeriesSource(JUMPSUP, stream, source.times_ns[300:], source.values[300:])
     mon = MonitorThread(settings).start()
@@ -238,9 +237,8 @@ def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_
         try:
             send(settings, [second_part])
             wait_for(lambda: mon.monitor.stats.sink_failures >= 2, 60, "failed writes while InfluxDB is down")
-            # Nothing past the first unwritten window may be committed while the store is down.
-            first_unwritten = ends[n_before]
-            first_sample_offset = int(np.searchsorted(source.times_ns, first_unwritten - (WINDOW - 1) * 300 * 10**9))
+            # Nothing past the first unwritten sample may be committed while the store is down.
+            first_sample_offset = n_before
             committed = [pos for (topic, _), pos in mon.monitor.tracker.committed_positions().items()
                          if topic == settings.kafka.sensor_topic]
             assert committed and max(committed) <= first_sample_offset
@@ -252,7 +250,7 @@ def test_influx_outage_no_commit_then_catch_up(kafka_broker, influx_server, tmp_
         wait_for(lambda: count(influx_server, stream) >= len(ends), 120, "catch-up after the outage")
     finally:
         mon.join()
-    assert_scores_match(influx_server, stream, source, ends)
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")
 
 
 def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_server, tmp_path):
@@ -266,7 +264,7 @@ def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_se
     k = settings.kafka
     stream = f"good-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 300)
-    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    ends = expected_times(source)
     send(settings, [source])
     pcm, headers = encode_audio("mic", 10**18, np.zeros(800, np.float32), 16000)
     bad_rate = [(n, b"8000" if n == "sample_rate" else v) for n, v in headers]
@@ -296,7 +294,7 @@ def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_se
         wait_for(lambda: mon.monitor.stats.dead_letters >= len(bad), 30, "all bad records rejected")
     finally:
         mon.join()
-    assert_scores_match(influx_server, stream, source, ends)
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")
     records = read_topic(KafkaConsumer(bootstrap_servers=kafka_broker, group_id=None), k.dead_letter_topic,
                          len(bad))
     letters = []
@@ -313,11 +311,9 @@ def test_audio_stream_end_to_end(kafka_broker, influx_server, tmp_path):
     create_topics(settings)
     stream = f"fan-{uuid.uuid4().hex[:6]}"
     source = read_wav(WAV, stream=stream, chunk_samples=1600)
-    n = len(source.data)
-    period = 10**9 // 16000
-    k0 = source.start_ns // period
-    first_end = -(-(k0 + 1023) // 512) * 512
-    ends = [k * period for k in range(first_end, k0 + n, 512)][WARMUP:]
+    n, rate = len(source.data), 16_000
+    window, hop = 1024, 512  # the audio preset's
+    ends = [source.start_ns + (k * 10**9) // rate for k in range(window - 1, n, hop)]  # indexed by sample count
     mon = MonitorThread(settings).start()
     try:
         send(settings, [source])
@@ -326,12 +322,11 @@ def test_audio_stream_end_to_end(kafka_broker, influx_server, tmp_path):
         mon.join()
     rows = scores(influx_server, stream)
     assert [r["time"] for r in rows] == ends
-    assert all(r["stream_class"] == "audio" and np.isfinite(r["raw_score"]) for r in rows)
+    assert all(r["stream_class"] == "audio" and np.isfinite(r["score"]) for r in rows)
     # value = RMS of the window's last hop, checked against the WAV itself
     samples = source.data.astype(np.float64) / 32768.0
-    r = rows[5]
-    last = int(r["time"] // period - k0)
-    assert r["value"] == pytest.approx(np.sqrt(np.mean(samples[last - 511:last + 1] ** 2)), rel=1e-4)
+    last = window - 1 + 5 * hop
+    assert rows[5]["value"] == pytest.approx(np.sqrt(np.mean(samples[last - hop + 1:last + 1] ** 2)), rel=1e-4)
 
 
 def streams_covering_partitions(prefix: str, partitions: int) -> list[str]:
@@ -352,7 +347,7 @@ def test_two_consumers_in_one_group_share_partitions(kafka_broker, influx_server
     create_topics(settings, partitions=4)
     names = streams_covering_partitions(f"pair-{uuid.uuid4().hex[:6]}", 4)
     sources = [nab_source(name, 250) for name in names]
-    ends = expected_ends(sources[0].times_ns, WINDOW, HOP, WARMUP)
+    ends = expected_times(sources[0])
     a = MonitorThread(settings).start()
     b = MonitorThread(settings).start()
     try:
@@ -372,7 +367,7 @@ def test_two_consumers_in_one_group_share_partitions(kafka_broker, influx_server
         a.join()
         b.join()
     for s in sources:
-        assert_scores_match(influx_server, s.stream, s, ends)
+        assert_scores_match(influx_server, s.stream, s, tmp_path / "models")
     assert a.monitor.stats.records > 0 and b.monitor.stats.records > 0
 
 
@@ -384,7 +379,7 @@ def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_pa
     create_topics(settings)
     stream = f"term-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 300)
-    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    ends = expected_times(source)
     send(settings, [source])
     env = settings_env(settings)
     runner = [sys.executable, str(REPO / "tests" / "monitor_runner.py")]
@@ -405,9 +400,9 @@ def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_pa
                                 cwd=REPO, timeout=120)
     assert second.returncode == 0
     records = int(re.search(r"MonitorStats\(records=(\d+)", log2.read_text()).group(1))
-    # only the samples of the window still open at the end (< one window + one hop) are read again
-    assert records <= WINDOW + HOP
-    assert_scores_match(influx_server, stream, source, ends)
+    # every sample was scored, written, its state saved and committed: nothing is read again
+    assert records == 0
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")
 
 
 def test_alerts_reach_store_snapshots_and_alerts_topic(kafka_broker, influx_server, tmp_path):
@@ -427,18 +422,21 @@ def test_alerts_reach_store_snapshots_and_alerts_topic(kafka_broker, influx_serv
     mon = MonitorThread(settings).start()
     try:
         send(settings, [source])
-        wait_for(lambda: count(influx_server, stream) >= len(expected_ends(t, WINDOW, HOP, WARMUP)), 120, "scores")
+        wait_for(lambda: count(influx_server, stream) >= len(t), 120, "scores")
     finally:
         mon.join()
     alerts = influx_server.rows(f"SELECT * FROM alert WHERE stream = '{stream}'")
     assert alerts, "the excursion raised no alert"
-    assert any(t[450] <= a["time"] <= t[480] + WINDOW * period for a in alerts)
-    assert all(a["state"] in ("open", "closed") for a in alerts)
-    flagged = [r["time"] for r in scores(influx_server, stream) if r["alert"] == 1]
+    assert any(t[450] <= a["time"] <= t[480] for a in alerts)
+    assert all(a["state"] in ("open", "closed") and a["decided_by"] for a in alerts)
     snaps = influx_server.rows(f"SELECT * FROM window_snapshot WHERE stream = '{stream}'")
-    assert flagged and {r["time"] for r in snaps} >= set(flagged)
+    assert {r["time"] for r in snaps} == {a["time"] for a in alerts}  # a picture of every alert's opening
+    from models.detector import FittedDetector
+    from streamer.model_registry import safe_name
+
+    window = FittedDetector.load(tmp_path / "models" / "sensor" / safe_name(stream), device="cpu").window
     arrays = decode_snapshot(snaps[0]["payload"])
-    assert arrays["samples"].shape == (WINDOW,) and arrays["scalogram"].ndim == 2
+    assert arrays["samples"].shape == (window,) and arrays["scalogram"].ndim == 2
     assert arrays["anomaly_map"].shape == arrays["scalogram"].shape
     consumer = KafkaConsumer(settings.kafka.alerts_topic, bootstrap_servers=kafka_broker,
                              auto_offset_reset="earliest", consumer_timeout_ms=5000, group_id=None)
@@ -449,14 +447,15 @@ def test_alerts_reach_store_snapshots_and_alerts_topic(kafka_broker, influx_serv
     assert {p["stream"] for p in published} == {stream}
 
 
-def test_input_pauses_while_windows_queue_behind_a_training_model(kafka_broker, influx_server, tmp_path):
-    """Back-pressure: more queued windows than max_backlog_windows pause the partitions until the model is
-    trained; then everything is scored (no loss, no stall)."""
-    settings = make_settings(kafka_broker, influx_server, tmp_path, max_backlog_windows=3, train_steps=40)
+def test_input_pauses_while_samples_queue_behind_a_fitting_detector(kafka_broker, influx_server, tmp_path):
+    """Back-pressure: more waiting samples than max_backlog_samples pause the partitions until the detector is
+    fitted; then everything is scored (no loss, no stall)."""
+    settings = make_settings(kafka_broker, influx_server, tmp_path, max_backlog_samples=3,
+                             sensor_detector_options={"steps": 60, "max_train_windows": 64, "train_samples": TRAIN})
     create_topics(settings)
     stream = f"backlog-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 500)
-    ends = expected_ends(source.times_ns, WINDOW, HOP, WARMUP)
+    ends = expected_times(source)
     mon = MonitorThread(settings).start()
     try:
         send(settings, [source])
@@ -464,4 +463,4 @@ def test_input_pauses_while_windows_queue_behind_a_training_model(kafka_broker, 
     finally:
         mon.join()
     assert mon.monitor.stats.paused_polls > 0
-    assert_scores_match(influx_server, stream, source, ends)
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")

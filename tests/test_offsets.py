@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 from streamer.offsets import OffsetTracker
-from streamer.windowing import SensorWindower, WindowSpec
 
 
 def test_commit_is_lowest_hold_or_next_after_read():
@@ -32,28 +31,3 @@ def test_forget_drops_partition():
     t.committed({0: 6})
     t.forget([0])
     assert t.positions([]) == {} and t.committed_position(0) is None
-
-
-def test_windower_holds_drive_commits_and_replay_loses_nothing():
-    """Commit from the windower's holds plus unwritten windows, crash, resume: every window appears."""
-    spec = WindowSpec(length=6, hop=2, period_ns=10)
-    samples = [(10 * k, float(np.cos(k))) for k in range(60)]
-    tracker = OffsetTracker()
-    w = SensorWindower("s", "sensor", spec)
-    written: set[int] = set()
-    unwritten = []
-    for off, (t, v) in enumerate(samples[:33]):
-        tracker.seen(0, off)
-        unwritten.extend(w.add(t, v, (0, off)).windows)
-        if off % 5 == 0:  # the sink accepts everything but the last window of each batch
-            for win in unwritten[:-1]:
-                written.add(win.end_index)
-            unwritten = unwritten[-1:]
-            tracker.committed(tracker.positions([w.holds()] + [x.holds for x in unwritten]))
-    resume = tracker.committed_position(0)
-    w2 = SensorWindower("s", "sensor", spec)
-    for off in range(resume, 60):
-        for win in w2.add(*samples[off], (0, off)).windows:
-            written.add(win.end_index)
-    expected = set(range(6, 60, 2))
-    assert written == expected

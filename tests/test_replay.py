@@ -238,7 +238,7 @@ def test_replay_nab_and_wav_into_broker_and_read_back(kafka_broker, tmp_path):
 
 @pytest.mark.integration
 def test_replay_command_with_rebase_and_labels_to_sqlite(kafka_broker, tmp_path, monkeypatch):
-    from streamer.cli import app
+    from scalowatch.cli import app
 
     for name in ("SCALOWATCH_CONFIG", "SCALOWATCH_STORE__KIND"):
         monkeypatch.delenv(name, raising=False)
@@ -261,7 +261,7 @@ def test_replay_command_with_rebase_and_labels_to_sqlite(kafka_broker, tmp_path,
 
 
 def test_replay_command_reports_bad_file(tmp_path):
-    from streamer.cli import app
+    from scalowatch.cli import app
 
     bad = tmp_path / "bad.csv"
     bad.write_text("nope\n")

@@ -1,4 +1,5 @@
-"""StreamProcessor: warm-up → training → scoring → alerts → points, offsets held until written, restart replay."""
+"""StreamProcessor: training part → fit → every sample scored by the detector → alerts → points; offsets held until
+written; restarts lose and duplicate nothing; the monitor's scores are the detector's."""
 from __future__ import annotations
 
 import threading
@@ -7,18 +8,17 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from models.calibration import LikelihoodConfig
-from streamer.alerts import AlertPolicy
-from streamer.model_registry import ModelRegistry, ModelStatus
+from models.detector import FittedDetector, score_series
+from streamer.assemble import build_processor
+from streamer.config import MonitorSettings
+from streamer.messages import AudioChunk
 from streamer.offsets import OffsetTracker
-from streamer.pipeline import StreamClassConfig, StreamProcessor
-from streamer.point_builders import decode_snapshot
 from streamer.points import ALERT, WINDOW_SCORE, WINDOW_SNAPSHOT
-from streamer.windowing import WindowSpec
-from stream_models import WindowStatsModel
 
 S = 1_000_000_000
 P = 60 * S
+TRAIN = 240
+FAST = {"steps": 3, "max_train_windows": 32, "train_samples": TRAIN}
 
 
 @dataclass(frozen=True)
@@ -47,27 +47,28 @@ class DictStore:
         for p in points:
             self.points[(p.measurement, p.series_key(), p.time_ns)] = p
 
-    def measurement(self, name):
-        return [p for (m, _, _), p in sorted(self.points.items(), key=lambda kv: kv[0][2]) if m == name]
+    def measurement(self, name, stream=None):
+        rows = [p for (m, _, _), p in sorted(self.points.items(), key=lambda kv: kv[0][2]) if m == name]
+        return [p for p in rows if stream is None or p.tags.get("stream") == stream]
 
 
-CLASSES = {"sensor": StreamClassConfig("sensor", "sensor", WindowSpec(length=16, hop=4, period_ns=P))}
-
-
-def series(n=600, spike_at=450, seed=0):
+def values(n=600, spike_at=450, seed=0):
     rng = np.random.default_rng(seed)
-    v = np.sin(np.arange(n) / 6.0) + 0.05 * rng.standard_normal(n)
+    v = 5 + np.sin(np.arange(n) * 2 * np.pi / 24) + 0.05 * rng.standard_normal(n)
     v[spike_at:spike_at + 3] += 8.0
-    return [(1_000_001 * P + k * P, float(x)) for k, x in enumerate(v)]
+    return v
 
 
-def make(tmp_path, background=False, gate=None, warmup=20, shared=False):
-    registry = ModelRegistry(tmp_path / "models", lambda cls: WindowStatsModel(gate), WindowStatsModel.load,
-                             warmup_windows=warmup, background=background, shared=shared)
-    proc = StreamProcessor(CLASSES, registry, policy=AlertPolicy(threshold=0.99, hysteresis=0.1, close_after=2),
-                           likelihood=LikelihoodConfig(learning_period=20, historic_window=200, short_window=1),
-                           max_batch=8, max_wait_s=0.0)
-    return registry, proc
+def stamped(v, start=1_000_001 * P):
+    return [(start + k * P, float(x)) for k, x in enumerate(v)]
+
+
+def settings(tmp_path, **kw):
+    return MonitorSettings(model_dir=tmp_path / "models", sensor_detector_options=dict(FAST), **kw)
+
+
+def make(tmp_path, background=False, **kw):
+    return build_processor(settings(tmp_path, **kw), background=background)
 
 
 def feed(proc, stream, samples, part=0, start=0, store=None, tracker=None, every=25):
@@ -83,227 +84,158 @@ def feed(proc, stream, samples, part=0, start=0, store=None, tracker=None, every
                     tracker.committed(tracker.positions(proc.holds()))
 
 
-def test_warmup_then_scores_and_alert_on_spike(tmp_path):
-    registry, proc = make(tmp_path)
-    store = DictStore()
-    data = series()
-    feed(proc, "m1", data, store=store)
+def drain(proc, store):
+    proc.registry.wait()
     proc.step(force=True)
     proc.flush(store)
-    scores = store.measurement(WINDOW_SCORE)
-    n_windows = (len(data) - 16) // 4 + 1
-    assert proc.stats.windows == n_windows
-    assert len(scores) == n_windows - 20  # the 20 warm-up windows trained the model
-    assert registry.status(("sensor", "m1")) is ModelStatus.READY
-    assert (tmp_path / "models" / "sensor" / "m1" / "config.json").exists()
-    # the spike raises an alert whose window covers it; every flagged window lies inside some alert
+
+
+def test_every_sample_is_scored_with_the_detectors_own_scores(tmp_path):
+    """Issue 11: the monitor's points are the detector's offline scores; the training part is scored too."""
+    proc, store = make(tmp_path), DictStore()
+    v = values()
+    feed(proc, "a", stamped(v), store=store)
+    drain(proc, store)
+    points = store.measurement(WINDOW_SCORE)
+    assert [p.time_ns for p in points] == [t for t, _ in stamped(v)]  # nothing unscored, warm-up included
+    fitted = FittedDetector.load(tmp_path / "models" / "sensor" / "a", device="cpu")
+    offline = score_series(fitted, v)["product"]
+    np.testing.assert_allclose([p.fields["score"] for p in points], offline.scores, rtol=0, atol=1e-9)
+    assert [p.fields["decided_by"] for p in points] == list(offline.decided_by)
     alerts = store.measurement(ALERT)
-    spike_ns = data[450][0]
-    spike_alerts = [a for a in alerts if spike_ns <= a.time_ns <= spike_ns + 16 * P]
-    assert len(spike_alerts) == 1
-    a = spike_alerts[0]
-    assert a.fields["state"] == "closed" and a.fields["end_ns"] > a.time_ns
-    assert a.fields["peak_raw_score"] == max(p.fields["raw_score"] for p in scores)
-    flagged = [p for p in scores if p.fields["alert"] == 1]
-    assert flagged and all(any(x.time_ns <= p.time_ns < x.fields["end_ns"] for x in alerts) for p in flagged)
-    snaps = store.measurement(WINDOW_SNAPSHOT)
-    assert {p.time_ns for p in snaps} >= {p.time_ns for p in flagged}
-    arrays = decode_snapshot(snaps[0].fields["payload"])
-    assert arrays["samples"].shape == (16,) and arrays["anomaly_map"].shape == (4, 4)
-    fields = scores[-1].fields
-    assert 0.0 <= fields["score"] <= 1.0 and fields["threshold"] == 0.99 and fields["scorer"] == "stats"
+    assert alerts and any(450 * P <= a.time_ns - stamped(v)[0][0] <= 460 * P for a in alerts)
+    assert store.measurement(WINDOW_SNAPSHOT)  # the inspector's picture of the opening alert
+    assert points[0].fields["threshold"] == pytest.approx(0.9999978)
 
 
-def test_offsets_held_until_the_store_accepts_then_released(tmp_path):
-    registry, proc = make(tmp_path)
-    store = DictStore()
-    tracker = OffsetTracker()
-    data = series(300)
-    feed(proc, "m1", data[:200], tracker=tracker)
-    proc.step(force=True)
-    assert proc.outbox_points > 0
+def test_offsets_are_held_until_the_store_accepts_then_released(tmp_path):
+    proc, store, tracker = make(tmp_path), DictStore(), OffsetTracker()
+    samples = stamped(values(400))
+    feed(proc, "a", samples[:100], tracker=tracker, store=store)
+    assert tracker.committed_position(0) in (None, 0)  # training part collecting: nothing may be committed
+    feed(proc, "a", samples, start=100, tracker=tracker)
+    proc.step()
     store.down = True
     with pytest.raises(StoreDown):
         proc.flush(store)
-    held = tracker.positions(proc.holds())[0]
-    # window j covers offsets 4j..4j+15; the first scored one (j = 20, after 20 warm-up windows) holds 80
-    assert held == 80
+    assert min(h.get(0, 10**9) for h in proc.holds()) == 0
     store.down = False
     proc.flush(store)
-    released = tracker.positions(proc.holds())[0]
-    assert released > held
-    # after writing, only the stream's open window remains held
-    assert released >= 200 - 16
+    assert tracker.positions(proc.holds()) == {0: 400}
+    assert len(store.measurement(WINDOW_SCORE)) == 400
 
 
-def test_restart_from_commit_loses_and_duplicates_nothing(tmp_path):
-    data = series(600)
-    store = DictStore()
-    tracker = OffsetTracker()
-    _, proc = make(tmp_path)
-    feed(proc, "m1", data[:370], store=store, tracker=tracker)
-    resume = tracker.committed_position(0)
-    assert resume is not None and 0 < resume < 370
-    # crash: nothing beyond the last commit survives; a fresh processor reloads the saved model
-    registry2, proc2 = make(tmp_path)
-    feed(proc2, "m1", data, start=resume, store=store, tracker=tracker)
-    proc2.step(force=True)
-    proc2.flush(store)
-    assert registry2.status(("sensor", "m1")) is ModelStatus.READY
-    ends = [p.time_ns for p in store.measurement(WINDOW_SCORE)]
-    n_windows = (len(data) - 16) // 4 + 1
-    assert len(ends) == len(set(ends)) == n_windows - 20
-    expected = [data[0][0] + (16 - 1 + 4 * i) * P for i in range(20, n_windows)]
-    assert ends == expected
+def test_restart_from_the_commit_with_a_checkpoint_loses_and_duplicates_nothing(tmp_path):
+    samples = stamped(values())
+    ref_store = DictStore()
+    ref = make(tmp_path / "ref")
+    feed(ref, "a", samples, store=ref_store)
+    drain(ref, ref_store)
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc = make(tmp_path / "run")
+    feed(proc, "a", samples[:380], store=store, tracker=tracker)
+    proc.flush(store)
+    assert proc.outbox_points == 0 and proc.save_states() == 1
+    assert tracker.committed_position(0) == 376  # the samples after the last step are still held
+    resume = 300  # the last *successful* commit was older than the checkpoint (e.g. a commit failed)
+    # crash: a new processor re-reads from the commit; what it already scored is skipped, the rest scored again
+    again = make(tmp_path / "run")
+    feed(again, "a", samples, start=resume, store=store)
+    drain(again, store)
+    got = {p.time_ns: p.fields["score"] for p in store.measurement(WINDOW_SCORE)}
+    want = {p.time_ns: p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[t] for t in want], list(want.values()), rtol=0, atol=1e-9)
+    assert again.stats.replayed > 0
 
 
-def test_late_sample_rejected_with_reason(tmp_path):
-    _, proc = make(tmp_path)
-    data = series(100)
-    feed(proc, "m1", data)
-    rej = proc.add_sensor("sensor", [Sample("m1", data[10][0], 0.0)], (0, 999))
-    assert rej is not None and rej.reason == "late"
+def test_a_late_sample_is_rejected_with_its_reason_and_a_repeated_timestamp_is_scored(tmp_path):
+    proc = make(tmp_path)
+    t0 = 1_000_000 * P
+    assert proc.add_sensor("sensor", [Sample("a", t0, 1.0), Sample("a", t0 + P, 2.0)], (0, 0)) is None
+    r = proc.add_sensor("sensor", [Sample("a", t0 + P, 3.0), Sample("a", t0 - P, 3.0), Sample("a", t0 + 2 * P, 3.0)],
+                        (0, 1))
+    assert r is not None and r.reason == "late" and "[1]" in r.detail
+    assert proc.stats.samples == 5 and proc.stats.rejected == 1
+    assert proc._streams[("sensor", "a")].pending() == 4  # the repeated timestamp is a reading too
 
 
-def test_background_training_does_not_stall_other_streams(tmp_path):
+def test_background_fitting_does_not_stall_other_streams(tmp_path):
     gate = threading.Event()
-    registry, proc = make(tmp_path, background=True, gate=gate)
+
+    def slow_fit(train, config):
+        assert gate.wait(60)
+        return FittedDetector.fit(train, config)
+
+    proc = build_processor(settings(tmp_path), background=True, fitter=slow_fit)
     store = DictStore()
-    # stream "ready" has a model on disk already
-    ready = WindowStatsModel().fit_windows(np.random.default_rng(1).standard_normal((30, 16)))
-    ready.save(tmp_path / "models" / "sensor" / "ready")
-    data = series(200)
-    feed(proc, "slow", data[:150])  # reaches warm-up, training blocks on the gate
-    feed(proc, "ready", data[:150], store=store)
-    proc.step(force=True)
+    # Stream b already has a fitted detector on disk: it scores while a's fit waits.
+    FittedDetector.fit(values(TRAIN, spike_at=10**6), proc.classes["sensor"].detector).save(
+        tmp_path / "models" / "sensor" / "b")
+    feed(proc, "a", stamped(values(300)), store=store)
+    feed(proc, "b", stamped(values(300)), part=1, store=store)
+    proc.step()
     proc.flush(store)
-    assert registry.status(("sensor", "slow")) is ModelStatus.TRAINING
-    by_stream = {p.tags["stream"] for p in store.measurement(WINDOW_SCORE)}
-    assert by_stream == {"ready"}
+    assert proc.registry.training()
+    assert len(store.measurement(WINDOW_SCORE, "b")) == 300 and not store.measurement(WINDOW_SCORE, "a")
     gate.set()
-    registry.wait(10)
-    proc.step(force=True)
-    proc.flush(store)
-    slow_scores = [p for p in store.measurement(WINDOW_SCORE) if p.tags["stream"] == "slow"]
-    n_windows = (150 - 16) // 4 + 1
-    assert len(slow_scores) == n_windows - 20  # windows queued during training were scored afterwards
-    registry.close()
+    drain(proc, store)
+    assert len(store.measurement(WINDOW_SCORE, "a")) == 300
 
 
-def test_shared_model_batches_streams_together(tmp_path):
-    registry, proc = make(tmp_path, shared=True, warmup=10)
-    store = DictStore()
-    for name in ("a", "b", "c"):
-        feed(proc, name, series(120, spike_at=1000))
-    proc.step(force=True)
-    proc.flush(store)
-    assert registry.status(("sensor", "_shared")) is ModelStatus.READY
-    assert (tmp_path / "models" / "sensor" / "_shared" / "config.json").exists()
-    per_stream = {}
-    for p in store.measurement(WINDOW_SCORE):
-        per_stream[p.tags["stream"]] = per_stream.get(p.tags["stream"], 0) + 1
-    n_windows = (120 - 16) // 4 + 1
-    assert sum(per_stream.values()) == 3 * n_windows - 10
-    assert len({p.fields["model_version"] for p in store.measurement(WINDOW_SCORE)}) == 1
+def test_shared_mode_fits_once_and_scores_every_stream(tmp_path):
+    proc, store = make(tmp_path, model_mode="shared"), DictStore()
+    feed(proc, "a", stamped(values(300)), store=store)
+    feed(proc, "b", stamped(values(300, seed=1)), part=1, store=store)
+    drain(proc, store)
+    assert (tmp_path / "models" / "sensor" / "_shared" / "detector.json").is_file()
+    assert not (tmp_path / "models" / "sensor" / "a").exists()
+    assert len(store.measurement(WINDOW_SCORE, "a")) == len(store.measurement(WINDOW_SCORE, "b")) == 300
 
 
 def test_drop_partitions_forgets_streams_and_their_holds(tmp_path):
-    _, proc = make(tmp_path)
-    tracker = OffsetTracker()
-    feed(proc, "x", series(100), part=0, tracker=tracker)
-    feed(proc, "y", series(100), part=1, tracker=tracker)
-    assert proc.drop_partitions([1]) == 1
-    assert all(1 not in h for h in proc.holds())
+    proc = make(tmp_path)
+    feed(proc, "a", stamped(values(100)), part=0)
+    feed(proc, "b", stamped(values(100)), part=1)
+    assert proc.drop_partitions([0]) == 1
     assert proc.stream_count() == 1
+    assert all(0 not in h for h in proc.holds())
 
 
-class BlindToLevelModel(WindowStatsModel):
-    """Scores every window the same (like a per-window-normalised scalogram model facing a pure level shift) but
-    reports level_z/scale_z the way ScalogramPipeline does."""
-
-    def score_windows(self, windows):
-        batch = super().score_windows(windows)
-        level = np.asarray(windows, dtype=np.float64).mean(axis=1)
-        extras = dict(batch.extras, level_z=(level - self.mu[0]) / self.sd[0], scale_z=np.zeros(len(level)))
-        return type(batch)(scores=np.ones_like(batch.scores), maps=batch.maps,
-                           reconstructions=batch.reconstructions, extras=extras)
-
-
-@pytest.mark.parametrize("level_shift", [True, False])
-def test_level_shift_alerts_come_from_level_z(tmp_path, level_shift):
-    registry = ModelRegistry(tmp_path / "models", lambda cls: BlindToLevelModel(), BlindToLevelModel.load,
-                             warmup_windows=20, background=False)
-    proc = StreamProcessor(CLASSES, registry, policy=AlertPolicy(threshold=0.99, hysteresis=0.1),
-                           likelihood=LikelihoodConfig(learning_period=10, historic_window=200, short_window=1),
-                           max_batch=8, max_wait_s=0.0, level_shift=level_shift)
-    store = DictStore()
-    rng = np.random.default_rng(3)
-    v = np.sin(np.arange(500) / 6.0) + 0.05 * rng.standard_normal(500)
-    v[400:] += 5.0  # the level jumps and stays
-    feed(proc, "m", [(1_000_001 * P + k * P, float(x)) for k, x in enumerate(v)], store=store)
-    proc.step(force=True)
-    proc.flush(store)
-    alerts = store.measurement(ALERT)
-    if level_shift:
-        assert alerts and all(a.time_ns >= 1_000_001 * P + 400 * P for a in alerts)
-    else:
-        assert not alerts
+def test_graceful_restart_keeps_an_open_alert(tmp_path):
+    v = values(600)
+    v[450:] += 50.0  # a level shift: the spatial rule fires and the alert stays open while it stays high
+    samples = stamped(v)
+    proc, store = make(tmp_path, alert_threshold=0.5, alert_hysteresis=0.1, alert_close_after=1000), DictStore()
+    feed(proc, "a", samples[:470], store=store)
+    drain(proc, store)
+    assert store.measurement(ALERT)[-1].fields["state"] == "open"
+    proc.save_states()
+    again = make(tmp_path, alert_threshold=0.5, alert_hysteresis=0.1, alert_close_after=1000)
+    feed(again, "a", samples, start=470, store=store)
+    drain(again, store)
+    assert len({a.time_ns for a in store.measurement(ALERT)}) == 1  # the same alert, not a new one
 
 
-def test_shared_model_is_the_starting_point_until_the_own_model_is_trained(tmp_path):
-    shared = WindowStatsModel().fit_windows(np.random.default_rng(2).standard_normal((40, 16)))
-    shared.save(tmp_path / "models" / "sensor" / "_shared")
-    registry = ModelRegistry(tmp_path / "models", lambda cls: WindowStatsModel(), WindowStatsModel.load,
-                             warmup_windows=20, background=False, shared_start=True)
-    proc = StreamProcessor(CLASSES, registry, likelihood=LikelihoodConfig(learning_period=5), max_batch=8,
-                           max_wait_s=0.0)
-    store = DictStore()
-    feed(proc, "m1", series(300, spike_at=1000), store=store)
-    proc.step(force=True)
-    proc.flush(store)
+def test_audio_is_indexed_by_sample_count_so_44k1_does_not_drift(tmp_path):
+    """Issue 9 item 8: 44.1 kHz chunks of 4,096 frames lose nothing and raise no late dead letter."""
+    rate, n = 44_100, 44_100 * 3
+    x = (0.1 * np.sin(np.arange(n) * 2 * np.pi * 440 / rate)).astype(np.float32)
+    m = MonitorSettings(model_dir=tmp_path / "models", audio_sample_rate=rate,
+                        audio_detector_options={"steps": 2, "max_train_windows": 16, "train_samples": rate})
+    proc, store = build_processor(m, background=False), DictStore()
+    t0 = 1_700_000_000 * S
+    for i, start in enumerate(range(0, n, 4096)):
+        chunk = AudioChunk("fan", t0 + (start * S) // rate, rate, x[start:start + 4096])
+        assert proc.add_audio("audio", chunk, (0, i)) is None
+        proc.step()
+        proc.flush(store)
+    drain(proc, store)
+    fitted = proc.registry.detector(("audio", "fan"))
+    expected = np.arange(fitted.window - 1, n, fitted.hop)
     points = store.measurement(WINDOW_SCORE)
-    n_windows = (300 - 16) // 4 + 1
-    assert len(points) == n_windows  # no warm-up gap: the shared model scored the first windows
-    versions = [p.fields["model_version"] for p in points]
-    own = registry.model(("sensor", "m1")).version
-    assert versions[0] == shared.version and versions[-1] == own != shared.version
-    switch = versions.index(own)
-    assert set(versions[:switch]) == {shared.version} and set(versions[switch:]) == {own}
-    assert (tmp_path / "models" / "sensor" / "m1" / "config.json").exists()
-
-
-def test_graceful_restart_keeps_calibration_and_open_alert(tmp_path):
-    """save_states after the last write; a new processor restores them: the open alert closes later with the
-    same start (one alert, not a stale open one plus a new one) and calibration does not start over."""
-    data = series(600, spike_at=450)
-    policy = AlertPolicy(threshold=0.99, hysteresis=0.1, close_after=2)
-    lik = LikelihoodConfig(learning_period=20, historic_window=200, short_window=1)
-
-    def make_proc():
-        registry = ModelRegistry(tmp_path / "models", lambda cls: WindowStatsModel(), WindowStatsModel.load,
-                                 warmup_windows=20, background=False)
-        return StreamProcessor(CLASSES, registry, policy=policy, likelihood=lik, max_batch=8, max_wait_s=0.0,
-                               state_dir=tmp_path / "models" / "_state")
-
-    store = DictStore()
-    tracker = OffsetTracker()
-    first = make_proc()
-    cut = 456  # just after the spike: the alert is open
-    feed(first, "m1", data[:cut], store=store, tracker=tracker, every=1)
-    assert first._streams[("sensor", "m1")].alerts.current is not None
-    assert first.outbox_points == 0 and first.save_states() == 1
-    state_file = tmp_path / "models" / "_state" / "sensor" / "m1.json"
-    assert state_file.exists()
-    second = make_proc()
-    feed(second, "m1", data, start=tracker.committed_position(0), store=store, tracker=tracker)
-    second.step(force=True)
-    second.flush(store)
-    assert state_file.exists()  # kept: until the next checkpoint it is the state a crash would resume from
-    alerts = store.measurement(ALERT)
-    spike_alerts = [a for a in alerts if data[450][0] <= a.time_ns <= data[450][0] + 16 * P]
-    assert len(spike_alerts) == 1 and spike_alerts[0].fields["state"] == "closed"
-    st = second._streams[("sensor", "m1")]
-    assert st.calibrator.count > 100  # history carried over, not a fresh learning period
-    ends = [p.time_ns for p in store.measurement(WINDOW_SCORE)]
-    n_windows = (len(data) - 16) // 4 + 1
-    assert len(ends) == len(set(ends)) == n_windows - 20
+    assert len(points) == expected.size
+    assert [p.time_ns for p in points] == [t0 + (int(e) * S) // rate for e in expected]
+    late = proc.add_audio("audio", AudioChunk("fan", t0, rate, x[:100]), (0, 999))
+    assert late is not None and late.reason == "late"

@@ -7,15 +7,11 @@ without Kafka or a store:
 * **audio** — a WAV file (downmixed to mono);
 * **image** — a folder: MVTec layout (``train/good``, ``test/<type>``) or a plain folder of images.
 
-Series and audio are cut into sliding windows; only windows lying entirely inside the training part
-(``--train-end`` / ``--train-fraction``) train the :class:`~models.pipeline.ScalogramPipeline`, so the model
-never sees what it later scores beyond that point. Scores are causal: a point takes the score of the latest
-window ending at or before it. ``raw_score`` is the detector's window score (the diffusion score z-scored with
-training statistics, or the window's level/scale distance from the training windows, whichever is larger — the
-per-window normalised scalogram is blind to level shifts); ``score`` is the online, causal
-:class:`~models.calibration.AnomalyLikelihood` of ``raw_score``, whose learning period is the training part
-(capped at half of the scored input, so scoring a different, shorter recording still yields an opinion; the
-likelihood then learns from that recording's own start).
+Series and audio go through the product's detector (:mod:`models.detector`), the same one the monitor and
+``bench nab|ucr`` run: ``train`` fits it on the training part (``--train-end`` / ``--train-fraction``) with a
+preset (``nab`` for series, ``audio`` for WAV by default) and saves it; ``score`` scores every sample (audio: every
+window end) from the start of the input, exactly as the monitor scores a stream whose training part this was, and
+prints the alerts of the monitor's alert rule at the preset's threshold (``--threshold`` to change it).
 
 Images use the feature-space diffusion scorer exactly as ``benchmarks.mvtec`` does (two CPU cores cannot train a
 pixel-space U-Net on 224-px images).
@@ -28,7 +24,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,8 +36,6 @@ log = logging.getLogger(__name__)
 
 META_FILE = "cli_model.json"
 SERIES, AUDIO, IMAGE = "series", "audio", "image"
-MAX_TRAIN_WINDOWS = 512
-SCORE_CHUNK = 1024
 
 
 # ---------------------------------------------------------------------------------------------------- errors
@@ -100,16 +93,11 @@ def load_series(path: Path) -> Series:
 
 
 def load_audio(path: Path) -> Series:
-    """WAV → mono float64 in [-1, 1] (int16 scaled; the replay reader already scales other integer PCM)."""
+    """WAV → mono float64 in [-1, 1], decoded exactly as the monitor decodes audio chunks."""
     from streamer.replay import read_wav
 
     src = read_wav(path)
-    data = np.asarray(src.data)
-    if data.dtype == np.int16:
-        data = data.astype(np.float64) / 32768.0
-    data = data.astype(np.float64)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
+    data = src.mono()
     if not np.isfinite(data).all():
         raise _fail(f"{path}: audio contains NaN or inf samples")
     return Series(data, [], sample_rate=int(src.rate))
@@ -126,22 +114,6 @@ def train_range(n: int, train_end: int | None, train_fraction: float) -> int:
     return max(1, int(round(n * train_fraction)))
 
 
-def choose_window(train: np.ndarray, kind: str) -> int:
-    """Series: the training part's dominant period in [32, 256] (the series detector's rule); audio: 1024."""
-    if kind == AUDIO:
-        return 1024
-    from models.baselines.period import dominant_period
-
-    upper = max(16, min(256, train.size // 3))
-    w = dominant_period(train, min_period=16, max_period=None, default=64)
-    return int(np.clip(w, min(32, upper), upper))
-
-
-def window_ends(n: int, window: int, hop: int) -> np.ndarray:
-    """Last sample of each scored window: a grid anchored at the series start (appending never moves it)."""
-    return np.arange(window - 1, n, hop)
-
-
 # ---------------------------------------------------------------------------------------------------- metadata
 @dataclass
 class ModelMeta:
@@ -153,14 +125,11 @@ class ModelMeta:
     steps: int
     seed: int
     adversarial: bool
+    preset: str = ""
     window: int | None = None
     hop: int | None = None
-    train_start: int = 0
     train_end: int | None = None
-    train_windows: int | None = None
     sample_rate: int | None = None
-    diffusion_mean: float = 0.0
-    diffusion_std: float = 1.0
     image_size: int | None = None
     train_images: int | None = None
     train_seconds: float = 0.0
@@ -184,69 +153,46 @@ class ModelMeta:
 
 
 # ---------------------------------------------------------------------------------------------------- train
-def _series_pipeline(scorer: str, preset: str, steps: int, seed: int, device: str, adversarial: bool):
-    from models.pipeline import ScalogramPipeline
-    from models.scorers import create_scorer
-    from models.training import TrainConfig
-    from models.transforms.cwt import CWTConfig
-    from models.unet import UNetConfig
+def detector_config(kind: str, preset: str | None, *, scorer: str, steps: int | None, seed: int, adversarial: bool,
+                    window: int | None, hop: int | None, unet: str | None):
+    """The preset's configuration (``nab`` for series, ``audio`` for WAV unless named) with the options given."""
+    from models.detector import preset as preset_config
 
-    size = UNetConfig.preset(preset).sample_size
-    train = TrainConfig(steps=steps, batch_size=32, lr=2e-3, seed=seed, warmup_steps=min(20, steps // 10))
-    # lam=1.0: pixel term only — the scalogram needs no ImageNet CNN (the series detector's choice too).
-    model = create_scorer(scorer, unet=preset, train=train, device=device, seed=1234 + seed, lam=1.0,
-                          adversarial=adversarial, progress=True)
-    return ScalogramPipeline(CWTConfig(n_scales=32, out_size=tuple(size)), model)
-
-
-def _diffusion_z(pipe, windows: np.ndarray, meta: ModelMeta) -> tuple[np.ndarray, np.ndarray]:
-    """(raw window score, diffusion z) for windows: max(diffusion z, |level_z|, |scale_z|)."""
-    batch = pipe.score_windows(windows)
-    z = (np.asarray(batch.scores, dtype=np.float64) - meta.diffusion_mean) / meta.diffusion_std
-    stat = np.maximum(np.abs(np.asarray(batch.extras["level_z"], dtype=np.float64)),
-                      np.abs(np.asarray(batch.extras["scale_z"], dtype=np.float64)))
-    return np.maximum(z, stat), z
+    name = preset or ("audio" if kind == AUDIO else "nab")
+    options: dict[str, Any] = {"scorer": scorer, "seed": seed}
+    if steps is not None:
+        options["steps"] = steps
+    if window is not None:
+        options["window"] = window
+    if hop is not None:
+        options.update(hop=hop, hop_fraction=0.0)
+    if unet is not None:
+        options["unet"] = unet
+    if adversarial:
+        options["scorer_adversarial"] = True
+    return name, preset_config(name, **options)
 
 
-def train_signal(path: Path, kind: str, model_dir: Path, *, scorer: str, preset: str, device: str, steps: int,
-                 seed: int, adversarial: bool, window: int | None, hop: int | None, train_end: int | None,
-                 train_fraction: float) -> ModelMeta:
-    """Series/audio: windows of the training part → fitted pipeline saved to ``model_dir`` + ``cli_model.json``."""
-    import torch
-
-    from models.series_detector import sliding_windows
+def train_signal(path: Path, kind: str, model_dir: Path, *, preset: str | None, scorer: str, steps: int | None,
+                 seed: int, adversarial: bool, device: str, window: int | None, hop: int | None, unet: str | None,
+                 train_end: int | None, train_fraction: float) -> tuple[ModelMeta, Any]:
+    """Series/audio: fit the detector on the training part and save it to ``model_dir`` (+ ``cli_model.json``)."""
+    from models.detector import FittedDetector
 
     sig = load_series(path) if kind == SERIES else load_audio(path)
-    n = sig.values.size
-    end = train_range(n, train_end, train_fraction)
-    train = sig.values[:end]
-    w = window if window is not None else choose_window(train, kind)
-    if w < 16:
-        raise _fail(f"--window must be at least 16 samples, got {w}")
-    if end < w + 1:
-        raise _fail(f"the training part has {end} samples: too short for two windows of {w} "
-                    f"(lower --window or raise --train-end/--train-fraction)")
-    h = hop if hop is not None else (max(1, w // 2) if kind == AUDIO else 4)
-    if h < 1:
-        raise _fail(f"--hop must be >= 1, got {h}")
-    n_windows = end - w + 1
-    stride = max(1, math.ceil(n_windows / MAX_TRAIN_WINDOWS))
-    ends = np.arange(w - 1, end, stride)
-    windows = sliding_windows(train, w, ends).copy()
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    pipe = _series_pipeline(scorer, preset, steps, seed, device, adversarial)
-    pipe.fit_windows(windows)
-    diff = np.asarray(pipe.score_windows(windows).scores, dtype=np.float64)
-    seconds = time.perf_counter() - started
-    version = pipe.save(model_dir)
-    meta = ModelMeta(kind=kind, input=str(path), scorer=pipe.scorer_name, steps=steps, seed=seed,
-                     adversarial=adversarial, window=w, hop=h, train_start=0, train_end=end,
-                     train_windows=int(ends.size), sample_rate=sig.sample_rate,
-                     diffusion_mean=float(diff.mean()), diffusion_std=float(max(diff.std(), 1e-6)),
-                     train_seconds=round(seconds, 3), version=version, extra={"preset": preset})
+    end = train_range(sig.values.size, train_end, train_fraction)
+    if end < 48:
+        raise _fail(f"the training part has {end} samples; the detector needs at least 48 "
+                    "(raise --train-end/--train-fraction)")
+    name, config = detector_config(kind, preset, scorer=scorer, steps=steps, seed=seed, adversarial=adversarial,
+                                   window=window, hop=hop, unet=unet)
+    fitted = FittedDetector.fit(sig.values[:end], config, device=device)
+    version = fitted.save(model_dir)
+    meta = ModelMeta(kind=kind, input=str(path), scorer=config.scorer, steps=config.steps, seed=seed,
+                     adversarial=adversarial, preset=name, window=fitted.window, hop=fitted.hop, train_end=end,
+                     sample_rate=sig.sample_rate, train_seconds=fitted.summary.train_seconds, version=version)
     meta.save(model_dir)
-    return meta
+    return meta, fitted
 
 
 def _image_folders(root: Path) -> tuple[Path, list[Path]]:
@@ -295,81 +241,54 @@ def train_images(root: Path, model_dir: Path, *, scorer: str, device: str, steps
 
 # ---------------------------------------------------------------------------------------------------- score
 @dataclass
-class Alert:
-    """A run of consecutive points (or windows) whose calibrated score exceeds the threshold."""
-
-    start: str
-    end: str
-    peak: float
-    raw: float
-
-
-def find_alerts(labels: list[str], score: np.ndarray, raw: np.ndarray, threshold: float) -> list[Alert]:
-    """Contiguous runs above ``threshold``, highest peak first."""
-    above = score > threshold
-    out: list[Alert] = []
-    i = 0
-    while i < above.size:
-        if not above[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < above.size and above[j + 1]:
-            j += 1
-        k = i + int(np.argmax(score[i : j + 1]))
-        out.append(Alert(labels[i], labels[j], float(score[k]), float(raw[i : j + 1].max())))
-        i = j + 1
-    return sorted(out, key=lambda a: (-a.peak, -a.raw))
+class SignalScores:
+    labels: list[str]
+    """Per scored row: timestamp (CSV), index (TXT) or start second (audio)."""
+    scores: np.ndarray
+    decided_by: tuple[str, ...]
+    channel_values: np.ndarray
+    alerts: list
 
 
-def _likelihood(raw: np.ndarray, learning: int) -> np.ndarray:
-    from models.calibration import AnomalyLikelihood
-
-    learning = max(1, min(learning, raw.size // 2))
-    return AnomalyLikelihood(learning_period=learning, skip_first=learning // 2).transform(raw)
-
-
-def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: Path, device: str):
-    """Series → per-point CSV; audio → per-window CSV (seconds). Returns (labels, score, raw) for alerts."""
-    from tqdm.auto import tqdm
-
-    from models.pipeline import ScalogramPipeline
-    from models.series_detector import sliding_windows, spread_to_points
+def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: Path, device: str,
+                 threshold: float | None) -> SignalScores:
+    """Series → per-point CSV; audio → per-window CSV (seconds); alerts by the monitor's alert rule."""
+    from models.detector import PRESETS, FittedDetector, describe_channel, score_series
+    from streamer.alerts import AlertMachine, AlertPolicy, AlertState
 
     sig = load_series(path) if kind == SERIES else load_audio(path)
     if kind == AUDIO and sig.sample_rate != meta.sample_rate:
         raise _fail(f"{path} is sampled at {sig.sample_rate} Hz; the model was trained at {meta.sample_rate} Hz")
-    w, h = int(meta.window or 0), int(meta.hop or 1)
-    n = sig.values.size
-    if n < w:
-        raise _fail(f"{path} has {n} samples: too short for one window of {w}")
-    pipe = ScalogramPipeline.load(model_dir, device=device)
-    ends = window_ends(n, w, h)
-    raw_w = np.empty(ends.size)
-    for i in tqdm(range(0, ends.size, SCORE_CHUNK), desc="score", leave=False):
-        part = ends[i : i + SCORE_CHUNK]
-        raw_w[i : i + part.size], _ = _diffusion_z(pipe, sliding_windows(sig.values, w, part).copy(), meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if kind == SERIES:
-        raw = spread_to_points(ends, raw_w, n)
-        score = _likelihood(raw, int(meta.train_end or 0))
-        with out.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["timestamp", "value", "raw_score", "score"])
-            for row in zip(sig.labels, sig.values, raw, score):
-                writer.writerow([row[0], repr(float(row[1])), f"{row[2]:.6g}", f"{row[3]:.6g}"])
-        return sig.labels, score, raw
+    fitted = FittedDetector.load(model_dir, device=device)
+    if sig.values.size < fitted.window:
+        raise _fail(f"{path} has {sig.values.size} samples: too short for one window of {fitted.window}")
+    det = score_series(fitted, sig.values)["product"]
+    rows = det.positions
+    values = np.array([det.channel_value(i) for i in range(len(det))])
+    limit = threshold if threshold is not None else PRESETS[meta.preset].alert_threshold
+    machine = AlertMachine(str(path), AlertPolicy(threshold=limit, hysteresis=0.0, close_after=1))
     rate = float(sig.sample_rate or 1)
-    learning = int(np.searchsorted(ends, int(meta.train_end or 0)))  # windows inside the training part
-    score = _likelihood(raw_w, learning)
-    starts_s = (ends - w + 1) / rate
-    ends_s = (ends + 1) / rate
+    labels = [sig.labels[r] for r in rows] if kind == SERIES else [f"{(r - fitted.window + 1) / rate:.3f}s"
+                                                                  for r in rows]
+    alerts = []
+    for i, r in enumerate(rows.tolist()):
+        change = machine.update(int(r), float(det.scores[i]), float(values[i]), fitted.version, det.decided_by[i])
+        if change.changed is not None and change.changed.state is AlertState.OPEN:
+            alerts.append((labels[i], float(det.scores[i]), describe_channel(det.decided_by[i])))
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["start_s", "end_s", "raw_score", "score"])
-        for a, b, r, s in zip(starts_s, ends_s, raw_w, score):
-            writer.writerow([f"{a:.6f}", f"{b:.6f}", f"{r:.6g}", f"{s:.6g}"])
-    return [f"{a:.3f}s" for a in starts_s], score, raw_w
+        if kind == SERIES:
+            writer.writerow(["timestamp", "value", "score", "decided_by", "channel_value"])
+            for i, r in enumerate(rows.tolist()):
+                writer.writerow([sig.labels[r], repr(float(sig.values[r])), f"{det.scores[i]:.9g}",
+                                 det.decided_by[i], f"{values[i]:.6g}"])
+        else:
+            writer.writerow(["start_s", "end_s", "score", "decided_by", "channel_value"])
+            for i, r in enumerate(rows.tolist()):
+                writer.writerow([f"{(r - fitted.window + 1) / rate:.6f}", f"{(r + 1) / rate:.6f}",
+                                 f"{det.scores[i]:.9g}", det.decided_by[i], f"{values[i]:.6g}"])
+    return SignalScores(labels, det.scores, det.decided_by, values, alerts)
 
 
 def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device: str,
@@ -423,13 +342,15 @@ def register(app: typer.Typer) -> None:
         train_end: int = typer.Option(None, "--train-end", help="Series/audio: train on samples [0, N)."),
         train_fraction: float = typer.Option(0.15, "--train-fraction",
                                              help="Series/audio: train on this leading fraction (no --train-end)."),
-        window: int = typer.Option(None, "--window", help="Window length in samples (default: series = dominant "
-                                                          "period of the training part in [32, 256]; audio 1024)."),
-        hop: int = typer.Option(None, "--hop", help="Scoring stride in samples (default: series 4, audio window/2)."),
-        steps: int = typer.Option(300, "--steps", help="Training steps."),
+        window: int = typer.Option(None, "--window", help="Series/audio: window length in samples (default: "
+                                                          "the preset's; nab/ucr: the training part's period)."),
+        hop: int = typer.Option(None, "--hop", help="Series/audio: diffusion window stride (default: the preset's)."),
+        steps: int = typer.Option(None, "--steps", help="Training steps (default: the preset's; images 300)."),
         adversarial: bool = typer.Option(False, "--adversarial", help="Train with the ADDM adversarial loss."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
-        preset: str = typer.Option("tiny", "--preset", help="Series/audio U-Net preset (tiny, series, audio)."),
+        preset: str = typer.Option(None, "--preset", help="Series/audio detector preset: nab, ucr or audio "
+                                                          "(default: nab for series, audio for WAV)."),
+        unet: str = typer.Option(None, "--unet", help="Series/audio: U-Net preset (default: the preset's, tiny)."),
         image_size: int = typer.Option(224, "--image-size", help="Images: square side after resizing."),
     ) -> None:
         """Train a model on the normal (training) part of a series, a WAV file or an image folder."""
@@ -438,27 +359,28 @@ def register(app: typer.Typer) -> None:
         kind = detect_kind(input_path)
         if scorer not in available_scorers():
             raise _fail(f"unknown scorer {scorer!r}; available: {', '.join(sorted(available_scorers()))}")
-        if steps < 1:
+        if steps is not None and steps < 1:
             raise _fail(f"--steps must be >= 1, got {steps}")
         try:
             _check_device(device)
             model_dir.mkdir(parents=True, exist_ok=True)
             if kind == IMAGE:
-                meta = train_images(input_path, model_dir, scorer=scorer, device=device, steps=steps, seed=seed,
-                                    adversarial=adversarial, image_size=image_size)
+                meta = train_images(input_path, model_dir, scorer=scorer, device=device, steps=steps or 300,
+                                    seed=seed, adversarial=adversarial, image_size=image_size)
                 typer.echo(f"trained {meta.scorer} on {meta.train_images} images of {input_path} "
-                           f"({image_size} px, {steps} steps) in {meta.train_seconds:.1f} s -> {model_dir}")
+                           f"({image_size} px, {meta.steps} steps) in {meta.train_seconds:.1f} s -> {model_dir}")
                 return
-            meta = train_signal(input_path, kind, model_dir, scorer=scorer, preset=preset, device=device,
-                                steps=steps, seed=seed, adversarial=adversarial, window=window, hop=hop,
-                                train_end=train_end, train_fraction=train_fraction)
+            meta, fitted = train_signal(input_path, kind, model_dir, preset=preset, scorer=scorer, steps=steps,
+                                        seed=seed, adversarial=adversarial, device=device, window=window, hop=hop,
+                                        unet=unet,
+                                        train_end=train_end, train_fraction=train_fraction)
         except typer.Exit:
             raise
         except _input_errors() as exc:
             raise _fail(str(exc)) from None
-        typer.echo(f"trained {meta.scorer} ({kind}) on {meta.train_windows} windows of {meta.window} from "
-                   f"samples [0, {meta.train_end}) of {input_path} in {meta.train_seconds:.1f} s -> {model_dir} "
-                   f"(version {meta.version})")
+        typer.echo(f"fitted the {meta.preset} detector ({meta.scorer}, {kind}) on samples [0, {meta.train_end}) of "
+                   f"{input_path}: window {meta.window}, {fitted.summary.train_windows} training windows, "
+                   f"{meta.train_seconds:.1f} s -> {model_dir} (version {meta.version})")
 
     @app.command("score")
     def score(
@@ -466,7 +388,8 @@ def register(app: typer.Typer) -> None:
         model_dir: Path = typer.Option(..., "--model-dir", help="A directory written by `scalowatch train`."),
         out: Path = typer.Option(Path("scores.csv"), "--out", help="CSV to write."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        threshold: float = typer.Option(0.99, "--threshold", help="Alert where the calibrated score exceeds this."),
+        threshold: float = typer.Option(None, "--threshold", help="Series/audio: alert threshold (default: the "
+                                                                  "preset's, the one its benchmark found)."),
         top: int = typer.Option(10, "--top", help="How many alerts (or highest images) to print."),
         maps_dir: Path = typer.Option(None, "--maps-dir", help="Images: also save each anomaly map as .npy here."),
     ) -> None:
@@ -475,8 +398,8 @@ def register(app: typer.Typer) -> None:
         meta = ModelMeta.load(model_dir)
         if meta.kind != kind:
             raise _fail(f"{model_dir} holds a model for {meta.kind} input ({meta.input}); {input_path} is {kind}")
-        if not 0.0 < threshold < 1.0:
-            raise _fail(f"--threshold must be in (0, 1), got {threshold}")
+        if threshold is not None and not threshold > 0.0:
+            raise _fail(f"--threshold must be > 0, got {threshold}")
         try:
             _check_device(device)
             if kind == IMAGE:
@@ -486,17 +409,16 @@ def register(app: typer.Typer) -> None:
                 for i in order:
                     typer.echo(f"  {scores[i]:10.4f}  {names[i]}")
                 return
-            labels, calibrated, raw = score_signal(input_path, kind, model_dir, meta, out, device)
+            result = score_signal(input_path, kind, model_dir, meta, out, device, threshold)
         except typer.Exit:
             raise
         except _input_errors() as exc:
             raise _fail(str(exc)) from None
-        alerts = find_alerts(labels, calibrated, raw, threshold)
         unit = "points" if kind == SERIES else "windows"
-        typer.echo(f"scored {len(labels)} {unit} with {meta.scorer} (window {meta.window}, hop {meta.hop}) -> {out}; "
-                   f"{len(alerts)} alert(s) above {threshold}")
-        for a in alerts[:top]:
-            typer.echo(f"  alert {a.start} .. {a.end}  score {a.peak:.4f}  raw {a.raw:.3f}")
+        typer.echo(f"scored {len(result.labels)} {unit} with the {meta.preset} detector ({meta.scorer}, window "
+                   f"{meta.window}) -> {out}; {len(result.alerts)} alert(s)")
+        for label, peak, why in result.alerts[:top]:
+            typer.echo(f"  alert at {label}  score {peak:.6f}  ({why})")
 
 
 def _check_device(device: str) -> None:

@@ -24,13 +24,13 @@ def main(
 
 
 def _register_commands() -> None:
-    from streamer import cli_model, cli_stream
+    from scalowatch import cli_model, cli_stream
     from dashboards import cli as dashboard_cli
     from benchmarks import cli as bench_cli
 
     cli_model.register(app)
     cli_stream.register(app)
-    __import__("streamer.cli_replay", fromlist=["register"]).register(app)
+    __import__("scalowatch.cli_replay", fromlist=["register"]).register(app)
     dashboard_cli.register(app)
     bench_cli.register(app)
 

@@ -46,7 +46,7 @@ def build_monitor(settings, *, processor=None):
         max_bytes=k.max_message_bytes, poll_timeout_ms=m.poll_timeout_ms, max_poll_records=k.max_poll_records,
         commit_interval_s=m.commit_interval_ms / 1000.0, state_checkpoint_s=m.state_checkpoint_s,
         retry_initial_s=m.sink_retry_initial_s,
-        retry_max_s=m.sink_retry_max_s, max_backlog_windows=m.max_backlog_windows,
+        retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
     )
 
 
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         idle_exit_s: float = typer.Option(None, "--idle-exit-s",
                                           help="Stop after this many seconds without input (tests, batch runs)."),
     ) -> None:
-        """Consume sensor/audio topics, score windows, write scores and alerts (at-least-once)."""
+        """Consume sensor/audio topics, score every sample with the detector, write scores and alerts (at-least-once)."""
         from streamer.config import Settings
 
         settings = Settings.load(config)
@@ -78,8 +78,6 @@ def register(app: typer.Typer) -> None:
     def demo(
         out_dir: Path = typer.Option(Path("demo-output"), "--out-dir", help="Where the SQLite store and models go."),
         no_dashboard: bool = typer.Option(False, "--no-dashboard", help="Only replay; do not open the dashboard."),
-        scorer: str = typer.Option("recon", "--scorer", help="Scorer: recon, trend, kl, dynamic, adversarial."),
-        train_steps: int = typer.Option(80, "--train-steps", help="Training steps per stream model."),
         speed: float = typer.Option(0.0, "--speed", help="Replay speed (0 = as fast as possible)."),
         port: int = typer.Option(8501, "--port", help="Dashboard port."),
         keep_models: bool = typer.Option(False, "--keep-models", help="Reuse models of an earlier demo run."),
@@ -87,7 +85,7 @@ def register(app: typer.Typer) -> None:
         """Replay bundled NAB series and a fan recording through the monitor into SQLite, then open the dashboard."""
         from streamer.demo import DemoConfig, run_demo
 
-        cfg = DemoConfig(out_dir=out_dir, scorer=scorer, train_steps=train_steps, speed=speed, fresh=not keep_models)
+        cfg = DemoConfig(out_dir=out_dir, speed=speed, fresh=not keep_models)
         report = run_demo(cfg)
         typer.echo(report.text())
         if no_dashboard:

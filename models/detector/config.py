@@ -1,0 +1,233 @@
+"""Every knob of the one detector, and the named presets that the monitor, the CLI and the benchmarks share.
+
+Why one frozen config: the monitor, ``scalowatch train``/``score`` and ``bench nab|ucr`` must run the same
+detector, so a setting can live in exactly one place. It is saved as JSON beside a fitted model
+(:mod:`models.detector.fitted`) and reloaded with it, so a stream scored after a restart is scored by the
+configuration it was fitted with, whatever the defaults are by then.
+
+Presets are the benchmarked configurations (see ``benchmarks/README.md`` for how each was measured):
+
+* ``nab`` — operational metrics (NAB): every channel calibrated by its own anomaly likelihood, reported on HTM's
+  log scale, the 5 % spatial rule, one detection per rising edge. The monitor's default for sensor streams.
+* ``ucr`` — long periodic recordings (UCR): raw training-normalised z-scores, max-fused, windows every quarter
+  window, shape discords at the window and half window and a level-keeping discord at the window.
+* ``audio`` — machine audio: fixed windows of 1,024 samples, diffusion and level/scale channels each
+  calibrated by its own likelihood.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
+FUSIONS = ("max_z", "likelihood")
+CONFIG_FILE = "detector.json"
+
+
+def number_tuple(value: Any, kind: type, name: str, example: str) -> tuple:
+    """A tuple of numbers from a tuple, one number, None, or a command-line string like "1;0.5" (commas
+    separate detector options on the command line, so ';' or '/' separate the numbers)."""
+    if value is None:
+        return ()
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = (value,)
+    elif isinstance(value, str):
+        value = tuple(part for part in value.replace("/", ";").split(";") if part.strip())
+    try:
+        out = tuple(kind(float(v)) for v in value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{name} must be finite numbers (e.g. {example}), got {value!r}") from exc
+    if kind is int and any(float(v) != int(float(v)) for v in value):
+        raise ValueError(f"{name} must be whole numbers, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """One detector configuration (see the module docstring for the presets).
+
+    Window: ``window`` fixed, or None for the dominant period of the training part clamped to
+    ``[min_window, max_window]``. ``hop``: points between diffusion windows (``hop_fraction`` > 0: that fraction
+    of the window instead). ``train_samples``: how many samples a live stream collects as its training part
+    before it fits (the benchmarks pass each file's own training part instead).
+
+    Model: ``scorer`` (one of :data:`SCORERS`) on a ``unet`` preset trained ``steps`` steps on at most
+    ``max_train_windows`` windows; ``scalogram_normalise``: ``"window"`` (shape only) or ``"training"`` (the
+    series standardised with the training part, so the scalogram keeps each scale's amplitude).
+
+    Channels beside the diffusion score: ``level_weight`` > 0 adds level/scale (how far a window's mean and
+    log-std are from the training windows'); ``discord_scales`` z-normalised nearest-neighbour discords at
+    these fractions of the window (``discord@f``), ``value_discord_scales`` level-keeping ones (``value@fw``),
+    both on a grid of ``discord_hop`` (0: a quarter of ``hop``); ``value_discords`` level-keeping discords of
+    these lengths at every point (``value@m``); ``gaussian_channel`` NAB's windowed Gaussian |z|.
+
+    Fusion: ``"max_z"`` outputs the largest channel z (``calibrate`` off: raw; on: one likelihood of it);
+    ``"likelihood"`` calibrates each channel with its own likelihood and outputs the largest. After it (all
+    need ``calibrate``): ``log_scale`` (HTM's monotone log scale), ``spatial_tolerance`` (1 where a value leaves
+    the range of every earlier value, after the training part), ``suppress_fraction`` (one detection per rising
+    edge within that fraction of the training part).
+
+    ``score_every``: ``"sample"`` gives every sample a score (sensor streams); ``"window"`` only the samples where
+    a diffusion window ends (audio: 16,000 scores a second per stream would say nothing more).
+    """
+
+    scorer: str = "recon"
+    window: int | None = None
+    min_window: int = 32
+    max_window: int = 256
+    hop: int = 4
+    hop_fraction: float = 0.0
+    train_samples: int = 750
+    max_train_windows: int = 512
+    unet: str = "tiny"
+    n_scales: int = 32
+    steps: int = 80
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+    score_batch: int = 256
+    scalogram_normalise: str = "window"
+    level_weight: float = 1.0
+    discord_scales: tuple[float, ...] = ()
+    discord_hop: int = 0
+    value_discords: tuple[int, ...] = ()
+    value_discord_scales: tuple[float, ...] = ()
+    gaussian_channel: bool = False
+    calibrate: bool = False
+    fusion: str = "max_z"
+    log_scale: bool = False
+    spatial_tolerance: float | None = None
+    suppress_fraction: float = 0.0
+    score_every: str = "sample"
+    scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
+
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
+        if self.window is not None and self.window < 16:
+            raise ValueError("window must be >= 16 samples (the CWT's minimum)")
+        if not 16 <= self.min_window <= self.max_window:
+            raise ValueError("need 16 <= min_window <= max_window")
+        if self.hop < 1 or not 0.0 <= self.hop_fraction <= 1.0:
+            raise ValueError("hop must be >= 1 and hop_fraction in [0, 1]")
+        if self.train_samples < 48:
+            raise ValueError("train_samples must be >= 48 (three windows of the smallest length)")
+        if self.max_train_windows < 2 or self.steps < 1 or self.batch_size < 1 or self.score_batch < 1:
+            raise ValueError("max_train_windows >= 2, steps, batch_size and score_batch >= 1 required")
+        if self.level_weight < 0:
+            raise ValueError("level_weight must be >= 0")
+        for name in ("discord_scales", "value_discord_scales"):
+            scales = number_tuple(getattr(self, name), float, name, "'1;0.5'")
+            if any(not 0.0 < f <= 1.0 for f in scales):
+                raise ValueError(f"{name} must lie in (0, 1] (fractions of the window)")
+            object.__setattr__(self, name, scales)
+        if self.discord_hop < 0:
+            raise ValueError("discord_hop must be >= 0 (0: a quarter of hop)")
+        lengths = number_tuple(self.value_discords, int, "value_discords", "'2;4;8'")
+        if any(m < 2 for m in lengths):
+            raise ValueError("value_discords lengths must be >= 2 points")
+        object.__setattr__(self, "value_discords", tuple(dict.fromkeys(lengths)))
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.fusion == "likelihood" and not self.calibrate:
+            raise ValueError('fusion="likelihood" calibrates each channel: it needs calibrate=True')
+        if self.gaussian_channel and self.fusion != "likelihood":
+            raise ValueError('gaussian_channel needs fusion="likelihood" (its |z| has no common scale with the rest)')
+        if self.spatial_tolerance is not None and (self.spatial_tolerance < 0 or not self.calibrate):
+            raise ValueError("spatial_tolerance must be >= 0 and needs calibrate=True")
+        if not 0.0 <= self.suppress_fraction <= 1.0 or (self.suppress_fraction and not self.calibrate):
+            raise ValueError("suppress_fraction must lie in [0, 1] and needs calibrate=True")
+        if self.log_scale and not self.calibrate:
+            raise ValueError("log_scale scales the calibrated likelihood: it needs calibrate=True")
+        if self.score_every not in ("sample", "window"):
+            raise ValueError(f"score_every must be 'sample' or 'window', got {self.score_every!r}")
+        if self.scalogram_normalise not in ("window", "training"):
+            raise ValueError(f"scalogram_normalise must be 'window' or 'training', got {self.scalogram_normalise!r}")
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("discord_scales", "value_discords", "value_discord_scales"):
+            out[name] = list(out[name])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DetectorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown detector settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "DetectorConfig":
+        path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}: not a fitted detector")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def with_options(self, **options: Any) -> "DetectorConfig":
+        """A copy with ``options`` applied; ``scorer_<name>=v`` goes into ``scorer_options`` (command lines)."""
+        scorer = {k[len("scorer_"):]: options.pop(k) for k in list(options)
+                  if k.startswith("scorer_") and k != "scorer_options"}
+        unknown = sorted(set(options) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"unknown detector settings {unknown}")
+        out = replace(self, **options)
+        return replace(out, scorer_options={**out.scorer_options, **scorer}) if scorer else out
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, benchmarked detector configuration plus the alert threshold its benchmark found."""
+
+    name: str
+    config: DetectorConfig
+    alert_threshold: float
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "nab": Preset(
+        "nab",
+        DetectorConfig(calibrate=True, fusion="likelihood", gaussian_channel=True, value_discords=(2, 4, 8, 16, 32),
+                       log_scale=True, spatial_tolerance=0.05, suppress_fraction=0.2,
+                       scalogram_normalise="training"),
+        # The standard-profile threshold NAB's sweep found for this preset (benchmarks/results/nab_scalowatch.json:
+        # 0.99999783): in effect, a saturated likelihood or the spatial rule.
+        alert_threshold=0.9999978,
+        description="operational metrics: per-channel likelihoods, log scale, spatial rule, one alert per edge",
+    ),
+    "ucr": Preset(
+        "ucr",
+        DetectorConfig(hop_fraction=0.25, discord_scales=(1.0, 0.5), value_discord_scales=(1.0,)),
+        alert_threshold=8.0,
+        description="long periodic recordings: raw max-fused z of diffusion, level/scale and discords",
+    ),
+    "audio": Preset(
+        "audio",
+        DetectorConfig(window=1024, hop=512, train_samples=16_000 * 10, max_train_windows=512,
+                       calibrate=True, fusion="likelihood", score_every="window"),
+        alert_threshold=0.99,
+        description="machine audio: diffusion and level/scale channels, each with its own likelihood",
+    ),
+}
+
+
+def preset(name: str, **options: Any) -> DetectorConfig:
+    """The configuration of preset ``name`` with ``options`` applied (unknown names and keys are refused)."""
+    try:
+        base = PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector preset {name!r}; known: {sorted(PRESETS)}") from None
+    return base.config.with_options(**options) if options else base.config

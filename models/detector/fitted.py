@@ -1,0 +1,306 @@
+"""A detector fitted on one stream's training part: the window, the scalogram model, the discord references and
+every normaliser — everything that is learnt once and then frozen.
+
+Fitting takes *samples* (the training part as it arrived), not pre-cut windows: choosing the window is part of
+fitting. The result is shared by every stream that uses it (one per stream, or one per stream class) and by the
+benchmarks; the per-stream, ever-changing part lives in :class:`models.detector.online.DetectorState`.
+
+Layout on disk (``save``/``load``): ``detector.json`` (the configuration), ``fitted.json`` (what fitting
+decided), ``discords.npz`` (reference windows) and ``pipeline/`` (the CWT + scorer checkpoint).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.baselines import as_series
+from models.baselines.period import dominant_period
+from models.detector.config import DetectorConfig
+from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
+from models.errors import CheckpointMismatchError, InputError
+from models.pipeline import ScalogramPipeline
+from models.scorers import create_scorer
+from models.training import TrainConfig
+from models.transforms.cwt import CWTConfig
+
+log = logging.getLogger(__name__)
+
+FITTED_FILE = "fitted.json"
+DISCORD_FILE = "discords.npz"
+PIPELINE_DIR = "pipeline"
+PAD_TO = 8
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What fitting decided and saw: reported in benchmark JSONs and beside the saved model."""
+
+    train_points: int
+    window: int
+    hop: int
+    discord_hop: int
+    train_windows: int
+    train_stride: int
+    train_seconds: float
+    diffusion_mean: float
+    diffusion_std: float
+    input_centre: float
+    input_scale: float
+    discords: tuple[DiscordStats, ...] = ()
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """The model-side channels of diffusion windows: z-scored diffusion score, |level_z| and |scale_z|."""
+
+    diffusion: np.ndarray
+    level: np.ndarray
+    scale: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.diffusion.size)
+
+    @classmethod
+    def empty(cls) -> "WindowScores":
+        return cls(np.zeros(0), np.zeros(0), np.zeros(0))
+
+    @classmethod
+    def concat(cls, parts: list["WindowScores"]) -> "WindowScores":
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("diffusion", "level", "scale")))
+
+    def take(self, index: np.ndarray | slice) -> "WindowScores":
+        return WindowScores(self.diffusion[index], self.level[index], self.scale[index])
+
+
+def choose_window(config: DetectorConfig, train: np.ndarray) -> int:
+    """The configured window (at most a third of the training part), or the training part's dominant period
+    clamped to ``[min_window, max_window]`` and to a third of the training part."""
+    if config.window is not None:
+        return int(max(16, min(config.window, train.size // 3)))
+    upper = max(16, min(config.max_window, train.size // 3))
+    w = dominant_period(train, min_period=config.min_window // 2, max_period=None, default=config.min_window * 2)
+    return int(np.clip(w, min(config.min_window, upper), upper))
+
+
+def sliding_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
+    """Windows (len(ends), window) ending (inclusive) at ``ends`` — a view, no copy."""
+    ends = np.asarray(ends, dtype=np.int64)
+    if ends.size == 0:
+        return np.zeros((0, window), dtype=np.asarray(x).dtype)
+    view = np.lib.stride_tricks.sliding_window_view(x, window)
+    return view[ends - window + 1]
+
+
+class FittedDetector:
+    """The frozen part of a detector. Build with :meth:`fit` or :meth:`load`; score windows with
+    :meth:`score_windows`; give each stream a :meth:`new_state`."""
+
+    def __init__(self, config: DetectorConfig, summary: FitSummary, pipeline: ScalogramPipeline,
+                 discords: dict[str, TrainingDiscord], version: str = "unsaved") -> None:
+        self.config = config
+        self.summary = summary
+        self.pipeline = pipeline
+        self.discords = discords
+        self.version = version
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def window(self) -> int:
+        return self.summary.window
+
+    @property
+    def hop(self) -> int:
+        return self.summary.hop
+
+    @property
+    def train_points(self) -> int:
+        return self.summary.train_points
+
+    @property
+    def lag(self) -> int:
+        """Points from a window's centre to its last point (where it is scored): UCR predicts the centre."""
+        return (self.window - 1) // 2
+
+    @property
+    def memory(self) -> int:
+        """Samples of the past a stream must keep to cut every window that can still end at a future sample."""
+        return max([self.window, *(d.window for d in self.discords.values())]) - 1
+
+    def discord_end_offset(self, name: str) -> int:
+        """A grid discord (``discord@f``, ``value@fw``) scored at grid position ``g`` ends at ``g - offset``:
+        centred on the diffusion window, so every channel's peak points at the same centre."""
+        if name.startswith("value@") and not name.endswith("w"):
+            return 0
+        return (self.window - self.discords[name].window) // 2
+
+    def is_point_discord(self, name: str) -> bool:
+        """``value@<length>`` discords are scored at every point; the others on the discord grid."""
+        return name.startswith("value@") and not name.endswith("w")
+
+    def model_input(self, x: np.ndarray) -> np.ndarray:
+        """What the scalogram model sees: the samples as they are (each window is normalised on its own), or the
+        samples standardised once with the training part (``scalogram_normalise="training"``)."""
+        if self.config.scalogram_normalise == "window":
+            return np.asarray(x, dtype=np.float64)
+        return (np.asarray(x, dtype=np.float64) - self.summary.input_centre) / self.summary.input_scale
+
+    # ------------------------------------------------------------------ fit
+    @classmethod
+    def fit(cls, train: np.ndarray, config: DetectorConfig, device: str = "cpu") -> "FittedDetector":
+        """Fit on a stream's training part (samples in arrival order). Deterministic for a given config on the
+        CPU (fp32); ``device="cuda"`` trains and scores on a GPU."""
+        cfg = config
+        x = as_series(train, "training part", min_length=16 * 3)
+        w = choose_window(cfg, x)
+        n_windows = x.size - w + 1
+        stride = max(1, math.ceil(n_windows / cfg.max_train_windows))
+        ends = np.arange(w - 1, x.size, stride)
+        if ends.size < 2:
+            raise InputError(f"training part of {x.size} points gives fewer than 2 windows of {w}")
+        torch.manual_seed(cfg.seed)
+        started = time.perf_counter()
+        pipe = _new_pipeline(cfg, device)
+        centre, scale = fixed_standardisation(x)
+        hop = max(1, round(w * cfg.hop_fraction)) if cfg.hop_fraction > 0 else cfg.hop
+        provisional = FitSummary(train_points=int(x.size), window=w, hop=hop, discord_hop=1, train_windows=0,
+                                 train_stride=stride, train_seconds=0.0, diffusion_mean=0.0, diffusion_std=1.0,
+                                 input_centre=centre, input_scale=scale)
+        fitted = cls(cfg, provisional, pipe, {})
+        windows = sliding_windows(fitted.model_input(x), w, ends).astype(np.float32)
+        pipe.fit_windows(windows)
+        diff = fitted._raw_diffusion(windows)
+        discords: dict[str, TrainingDiscord] = {}
+        for fractions, normalize, name in ((cfg.discord_scales, True, "discord@{:g}"),
+                                           (cfg.value_discord_scales, False, "value@{:g}w")):
+            for fraction in fractions:
+                m = max(16, round(w * fraction))
+                discords[name.format(fraction)] = TrainingDiscord(normalize=normalize).fit(x, m)
+        for m in cfg.value_discords:
+            if 3 * m > x.size:
+                log.info("value discord of %d points skipped (training part of %d points)", m, x.size)
+                continue
+            discords[f"value@{m}"] = TrainingDiscord(normalize=False).fit(x, m)
+        fitted.discords = discords
+        fitted.summary = FitSummary(
+            train_points=int(x.size), window=w, hop=hop, discord_hop=cfg.discord_hop or max(1, hop // 4),
+            train_windows=int(ends.size), train_stride=stride,
+            train_seconds=round(time.perf_counter() - started, 3), diffusion_mean=float(diff.mean()),
+            diffusion_std=float(max(diff.std(), 1e-6)), input_centre=centre, input_scale=scale,
+            discords=tuple(d.stats for d in discords.values() if d.stats is not None),
+        )
+        log.debug("detector fitted: %s", fitted.summary)
+        return fitted
+
+    # ------------------------------------------------------------------ score
+    def _model_scores(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw diffusion score, level_z, scale_z) of (n, window) model-input windows.
+
+        Why the padding: in fp32 on the CPU a window's score is the same at every position of a batch, but
+        oneDNN picks other kernels for batches of 1–3, which moves a score by ~1e-7. Every forward pass therefore
+        runs on a multiple of :data:`PAD_TO` windows (the last one repeated), so a window's score never depends on
+        the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact equality).
+        """
+        x = np.asarray(windows, dtype=np.float32)
+        raw, level, scale = [], [], []
+        for i in range(0, x.shape[0], self.config.score_batch):
+            part = x[i:i + self.config.score_batch]
+            n = part.shape[0]
+            padded = -(-n // PAD_TO) * PAD_TO
+            if padded != n:
+                part = np.concatenate([part, np.repeat(part[-1:], padded - n, axis=0)])
+            batch = self.pipeline.score_windows(part)
+            raw.append(np.asarray(batch.scores, dtype=np.float64)[:n])
+            level.append(np.asarray(batch.extras["level_z"], dtype=np.float64)[:n])
+            scale.append(np.asarray(batch.extras["scale_z"], dtype=np.float64)[:n])
+        if not raw:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        return np.concatenate(raw), np.concatenate(level), np.concatenate(scale)
+
+    def _raw_diffusion(self, windows: np.ndarray) -> np.ndarray:
+        return self._model_scores(windows)[0]
+
+    def score_windows(self, windows: np.ndarray) -> WindowScores:
+        """Model-side channels of (n, window) model-input windows (see :meth:`model_input`). A window's scores
+        do not depend on the windows it is batched with (fp32 on the CPU, padded batches)."""
+        x = np.asarray(windows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.window:
+            raise InputError(f"expected (n, {self.window}) windows, got {x.shape}")
+        raw, level, scale = self._model_scores(x)
+        s = self.summary
+        return WindowScores(diffusion=(raw - s.diffusion_mean) / s.diffusion_std, level=np.abs(level),
+                            scale=np.abs(scale))
+
+    def inspect(self, window: np.ndarray):
+        """The pipeline's full :class:`~models.types.ScoreBatch` of one model-input window (scalogram,
+        reconstruction, anomaly map): what the dashboard's window inspector draws."""
+        return self.pipeline.score_windows(np.asarray(window, dtype=np.float32)[None, :])
+
+    def new_state(self):
+        """A fresh per-stream state (position 0 = the first sample of the training part)."""
+        from models.detector.online import DetectorState
+
+        return DetectorState(self)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> str:
+        """Write the detector to ``directory``; returns its version (a hash of every file written)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory)
+        summary = asdict(self.summary)
+        (directory / FITTED_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+        arrays: dict[str, np.ndarray] = {}
+        for i, (name, d) in enumerate(self.discords.items()):
+            arrays.update(d.arrays(f"d{i}_"))
+        np.savez(directory / DISCORD_FILE, names=np.array(list(self.discords), dtype=str), **arrays)
+        self.pipeline.save(directory / PIPELINE_DIR)
+        self.version = version_of(directory)
+        return self.version
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> "FittedDetector":
+        directory = Path(directory)
+        config = DetectorConfig.load(directory)
+        try:
+            raw = json.loads((directory / FITTED_FILE).read_text())
+            raw["discords"] = tuple(DiscordStats(**d) for d in raw.get("discords", ()))
+            summary = FitSummary(**raw)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointMismatchError(f"{directory}: unreadable {FITTED_FILE}: {exc}") from None
+        with np.load(directory / DISCORD_FILE) as z:
+            names = [str(n) for n in z["names"]]
+            discords = {name: TrainingDiscord.from_arrays(z, f"d{i}_") for i, name in enumerate(names)}
+        pipeline = ScalogramPipeline.load(directory / PIPELINE_DIR, device=device)
+        return cls(config, summary, pipeline, discords, version=version_of(directory))
+
+
+def _new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline:
+    from models.unet import UNetConfig
+
+    size = UNetConfig.preset(cfg.unet).sample_size
+    train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                        warmup_steps=min(20, cfg.steps // 10))
+    scorer = create_scorer(cfg.scorer, unet=cfg.unet, train=train, device=device, seed=1234 + cfg.seed,
+                           **dict(cfg.scorer_options))
+    normalise = "window" if cfg.scalogram_normalise == "window" else "none"
+    return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size), normalise=normalise), scorer)
+
+
+def version_of(directory: str | Path) -> str:
+    """12 hex digits of a SHA-256 over a saved detector's files: tags every point it scores."""
+    directory = Path(directory)
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(directory)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""The `scalowatch` command line: the layer above streamer/, dashboards/ and benchmarks/ that assembles them."""

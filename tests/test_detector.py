@@ -1,0 +1,215 @@
+"""The one detector (models/detector): configuration and presets, fitting, the online state, batch independence."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.baselines.gaussian import WindowedGaussian
+from models.detector import PRESETS, DetectorConfig, FittedDetector, WindowScores, preset, score_series
+from models.detector.online import Detections, OnlineGaussian, Suppressor
+from models.errors import CheckpointMismatchError, InputError
+from models.spatial_novelty import spatial_novelty
+
+FAST = {"steps": 5, "max_train_windows": 64}
+
+
+def _series(n: int = 1200, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 10 + np.sin(2 * np.pi * t / 48) + 0.05 * rng.standard_normal(n)
+
+
+def _with_anomaly(n: int = 1200) -> np.ndarray:
+    x = _series(n)
+    x[900:912] += 3.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def nab_fitted():
+    return FittedDetector.fit(_series()[:300], preset("nab", **FAST))
+
+
+@pytest.fixture(scope="module")
+def ucr_fitted():
+    return FittedDetector.fit(_series()[:400], preset("ucr", **FAST))
+
+
+def _chunked(fitted: FittedDetector, x: np.ndarray, sizes: np.ndarray) -> Detections:
+    state = fitted.new_state()
+    parts, i = [], 0
+    for m in sizes:
+        chunk = x[i:i + m]
+        if chunk.size == 0:
+            break
+        ends, windows = state.windows_for(chunk)
+        scores = fitted.score_windows(windows) if ends.size else WindowScores.empty()
+        parts.append(state.update(chunk, scores))
+        i += m
+    return Detections.concat(parts)
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+def test_presets_nab_ucr_and_audio_exist_and_round_trip_through_json(tmp_path):
+    assert {"nab", "ucr", "audio"} <= set(PRESETS)
+    for name, p in PRESETS.items():
+        assert 0 < p.alert_threshold <= 1 or name == "ucr"
+        p.config.save(tmp_path / name)
+        assert DetectorConfig.load(tmp_path / name) == p.config
+    assert preset("nab").calibrate and preset("nab").fusion == "likelihood"
+    assert preset("ucr").discord_scales == (1.0, 0.5) and not preset("ucr").calibrate
+    assert preset("audio").score_every == "window"
+
+
+def test_bad_settings_are_refused_with_the_name_of_the_setting(tmp_path):
+    with pytest.raises(ValueError, match="unknown detector preset"):
+        preset("nope")
+    with pytest.raises(ValueError, match="unknown detector settings"):
+        preset("nab", windw=32)
+    with pytest.raises(ValueError, match="value_discords"):
+        preset("nab", value_discords="2;x")
+    with pytest.raises(ValueError, match="needs calibrate"):
+        DetectorConfig(fusion="likelihood")
+    (tmp_path / "detector.json").write_text(json.dumps({"hop": 4, "bogus": 1}))
+    with pytest.raises(ValueError, match="bogus"):
+        DetectorConfig.load(tmp_path)
+    # Command lines: "1;0.5" separates numbers, scorer_<name> goes into the scorer's options.
+    cfg = preset("ucr", discord_scales="1;0.25", scorer_t_start=7)
+    assert cfg.discord_scales == (1.0, 0.25) and cfg.scorer_options["t_start"] == 7
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+def test_fit_chooses_the_period_as_window_and_refuses_a_too_short_training_part(nab_fitted):
+    assert nab_fitted.window == 48
+    assert nab_fitted.train_points == 300
+    with pytest.raises(InputError):
+        FittedDetector.fit(_series()[:20], preset("nab", **FAST))
+
+
+def test_saved_detector_reloads_with_its_config_and_scores_identically(nab_fitted, tmp_path):
+    version = nab_fitted.save(tmp_path / "det")
+    again = FittedDetector.load(tmp_path / "det", device="cpu")
+    assert again.config == nab_fitted.config and again.version == version
+    x = _with_anomaly()
+    a = score_series(nab_fitted, x)["product"]
+    b = score_series(again, x)["product"]
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.decided_by == b.decided_by
+
+
+# ---------------------------------------------------------------------------------------------- online = offline
+@pytest.mark.parametrize("name", ["nab", "ucr"])
+def test_chunked_online_scoring_equals_scoring_the_whole_series(name, nab_fitted, ucr_fitted):
+    fitted = nab_fitted if name == "nab" else ucr_fitted
+    x = _with_anomaly()
+    whole = score_series(fitted, x)["product"]
+    sizes = np.random.default_rng(3).integers(1, 90, size=200)
+    chunked = _chunked(fitted, x, sizes)
+    np.testing.assert_array_equal(chunked.positions, np.arange(x.size))
+    np.testing.assert_allclose(chunked.scores, whole.scores, rtol=0, atol=1e-9)
+    for channel, values in whole.channels.items():
+        np.testing.assert_allclose(chunked.channels[channel], values, rtol=0, atol=1e-9, err_msg=channel)
+    assert chunked.decided_by == whole.decided_by
+
+
+def test_scores_are_causal_prefixes_do_not_change_when_samples_are_appended(nab_fitted):
+    x = _with_anomaly()
+    full = score_series(nab_fitted, x)["product"].scores
+    prefix = score_series(nab_fitted, x[:950])["product"].scores
+    np.testing.assert_array_equal(prefix, full[:950])
+
+
+def test_state_dict_resumes_a_stream_exactly_where_it_was(nab_fitted):
+    x = _with_anomaly()
+    whole = score_series(nab_fitted, x)["product"]
+    state = nab_fitted.new_state()
+    first = _chunked_state(nab_fitted, state, x[:700])
+    saved = json.loads(json.dumps(state.state_dict()))  # what the monitor writes to disk
+    resumed = nab_fitted.new_state()
+    resumed.load_state_dict(saved)
+    rest = _chunked_state(nab_fitted, resumed, x[700:])
+    np.testing.assert_allclose(np.r_[first.scores, rest.scores], whole.scores, rtol=0, atol=1e-9)
+    other = FittedDetector.fit(_series(seed=5)[:300], preset("nab", **FAST))
+    other.version = "another"
+    with pytest.raises(CheckpointMismatchError):
+        other.new_state().load_state_dict(saved)
+
+
+def _chunked_state(fitted, state, x):
+    ends, windows = state.windows_for(x)
+    return state.update(x, fitted.score_windows(windows) if ends.size else WindowScores.empty())
+
+
+def test_a_window_scores_the_same_in_every_micro_batch_split(nab_fitted):
+    """Issue 11: a window's score must not depend on the batch it lands in (fp32 on the CPU, padded batches)."""
+    x = nab_fitted.model_input(_with_anomaly())
+    ends = np.arange(nab_fitted.window - 1, 700, 4)
+    windows = np.stack([x[e - nab_fitted.window + 1:e + 1] for e in ends]).astype(np.float32)
+    reference = nab_fitted.score_windows(windows)
+    for split in (1, 2, 3, 5, 8, 13, 64):
+        parts = [nab_fitted.score_windows(windows[i:i + split]) for i in range(0, len(windows), split)]
+        got = WindowScores.concat(parts)
+        np.testing.assert_array_equal(got.diffusion, reference.diffusion, err_msg=f"split {split}")
+        np.testing.assert_array_equal(got.level, reference.level)
+
+
+# ---------------------------------------------------------------------------------------------- what it says
+def test_an_injected_anomaly_scores_high_and_says_which_channel_decided(nab_fitted):
+    x = _with_anomaly()
+    det = score_series(nab_fitted, x)["product"]
+    assert det.scores[900:915].max() > det.scores[400:880].max()
+    assert set(det.decided_by[:300]) == {"none"}  # the likelihoods still learn during the training part
+    peak = 900 + int(np.argmax(det.scores[900:915]))
+    assert det.decided_by[peak] != "none"
+    row = list(det)[peak]
+    assert row.decided_by == det.decided_by[peak] and row.score == det.scores[peak]
+
+
+def test_ablation_variants_fuse_the_same_channels_with_and_without_the_diffusion_model(nab_fitted):
+    from models.series_detector import ProductSeriesDetector
+
+    det = ProductSeriesDetector("nab", **FAST)
+    det.fitted = nab_fitted
+    out = score_series(nab_fitted, _with_anomaly(), det.ablation_variants())
+    assert set(out["diffusion_only"].decided_by) <= {"diffusion", "none"}
+    assert "diffusion" not in out["without_diffusion"].decided_by
+    np.testing.assert_array_equal(out["product"].scores, score_series(nab_fitted, _with_anomaly())["product"].scores)
+
+
+def test_window_mode_scores_only_window_ends():
+    cfg = preset("audio", window=64, hop=32, steps=3, max_train_windows=32)
+    x = np.sin(np.arange(4000) * 0.3) + 0.01 * np.random.default_rng(0).standard_normal(4000)
+    fitted = FittedDetector.fit(x[:1500], cfg)
+    det = score_series(fitted, x)["product"]
+    np.testing.assert_array_equal(det.positions, np.arange(63, 4000, 32))
+    chunked = _chunked(fitted, x, np.full(100, 333))
+    np.testing.assert_array_equal(chunked.positions, det.positions)
+    np.testing.assert_allclose(chunked.scores, det.scores, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- online parts
+def test_online_gaussian_equals_nabs_windowed_gaussian_in_any_chunking():
+    x = np.random.default_rng(1).standard_normal(7000).cumsum()
+    expected = WindowedGaussian(output="zscore").score(x)
+    g, parts, i = OnlineGaussian(), [], 0
+    for m in np.random.default_rng(2).integers(1, 400, size=100):
+        parts.append(g.update(x[i:i + m]))
+        i += m
+    np.testing.assert_allclose(np.concatenate(parts), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_suppressor_keeps_rising_edges_only_across_calls():
+    scores = np.array([0.1, 0.9, 0.8, 0.95, 0.2, 0.2, 0.1, 0.7])
+    whole = Suppressor(2).update(np.arange(8), scores)
+    np.testing.assert_array_equal(whole, [0.1, 0.9, 0.0, 0.95, 0.0, 0.0, 0.0, 0.7])
+    s = Suppressor(2)
+    split = np.r_[s.update(np.arange(3), scores[:3]), s.update(np.arange(3, 8), scores[3:])]
+    np.testing.assert_array_equal(split, whole)
+
+
+def test_spatial_channel_matches_the_batch_rule(nab_fitted):
+    x = _with_anomaly()
+    det = score_series(nab_fitted, x)["product"]
+    np.testing.assert_array_equal(det.channels["spatial"], spatial_novelty(x, 0.05))
