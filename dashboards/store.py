@@ -42,11 +42,11 @@ from streamer.points import (
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ("time_ns", "value", "raw_score", "score", "score_max", "threshold", "alert")
+SCORE_COLUMNS = ("time_ns", "value", "raw_score", "score", "score_max", "threshold", "alert", "decided_by")
 OVERVIEW_COLUMNS = ("stream", "time_ns", "score_max")
 ALERT_COLUMNS = (
     "time_ns", "stream", "stream_class", "severity", "peak_raw_score", "end_ns", "duration_s", "state",
-    "model_version",
+    "model_version", "decided_by",
 )
 FEEDBACK_COLUMNS = ("time_ns", "stream", "verdict", "note", "at_ns")
 IMAGE_COLUMNS = ("time_ns", "category", "defect", "path", "score", "map_path", "mask_path")
@@ -208,6 +208,7 @@ def _finish_scores(frame: pd.DataFrame, bucket: int) -> pd.DataFrame:
     for name in ("value", "raw_score", "score", "score_max", "threshold", "alert"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     frame["time_ns"] = frame["time_ns"].astype("int64")
+    frame["decided_by"] = frame["decided_by"].fillna("").astype(str)
     frame = frame.sort_values("time_ns", kind="stable").reset_index(drop=True)
     frame.attrs["bucket_ns"] = bucket
     return frame
@@ -218,7 +219,7 @@ def _finish_alerts(frame: pd.DataFrame) -> pd.DataFrame:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     for name in ("time_ns", "end_ns"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").fillna(0).astype("int64")
-    for name in ("stream", "stream_class", "state", "model_version"):
+    for name in ("stream", "stream_class", "state", "model_version", "decided_by"):
         frame[name] = frame[name].fillna("").astype(str)
     return frame.sort_values("time_ns", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -356,11 +357,11 @@ class SQLiteStore:
         inner = (
             "SELECT time_ns, json_extract(fields, '$.value') AS v, json_extract(fields, '$.raw_score') AS r, "
             "json_extract(fields, '$.score') AS s, json_extract(fields, '$.threshold') AS th, "
-            f"json_extract(fields, '$.alert') AS a FROM points WHERE {where}"
+            f"json_extract(fields, '$.alert') AS a, json_extract(fields, '$.decided_by') AS d FROM points WHERE {where}"
         )
         count = self._query(f"SELECT COUNT(*) FROM points WHERE {where}", params)[0][0]
         if max_points is None or count <= max_points:
-            rows = self._query(f"SELECT time_ns, v, r, s, s, th, a FROM ({inner})", params)
+            rows = self._query(f"SELECT time_ns, v, r, s, s, th, a, d FROM ({inner})", params)
             bucket = 0
         else:
             bucket = bucket_ns(start_ns, end_ns, max_points)
@@ -627,13 +628,13 @@ class InfluxQLStore:
         count = int(counted[0]["count"]) if counted else 0
         if max_points is None or count <= max_points:
             rows = self.query(
-                f'SELECT "value", "raw_score", "score", "threshold", "alert" FROM {measurement}{where}'
+                f'SELECT "value", "raw_score", "score", "threshold", "alert", "decided_by" FROM {measurement}{where}'
             )
             bucket = 0
             data = [
                 {"time_ns": r["time"], "value": r.get("value"), "raw_score": r.get("raw_score"),
                  "score": r.get("score"), "score_max": r.get("score"), "threshold": r.get("threshold"),
-                 "alert": r.get("alert")}
+                 "alert": r.get("alert"), "decided_by": r.get("decided_by")}
                 for r in rows
             ]
         else:

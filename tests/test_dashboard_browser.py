@@ -43,7 +43,7 @@ def free_port() -> int:
 def populate(tmp_path: Path) -> tuple[Path, str]:
     """(store path, how it was filled)."""
     try:
-        from stream_models import WindowStatsModel
+        from stream_models import quick_fit
         from streamer.demo import DemoConfig, run_demo
     except ImportError:
         from dashboard_data import scenario, write_sqlite
@@ -51,8 +51,7 @@ def populate(tmp_path: Path) -> tuple[Path, str]:
         path = tmp_path / "store.sqlite"
         write_sqlite(path, scenario().points)
         return path, "synthetic scenario through the sink"
-    report = run_demo(DemoConfig(out_dir=tmp_path / "demo"), progress=False,
-                      model_factory=lambda cls: WindowStatsModel(), model_loader=WindowStatsModel.load)
+    report = run_demo(DemoConfig(out_dir=tmp_path / "demo"), progress=False, fitter=quick_fit)
     return report.store_path, "bundled NAB + fan replay through streamer.demo"
 
 

@@ -9,6 +9,7 @@ from models.detector import PRESETS
 from streamer.demo import DEMO_DATA, DemoConfig, demo_sources, run_demo
 from streamer.points import ALERT, LABEL_WINDOW, WINDOW_SCORE, WINDOW_SNAPSHOT
 from streamer.sinks.sqlite import SQLiteSink
+from stream_models import quick_fit
 
 
 def test_bundle_is_small_and_licensed():
@@ -20,17 +21,8 @@ def test_bundle_is_small_and_licensed():
     assert wav.rate == 16000 and 2 * 16000 <= len(wav.data) <= 3 * 16000
 
 
-def _quick_fit(train, config):
-    """The real detector with a barely trained model: these tests are about the demo's plumbing."""
-    from dataclasses import replace
-
-    from models.detector import FittedDetector
-
-    return FittedDetector.fit(train, replace(config, steps=2, max_train_windows=32))
-
-
 def test_demo_replays_everything_through_the_monitor_code_with_the_nab_preset(tmp_path):
-    report = run_demo(DemoConfig(out_dir=tmp_path), progress=False, fitter=_quick_fit)
+    report = run_demo(DemoConfig(out_dir=tmp_path), progress=False, fitter=quick_fit)
     sources = demo_sources()
     assert report.records == sum(s.message_count() for s in sources) and report.dead_letters == 0
     assert set(report.windows_scored) == {s.stream for s in sources}

@@ -72,6 +72,8 @@ def make(tmp_path, background=False, **kw):
 
 
 def feed(proc, stream, samples, part=0, start=0, store=None, tracker=None, every=25):
+    """Feed samples one record each; every ``every`` records score, write, save states and commit (the monitor's
+    round with a checkpoint each time)."""
     for off, (t, v) in enumerate(samples[start:], start=start):
         if tracker is not None:
             tracker.seen(part, off)
@@ -81,6 +83,7 @@ def feed(proc, stream, samples, part=0, start=0, store=None, tracker=None, every
             if store is not None:
                 proc.flush(store)
                 if tracker is not None:
+                    proc.save_states()
                     tracker.committed(tracker.positions(proc.holds()))
 
 
@@ -121,6 +124,8 @@ def test_offsets_are_held_until_the_store_accepts_then_released(tmp_path):
     assert min(h.get(0, 10**9) for h in proc.holds()) == 0
     store.down = False
     proc.flush(store)
+    assert tracker.positions(proc.holds()).get(0, 0) < 400  # scored and written, but not yet in a saved stream state
+    proc.save_states()
     assert tracker.positions(proc.holds()) == {0: 400}
     assert len(store.measurement(WINDOW_SCORE)) == 400
 

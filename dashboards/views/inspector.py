@@ -1,5 +1,6 @@
 """Window inspector: for one alert, the scalogram the model saw, its reconstruction and the anomaly map
-(from the ``window_snapshot`` the monitor kept), the window's samples, and for audio a play button."""
+(from the ``window_snapshot`` the monitor kept), the window's samples, which detector channel opened the alert in
+words, and for audio a play button."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ from dashboards.charts import heatmap, samples_chart
 from dashboards.queries import get_store, query
 from dashboards.store import Store, WindowSnapshot
 from dashboards.ui import fmt_duration, fmt_time, guarded
+from models.detector.channels import describe_channel
 
 DAY_NS = 24 * 3600 * 10**9
 
@@ -78,6 +80,9 @@ def render() -> None:
     c2.metric("Severity", f"{alert.severity:.3f}")
     c3.metric("Duration", fmt_duration(alert.duration_s))
     c4.metric("State", alert.state)
+    if alert.decided_by:
+        st.markdown(f"**Why it opened:** {describe_channel(alert.decided_by)} (channel `{alert.decided_by}`; "
+                    f"highest channel value while open {alert.peak_raw_score:.3g}).")
     times = query(store, "snapshot_times", stream, start, end)
     if not times:
         st.info("The monitor kept no window snapshot for this alert (snapshots are written for alerting windows "

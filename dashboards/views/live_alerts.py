@@ -10,6 +10,7 @@ import streamlit as st
 from dashboards.queries import REFRESH_S, get_store, query, write_feedback
 from dashboards.store import AlertFeedback, Store
 from dashboards.ui import fmt_duration, fmt_time, guarded, to_datetime
+from models.detector.channels import describe_channel
 
 VERDICT_LABELS = {"ack": "Acknowledged", "false_positive": "False positive", "": ""}
 
@@ -30,6 +31,7 @@ def display_table(merged: pd.DataFrame) -> pd.DataFrame:
         "Stream": merged["stream"],
         "Class": merged["stream_class"],
         "Severity": merged["severity"],
+        "Why": [describe_channel(d) if d else "" for d in merged["decided_by"]],
         "Duration": [fmt_duration(s) for s in merged["duration_s"]],
         "State": merged["state"],
         "Verdict": [VERDICT_LABELS.get(v, v) for v in merged["verdict"]],

@@ -29,33 +29,9 @@ from typing import Any, Collection, Iterator
 import numpy as np
 
 from models.calibration import AnomalyLikelihood, log_likelihoods, training_part_likelihood
+from models.detector.channels import CHANNEL_WORDS, MODEL_CHANNELS, SPATIAL, channel_kind, describe_channel
 from models.detector.fitted import FittedDetector, WindowScores, sliding_windows
 from models.errors import CheckpointMismatchError, InputError
-
-SPATIAL = "spatial"
-MODEL_CHANNELS = ("diffusion", "level", "scale")
-
-# What a person reads in the dashboard and the alert table for the channel that decided a point.
-CHANNEL_WORDS = {
-    "diffusion": "diffusion model: the window's time-frequency picture is unlike the normal ones",
-    "level": "level: the window's mean moved away from normal",
-    "scale": "scale: the window's amplitude changed",
-    "gaussian": "value spike: far from the recent mean (windowed Gaussian)",
-    SPATIAL: "out of range: beyond every value seen so far",
-    "discord": "shape discord: a shape never seen in the training part",
-    "value": "value discord: a run of values never seen in the training part",
-    "none": "nothing unusual",
-}
-
-
-def channel_kind(name: str) -> str:
-    """``diffusion``, ``level``, ``scale``, ``gaussian``, ``spatial``, ``discord`` or ``value`` (the words' key)."""
-    return name.split("@")[0]
-
-
-def describe_channel(name: str) -> str:
-    return CHANNEL_WORDS.get(channel_kind(name), name)
-
 
 @dataclass(frozen=True)
 class Detection:
