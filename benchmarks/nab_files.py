@@ -112,14 +112,17 @@ def _floats(path: Path, texts: list[str], column: str) -> np.ndarray:
 
 
 def read_data_file(path: Path, key: str) -> NabSeries:
-    """A NAB data CSV (``timestamp,value``)."""
-    cols = _read_columns(Path(path), ("timestamp", "value"))
-    return NabSeries(
-        key=key,
-        timestamp_text=cols["timestamp"],
-        timestamps=nab_metrics.parse_timestamps(cols["timestamp"]),
-        values=_floats(Path(path), cols["value"], "value"),
-    )
+    """A NAB data CSV (``timestamp,value``), read by the one NAB reader the replay and the model CLI use too
+    (:func:`streamer.replay.read_nab_csv`), in the file's row order (NAB's)."""
+    from streamer.replay import ReplayError, read_nab_csv
+
+    try:
+        src = read_nab_csv(Path(path), windows_file=None, labels=False, sort=False)
+    except (ReplayError, OSError, UnicodeDecodeError) as exc:
+        raise InputError(str(exc)) from exc
+    stamps = src.times_ns.astype("datetime64[ns]")
+    text = [t.replace("T", " ") for t in np.datetime_as_string(stamps, unit="s")]
+    return NabSeries(key=key, timestamp_text=text, timestamps=stamps.astype("datetime64[us]"), values=src.values)
 
 
 def read_result_file(path: Path) -> tuple[np.ndarray, np.ndarray]:

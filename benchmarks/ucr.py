@@ -7,7 +7,6 @@ prediction back to the window's middle). Predictions are absolute 0-based indice
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 import time
@@ -54,20 +53,16 @@ def find_ucr_files(directory: Path) -> list[Path]:
 
 
 def load_ucr_series(path: Path) -> np.ndarray:
-    """Values of one UCR file (one value per line; also tolerates the few originals on a single line)."""
-    path = Path(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
+    """Values of one UCR file, read by the one UCR reader the replay and the model CLI use too
+    (:func:`streamer.replay.read_ucr_txt`)."""
+    from streamer.replay import ReplayError, read_ucr_txt
+
     try:
-        with opener(path, "rt") as fh:
-            text = fh.read()
-    except (OSError, gzip.BadGzipFile) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-    try:
-        values = np.array(text.replace(",", " ").split(), dtype=np.float64)
-    except ValueError as exc:
-        raise InputError(f"{path}: non-numeric value: {exc}") from exc
-    if values.size == 0 or not np.all(np.isfinite(values)):
-        raise InputError(f"{path}: empty or contains NaN/inf")
+        values = read_ucr_txt(Path(path)).values
+    except (ReplayError, OSError) as exc:
+        raise InputError(str(exc)) from exc
+    if values.size == 0:
+        raise InputError(f"{path}: empty")
     return values
 
 

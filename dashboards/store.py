@@ -13,8 +13,6 @@ nanoseconds since the epoch, UTC); single objects are dataclasses.
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import math
@@ -30,6 +28,7 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from streamer.point_builders import decode_snapshot as decode_payload
 from streamer.points import (
     ALERT,
     ALERT_FEEDBACK,
@@ -37,8 +36,10 @@ from streamer.points import (
     LABEL_WINDOW,
     WINDOW_SCORE,
     WINDOW_SNAPSHOT,
+    LabelWindow,
     Point,
 )
+from streamer.sinks.influx import to_line_protocol
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,6 @@ class StreamSummary:
 
 
 @dataclass(frozen=True)
-class LabelWindow:
-    stream: str
-    start_ns: int
-    end_ns: int
-    source: str
-
-
-@dataclass(frozen=True)
 class AlertFeedback:
     """A person's verdict on one alert; keyed by (stream, alert start) so a new verdict replaces the old one."""
 
@@ -123,11 +116,10 @@ class WindowSnapshot:
 
 
 def decode_snapshot(stream: str, time_ns: int, payload: str) -> WindowSnapshot:
-    """Decode the base64 ``.npz`` payload; a damaged payload is a StoreError, not a crash."""
+    """Decode the payload with the monitor's own codec (streamer.point_builders); a damaged payload is a
+    StoreError, not a crash."""
     try:
-        raw = base64.b64decode(payload, validate=False)
-        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {name: np.asarray(npz[name]) for name in npz.files}
+        arrays = decode_payload(payload)
     except Exception as exc:  # noqa: BLE001 - any decoding failure means the same thing to the reader
         raise StoreError(f"window snapshot of {stream} at {time_ns} cannot be decoded: {exc}") from exc
     empty = np.zeros((0, 0), dtype=np.float32)
@@ -141,19 +133,6 @@ def decode_snapshot(stream: str, time_ns: int, payload: str) -> WindowSnapshot:
         samples=np.ravel(arrays.get("samples", np.zeros(0, dtype=np.float32))),
         sample_rate=float(rate) if rate is not None and np.size(rate) == 1 else 0.0,
     )
-
-
-def encode_snapshot_payload(
-    scalogram: np.ndarray, reconstruction: np.ndarray, anomaly_map: np.ndarray, samples: np.ndarray,
-    sample_rate: float,
-) -> str:
-    """The inverse of :func:`decode_snapshot` (the monitor's side of the contract; also used by tests)."""
-    buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer, scalogram=scalogram, reconstruction=reconstruction, anomaly_map=anomaly_map,
-        samples=samples, sample_rate=np.asarray(sample_rate, dtype=np.float64),
-    )
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 @runtime_checkable
@@ -729,27 +708,6 @@ class InfluxQLStore:
             f"{self.write_url}/api/v2/write?{params}", data=line.encode("utf-8"), headers=headers, method="POST"
         )
         self._request(req, "feedback write")
-
-
-def to_line_protocol(point: Point) -> str:
-    """One point as InfluxDB line protocol (ints get the ``i`` suffix so they stay integers)."""
-
-    def esc_key(text: str) -> str:
-        return str(text).replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-    def field_value(value: Any) -> str:
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int):
-            return f"{value}i"
-        if isinstance(value, float):
-            return repr(value)
-        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    measurement = str(point.measurement).replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
-    tags = "".join(f",{esc_key(k)}={esc_key(v)}" for k, v in sorted(point.tags.items()) if v != "")
-    fields = ",".join(f"{esc_key(k)}={field_value(v)}" for k, v in point.fields.items())
-    return f"{measurement}{tags} {fields} {int(point.time_ns)}"
 
 
 # --------------------------------------------------------------------------------------------- choosing one

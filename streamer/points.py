@@ -32,6 +32,21 @@ class Point:
         return f"{self.measurement},{tags}" if tags else self.measurement
 
 
+@dataclass(frozen=True)
+class LabelWindow:
+    """A labelled anomaly window of a stream (NAB's windows, a UCR anomaly range): what replays write to the store
+    and the dashboard shades."""
+
+    stream: str
+    start_ns: int
+    end_ns: int
+    source: str
+
+    def to_point(self) -> Point:
+        return Point(LABEL_WINDOW, {"stream": self.stream}, {"end_ns": self.end_ns, "source": self.source},
+                     self.start_ns)
+
+
 @dataclass
 class PointBatch:
     points: list[Point] = field(default_factory=list)

@@ -30,7 +30,7 @@ import numpy as np
 from streamer.messages import (
     AUDIO, SENSOR, MessageError, encode_audio, encode_sensor, encode_sensor_batch, parse_timestamp,
 )
-from streamer.points import LABEL_WINDOW, Point
+from streamer.points import LabelWindow
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,6 @@ class Outgoing:
     value: bytes
     headers: list[tuple[str, bytes]]
     samples: int
-
-
-@dataclass(frozen=True)
-class LabelWindow:
-    stream: str
-    start_ns: int
-    end_ns: int
-    source: str
-
-    def to_point(self) -> Point:
-        return Point(LABEL_WINDOW, {"stream": self.stream}, {"end_ns": self.end_ns, "source": self.source},
-                     self.start_ns)
 
 
 class ReplaySource:
@@ -219,9 +207,11 @@ def find_nab_windows(path: Path) -> Path | None:
 
 
 def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
-                 windows_file: Path | None = None) -> SeriesSource:
-    """``timestamp,value`` CSV (NAB). Label windows come from combined_windows.json (found automatically in the
-    NAB layout, or given)."""
+                 windows_file: Path | None = None, labels: bool = True, sort: bool = True) -> SeriesSource:
+    """``timestamp,value`` CSV (NAB): the project's one reader of this format (replay, demo, model CLI,
+    benchmarks). Label windows come from combined_windows.json (found automatically in the NAB layout, or given;
+    ``labels=False``: none). Rows out of time order are sorted (a replay sends them in time order); ``sort=False``
+    keeps the file's row order (NAB scores rows as the file lists them)."""
     path = Path(path)
     default_stream, label_key = _nab_stream_and_key(path)
     times, values = [], []
@@ -243,11 +233,11 @@ def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
             times.append(ts)
             values.append(value)
     times_ns = np.asarray(times, dtype=np.int64)
-    if len(times_ns) > 1 and np.any(np.diff(times_ns) < 0):
+    if sort and len(times_ns) > 1 and np.any(np.diff(times_ns) < 0):
         order = np.argsort(times_ns, kind="stable")
         log.warning("%s: timestamps out of order; sorting them", path)
         times_ns, values = times_ns[order], np.asarray(values)[order]
-    windows_file = windows_file or find_nab_windows(path)
+    windows_file = windows_file or (find_nab_windows(path) if labels else None)
     ranges: list[tuple[int, int]] = []
     if windows_file is not None:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dashboards.store import encode_snapshot_payload
+from streamer.point_builders import snapshot_payload
 from streamer.sinks.sqlite import SQLiteSink
 from streamer.points import (
     ALERT, ALERT_FEEDBACK, IMAGE_RESULT, LABEL_WINDOW, WINDOW_SCORE, WINDOW_SNAPSHOT, Point,
@@ -77,8 +77,8 @@ def scenario() -> Scenario:
                         label_start))
     rng = np.random.default_rng(0)
     scalogram = rng.random((32, 48)).astype(np.float32)
-    samples = np.sin(np.linspace(0, 200 * np.pi, 16000)).astype(np.float32)
-    payload = encode_snapshot_payload(scalogram, scalogram * 0.5, np.abs(scalogram - scalogram * 0.5), samples,
+    samples = np.sin(np.linspace(0, 50 * np.pi, 4000)).astype(np.float32)  # 0.25 s: under the codec's 4,096 cap
+    payload = snapshot_payload(scalogram, scalogram * 0.5, np.abs(scalogram - scalogram * 0.5), samples,
                                       16000.0)
     points.append(Point(WINDOW_SNAPSHOT, {"stream": "fan-a"}, {"payload": payload}, fan_alert))
     points.append(Point(WINDOW_SNAPSHOT, {"stream": "pump-1"}, {"payload": payload}, pump_alert + MINUTE))

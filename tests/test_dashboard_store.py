@@ -11,8 +11,8 @@ import pytest
 
 from dashboards.store import (
     AlertFeedback, InfluxQLStore, SQLiteStore, StoreError, StoreUnavailable, bucket_ns, open_store,
-    to_line_protocol,
 )
+from streamer.sinks.influx import to_line_protocol
 from streamer.points import Point
 from dashboard_data import MINUTE, N_POINTS, T0, THRESHOLD, image_points, scenario, score_of, window_points, write_sqlite
 
@@ -135,7 +135,7 @@ def test_snapshots_nearest_at_or_after(populated):
     assert snap is not None and snap.time_ns == scen.pump_alert_ns + MINUTE
     assert snap.scalogram.shape == (32, 48)
     np.testing.assert_allclose(snap.reconstruction, snap.scalogram * 0.5)
-    assert snap.sample_rate == 16000.0 and snap.samples.shape == (16000,)
+    assert snap.sample_rate == 16000.0 and snap.samples.shape == (4000,)
     assert store.snapshot_times("fan-a", scen.fan_alert_ns, scen.fan_alert_ns + MINUTE) == [scen.fan_alert_ns]
     assert store.snapshot("boiler", T0) is None
 
@@ -319,10 +319,10 @@ def test_sqlite_path_with_uri_special_characters(tmp_path):
 def test_many_snapshots_are_listed_without_reading_every_payload(populated):
     """Both stores list 60 snapshots of an alert; each listed time leads to a real snapshot."""
     store, _ = populated
-    from dashboards.store import encode_snapshot_payload
+    from streamer.point_builders import snapshot_payload
     from streamer.points import WINDOW_SNAPSHOT
 
-    payload = encode_snapshot_payload(np.ones((4, 4)), np.ones((4, 4)), np.ones((4, 4)), np.ones(8), 100.0)
+    payload = snapshot_payload(np.ones((4, 4)), np.ones((4, 4)), np.ones((4, 4)), np.ones(8), 100.0)
     start = T0 + 1000 * MINUTE
     points = [Point(WINDOW_SNAPSHOT, {"stream": "boiler"}, {"payload": payload}, start + i * MINUTE)
               for i in range(60)]

@@ -55,12 +55,13 @@ def test_invalid_points_are_rejected_before_any_write(point, tmp_path):
 
 
 def test_line_protocol_escapes_and_types():
+    """influxdb-client's encoder (fields in its order), fed numpy scalars converted by the sink."""
     point = Point("window score", {"stream": "pump 1,a=b", "stream_class": "sensor"},
                   {"value": np.float32(1.5), "alert": np.int64(1), "open": True, "note": 'say "hi" \\ ok'},
                   np.int64(T0))
     assert to_line_protocol(point) == (
         'window\\ score,stream=pump\\ 1\\,a\\=b,stream_class=sensor '
-        f'value=1.5,alert=1i,open=true,note="say \\"hi\\" \\\\ ok" {T0}')
+        f'alert=1i,note="say \\"hi\\" \\\\ ok",open=true,value=1.5 {T0}')
 
 
 def test_sinks_satisfy_protocol_and_factory_picks_by_kind(tmp_path):

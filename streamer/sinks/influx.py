@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client import Point as InfluxPoint
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 from pydantic import SecretStr
@@ -25,41 +26,18 @@ log = logging.getLogger(__name__)
 _REJECT_STATUSES = {400, 413, 422}
 
 
-def _escape(text: str, specials: str) -> str:
-    out = text.replace("\\", "\\\\") if "\\" in specials else text
-    for ch in specials.replace("\\", ""):
-        out = out.replace(ch, "\\" + ch)
-    return out
-
-
-def _measurement(name: str) -> str:
-    return _escape(name, ", ")
-
-
-def _key(name: str) -> str:
-    """Tag keys, tag values and field keys escape commas, equals signs and spaces."""
-    return _escape(name, ",= ")
-
-
-def _field(value: object, point: Point, key: str) -> str:
-    value = field_value(value, point, key)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def to_line_protocol(point: Point) -> str:
-    """One point as an InfluxDB line (tags sorted, as InfluxDB stores them; time in ns). Validates first."""
+    """One point as an InfluxDB line, by influxdb-client's own encoder (escaping, integer ``i`` suffix, fields
+    in its order; time in ns): the project's one line-protocol encoder, the dashboard's feedback writes included.
+    Validates first (non-finite numbers, bad names and times are :class:`SinkRejected`)."""
     validate_point(point)
-    head = _measurement(point.measurement)
+    out = InfluxPoint(point.measurement)
     for key in sorted(point.tags):
-        head += f",{_key(key)}={_key(point.tags[key])}"
-    fields = ",".join(f"{_key(k)}={_field(v, point, k)}" for k, v in point.fields.items())
-    return f"{head} {fields} {int(point.time_ns)}"
+        out.tag(key, point.tags[key])
+    for key, value in point.fields.items():
+        out.field(key, field_value(value, point, key))
+    out.time(int(point.time_ns), WritePrecision.NS)
+    return out.to_line_protocol()
 
 
 class InfluxSink:
