@@ -98,6 +98,8 @@ def parse_timestamp(raw: object) -> int:
     if isinstance(raw, float):
         if not math.isfinite(raw):
             raise MessageError(BAD_TIMESTAMP, f"{raw!r} is not finite")
+        if not 0.0 <= raw <= _MAX_TS_NS / 1_000_000:  # before multiplying: 1e308 ms would overflow to inf
+            raise MessageError(BAD_TIMESTAMP, f"{raw!r} is outside 1970..2262")
         text = repr(raw)  # the shortest decimal that round-trips: parse its digits, not the binary float
         if re.fullmatch(r"\d+\.\d*", text):
             return parse_timestamp(text)
@@ -105,6 +107,8 @@ def parse_timestamp(raw: object) -> int:
     if not isinstance(raw, str):
         raise MessageError(BAD_TIMESTAMP, f"{type(raw).__name__} is not a timestamp")
     text = raw.strip()
+    if len(text) > 64:  # no timestamp is this long; int() of a 4,300-digit string raises instead of answering
+        raise MessageError(BAD_TIMESTAMP, f"a {len(text)}-character timestamp string")
     if re.fullmatch(r"\d+", text):
         return _check_ts_range(int(text) * 1_000_000, raw)
     if re.fullmatch(r"\d+\.\d*", text):

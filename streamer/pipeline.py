@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from streamer.sinks.base import SinkRejected
 log = logging.getLogger(__name__)
 
 LATE = "late"
+BAD_TIMESTAMP = "bad_timestamp"
 NS_PER_S = 1_000_000_000
 
 
@@ -144,6 +146,8 @@ class StreamProcessor:
         state_dir: str | Path | None = None,
         train_samples_for: Callable[[str, str], int] | None = None,
         max_batch: int = 1024,
+        max_skew_s: float = 30 * 86_400,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
     ):
         self.classes = dict(classes)
         self.registry = registry
@@ -151,6 +155,8 @@ class StreamProcessor:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.train_samples_for = train_samples_for
         self.max_batch = max_batch
+        self.max_skew_ns = int(max_skew_s * NS_PER_S)
+        self.wall_clock_ns = wall_clock_ns
         self.stats = ProcessorStats()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._outbox: list[_Written] = []
@@ -164,12 +170,17 @@ class StreamProcessor:
         scored, and its point replaces the earlier one at that time in the store (one point per timestamp).
         """
         late: list[int] = []
+        future: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        horizon = self.wall_clock_ns() + self.max_skew_ns
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
             st.partitions.add(origin[0])
             self.stats.samples += 1
             ts = int(s.ts_ns)
+            if ts > horizon or (st.last_ts is not None and ts > st.last_ts + self.max_skew_ns):
+                future.append(i)  # one sample from the year 2255 must not make every later sample "late"
+                continue
             if st.skip_until_ts is not None and ts <= st.skip_until_ts:
                 self.stats.replayed += 1  # scored and written before the restart
                 continue
@@ -183,9 +194,14 @@ class StreamProcessor:
         for key, (ts_list, values) in batches.items():
             st = self._streams[key]
             self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
+        if future:
+            self.stats.rejected += 1
+            detail = f"sample(s) {future} more than {self.max_skew_ns / NS_PER_S:g} s ahead of the stream's newest " \
+                     "sample or of the clock"
+            return Rejection(BAD_TIMESTAMP, detail + (f"; sample(s) {late} older than the newest" if late else ""))
         if late:
             self.stats.rejected += 1
-            return Rejection(LATE, f"sample(s) {late} not newer than the stream's newest sample")
+            return Rejection(LATE, f"sample(s) {late} older than the stream's newest sample")
         return None
 
     def add_audio(self, stream_class: str, chunk, origin: Origin) -> Rejection | None:
@@ -197,6 +213,12 @@ class StreamProcessor:
         self.stats.samples += values.size
         if values.size == 0:
             return None
+        expected = (st.audio_start_ns + (st.received * NS_PER_S) // rate if st.audio_start_ns is not None
+                    else self.wall_clock_ns())
+        if int(chunk.ts_ns) > max(expected, self.wall_clock_ns()) + self.max_skew_ns:
+            self.stats.rejected += 1
+            return Rejection(BAD_TIMESTAMP, f"chunk more than {self.max_skew_ns / NS_PER_S:g} s ahead of the "
+                                            "stream's next sample and of the clock")
         if st.audio_start_ns is None:
             st.audio_start_ns, st.audio_rate = int(chunk.ts_ns), rate
         if rate != st.audio_rate:

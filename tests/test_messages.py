@@ -220,3 +220,16 @@ def test_encoders_refuse_what_decoders_would_reject():
         encode_audio("a", T0_NS, np.zeros(0), 16_000)
     with pytest.raises(ValueError):
         encode_audio("a", T0_NS, np.zeros(4), 16_000, dtype="int8")
+
+
+@pytest.mark.parametrize("ts", [1e308, -1e308, "9" * 4300, 1.7e16])
+def test_absurd_timestamps_are_bad_timestamp_not_a_processing_error(ts):
+    """Issue 9 item 5: these escaped the decoder as processing_error with a traceback per record."""
+    import json
+
+    from streamer.messages import decode_sensor
+
+    value = json.dumps({"stream": "s", "ts": ts, "value": 1.0}).encode()
+    with pytest.raises(MessageError) as info:
+        decode_sensor(value)
+    assert info.value.reason == "bad_timestamp"

@@ -244,3 +244,19 @@ def test_audio_is_indexed_by_sample_count_so_44k1_does_not_drift(tmp_path):
     assert [p.time_ns for p in points] == [t0 + (int(e) * S) // rate for e in expected]
     late = proc.add_audio("audio", AudioChunk("fan", t0, rate, x[:100]), (0, 999))
     assert late is not None and late.reason == "late"
+
+
+def test_a_far_future_timestamp_is_a_bad_timestamp_and_does_not_poison_the_stream(tmp_path):
+    """Issue 9 item 5: one sample from the year 2255 was accepted, and every later good sample became late."""
+    proc = make(tmp_path)
+    t0 = 1_000_000 * P
+    assert proc.add_sensor("sensor", [Sample("a", t0, 1.0)], (0, 0)) is None
+    year_2255 = 9_000_000_000 * S
+    r = proc.add_sensor("sensor", [Sample("a", year_2255, 5.0)], (0, 1))
+    assert r is not None and r.reason == "bad_timestamp"
+    # 40 days after the newest sample is past the 30-day skew too, even though it is not in the future
+    r = proc.add_sensor("sensor", [Sample("a", t0 + 40 * 86_400 * S, 5.0)], (0, 2))
+    assert r is not None and r.reason == "bad_timestamp"
+    late = [proc.add_sensor("sensor", [Sample("a", t0 + k * P, 1.0)], (0, 2 + k)) for k in range(1, 50)]
+    assert late == [None] * 49  # the stream goes on
+    assert proc._streams[("sensor", "a")].pending() == 50
