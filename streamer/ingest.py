@@ -3,8 +3,9 @@
 Every way a record can be unusable ends here as a :class:`DeadLetter` with a reason code and the original bytes:
 undecodable or invalid messages (``streamer.messages`` reason codes: malformed_json, missing_field, non_finite,
 bad_dtype, bad_sample_rate, too_large, …), records on a topic of no known stream class
-(``unknown_stream_class``), samples too late for their window (``late``), and — so that a bug can never crash
-the consumer or lose a record silently — any unexpected exception (``processing_error``, logged with its trace).
+(``unknown_stream_class``), records without a key (``missing_key``), samples older than their stream's newest
+(``late``) or too far ahead (``bad_timestamp``), and — so that a bug can never crash the consumer or lose a
+record silently — any unexpected exception (``processing_error``, logged with its trace).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from streamer.pipeline import StreamProcessor
 log = logging.getLogger(__name__)
 
 PROCESSING_ERROR = "processing_error"
+MISSING_KEY = "missing_key"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ def ingest(
         if cfg is None:
             raise MessageError(UNKNOWN_STREAM_CLASS, f"stream class {stream_class!r} is not configured")
         kind = SENSOR if cfg.kind == "sensor" else AUDIO
+        if record.key is None:
+            # Kafka spreads keyless records over partitions: one stream's samples would arrive out of order and be
+            # owned by several consumers at once.
+            raise MessageError(MISSING_KEY, "records need the stream id as their key")
         decoded = decode(kind, record.value, record.headers, record.key, max_bytes=max_bytes,
                          expected_sample_rate=cfg.sample_rate if kind == AUDIO else audio_sample_rate)
         if kind == SENSOR:

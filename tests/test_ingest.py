@@ -49,6 +49,10 @@ def test_reasons(tmp_path):
     pcm, headers = encode_audio("m", 0, np.zeros(320, np.float32), 8000)
     letter = ingest(p, rec("audio", pcm, b"m", headers), class_of)
     assert letter.reason == "bad_sample_rate"
+    # Issue 9 item 9: keyless records would spread one stream over partitions (and tombstones have no value)
+    for value in (encode_sensor("s", 0, 1.0), None):
+        letter = ingest(p, InputRecord("sensors", 0, 9, None, value, []), class_of)
+        assert letter is not None and letter.reason == "missing_key"
 
 
 def test_unexpected_errors_become_processing_error_dead_letters(tmp_path):

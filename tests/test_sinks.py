@@ -229,3 +229,11 @@ def test_influx_server_side_rejections_and_missing_bucket(influx_sink, influx_se
             wrong_bucket.write([Point(name, {"stream": "a"}, {"v": 1.0}, T0)])
     finally:
         wrong_bucket.close()
+
+
+def test_sqlite_writes_are_durable_across_a_power_loss(tmp_path):
+    """Issue 9 item 11: synchronous=NORMAL let a commit outrun a power loss; the sink promises durability."""
+    sink = SQLiteSink(tmp_path / "s.db")
+    sink.write([score_point("ok", 1)])
+    assert sink._connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    sink.close()

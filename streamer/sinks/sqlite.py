@@ -76,7 +76,9 @@ class SQLiteSink:
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes, fast commits
+            # FULL: a write that returned is on disk even after a power loss, so offsets committed after it are safe
+            # (WAL + NORMAL survives a process crash but may lose the last commits to a power cut).
+            conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
             self._local.conn = conn
             with self._lock:
