@@ -8,15 +8,18 @@ SYSTEM_STAMP := .scalowatch-system-deps
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps run test test-all bench clean
+.PHONY: install system-deps run test test-all bench clean lock
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The lock file pins every package (kafka-python 2 and 3 differ in exactly the threading the monitor relies on);
+# the project itself is installed on top without resolving anything again.
+$(STAMP): pyproject.toml requirements.lock | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +41,16 @@ test: install system-deps
 
 test-all: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Refresh the pins on purpose: resolve pyproject.toml in a fresh venv, write requirements.lock, then review and test.
+lock:
+	rm -rf .lock-venv && $(PY) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet $(TORCH_PIN)
+	.lock-venv/bin/pip install --quiet '.[dev]'
+	{ head -3 requirements.lock; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^scalowatch' \
+		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -178,3 +178,23 @@ def _pyproject_packages() -> list[str]:
     import tomllib
 
     return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+
+
+def test_every_dependency_is_pinned_in_the_lock_file_make_install_uses():
+    """Issue 9 item 12: lower bounds alone let kafka-python 2 or 3 in (they differ in the rebalance threading)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    names = {re.split(r"[\[<>=!~ ]", d, maxsplit=1)[0].lower().replace("_", "-") for d in wanted}
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line!r}"
+            pins[name.lower().replace("_", "-")] = version
+    assert names <= set(pins), f"not pinned: {sorted(names - set(pins))}"
+    assert pins["kafka-python"].startswith("3.") and pins["torch"] == "2.13.0"
+    makefile = (REPO / "Makefile").read_text()
+    assert "-r requirements.lock" in makefile and "--no-deps -e" in makefile
