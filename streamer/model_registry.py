@@ -30,9 +30,13 @@ from models.detector import DetectorConfig, FittedDetector
 log = logging.getLogger(__name__)
 
 SHARED = "_shared"
+"""The folder of a class's shared detector."""
+SHARED_KEY = "\x00shared"
+"""The registry key of a class's shared detector: a control character no stream id may contain, so a stream that
+happens to be called ``_shared`` can never be mistaken for it."""
 
 ModelKey = tuple[str, str]
-"""(stream class, stream id or ``_shared``)."""
+"""(stream class, stream id or :data:`SHARED_KEY`)."""
 
 Fitter = Callable[[np.ndarray, DetectorConfig], FittedDetector]
 Loader = Callable[[Path], FittedDetector]
@@ -71,10 +75,10 @@ class DetectorRegistry:
 
     # -- lookup -----------------------------------------------------------------------------------------------
     def key_for(self, stream_class: str, stream: str) -> ModelKey:
-        return (stream_class, SHARED if self.shared else stream)
+        return (stream_class, SHARED_KEY if self.shared else stream)
 
     def directory(self, key: ModelKey) -> Path:
-        return self.model_dir / safe_name(key[0]) / (SHARED if key[1] == SHARED else safe_name(key[1]))
+        return self.model_dir / safe_name(key[0]) / (SHARED if key[1] == SHARED_KEY else safe_name(key[1]))
 
     def detector(self, key: ModelKey) -> FittedDetector | None:
         """The fitted detector of ``key``: in memory, else loaded from disk once, else None."""

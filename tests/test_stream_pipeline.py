@@ -260,3 +260,12 @@ def test_a_far_future_timestamp_is_a_bad_timestamp_and_does_not_poison_the_strea
     late = [proc.add_sensor("sensor", [Sample("a", t0 + k * P, 1.0)], (0, 2 + k)) for k in range(1, 50)]
     assert late == [None] * 49  # the stream goes on
     assert proc._streams[("sensor", "a")].pending() == 50
+
+
+def test_a_stream_called_shared_gets_its_own_folder(tmp_path):
+    """Issue 9 item 11: a stream named `_shared` trained into the shared detector's folder."""
+    per_stream = make(tmp_path).registry
+    shared = make(tmp_path, model_mode="shared").registry
+    mine = per_stream.directory(per_stream.key_for("sensor", "_shared"))
+    theirs = shared.directory(shared.key_for("sensor", "anything"))
+    assert theirs.name == "_shared" and mine != theirs
