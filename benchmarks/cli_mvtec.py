@@ -20,7 +20,8 @@ def mvtec_command(
     data: Path = typer.Option(DEFAULT_MVTEC, "--data", help="One MVTec AD category folder (train/, test/, ground_truth/)."),
     out: Path = typer.Option(Path("benchmarks/out/mvtec"), "--out", help="scores.csv, maps/, mvtec.json and plots go here."),
     scorer: Optional[list[str]] = typer.Option(
-        None, "--scorer", help="patchcore, recon, trend, kl, dynamic, adversarial or 'all' (repeatable). Default: patchcore."
+        None, "--scorer", help="patchcore, recon, trend, kl, dynamic, adversarial or 'all' (repeatable). Default: "
+        "recon (the product's image scorer, as `scalowatch score` runs it on an image folder) and patchcore."
     ),
     image_size: int = typer.Option(224, "--image-size", min=32, help="Square side images are resized to."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),

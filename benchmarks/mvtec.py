@@ -104,10 +104,16 @@ class MVTecReport:
         return [f"{t}/{Path(f).name}" for t, f in zip(self.test.defect_types, self.test.files)]
 
 
+PRODUCT_IMAGE_SCORER = "recon"
+
+
 def resolve_scorers(names: list[str] | None) -> list[str]:
-    """CLI names → ordered list; ``all`` expands to every scorer; unknown names raise InputError."""
+    """CLI names → ordered list; ``all`` expands to every scorer; unknown names raise InputError.
+
+    Default: the product's image scorer first — ``recon`` in feature space, what ``scalowatch train``/``score`` run
+    on an image folder — so ``scores.csv`` and ``maps/`` are the product's, then the PatchCore-style baseline."""
     if not names:
-        return ["patchcore"]
+        return [PRODUCT_IMAGE_SCORER, "patchcore"]
     out: list[str] = []
     for name in names:
         for n in (ALL_SCORERS if name == "all" else [name]):

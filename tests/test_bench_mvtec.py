@@ -75,7 +75,7 @@ def test_diffusion_scorer_and_fusion_outputs(category, tmp_path):
 
 
 def test_scorer_names():
-    assert resolve_scorers(None) == ["patchcore"]
+    assert resolve_scorers(None) == ["recon", "patchcore"]  # the product's image scorer first, then the baseline
     assert resolve_scorers(["all"])[0] == "patchcore" and len(resolve_scorers(["all"])) == 6
     assert resolve_scorers(["kl", "kl", "patchcore"]) == ["kl", "patchcore"]
     with pytest.raises(InputError):
