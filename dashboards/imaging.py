@@ -73,6 +73,16 @@ def overlay(image: np.ndarray, amap: np.ndarray, alpha: float = 0.45) -> np.ndar
     return (image.astype(np.float32) * (1 - alpha) + heat.astype(np.float32) * alpha).astype(np.uint8)
 
 
+def within(folder: str | Path, roots: list[Path]) -> bool:
+    """Whether ``folder`` (symlinks and ``..`` resolved) lies inside one of ``roots``.
+
+    The Images page serves files to whoever can open the dashboard (it has no login), so it reads result folders
+    only under the configured directories, never an arbitrary path typed into it.
+    """
+    real = Path(folder).expanduser().resolve()
+    return any(real == root.resolve() or root.resolve() in real.parents for root in roots)
+
+
 def find_result_file(folder: str | Path) -> Path | None:
     folder = Path(folder)
     if not folder.is_dir():

@@ -47,6 +47,7 @@ def build_monitor(settings, *, processor=None):
         commit_interval_s=m.commit_interval_ms / 1000.0, state_checkpoint_s=m.state_checkpoint_s,
         retry_initial_s=m.sink_retry_initial_s,
         retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
+        max_samples_per_round=m.max_samples_per_round,
     )
 
 

@@ -48,4 +48,5 @@ def build_processor(
                                 shared=m.model_mode == "shared", background=background, device=m.device,
                                 fitter=fitter, loader=loader)
     return StreamProcessor(classes, registry, snapshots=m.snapshots, state_dir=Path(m.model_dir) / "_state",
-                           train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s)
+                           train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s,
+                           max_streams=m.max_streams)

@@ -126,6 +126,13 @@ class MonitorSettings(_Section):
     sink_retry_max_s: float = Field(10.0, gt=0)
     # Samples of fitted streams waiting to be scored before input is paused.
     max_backlog_samples: int = Field(1_000_000, gt=0)
+    # Streams kept in memory per worker. At the cap, the least recently active stream whose state is saved is
+    # evicted (it is restored from its saved state when it sends again); when none is, a new stream's records are
+    # dead-lettered as too_many_streams.
+    max_streams: int = Field(10_000, gt=0)
+    # Samples taken in per poll round (records beyond it are read again next round), so one round of big
+    # records cannot outlast max.poll.interval.ms.
+    max_samples_per_round: int = Field(200_000, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "MonitorSettings":

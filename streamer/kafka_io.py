@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.errors import (
+    InvalidRecordError, KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, TopicAlreadyExistsError,
+    UnsupportedForMessageFormatError,
+)
+from kafka.future import Future
 
 from streamer.points import ALERT, Point
 
@@ -123,38 +127,71 @@ def _header_list(headers: Sequence[tuple[str, bytes | None]] | Mapping[str, byte
     return [(name, value if value is not None else b"") for name, value in items]
 
 
+# Errors that concern the record itself: sending the same bytes again can never succeed. Everything else (timeouts,
+# leadership changes, authorisation, a topic that is missing for now) is re-sent until it succeeds, holding commits.
+_REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError,
+                     UnsupportedForMessageFormatError, ValueError, TypeError)
+
+
+def _failed(exc: BaseException) -> Future:
+    """A send that raised at once, as a failed future, so it is tracked (and re-sent) like any other failure."""
+    return Future().failure(exc)
+
+
 @dataclass
 class _Sent:
     future: Any
     what: str
     resend: Callable[[], Any]
+    fallback: Callable[[], Any] | None = None
+    """A smaller form of the record (no value, the evidence in headers) for a record refused for good."""
 
 
 class _TrackedProducer:
     """Keeps every sent record until the broker acknowledged it, so ``flush`` can prove delivery.
 
-    A record whose send failed is sent again by the next ``flush`` and stays pending until it succeeds: a caller
-    that retries ``flush`` after a KafkaOutputError can never see success while a record is still missing.
+    A record whose send failed — at once or later, in the broker — is sent again by the next ``flush`` and stays
+    pending until it succeeds: a caller that retries ``flush`` after a KafkaOutputError can never see success while
+    a record is still missing. A record the broker refuses for good (too large, invalid) is not re-sent as it was:
+    its fallback (the same record without its value) is sent instead; without one it is given up with an error
+    log and counted in ``undeliverable``, because retrying it would stop every commit for ever.
     """
 
     def __init__(self, producer: KafkaProducer, topic: str):
         self.producer = producer
         self.topic = topic
+        self.undeliverable = 0
         self._pending: list[_Sent] = []
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def _send(self, what: str, record: dict[str, Any], future: Any = None) -> Any:
-        """Send ``record`` (unless ``future`` is its already-started send) and track it until acknowledged."""
-        def resend() -> Any:
-            return self.producer.send(self.topic, **record)
+    @staticmethod
+    def _start(send: Callable[[], Any]) -> Any:
+        try:
+            return send()
+        except Exception as exc:  # noqa: BLE001 - a metadata timeout, a closed producer, a record kafka refuses
+            return _failed(exc)
 
-        if future is None:
-            future = resend()
-        self._pending.append(_Sent(future, what, resend))
-        return future
+    def _send(self, what: str, record: dict[str, Any], fallback: dict[str, Any] | None = None) -> Any:
+        """Send ``record`` and track it until acknowledged; never raises."""
+        def send(rec: dict[str, Any]) -> Callable[[], Any]:
+            return lambda: self.producer.send(self.topic, **rec)
+
+        sent = _Sent(None, what, send(record), send(fallback) if fallback is not None else None)
+        sent.future = self._start(sent.resend)
+        if _refused_for_good(sent.future) and sent.fallback is not None:
+            self._use_fallback(sent)
+        self._pending.append(sent)
+        return sent.future
+
+    def _use_fallback(self, sent: _Sent) -> None:
+        log.warning("%s refused by the producer or broker (%r): sent without its value", sent.what,
+                    sent.future.exception)
+        assert sent.fallback is not None
+        sent.resend, sent.fallback = sent.fallback, None
+        sent.future = self._start(sent.resend)
 
     def flush(self, timeout_s: float | None = 30.0) -> int:
         """Wait for every record not yet acknowledged; re-send failed ones and raise KafkaOutputError if any
@@ -175,10 +212,15 @@ class _TrackedProducer:
                 confirmed += 1
                 continue
             failures.append(f"{sent.what}: {sent.future.exception!r}")
-            try:
-                sent.future = sent.resend()
-            except Exception as exc:  # noqa: BLE001 - keep the old failed future; retried at the next flush
-                log.debug("re-sending %s failed at once: %r", sent.what, exc)
+            if _refused_for_good(sent.future):
+                if sent.fallback is None:
+                    self.undeliverable += 1
+                    log.error("%s to %s refused for good (%r) and has no smaller form: given up", sent.what,
+                              self.topic, sent.future.exception)
+                    continue
+                self._use_fallback(sent)
+            else:
+                sent.future = self._start(sent.resend)
             still.append(sent)
         self._pending = still
         if failures:
@@ -195,7 +237,10 @@ class _TrackedProducer:
 class DeadLetterProducer(_TrackedProducer):
     """Copies rejected input records, unchanged, to the dead-letter topic with the reason in ``dlq.*`` headers.
 
-    Key, value and the original headers are kept so the record can be inspected and replayed as it was.
+    Key, value and the original headers are kept so the record can be inspected and replayed as it was. Two
+    records cannot travel as they were: one too large for the dead-letter topic goes without its value
+    (``dlq.dropped_value_bytes``), and a tombstone without a key (Kafka refuses a record with neither) goes with
+    an empty value and ``dlq.null_value``.
     """
 
     def send(self, original_value: bytes | None, *, key: bytes | None = None,
@@ -212,27 +257,21 @@ class DeadLetterProducer(_TrackedProducer):
         ]
         original = [h for h in _header_list(headers) if not h[0].startswith(DLQ_PREFIX)]
         what = f"{topic}[{partition}]@{offset}"
-        record = {"value": original_value, "key": key, "headers": original + dlq_headers}
-        future = None
-        try:
-            future = self.producer.send(self.topic, **record)
-            too_large = _rejected_as_too_large(future)
-        except MessageSizeTooLargeError:
-            too_large = True
-        if too_large:
-            future = None
-            # Too big even for the dead-letter topic: keep the evidence (where it was, how big) without the value.
-            size = len(original_value or b"")
-            log.warning("dead-letter record for %s too large (%d bytes): sent without its value", what, size)
-            record = {"value": None, "key": key,
-                      "headers": original + dlq_headers + [(DLQ_PREFIX + "dropped_value_bytes", str(size).encode())]}
+        evidence = original + dlq_headers
+        if original_value is None and key is None:
+            record = {"value": b"", "key": None, "headers": evidence + [(DLQ_PREFIX + "null_value", b"1")]}
+        else:
+            record = {"value": original_value, "key": key, "headers": evidence}
+        fallback = None
+        if original_value:
+            dropped = [(DLQ_PREFIX + "dropped_value_bytes", str(len(original_value)).encode())]
+            fallback = {"value": None if key is not None else b"", "key": key, "headers": evidence + dropped}
         log.info("dead-lettered %s: %s %s", what, reason, detail)
-        return self._send(what, record, future)
+        return self._send(what, record, fallback)
 
 
-def _rejected_as_too_large(future: Any) -> bool:
-    """kafka-python reports an oversized record through an already-failed future (or raises)."""
-    return bool(future.is_done and isinstance(future.exception, MessageSizeTooLargeError))
+def _refused_for_good(future: Any) -> bool:
+    return bool(future.is_done and future.failed() and isinstance(future.exception, _REFUSED_FOR_GOOD))
 
 
 def alert_record(point: Point) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import re
 import shutil
@@ -124,16 +125,37 @@ class DetectorRegistry:
     def _run(self, job) -> None:
         key, train, fut = job
         try:
-            fitted = self.fitter(train, self.configs[key[0]])
-            final = self.directory(key)
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            fitted.save(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            fut.set_result(fitted)
+            fut.set_result(self._publish(key, self.fitter(train, self.configs[key[0]])))
         except BaseException as exc:  # reported by poll(), never raised in the loop's thread
             fut.set_exception(exc)
+
+    def _publish(self, key: ModelKey, fitted: FittedDetector) -> FittedDetector:
+        """Move a fitted detector into place; if another worker got there first, use theirs.
+
+        Two members of a group fit the same stream when a rebalance moves it while its fit runs. First writer
+        wins, so every point of a stream carries one model version; each writer saves into its own temporary
+        folder and publishes with one atomic rename (which fails onto a non-empty folder).
+        """
+        final = self.directory(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        fitted.save(tmp)
+        try:
+            tmp.rename(final)
+            return fitted
+        except OSError:
+            pass
+        try:
+            theirs = self.loader(final)
+            log.info("%s/%s was fitted elsewhere meanwhile: using detector %s", *key, theirs.version)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return theirs
+        except Exception:  # what is there is unreadable (that is why we fitted): replace it
+            log.warning("replacing the unreadable detector in %s", final)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            return fitted
 
     def poll(self) -> tuple[list[ModelKey], list[FitFailure]]:
         """Fits that finished since the last call: (ready keys, failures)."""

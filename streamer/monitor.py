@@ -44,6 +44,7 @@ class MonitorStats:
     sink_failures: int = 0
     paused_polls: int = 0
     checkpoints: int = 0
+    deferred_records: int = 0
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -54,8 +55,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.monitor._on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
 
     def on_partitions_assigned(self, assigned):
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
-        self.monitor._paused = False  # new assignments start unpaused; the loop re-pauses if needed
+        self.monitor._on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
 
 
 class Monitor:
@@ -77,6 +77,7 @@ class Monitor:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         max_backlog_samples: int = 1_000_000,
+        max_samples_per_round: int = 200_000,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
@@ -94,6 +95,7 @@ class Monitor:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.max_backlog_samples = max_backlog_samples
+        self.max_samples_per_round = max_samples_per_round
         self.clock = clock
         self.tracker = OffsetTracker()
         self.stats = MonitorStats()
@@ -103,6 +105,7 @@ class Monitor:
         self._last_commit = clock()
         self._last_checkpoint = clock()
         self._dirty = False  # something was read or written since the last commit
+        self._revoked: set[TopicPartition] = set()  # revoked by a rebalance that has not settled yet
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> MonitorStats:
@@ -127,16 +130,25 @@ class Monitor:
         self._update_pause()
         batch = self.consumer.poll(timeout_ms=0 if self._paused else self.poll_timeout_ms,
                                    max_records=self.max_poll_records)
+        if self._revoked:  # a cooperative rebalance may revoke without assigning anything
+            self._settle_rebalance(set(self.consumer.assignment()))
         if self._paused:
             self.stats.paused_polls += 1
             if not batch:
                 time.sleep(min(0.05, self.poll_timeout_ms / 1000))
         n = 0
+        first_samples = self.processor.stats.samples
+        full = False
         for tp, records in batch.items():
             for rec in records:
+                if full:  # over this round's sample budget: read again from here next round
+                    self.consumer.seek(TopicPartition(rec.topic, rec.partition), rec.offset)
+                    self.stats.deferred_records += 1
+                    break
                 n += 1
                 self._handle(InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value,
                                          list(rec.headers or []), rec.timestamp))
+                full = self.processor.stats.samples - first_samples >= self.max_samples_per_round
         self.processor.step()
         self._write_and_commit(force_commit=False)
         return n
@@ -144,10 +156,11 @@ class Monitor:
     def _handle(self, record: InputRecord) -> None:
         self.stats.records += 1
         self._dirty = True
-        self.tracker.seen(record.partition_key, record.offset)
         dead = ingest(self.processor, record, self.class_of_topic, max_bytes=self.max_bytes)
         if dead is not None:
             self._dead_letter(dead)
+        # Only now: if anything above raised, the final commit of shutdown() must not pass this record.
+        self.tracker.seen(record.partition_key, record.offset)
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         self.stats.dead_letters += 1
@@ -240,31 +253,66 @@ class Monitor:
         log.debug("checkpointed detector/alert state of %d stream(s)", saved)
 
     def _update_pause(self) -> None:
+        """Pause every assigned partition while the store is down or the backlog is too long, else resume.
+
+        The consumer's own paused set is the truth (a partition kept across a rebalance keeps its paused flag).
+        """
         want = self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_samples
-        assigned = list(self.consumer.assignment())
-        if want and not self._paused and assigned:
-            self.consumer.pause(*assigned)
-            self._paused = True
-            log.info("paused %d partition(s) (store down or backlog of %d samples)", len(assigned),
-                     self.processor.backlog())
-        elif not want and self._paused:
-            if assigned:
-                self.consumer.resume(*assigned)
-            self._paused = False
+        assigned = set(self.consumer.assignment())
+        paused = set(self.consumer.paused())
+        if want and assigned - paused:
+            self.consumer.pause(*(assigned - paused))
+            if not self._paused:
+                log.info("paused %d partition(s) (store down or backlog of %d samples)", len(assigned),
+                         self.processor.backlog())
+        elif not want and paused:
+            self.consumer.resume(*paused)
             log.info("resumed input")
+        self._paused = want and bool(assigned)
 
     # -- rebalance and shutdown -------------------------------------------------------------------------------
     def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        if not revoked:
-            return
-        log.info("revoked %s: writing and committing what is done", sorted(revoked))
-        self.processor.step(force=True)
-        self._sink_down_until = None  # one immediate try
-        self._write_and_commit(force_commit=True)  # saves every stream's state (for the next owner), commits
-        keys = [(tp.topic, tp.partition) for tp in revoked]
-        dropped = self.processor.drop_partitions(keys)
-        self.tracker.forget(keys)
-        log.info("dropped %d stream(s) of revoked partitions; their new owner resumes from the commit", dropped)
+        """Note the revocation; do no work here.
+
+        kafka-python 3 calls the rebalance listener on its IO thread, where a blocking commit raises
+        (``Cannot block on net.run() from the IO thread``) and where scoring or writing would stall heartbeats for
+        the whole group. So nothing is scored, written or committed in the listener. Which streams to forget is
+        decided once the new assignment is known (:meth:`_settle_rebalance`): partitions that come back keep their
+        streams and read on; the others go to a new owner that resumes from the last commit.
+        """
+        self._revoked |= set(revoked)
+        log.info("revoked %s", sorted((tp.topic, tp.partition) for tp in revoked))
+
+    def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self._settle_rebalance(set(self.consumer.assignment()) | set(assigned))
+
+    def _settle_rebalance(self, assignment: set[TopicPartition]) -> None:
+        """Forget the streams of partitions that went to another member; keep reading the ones we kept.
+
+        A lost partition's streams, buffers and unwritten points are dropped without a commit. That is consistent
+        by construction: a commit never passes a sample whose stream state is unsaved, and a state is saved only
+        when everything it scored is in the store, so the new owner — restoring the last saved state and reading
+        from the last commit — redoes exactly what this member had not made durable (idempotent writes).
+        A partition we keep is sought to where this member stopped reading, so its streams continue seamlessly
+        whether or not the client kept the fetch position across the rebalance.
+        """
+        kept = self._revoked & assignment
+        lost = self._revoked - assignment
+        self._revoked = set()
+        for tp in kept:
+            top = self.tracker.highest_read((tp.topic, tp.partition))
+            if top is not None:
+                try:
+                    self.consumer.seek(tp, top + 1)
+                except ValueError:  # not assigned after all: treat as lost below
+                    lost.add(tp)
+        if lost:
+            keys = [(tp.topic, tp.partition) for tp in lost]
+            dropped = self.processor.drop_partitions(keys)
+            self.tracker.forget(keys)
+            log.info("%d partition(s) went to another member: dropped %d stream(s); their new owner resumes "
+                     "from the last commit", len(keys), dropped)
 
     def shutdown(self) -> None:
         """Finish what is in flight, write, commit, close. A store that is still down means no commit."""

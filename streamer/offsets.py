@@ -67,6 +67,9 @@ class OffsetTracker:
             self._read.pop(part, None)
             self._committed.pop(part, None)
 
+    def highest_read(self, partition: Hashable) -> int | None:
+        return self._read.get(partition)
+
     def committed_position(self, partition: Hashable) -> int | None:
         return self._committed.get(partition)
 

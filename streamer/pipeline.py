@@ -25,6 +25,7 @@ is ``late``.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 LATE = "late"
 BAD_TIMESTAMP = "bad_timestamp"
+TOO_MANY_STREAMS = "too_many_streams"
 NS_PER_S = 1_000_000_000
 
 
@@ -78,7 +80,8 @@ class _Segment:
 
     ts_ns: np.ndarray
     values: np.ndarray
-    origin: Origin
+    origin: Origin | None
+    """None once the samples are saved with the stream's state: they no longer hold the commit."""
 
 
 @dataclass
@@ -97,6 +100,8 @@ class _Stream:
     audio_start_ns: int | None = None
     audio_rate: int | None = None
     partitions: set = field(default_factory=set)
+    touched: int = 0
+    """When the stream last received input (the processor's input counter): the eviction order."""
     unsaved: Holds = field(default_factory=dict)
     """Offsets of samples scored since the stream's state was last saved: the commit must not pass them, or a
     crash would resume from a state that has not seen samples the broker no longer re-delivers."""
@@ -109,7 +114,7 @@ class _Stream:
         return sum(s.values.size for s in self.segments)
 
     def holds(self) -> Holds:
-        return merge_holds({}, (s.origin for s in self.segments))
+        return merge_holds({}, (s.origin for s in self.segments if s.origin is not None))
 
 
 @dataclass
@@ -134,6 +139,7 @@ class ProcessorStats:
     fit_failures: int = 0
     alerts_opened: int = 0
     audio_gaps: int = 0
+    evicted: int = 0
 
 
 class StreamProcessor:
@@ -147,6 +153,7 @@ class StreamProcessor:
         train_samples_for: Callable[[str, str], int] | None = None,
         max_batch: int = 1024,
         max_skew_s: float = 30 * 86_400,
+        max_streams: int = 10_000,
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ):
         self.classes = dict(classes)
@@ -157,6 +164,8 @@ class StreamProcessor:
         self.max_batch = max_batch
         self.max_skew_ns = int(max_skew_s * NS_PER_S)
         self.wall_clock_ns = wall_clock_ns
+        self.max_streams = max_streams
+        self._inputs = 0
         self.stats = ProcessorStats()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._outbox: list[_Written] = []
@@ -171,10 +180,14 @@ class StreamProcessor:
         """
         late: list[int] = []
         future: list[int] = []
+        refused: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         horizon = self.wall_clock_ns() + self.max_skew_ns
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
+            if st is None:
+                refused.append(i)
+                continue
             st.partitions.add(origin[0])
             self.stats.samples += 1
             ts = int(s.ts_ns)
@@ -194,6 +207,10 @@ class StreamProcessor:
         for key, (ts_list, values) in batches.items():
             st = self._streams[key]
             self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
+        if refused:
+            self.stats.rejected += 1
+            return Rejection(TOO_MANY_STREAMS, f"sample(s) {refused}: {self.max_streams} streams are live and none "
+                                               "can be evicted (each holds samples not yet durable)")
         if future:
             self.stats.rejected += 1
             detail = f"sample(s) {future} more than {self.max_skew_ns / NS_PER_S:g} s ahead of the stream's newest " \
@@ -207,6 +224,9 @@ class StreamProcessor:
     def add_audio(self, stream_class: str, chunk, origin: Origin) -> Rejection | None:
         """One PCM chunk (``stream``, ``ts_ns``, ``sample_rate``, ``samples`` float32 mono)."""
         st = self._stream(stream_class, chunk.stream, "audio")
+        if st is None:
+            self.stats.rejected += 1
+            return Rejection(TOO_MANY_STREAMS, f"{self.max_streams} streams are live and none can be evicted")
         st.partitions.add(origin[0])
         values = np.asarray(chunk.samples, dtype=np.float64).ravel()
         rate = int(chunk.sample_rate)
@@ -251,16 +271,39 @@ class StreamProcessor:
         st.segments.append(_Segment(ts, values, origin))
         st.received += values.size
 
-    def _stream(self, stream_class: str, stream: str, kind: str) -> _Stream:
+    def _stream(self, stream_class: str, stream: str, kind: str) -> _Stream | None:
+        """The live stream (restored from its saved state if it has one); None when the cap leaves no room."""
         key = (stream_class, stream)
+        self._inputs += 1
         st = self._streams.get(key)
         if st is None:
             cfg = self.classes.get(stream_class)
             if cfg is None or cfg.kind != kind:
                 raise KeyError(f"no {kind} stream class {stream_class!r} configured")
+            if len(self._streams) >= self.max_streams and not self._evict_one():
+                return None
             st = self._streams[key] = _Stream(stream_class, stream, kind, AlertMachine(stream, cfg.policy))
             self._restore(st)
+        st.touched = self._inputs
         return st
+
+    def _evict_one(self) -> bool:
+        """Forget the least recently active stream that loses nothing by it: everything it received is in its
+        saved state (or it has no state and no samples). It is restored from that state if it sends again."""
+        if self.state_dir is None:
+            return False
+        durable = [st for st in self._streams.values()
+                   if not st.unsaved and not any(seg.origin is not None for seg in st.segments)
+                   and (st.received == 0 or (path := self._state_path(st.stream_class, st.name)) is not None
+                        and path.is_file())]
+        if not durable:
+            return False
+        victim = min(durable, key=lambda st: st.touched)
+        del self._streams[victim.key]
+        self.stats.evicted += 1
+        log.debug("evicted stream %s/%s (cap of %d live streams)", victim.stream_class, victim.name,
+                  self.max_streams)
+        return True
 
     # -- state across restarts and rebalances -----------------------------------------------------------------
     def _state_path(self, stream_class: str, stream: str) -> Path | None:
@@ -274,58 +317,76 @@ class StreamProcessor:
         The file stays: it is overwritten at the next checkpoint, and after a crash before that it is still the
         best state there is — never newer than the store (it is written only when everything scored has been
         written), at worst older than the commit, in which case the samples in between are missing from the
-        detector's history rather than counted twice.
+        detector's history rather than counted twice. A stream still collecting its training part gets its
+        collected samples back.
         """
         path = self._state_path(st.stream_class, st.name)
         if path is None or not path.is_file():
             return
         try:
             state = json.loads(path.read_text())
-            fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name))
-            if fitted is None:
-                raise CheckpointMismatchError("its detector is gone")
-            detector = fitted.new_state()
-            detector.load_state_dict(state["detector"])
+            if state.get("detector") is not None:
+                fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name))
+                if fitted is None:
+                    raise CheckpointMismatchError("its detector is gone")
+                detector = fitted.new_state()
+                detector.load_state_dict(state["detector"])
+                st.state = detector
             st.alerts.load_state_dict(state["alerts"])
-            st.state = detector
             st.received = int(state["received"])
             st.last_ts = st.skip_until_ts = state["last_ts"]
             st.audio_start_ns, st.audio_rate = state.get("audio_start_ns"), state.get("audio_rate")
-            log.info("stream %s/%s: detector and alert state restored at sample %d", st.stream_class, st.name,
-                     st.received)
+            if state.get("training") is not None:
+                ts, values = _decode_samples(state["training"])
+                st.segments.append(_Segment(ts, values, None))
+            log.info("stream %s/%s: %s restored at sample %d", st.stream_class, st.name,
+                     "detector and alert state" if st.state is not None else "training part", st.received)
         except Exception:  # unreadable state costs the stream's history, never the stream
             log.exception("ignoring unreadable stream state %s", path)
+            st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             path.unlink(missing_ok=True)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None) -> int:
-        """Write the detector and alert state of every scoring stream (or of the streams of ``partitions``).
+        """Write the state of every stream (or of the streams of ``partitions``) that changed since its last save.
 
-        Call only when everything scored has been written (``outbox_points == 0``): a restored stream skips
-        samples up to the last one it scored, trusting they are in the store. With a state folder, the commit
-        never passes a sample whose effect on the state is not saved yet (:meth:`holds`), so the saved state is
-        never older than the commit: a crash resumes exactly.
+        A scoring stream saves its detector and alert state. Call only when everything scored has been written
+        (``outbox_points == 0``): a restored stream skips samples up to the last one it scored, trusting they are
+        in the store. With a state folder, the commit never passes a sample whose effect on the state is not
+        saved yet (:meth:`holds`), so the saved state is never older than the commit: a crash resumes exactly.
+
+        A stream still collecting its training part saves the samples collected so far, which then stop holding
+        the commit. Without that, a stream that sent a few samples and fell silent would pin its partition's
+        commit for ever, and every restart would re-read everything since.
         """
         if self.state_dir is None:
             return 0
         parts = set(partitions) if partitions is not None else None
         n = 0
         for st in self._streams.values():
-            if st.state is None or (parts is not None and not st.partitions & parts):
+            if parts is not None and not st.partitions & parts:
                 continue
-            scored = st.received - st.pending()
-            last_ts = None
-            if st.segments:
-                head = st.segments[0]
-                last_ts = int(head.ts_ns[0]) - 1
+            training = st.state is None
+            if training and not any(seg.origin is not None for seg in st.segments):
+                continue  # nothing new since the last save (or nothing at all)
+            if training:
+                ts = np.concatenate([seg.ts_ns for seg in st.segments])
+                values = np.concatenate([seg.values for seg in st.segments])
+                state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
+                         "last_ts": st.last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate,
+                         "training": _encode_samples(ts, values)}
             else:
-                last_ts = st.last_ts
+                last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
+                state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
+                         "received": st.received - st.pending(), "last_ts": last_ts,
+                         "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate}
             path = self._state_path(st.stream_class, st.name)
             path.parent.mkdir(parents=True, exist_ok=True)
-            state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(), "received": scored,
-                     "last_ts": last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(state))
             tmp.replace(path)
+            if training:
+                for seg in st.segments:
+                    seg.origin = None
             st.unsaved = {}
             n += 1
         return n
@@ -379,9 +440,10 @@ class StreamProcessor:
         extended = st.state.channels.extended(values)
         detections = st.state.update(values, scores)
         cfg = self.classes[st.stream_class]
-        out = _Written([], [merge_holds({}, (s.origin for s in segments))])
+        origins = [s.origin for s in segments if s.origin is not None]
+        out = _Written([], [merge_holds({}, origins)])
         if self.state_dir is not None:
-            merge_holds(st.unsaved, (s.origin for s in segments))
+            merge_holds(st.unsaved, origins)
         rows = detections.positions - first
         scorer = fitted.config.scorer
         for i, row in enumerate(rows.tolist()):
@@ -480,17 +542,17 @@ class StreamProcessor:
             yield from item.holds
 
     def drop_partitions(self, partitions: Iterable[Hashable]) -> int:
-        """Forget the streams of revoked partitions (buffers, states, unwritten points' holds).
+        """Forget the streams of revoked partitions: buffers, states, and their points not yet written.
 
-        Their new owner re-reads everything from the last committed offset, so nothing is lost.
+        Their new owner re-reads everything from the last committed offset and re-scores what these points
+        held, so nothing is lost and nothing reaches the store (or the alerts topic) from two owners.
         Returns the number of streams dropped.
         """
         parts = set(partitions)
         gone = [k for k, st in self._streams.items() if st.partitions & parts]
         for k in gone:
             del self._streams[k]
-        for item in self._outbox:
-            item.holds = [h for h in item.holds if not (set(h) & parts)]
+        self._outbox = [item for item in self._outbox if not any(set(h) & parts for h in item.holds)]
         return len(gone)
 
     def stream_count(self) -> int:
@@ -501,6 +563,19 @@ class StreamProcessor:
         return None if st is None else st.state
 
 
+def _encode_samples(ts: np.ndarray, values: np.ndarray) -> dict[str, str]:
+    return {"ts_ns": base64.b64encode(ts.astype("<i8").tobytes()).decode(),
+            "values": base64.b64encode(values.astype("<f8").tobytes()).decode()}
+
+
+def _decode_samples(blob: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.frombuffer(base64.b64decode(blob["ts_ns"]), dtype="<i8").astype(np.int64)
+    values = np.frombuffer(base64.b64decode(blob["values"]), dtype="<f8").astype(np.float64)
+    if ts.size != values.size:
+        raise ValueError("saved training samples: timestamps and values differ in length")
+    return ts, values
+
+
 def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:
     """Audio's ``value``: RMS of the hop that ends at ``position`` (what the stream sounded like just then)."""
     x, base = extended
@@ -509,5 +584,5 @@ def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:
     return float(np.sqrt(np.mean(tail * tail))) if tail.size else 0.0
 
 
-__all__ = ["Detections", "FlushResult", "LATE", "ProcessorStats", "Rejection", "StreamClassConfig",
+__all__ = ["BAD_TIMESTAMP", "Detections", "FlushResult", "LATE", "TOO_MANY_STREAMS", "ProcessorStats", "Rejection", "StreamClassConfig",
            "StreamProcessor"]

@@ -267,7 +267,8 @@ def test_images_from_store(store_env):
     assert "No ground-truth mask" in texts(at.info)
 
 
-def test_images_from_bench_folder(store_env, tmp_path):
+def test_images_from_bench_folder(store_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALOWATCH_DASHBOARD_IMAGE_DIR", str(tmp_path))
     folder = tmp_path / "bench"
     rows = [{"category": p.tags["category"], "defect": p.tags["defect"], **p.fields}
             for p in image_points(folder / "files")]
@@ -283,6 +284,23 @@ def test_images_from_bench_folder(store_env, tmp_path):
     assert not at.warning
     at.text_input(key="images_folder").input(str(tmp_path / "nope")).run()
     assert "No folder" in texts(at.warning)
+
+
+def test_images_page_reads_no_folder_outside_the_configured_ones(store_env, tmp_path, monkeypatch):
+    """Issue 9 #11: the dashboard has no login; typing /etc or a ../ path must not make it read that folder."""
+    monkeypatch.setenv("SCALOWATCH_DASHBOARD_IMAGE_DIR", str(tmp_path / "served"))
+    (tmp_path / "served").mkdir()
+    secret = tmp_path / "private"
+    secret.mkdir()
+    pd.DataFrame([{"category": "c", "defect": "good", "path": "/etc/hostname", "score": 0.1, "map_path": "",
+                   "mask_path": ""}]).to_csv(secret / "image_results.csv", index=False)
+    at = run_page("views/images.py")
+    at.radio(key="images_source").set_value("Bench output folder").run()
+    for typed in (str(secret), str(tmp_path / "served" / ".." / "private"), "/etc"):
+        at.text_input(key="images_folder").input(typed).run()
+        assert not at.exception
+        assert "outside the folders this dashboard serves" in texts(at.warning)
+        assert not at.dataframe
 
 
 def test_images_missing_file_is_a_warning(store_env, tmp_path):

@@ -15,7 +15,8 @@ from streamer.config import CONFIG_FILE_ENV, Settings, env_names
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-_VAR = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}")
+_VAR = re.compile(r"\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?(?::?\?(?P<required>[^}]*))?\}")
+DEPLOYER_SECRET = "a-token-the-deployer-sets"
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,18 @@ def compose() -> dict:
 
 
 def _env(service: dict) -> dict[str, str]:
-    """A service's environment with ${VAR:-default} replaced by its default (as compose would with VAR unset)."""
+    """A service's environment with ${VAR:-default} replaced by its default (as compose would with VAR unset) and
+    ${VAR:?message} — a variable compose refuses to start without — by a value the deployer would set."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {k: _VAR.sub(lambda m: m.group("default") or "", str(v)) for k, v in env.items()}
+    return {k: _VAR.sub(lambda m: DEPLOYER_SECRET if m.group("required") is not None else m.group("default") or "",
+                        str(v)) for k, v in env.items()}
+
+
+def _ports(service: dict) -> list[str]:
+    """Published ports as host:container, with the bind address variable at its default."""
+    return [_VAR.sub(lambda m: m.group("default") or "", str(p)) for p in service.get("ports", [])]
 
 
 def _settings_from(env: dict[str, str], monkeypatch) -> Settings:
@@ -107,11 +115,11 @@ def test_hosts_and_ports_agree_between_services(compose, monkeypatch):
     for address in advertised:
         assert int(address.rsplit(":", 1)[1]) in listener_ports
     host_listener = next(a for a in advertised if a.startswith("localhost:"))
-    assert f"{host_listener.split(':')[1]}:{host_listener.split(':')[1]}" in services["kafka"]["ports"]
+    assert f"127.0.0.1:{host_listener.split(':')[1]}:{host_listener.split(':')[1]}" in _ports(services["kafka"])
 
     influx_url = urlparse(settings.influx.url)
     assert influx_url.hostname in services and influx_url.hostname == "influxdb"
-    assert any(str(p).endswith(f":{influx_url.port}") for p in services["influxdb"]["ports"])
+    assert any(p.endswith(f":{influx_url.port}") for p in _ports(services["influxdb"]))
     influx_env = _env(services["influxdb"])
     assert influx_env["DOCKER_INFLUXDB_INIT_ORG"] == settings.influx.org
     assert influx_env["DOCKER_INFLUXDB_INIT_BUCKET"] == settings.influx.bucket
@@ -120,7 +128,7 @@ def test_hosts_and_ports_agree_between_services(compose, monkeypatch):
 
     command = services["dashboard"]["command"]
     port = command[command.index("--port") + 1]
-    assert f"{port}:{port}" in services["dashboard"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in _ports(services["dashboard"])
 
     init_script = " ".join(services["kafka-init"]["command"])
     for topic in (settings.kafka.sensor_topic, settings.kafka.audio_topic, settings.kafka.alerts_topic,
@@ -198,3 +206,15 @@ def test_every_dependency_is_pinned_in_the_lock_file_make_install_uses():
     assert pins["kafka-python"].startswith("3.") and pins["torch"] == "2.13.0"
     makefile = (REPO / "Makefile").read_text()
     assert "-r requirements.lock" in makefile and "--no-deps -e" in makefile
+
+
+def test_secrets_have_no_default_and_ports_bind_to_localhost(compose):
+    """Issue 9 #11: no fallback token or password (compose must refuse to start without them), and nothing
+    published on all interfaces by default (Kafka is PLAINTEXT, the dashboard has no login)."""
+    text = COMPOSE.read_text()
+    for secret in ("SCALOWATCH_INFLUX_TOKEN", "INFLUXDB_ADMIN_PASSWORD"):
+        uses = re.findall(r"\$\{" + secret + r"([^}]*)\}", text)
+        assert uses and all(use.startswith(":?") for use in uses), f"{secret} has a default: {uses}"
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${SCALOWATCH_BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port}"

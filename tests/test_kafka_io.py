@@ -187,3 +187,107 @@ def _offset(offset: int):
     from kafka.structs import OffsetAndMetadata
 
     return OffsetAndMetadata(offset, "", -1)
+
+
+@pytest.mark.integration
+def test_keyless_tombstone_and_keyless_oversized_record_are_dead_lettered(kafka_broker):
+    """Issue 9 #2: Kafka refuses a record with neither key nor value; the dead letter must still get there (and
+    the keyless too-large record's value-less form too) instead of raising out of the consumer loop."""
+    settings = _settings(kafka_broker, dead_letter_topic=f"dlq-{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings, {settings.kafka.dead_letter_topic: 1})
+    dlq = DeadLetterProducer(make_producer(settings, max_request_size=4000), settings.kafka.dead_letter_topic)
+    dlq.send(None, key=None, reason="missing_key", topic="in", partition=0, offset=1)
+    dlq.send(b"y" * 10_000, key=None, reason="too_large", topic="in", partition=0, offset=2)
+    assert dlq.flush() == 2 and dlq.pending == 0
+    dlq.close()
+    tombstone, big = _read_all(settings, settings.kafka.dead_letter_topic, 2)
+    assert tombstone.value == b"" and dict(tombstone.headers)["dlq.null_value"] == b"1"
+    assert dict(tombstone.headers)["dlq.reason"] == b"missing_key"
+    assert big.value == b"" and dict(big.headers)["dlq.dropped_value_bytes"] == b"10000"
+
+
+@pytest.mark.integration
+def test_dead_letter_survives_a_metadata_timeout_and_is_delivered_after_it():
+    """Issue 9 #2: with the broker unreachable, ``send`` times out waiting for the topic's metadata. That must be
+    a pending record (flush raises, so nothing is committed), not an exception out of the consumer loop."""
+    from servers import TansuBroker, TansuProxy
+
+    with TansuBroker() as broker, TansuProxy(broker) as proxy:
+        settings = _settings(proxy.bootstrap)
+        producer = make_producer(settings, request_timeout_ms=1500, max_block_ms=1000, retries=0,
+                                 delivery_timeout_ms=3000, reconnect_backoff_max_ms=200, enable_idempotence=False)
+        proxy.stop()  # the producer has never seen the dead-letter topic: send() must wait for its metadata
+        dlq = DeadLetterProducer(producer, "dlq-meta")
+        dlq.send(b"bad", key=b"k", reason="not_json", topic="in", partition=0, offset=5)
+        assert dlq.pending == 1
+        with pytest.raises(KafkaOutputError, match="in\\[0\\]@5"):
+            dlq.flush(timeout_s=5)
+        proxy.start()
+        ensure_topics(settings, {"dlq-meta": 1})
+        for _ in range(10):
+            try:
+                assert dlq.flush(timeout_s=10) == 1
+                break
+            except KafkaOutputError:
+                continue
+        assert dlq.pending == 0
+        dlq.close(timeout_s=1)
+        (record,) = _read_all(settings, "dlq-meta", 1)
+        assert record.value == b"bad" and dict(record.headers)["dlq.reason"] == b"not_json"
+
+
+class _BrokerRejects:
+    """A producer whose broker answers later, refusing records with a value over ``limit`` bytes.
+
+    Tansu accepts records of any size, so a broker-side MessageSizeTooLarge (which Apache Kafka sends when a
+    record passes the producer's own size check but not the topic's ``max.message.bytes``) is played here: the
+    point is how the tracked producer treats a failure that arrives after ``send`` returned.
+    """
+
+    def __init__(self, limit: int):
+        from kafka.future import Future
+
+        self.limit, self.sent, self._future = limit, [], Future
+        self._open: list = []
+
+    def send(self, topic, value=None, key=None, headers=None):
+        future = self._future()
+        self._open.append((future, value))
+        return future
+
+    def flush(self, timeout=None):
+        from kafka.errors import MessageSizeTooLargeError
+
+        for future, value in self._open:
+            if value is not None and len(value) > self.limit:
+                future.failure(MessageSizeTooLargeError("broker: record too large for the topic"))
+            else:
+                self.sent.append(value)
+                future.success(None)
+        self._open = []
+
+    def close(self, timeout=None):
+        pass
+
+
+def test_a_dead_letter_the_broker_refuses_later_is_sent_once_without_its_value():
+    """Issue 9 #3: a broker-side refusal (async) must not make every later flush re-send the same record for
+    ever (which stops all commits): the value-less form is sent instead."""
+    broker = _BrokerRejects(limit=100)
+    dlq = DeadLetterProducer(broker, "dlq")
+    dlq.send(b"z" * 500, key=b"k", reason="too_large", topic="in", partition=0, offset=9)
+    with pytest.raises(KafkaOutputError, match="MessageSizeTooLarge"):
+        dlq.flush()
+    assert dlq.flush() == 1 and dlq.pending == 0
+    assert broker.sent == [None]
+
+
+def test_an_alert_the_broker_refuses_for_good_is_given_up_loudly_not_retried_for_ever(caplog):
+    broker = _BrokerRejects(limit=10)
+    publisher = AlertPublisher(broker, "alerts")
+    publisher.publish(Point(ALERT, {"stream": "a"}, {"state": "open"}, T0))
+    with pytest.raises(KafkaOutputError):
+        publisher.flush()
+    assert publisher.pending == 0 and publisher.undeliverable == 1
+    assert "refused for good" in caplog.text
+    assert publisher.flush() == 0

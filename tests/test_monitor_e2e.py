@@ -371,6 +371,65 @@ def test_two_consumers_in_one_group_share_partitions(kafka_broker, influx_server
     assert a.monitor.stats.records > 0 and b.monitor.stats.records > 0
 
 
+def test_a_member_joining_mid_stream_takes_over_without_killing_the_first(kafka_broker, influx_server, tmp_path):
+    """Issue 9 #1: kafka-python 3 calls the rebalance listener on its IO thread, where a blocking commit raises.
+    Member A holds uncommitted progress (its stream states are never checkpointed here, so every commit is
+    pinned) when B joins: A must survive, B must take over its share from the last commit, and every sample
+    must end up stored once, scored exactly as offline."""
+    settings = make_settings(kafka_broker, influx_server, tmp_path, state_checkpoint_s=3600.0)
+    create_topics(settings, partitions=4)
+    names = streams_covering_partitions(f"join-{uuid.uuid4().hex[:6]}", 4)
+    sources = [nab_source(name, 300) for name in names]
+    ends = expected_times(sources[0])
+    send(settings, sources)
+    a = MonitorThread(settings).start()
+    b = None
+    try:
+        wait_for(lambda: a.monitor.stats.records >= 40 and a.monitor.stats.points_written > 0, 120,
+                 "A to read and score records")
+        b = MonitorThread(settings).start()
+        wait_for(lambda: b.monitor.stats.records > 0, 120, "B to get a share of the partitions")
+        for s in sources:
+            wait_for(lambda s=s: count(influx_server, s.stream) >= len(ends), 180, f"scores of {s.stream}")
+        assert a.thread.is_alive() and a.error is None, "the first member died in the rebalance"
+    finally:
+        a.join()
+        if b is not None:
+            b.join()
+    for s in sources:
+        assert_scores_match(influx_server, s.stream, s, tmp_path / "models")
+
+
+def test_one_round_takes_in_a_bounded_number_of_samples_and_reads_the_rest_again(kafka_broker, influx_server,
+                                                                              tmp_path):
+    """Issue 9 #10: max_poll_records bounds records, not samples. Records of 300 samples each with a budget of
+    700 samples a round: each round takes three records and seeks back to the fourth, so no round outlasts
+    max.poll.interval.ms however big the records are; nothing is skipped or scored twice."""
+    from kafka import KafkaProducer
+
+    from streamer.messages import encode_sensor_batch
+
+    settings = make_settings(kafka_broker, influx_server, tmp_path, max_samples_per_round=700)
+    settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"max_message_bytes": 100_000})})
+    create_topics(settings)
+    stream = f"big-{uuid.uuid4().hex[:6]}"
+    source = nab_source(stream, 1800)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker)
+    for lo in range(0, 1800, 300):
+        pairs = zip(source.times_ns[lo:lo + 300].tolist(), source.values[lo:lo + 300].tolist())
+        producer.send(settings.kafka.sensor_topic, key=stream.encode(), value=encode_sensor_batch(stream, pairs))
+    producer.flush()
+    producer.close()
+    mon = MonitorThread(settings).start()
+    try:
+        wait_for(lambda: count(influx_server, stream) >= 1800, 120, "all 1,800 scores")
+    finally:
+        mon.join()
+    assert mon.monitor.stats.deferred_records >= 1
+    assert mon.monitor.stats.records == 6  # each record handled once: deferred ones were not counted as read
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")
+
+
 def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_path):
     """SIGTERM: the monitor writes and commits what it has and exits 0; a restart re-reads only the open window."""
     import re

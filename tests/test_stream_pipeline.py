@@ -115,13 +115,15 @@ def test_offsets_are_held_until_the_store_accepts_then_released(tmp_path):
     proc, store, tracker = make(tmp_path), DictStore(), OffsetTracker()
     samples = stamped(values(400))
     feed(proc, "a", samples[:100], tracker=tracker, store=store)
-    assert tracker.committed_position(0) in (None, 0)  # training part collecting: nothing may be committed
+    # training part collecting: each checkpoint saves the samples collected so far (the last one after sample 75),
+    # so only the samples since then hold the commit
+    assert tracker.committed_position(0) == 76
     feed(proc, "a", samples, start=100, tracker=tracker)
     proc.step()
     store.down = True
     with pytest.raises(StoreDown):
         proc.flush(store)
-    assert min(h.get(0, 10**9) for h in proc.holds()) == 0
+    assert min(h.get(0, 10**9) for h in proc.holds()) == 76
     store.down = False
     proc.flush(store)
     assert tracker.positions(proc.holds()).get(0, 0) < 400  # scored and written, but not yet in a saved stream state
@@ -269,3 +271,83 @@ def test_a_stream_called_shared_gets_its_own_folder(tmp_path):
     mine = per_stream.directory(per_stream.key_for("sensor", "_shared"))
     theirs = shared.directory(shared.key_for("sensor", "anything"))
     assert theirs.name == "_shared" and mine != theirs
+
+
+def test_a_silent_stream_in_its_training_part_does_not_pin_the_commit_and_keeps_its_samples(tmp_path):
+    """Issue 9 #4: one sample of stream 'quiet', then 1,000 records of 'busy' on the same partition. The checkpoint
+    saves quiet's collected samples, so the commit moves past them; after a crash, quiet gets them back and fits
+    on exactly the training part an uninterrupted run would use."""
+    store, tracker = DictStore(), OffsetTracker()
+    proc = make(tmp_path / "run")
+    quiet = stamped(values(TRAIN + 60, seed=3))
+    tracker.seen(0, 0)
+    assert proc.add_sensor("sensor", [Sample("quiet", *quiet[0])], (0, 0)) is None
+    busy = stamped(values(1000, seed=4), start=2_000_000 * P)
+    for off, (t, v) in enumerate(busy, start=1):
+        tracker.seen(0, off)
+        assert proc.add_sensor("sensor", [Sample("busy", t, v)], (0, off)) is None
+    drain(proc, store)
+    assert proc.save_states() == 2
+    position = tracker.positions(proc.holds())[0]
+    assert position == 1001  # without the saved training part this stays at 0 for ever
+    tracker.committed({0: position})
+    # crash; the restarted worker re-reads from the commit, then quiet goes on
+    again = make(tmp_path / "run")
+    for off, (t, v) in enumerate(quiet[1:], start=1001):
+        assert again.add_sensor("sensor", [Sample("quiet", t, v)], (0, off)) is None
+    drain(again, store)  # fits
+    drain(again, store)  # scores
+    got = [p.fields["score"] for p in store.measurement(WINDOW_SCORE, "quiet")]
+    ref_store = DictStore()
+    ref = make(tmp_path / "ref")
+    feed(ref, "quiet", quiet, store=ref_store)
+    drain(ref, ref_store)
+    want = [p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE, "quiet")]
+    assert len(got) == len(quiet)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_live_streams_are_capped_durable_ones_evicted_and_restored_the_rest_dead_lettered(tmp_path):
+    """Issue 9 #7: 20,000 one-sample stream ids must not all stay in memory. At the cap, the least recently active
+    stream whose samples are saved is evicted; when no stream can go without losing samples, the new stream's
+    record is refused with a reason (the monitor dead-letters it)."""
+    proc = make(tmp_path, max_streams=3)
+    t0 = 1_000_000 * P
+    for i, name in enumerate(["s0", "s1", "s2"]):
+        assert proc.add_sensor("sensor", [Sample(name, t0, 1.0 + i)], (0, i)) is None
+    refused = proc.add_sensor("sensor", [Sample("s3", t0, 4.0)], (0, 3))
+    assert refused is not None and refused.reason == "too_many_streams"
+    assert proc.stream_count() == 3
+    assert proc.save_states() == 3  # their collected samples are now on disk
+    for i in range(3, 200):
+        assert proc.add_sensor("sensor", [Sample(f"s{i}", t0, float(i))], (0, i)) is None
+        proc.save_states()
+    assert proc.stream_count() == 3 and proc.stats.evicted == 197
+    # an evicted stream comes back with what it had collected
+    back = proc.add_sensor("sensor", [Sample("s1", t0 + P, 7.0)], (0, 200))
+    assert back is None
+    segments = list(proc._streams[("sensor", "s1")].segments)
+    assert [float(v) for seg in segments for v in seg.values] == [2.0, 7.0]
+
+
+def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_run(tmp_path):
+    samples = stamped(values(500))
+    ref_store = DictStore()
+    ref = make(tmp_path / "ref")
+    feed(ref, "a", samples, store=ref_store)
+    drain(ref, ref_store)
+
+    store = DictStore()
+    proc = make(tmp_path / "run", max_streams=1)
+    feed(proc, "a", samples[:350], store=store)
+    drain(proc, store)
+    proc.save_states()
+    assert proc.add_sensor("sensor", [Sample("other", samples[0][0], 1.0)], (1, 0)) is None  # evicts "a"
+    assert proc.stats.evicted == 1
+    proc.save_states()
+    feed(proc, "a", samples, start=350, store=store)  # evicts "other", restores "a"
+    drain(proc, store)
+    got = [p.fields["score"] for p in store.measurement(WINDOW_SCORE, "a")]
+    want = [p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE, "a")]
+    assert len(got) == len(want) == 500
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)

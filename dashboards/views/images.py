@@ -9,13 +9,25 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboards.imaging import ImageLoadError, load_map, load_mask, load_results_folder, load_rgb, overlay
+from dashboards.imaging import (
+    ImageLoadError, load_map, load_mask, load_results_folder, load_rgb, overlay, within,
+)
 from dashboards.queries import get_store, query
 from dashboards.results import results_dir
 from dashboards.ui import guarded
 
 IMAGE_DIR_ENV = "SCALOWATCH_DASHBOARD_IMAGE_DIR"
+BENCH_OUT_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "out"
 SOURCES = ("Store", "Bench output folder")
+
+
+def allowed_roots() -> list[Path]:
+    """Folders the page may read results from: the results directory, the benches' default output, and the
+    folder named by SCALOWATCH_DASHBOARD_IMAGE_DIR."""
+    roots = [results_dir(), BENCH_OUT_DIR]
+    if os.environ.get(IMAGE_DIR_ENV):
+        roots.append(Path(os.environ[IMAGE_DIR_ENV]))
+    return roots
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -73,6 +85,12 @@ def render() -> None:
         default = os.environ.get(IMAGE_DIR_ENV) or str(results_dir() / "mvtec")
         folder = c2.text_input("Bench output folder", value=default, key="images_folder",
                                help="A folder with image_results.csv / .jsonl / .json (up to two levels down)")
+        roots = allowed_roots()
+        if not within(folder, roots):
+            st.warning(f"{folder} is outside the folders this dashboard serves ("
+                       + ", ".join(str(r) for r in roots) + f"). Set {IMAGE_DIR_ENV} to serve another one.",
+                       icon=":material/lock:")
+            return
         if not Path(folder).is_dir():
             st.warning(f"No folder at {folder}.", icon=":material/folder_off:")
             return
