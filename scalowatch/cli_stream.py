@@ -48,6 +48,7 @@ def build_monitor(settings, *, processor=None):
         retry_initial_s=m.sink_retry_initial_s,
         retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
         max_samples_per_round=m.max_samples_per_round,
+        probe_consumer=partial(make_consumer, settings, group_id=None, enable_auto_commit=False),
     )
 
 

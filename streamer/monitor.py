@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamer.ingest import DeadLetter, InputRecord, ingest
@@ -78,6 +78,7 @@ class Monitor:
         retry_max_s: float = 10.0,
         max_backlog_samples: int = 1_000_000,
         max_samples_per_round: int = 200_000,
+        probe_consumer: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
@@ -96,6 +97,8 @@ class Monitor:
         self.retry_max_s = retry_max_s
         self.max_backlog_samples = max_backlog_samples
         self.max_samples_per_round = max_samples_per_round
+        self.probe_consumer = probe_consumer
+        """Makes a group-less consumer with the same connection settings (see :meth:`_skip_unreadable`)."""
         self.clock = clock
         self.tracker = OffsetTracker()
         self.stats = MonitorStats()
@@ -128,8 +131,12 @@ class Monitor:
     def run_once(self) -> int:
         """One poll/process/write/commit round; returns the number of records read."""
         self._update_pause()
-        batch = self.consumer.poll(timeout_ms=0 if self._paused else self.poll_timeout_ms,
-                                   max_records=self.max_poll_records)
+        try:
+            batch = self.consumer.poll(timeout_ms=0 if self._paused else self.poll_timeout_ms,
+                                       max_records=self.max_poll_records)
+        except CorruptRecordError as exc:  # e.g. a header key that is not UTF-8: the client cannot parse it
+            self._skip_unreadable(exc)
+            return 0
         if self._revoked:  # a cooperative rebalance may revoke without assigning anything
             self._settle_rebalance(set(self.consumer.assignment()))
         if self._paused:
@@ -172,6 +179,55 @@ class Monitor:
             return
         self.dead_letters.send(r.value, key=r.key, headers=r.headers, reason=dead.reason, detail=dead.detail,
                                topic=r.topic, partition=r.partition, offset=r.offset)
+
+    def _skip_unreadable(self, exc: Exception) -> None:
+        """Dead-letter a record the Kafka client cannot parse, and read on after it.
+
+        kafka-python raises such a record (a header key that is not UTF-8, a corrupt batch) from ``poll`` without
+        saying where it is; its position stays on the record, the error comes back after every restart, and
+        (kafka-python 3.0.12) the next ``poll`` before a seek past it blocks for good. The record is the next one
+        of some assigned partition, so a separate, group-less consumer reads each partition at this consumer's
+        position until one raises; that position is the record. Its bytes cannot be read, so the dead letter
+        carries where it was and why (``unreadable_record``), without a value, and this consumer seeks past it.
+        """
+        if self.probe_consumer is None:
+            raise exc
+        found: tuple[TopicPartition, int] | None = None
+        for attempt in range(3):
+            found = self._find_unreadable()
+            if found is not None:
+                break
+            log.warning("could not locate the record the Kafka client failed to parse (try %d of 3)", attempt + 1)
+        if found is None:
+            raise exc  # polling on would block for ever; a restart tries again
+        tp, offset = found
+        self.stats.records += 1
+        self._dirty = True
+        self._dead_letter(DeadLetter(InputRecord(tp.topic, tp.partition, offset, None, None, [], None),
+                                     "unreadable_record", f"the Kafka client cannot parse it: {exc}"))
+        self.consumer.seek(tp, offset + 1)
+        self.tracker.seen((tp.topic, tp.partition), offset)
+        log.error("record %s[%d]@%d cannot be parsed by the Kafka client (%s): dead-lettered, reading on",
+                  tp.topic, tp.partition, offset, exc)
+
+    def _find_unreadable(self) -> tuple[TopicPartition, int] | None:
+        for tp in sorted(self.consumer.assignment()):
+            position = self.consumer.position(tp)
+            probe = self.probe_consumer()
+            try:
+                probe.assign([tp])
+                probe.seek(tp, position)
+                for _ in range(4):  # a fetch may need more than one poll to arrive
+                    if probe.poll(timeout_ms=500, max_records=1):
+                        break
+            except CorruptRecordError:
+                return tp, position
+            finally:
+                try:
+                    probe.close(autocommit=False)
+                except Exception:  # noqa: BLE001 - a probe that fails to close costs nothing but a log line
+                    log.debug("closing the probe consumer failed", exc_info=True)
+        return None
 
     # -- writing and committing -------------------------------------------------------------------------------
     def _write(self) -> bool:

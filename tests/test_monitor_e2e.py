@@ -306,6 +306,52 @@ def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_se
         assert (value, reason, topic) in letters
 
 
+class _NotUtf8(str):
+    """A header key whose wire bytes are not UTF-8 (kafka-python's producer encodes keys with ``str.encode``):
+    the record the broker stores is what a non-Python client could send."""
+
+    def encode(self, *args, **kwargs):
+        return b"\xff\xfe-key"
+
+
+def test_a_record_the_client_cannot_parse_is_dead_lettered_and_the_stream_goes_on(kafka_broker, influx_server,
+                                                                                   tmp_path):
+    """Issue 9 #11: a non-UTF-8 header key makes kafka-python raise inside poll(), at every poll and after every
+    restart. The monitor must dead-letter that record (reason unreadable_record, with where it was) and score
+    every other record of the partition."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka_read import read_topic
+
+    from streamer.messages import encode_sensor
+
+    settings = make_settings(kafka_broker, influx_server, tmp_path)
+    create_topics(settings)
+    stream = f"hdr-{uuid.uuid4().hex[:6]}"
+    source = nab_source(stream, 300)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker, linger_ms=0)
+    topic = settings.kafka.sensor_topic
+    for i, (t, v) in enumerate(zip(source.times_ns.tolist(), source.values.tolist())):
+        producer.send(topic, key=stream.encode(), value=encode_sensor(stream, t, v)).get(10)
+        if i == 250:
+            bad = producer.send(topic, key=stream.encode(), value=b'{"stream": "x", "ts": 1, "value": 1}',
+                                headers=[(_NotUtf8("k"), b"v")]).get(10)
+    producer.close()
+    mon = MonitorThread(settings).start()
+    try:
+        wait_for(lambda: count(influx_server, stream) >= 300, 120, "all 300 scores")
+        wait_for(lambda: mon.monitor.stats.dead_letters >= 1, 30, "the unreadable record dead-lettered")
+        assert mon.thread.is_alive() and mon.error is None
+    finally:
+        mon.join()
+    assert_scores_match(influx_server, stream, source, tmp_path / "models")
+    (letter,) = read_topic(KafkaConsumer(bootstrap_servers=kafka_broker, group_id=None),
+                           settings.kafka.dead_letter_topic, 1)
+    headers = dict(letter.headers)
+    assert headers["dlq.reason"] == b"unreadable_record"
+    assert (headers["dlq.partition"], headers["dlq.offset"]) == (str(bad.partition).encode(),
+                                                                 str(bad.offset).encode())
+
+
 def test_audio_stream_end_to_end(kafka_broker, influx_server, tmp_path):
     settings = make_settings(kafka_broker, influx_server, tmp_path)
     create_topics(settings)
