@@ -155,11 +155,64 @@ class AnomalyLikelihood:
         return out
 
     def transform(self, raw_scores: np.ndarray | list[float]) -> np.ndarray:
-        """Feed a sequence in order; the state carries over, exactly as repeated ``update`` calls."""
+        """Feed a sequence in order; the state carries over, exactly as repeated ``update`` calls.
+
+        The same floating-point operations as :meth:`update`, in the same order (so bit for bit the same
+        result), with the state held in locals: the live monitor calls this for every channel of every sample,
+        and the per-call overhead of ``update`` was a quarter of the detector's time.
+        """
         arr = np.asarray(raw_scores, dtype=np.float64).ravel()
         if arr.size and not np.all(np.isfinite(arr)):
             raise InputError("raw anomaly scores must be finite (found NaN or inf)")
-        return np.fromiter((self.update(v) for v in arr), dtype=np.float64, count=arr.size)
+        cfg = self.config
+        recent, history = self._recent, self._history
+        short_window, historic_window = cfg.short_window, cfg.historic_window
+        learning_period, skip_first, learning_value = cfg.learning_period, cfg.skip_first, cfg.learning_value
+        min_std, relative_min_std = cfg.min_std, cfg.relative_min_std
+        two_sided, log_scale = cfg.two_sided, cfg.log_scale
+        recent_sum, hist_sum, hist_sq = self._recent_sum, self._hist_sum, self._hist_sq
+        count, since_refresh = self._count, self._since_refresh
+        sqrt, erfc, root2 = math.sqrt, math.erfc, math.sqrt(2.0)
+        out = np.empty(arr.size, dtype=np.float64)
+        for i, x in enumerate(arr.tolist()):
+            if len(recent) == short_window:
+                recent_sum -= recent[0]
+            recent.append(x)
+            recent_sum += x
+            short_mean = recent_sum / len(recent)
+            n = len(history)
+            if count < learning_period or n < 2:
+                value = learning_value
+            else:
+                mean = hist_sum / n
+                var = max(hist_sq / n - mean * mean, 0.0)
+                std = max(sqrt(var), max(min_std, relative_min_std * abs(mean)))
+                z = (short_mean - mean) / std
+                if two_sided:
+                    z = abs(z)
+                value = 0.5 * erfc(-z / root2)
+                if log_scale:
+                    value = log_likelihood(value)
+                value = min(max(value, 0.0), 1.0)
+            if count >= skip_first:
+                history.append(short_mean)
+                hist_sum += short_mean
+                hist_sq += short_mean * short_mean
+                if len(history) > historic_window:
+                    old = history.popleft()
+                    hist_sum -= old
+                    hist_sq -= old * old
+                since_refresh += 1
+                if since_refresh >= historic_window:
+                    exact = np.fromiter(history, dtype=np.float64)
+                    hist_sum = float(exact.sum())
+                    hist_sq = float((exact * exact).sum())
+                    since_refresh = 0
+            count += 1
+            out[i] = value
+        self._recent_sum, self._hist_sum, self._hist_sq = recent_sum, hist_sum, hist_sq
+        self._count, self._since_refresh = count, since_refresh
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state, so a monitor can resume a stream after restart."""

@@ -300,7 +300,7 @@ class Monitor:
         if self.processor.outbox_points:
             return
         try:
-            saved = self.processor.save_states()
+            saved = self.processor.save_states(wait=force)
         except OSError as exc:  # a full or read-only disk delays commits, never loses a sample
             log.warning("could not checkpoint detector/alert state: %s", exc)
             return

@@ -30,6 +30,7 @@ import json
 import logging
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
@@ -100,6 +101,8 @@ class _Stream:
     audio_start_ns: int | None = None
     audio_rate: int | None = None
     partitions: set = field(default_factory=set)
+    saving: bool = False
+    """A checkpoint with this stream's state is being written in the background."""
     touched: int = 0
     """When the stream last received input (the processor's input counter): the eviction order."""
     unsaved: Holds = field(default_factory=dict)
@@ -169,6 +172,8 @@ class StreamProcessor:
         self.stats = ProcessorStats()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._outbox: list[_Written] = []
+        self._saver: ThreadPoolExecutor | None = None
+        self._save_job: _SaveJob | None = None
 
     # -- input ------------------------------------------------------------------------------------------------
     def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
@@ -293,7 +298,7 @@ class StreamProcessor:
         if self.state_dir is None:
             return False
         durable = [st for st in self._streams.values()
-                   if not st.unsaved and not any(seg.origin is not None for seg in st.segments)
+                   if not st.unsaved and not st.saving and not any(seg.origin is not None for seg in st.segments)
                    and (st.received == 0 or (path := self._state_path(st.stream_class, st.name)) is not None
                         and path.is_file())]
         if not durable:
@@ -324,7 +329,7 @@ class StreamProcessor:
         if path is None or not path.is_file():
             return
         try:
-            state = json.loads(path.read_text())
+            state = _unpack(json.loads(path.read_text()))
             if state.get("detector") is not None:
                 fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name))
                 if fitted is None:
@@ -346,8 +351,8 @@ class StreamProcessor:
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             path.unlink(missing_ok=True)
 
-    def save_states(self, partitions: Iterable[Hashable] | None = None) -> int:
-        """Write the state of every stream (or of the streams of ``partitions``) that changed since its last save.
+    def save_states(self, partitions: Iterable[Hashable] | None = None, *, wait: bool = True) -> int:
+        """Write the state of every stream (or of the streams of ``partitions``); returns how many.
 
         A scoring stream saves its detector and alert state. Call only when everything scored has been written
         (``outbox_points == 0``): a restored stream skips samples up to the last one it scored, trusting they are
@@ -357,11 +362,22 @@ class StreamProcessor:
         A stream still collecting its training part saves the samples collected so far, which then stop holding
         the commit. Without that, a stream that sent a few samples and fell silent would pin its partition's
         commit for ever, and every restart would re-read everything since.
+
+        The states are copied here (cheap) and encoded and written by one background thread unless ``wait``:
+        a stream's state grows to a megabyte of history, and a hundred of them written in the loop would stall
+        scoring for a second at every checkpoint. Until the files are durable their offsets stay held; a
+        checkpoint that finds the previous one still writing is skipped (returns 0). With ``wait`` it returns
+        after the files are written and raises ``OSError`` if they could not be.
         """
         if self.state_dir is None:
             return 0
+        self._reap_save(block=wait)
+        if self._save_job is not None:
+            return 0  # the previous checkpoint is still being written
         parts = set(partitions) if partitions is not None else None
-        n = 0
+        files: list[tuple[Path, dict]] = []
+        held: list[Holds] = []
+        streams: list[_Stream] = []
         for st in self._streams.values():
             if parts is not None and not st.partitions & parts:
                 continue
@@ -374,22 +390,46 @@ class StreamProcessor:
                 state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
                          "last_ts": st.last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate,
                          "training": _encode_samples(ts, values)}
+                held_here = merge_holds(dict(st.unsaved), st.holds().items())
+                for seg in st.segments:
+                    seg.origin = None
             else:
                 last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
                          "received": st.received - st.pending(), "last_ts": last_ts,
                          "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate}
-            path = self._state_path(st.stream_class, st.name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state))
-            tmp.replace(path)
-            if training:
-                for seg in st.segments:
-                    seg.origin = None
+                held_here = st.unsaved
+            held.append(held_here)
             st.unsaved = {}
-            n += 1
-        return n
+            st.saving = True
+            streams.append(st)
+            files.append((self._state_path(st.stream_class, st.name), state))  # type: ignore[arg-type]
+        if not files:
+            return 0
+        if self._saver is None:
+            self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
+        self._save_job = _SaveJob(self._saver.submit(_write_states, files), held, streams)
+        if wait:
+            self._reap_save(block=True, raise_errors=True)
+        return len(files)
+
+    def _reap_save(self, *, block: bool, raise_errors: bool = False) -> None:
+        """Release the offsets of a finished background save; after a failure, hold them again until a later
+        save succeeds."""
+        job = self._save_job
+        if job is None or (not block and not job.future.done()):
+            return
+        self._save_job = None
+        error = job.future.exception()
+        for st in job.streams:
+            st.saving = False
+        if error is not None:
+            for st, holds in zip(job.streams, job.held):
+                if self._streams.get(st.key) is st:
+                    merge_holds(st.unsaved, holds.items())
+            log.warning("could not checkpoint stream states: %s", error)
+            if raise_errors:
+                raise error
 
     # -- scoring ----------------------------------------------------------------------------------------------
     def _train_samples(self, st: _Stream) -> int:
@@ -535,6 +575,9 @@ class StreamProcessor:
 
     def holds(self) -> Iterator[Holds]:
         """Lowest offsets (per partition) of everything not yet durably written."""
+        self._reap_save(block=False)
+        if self._save_job is not None:
+            yield from self._save_job.held
         for st in self._streams.values():
             yield st.holds()
             yield st.unsaved
@@ -561,6 +604,49 @@ class StreamProcessor:
     def detections_of(self, stream_class: str, stream: str) -> DetectorState | None:
         st = self._streams.get((stream_class, stream))
         return None if st is None else st.state
+
+
+@dataclass
+class _SaveJob:
+    future: Future
+    held: list[Holds]
+    """Per stream of ``streams``: the offsets its written state covers, held until the file is durable."""
+    streams: list[_Stream]
+
+
+def _write_states(files: list[tuple[Path, dict]]) -> None:
+    """Encode and atomically replace each stream's state file (the background part of a checkpoint)."""
+    for path, state in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_pack(state)))
+        tmp.replace(path)
+
+
+_PACKED = "__float64_b64__"
+_PACK_MIN = 64
+
+
+def _pack(obj):
+    """Long lists of floats (a stream's likelihood histories: 8,640 values per channel) as base64 float64: the
+    same numbers bit for bit, five times faster to write and read than JSON number lists and half the size."""
+    if isinstance(obj, dict):
+        return {k: _pack(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        if len(obj) >= _PACK_MIN and all(type(v) is float for v in obj):
+            return {_PACKED: base64.b64encode(np.asarray(obj, dtype="<f8").tobytes()).decode()}
+        return [_pack(v) for v in obj]
+    return obj
+
+
+def _unpack(obj):
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _PACKED in obj:
+            return np.frombuffer(base64.b64decode(obj[_PACKED]), dtype="<f8").tolist()
+        return {k: _unpack(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v) for v in obj]
+    return obj
 
 
 def _encode_samples(ts: np.ndarray, values: np.ndarray) -> dict[str, str]:

@@ -93,3 +93,18 @@ def test_log_likelihood_known_values():
     assert log_likelihood(0.0) == pytest.approx(0.0, abs=1e-9)
     assert log_likelihood(1.0) == pytest.approx(1.0, abs=1e-9)
     assert log_likelihood(0.99999) == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("options", [{}, {"two_sided": True},
+                                     {"log_scale": True, "learning_period": 50, "skip_first": 10,
+                                      "historic_window": 37, "short_window": 3},
+                                     {"relative_min_std": 0.1, "min_std": 0.001}])
+def test_transform_is_update_bit_for_bit_in_any_chunking(options):
+    """transform() is the monitor's fast path; it must be the same arithmetic as update(), whatever the chunks."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(3000), rng.standard_normal(500) * 5 + 3])
+    one, chunked = AnomalyLikelihood(**options), AnomalyLikelihood(**options)
+    expected = np.array([one.update(v) for v in x])
+    got = np.concatenate([chunked.transform(x[i:i + 137]) for i in range(0, x.size, 137)])
+    assert np.array_equal(expected, got)
+    assert one.state_dict() == chunked.state_dict()

@@ -351,3 +351,32 @@ def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_r
     want = [p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE, "a")]
     assert len(got) == len(want) == 500
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(tmp_path, monkeypatch):
+    """The monitor's periodic checkpoint encodes and writes states off the loop (a hundred streams' states are
+    ~100 MB of JSON); until they are durable, the commit must not pass what they cover."""
+    import streamer.pipeline as pipeline
+
+    gate = threading.Event()
+    real = pipeline._write_states
+
+    def slow(files):
+        gate.wait(10)
+        real(files)
+
+    monkeypatch.setattr(pipeline, "_write_states", slow)
+    proc, store, tracker = make(tmp_path), DictStore(), OffsetTracker()
+    samples = stamped(values(400))
+    for off, (t, v) in enumerate(samples):
+        tracker.seen(0, off)
+        proc.add_sensor("sensor", [Sample("a", t, v)], (0, off))
+    drain(proc, store)
+    drain(proc, store)
+    assert proc.save_states(wait=False) == 1
+    assert tracker.positions(proc.holds()) == {0: 0}  # written in the background: still held
+    assert proc.save_states(wait=False) == 0  # one checkpoint at a time
+    gate.set()
+    proc._save_job.future.result(10)
+    assert tracker.positions(proc.holds()) == {0: 400}
+    assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
