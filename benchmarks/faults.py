@@ -316,10 +316,14 @@ def run(plan: Plan, *, data: Path, files: list[str], out: Path, seed: int) -> di
     from streamer.kafka_io import ensure_topics
     from streamer.replay import read_nab_csv
 
+    import shutil
+    import tempfile
+
     info, t0 = start_run()
     rng = random.Random(seed)
     uid = uuid.uuid4().hex[:6]
-    work = out / f"faults-work-{uid}"
+    out = out.resolve()
+    work = Path(tempfile.mkdtemp(prefix=f"scalowatch-faults-{uid}-"))  # servers' data, models, member logs
     (work / "logs").mkdir(parents=True, exist_ok=True)
     sources = []
     for rel in files:
@@ -425,6 +429,10 @@ def run(plan: Plan, *, data: Path, files: list[str], out: Path, seed: int) -> di
     }
     result["target_met"] = bool(windows["missing"] == 0 and windows["differing"] == 0 and letters["missing"] == 0
                                 and letters["wrong_reason"] == 0 and not workers.unexpected)
+    if result["target_met"]:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        result["work_dir"] = str(work)  # member logs and server data kept for a look
     write_json(out / "faults.json", result)
     return result
 

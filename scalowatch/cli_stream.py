@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -49,12 +50,41 @@ def build_monitor(settings, *, processor=None):
         retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
         max_samples_per_round=m.max_samples_per_round,
         probe_consumer=partial(make_consumer, settings, group_id=None, enable_auto_commit=False),
+        poll_stall_exit_s=k.max_poll_interval_ms / 1000.0 + 60.0, on_wedged=_exit_wedged,
     )
 
 
+def _exit_wedged() -> None:
+    """The Kafka client stopped answering: exit so the supervisor (compose, systemd, Kubernetes) restarts the
+    worker from its last commit. Exit code 70 (EX_SOFTWARE) tells it apart from a crash of ours."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(70)
+
+
 def run_monitor(settings, *, stop: threading.Event, idle_exit_s: float | None = None, processor=None):
-    """Build the monitor from ``settings`` and consume until ``stop`` (or ``idle_exit_s`` without input)."""
-    monitor = build_monitor(settings, processor=processor)
+    """Build the monitor from ``settings`` and consume until ``stop`` (or ``idle_exit_s`` without input).
+
+    A broker that cannot be reached at start is waited for (with back-off, logged), not a crash: workers often
+    start before the broker does, and a restart loop would only add noise."""
+    from kafka.errors import KafkaError
+
+    delay = 1.0
+    while True:
+        try:
+            monitor = build_monitor(settings, processor=processor)
+            break
+        except KafkaError as exc:
+            if stop.is_set():
+                log.info("stopped before the broker was reachable")
+                return None
+            log.warning("cannot reach the Kafka broker at %s (%s): retrying in %.0f s",
+                        settings.kafka.bootstrap_servers, exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
     stats = monitor.run(stop, idle_exit_s=idle_exit_s)
     log.info("monitor stopped: %s; processor: %s", stats, monitor.processor.stats)
     return stats

@@ -79,6 +79,9 @@ class Monitor:
         max_backlog_samples: int = 1_000_000,
         max_samples_per_round: int = 200_000,
         probe_consumer: Callable[[], Any] | None = None,
+        poll_stall_s: float = 10.0,
+        poll_stall_exit_s: float = 360.0,
+        on_wedged: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
@@ -98,6 +101,10 @@ class Monitor:
         self.max_backlog_samples = max_backlog_samples
         self.max_samples_per_round = max_samples_per_round
         self.probe_consumer = probe_consumer
+        self.poll_stall_s = poll_stall_s
+        self.poll_stall_exit_s = poll_stall_exit_s
+        self.on_wedged = on_wedged
+        self._poll_started: float | None = None
         """Makes a group-less consumer with the same connection settings (see :meth:`_skip_unreadable`)."""
         self.clock = clock
         self.tracker = OffsetTracker()
@@ -115,6 +122,8 @@ class Monitor:
         """Consume until ``stop`` is set (or, with ``idle_exit_s``, until nothing arrived for that long)."""
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         last_data = self.clock()
+        done = threading.Event()
+        threading.Thread(target=self._watch_poll, args=(done,), name="poll-watchdog", daemon=True).start()
         try:
             while not stop.is_set():
                 got = self.run_once()
@@ -125,18 +134,52 @@ class Monitor:
                     log.info("no input for %.1f s: stopping", idle_exit_s)
                     break
         finally:
+            done.set()
             self.shutdown()
         return self.stats
+
+    def _watch_poll(self, done: threading.Event) -> None:
+        """Unstick a ``poll`` that does not return.
+
+        kafka-python 3.0.12 can lose the wake-up of its IO thread: ``poll`` then waits for ever although its
+        timeout passed (seen once in the fault suite, after a member restart). A ``poll`` running for
+        ``poll_stall_s`` gets the IO loop woken; one still running after ``poll_stall_exit_s`` (longer than any
+        legitimate group join, which may take ``max.poll.interval.ms``) is reported to ``on_wedged`` (the CLI exits
+        the process, so its supervisor restarts it from the last commit — nothing is lost, the writes are
+        idempotent).
+        """
+        nudged = False
+        while not done.wait(1.0):
+            started = self._poll_started
+            if started is None:
+                nudged = False
+                continue
+            stalled = time.monotonic() - started
+            if stalled >= self.poll_stall_s and not nudged:
+                log.warning("poll has not returned for %.0f s: waking the Kafka client's IO loop", stalled)
+                try:
+                    self.consumer._client.wakeup()  # noqa: SLF001 - no public way to wake it
+                except Exception:  # noqa: BLE001
+                    log.debug("waking the Kafka client failed", exc_info=True)
+                nudged = True
+            if stalled >= self.poll_stall_exit_s:
+                log.critical("poll has not returned for %.0f s: the Kafka client is wedged", stalled)
+                if self.on_wedged is not None:
+                    self.on_wedged()
+                return
 
     def run_once(self) -> int:
         """One poll/process/write/commit round; returns the number of records read."""
         self._update_pause()
+        self._poll_started = time.monotonic()
         try:
             batch = self.consumer.poll(timeout_ms=0 if self._paused else self.poll_timeout_ms,
                                        max_records=self.max_poll_records)
         except CorruptRecordError as exc:  # e.g. a header key that is not UTF-8: the client cannot parse it
             self._skip_unreadable(exc)
             return 0
+        finally:
+            self._poll_started = None
         if self._revoked:  # a cooperative rebalance may revoke without assigning anything
             self._settle_rebalance(set(self.consumer.assignment()))
         if self._paused:

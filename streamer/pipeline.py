@@ -359,9 +359,9 @@ class StreamProcessor:
         in the store. With a state folder, the commit never passes a sample whose effect on the state is not
         saved yet (:meth:`holds`), so the saved state is never older than the commit: a crash resumes exactly.
 
-        A stream still collecting its training part saves the samples collected so far, which then stop holding
-        the commit. Without that, a stream that sent a few samples and fell silent would pin its partition's
-        commit for ever, and every restart would re-read everything since.
+        A stream still collecting its training part (fewer samples than it needs) saves the samples collected so
+        far, which then stop holding the commit. Without that, a stream that sent a few samples and fell silent
+        would pin its partition's commit for ever, and every restart would re-read everything since.
 
         The states are copied here (cheap) and encoded and written by one background thread unless ``wait``:
         a stream's state grows to a megabyte of history, and a hundred of them written in the loop would stall
@@ -382,8 +382,13 @@ class StreamProcessor:
             if parts is not None and not st.partitions & parts:
                 continue
             training = st.state is None
-            if training and not any(seg.origin is not None for seg in st.segments):
-                continue  # nothing new since the last save (or nothing at all)
+            if training and (not any(seg.origin is not None for seg in st.segments)
+                             or st.received >= self._train_samples(st)):
+                # Nothing new since the last save; or the training part is complete and its fit due: then its
+                # records stay held, so that after a restart they are read again and bring the stream back (a
+                # stream is restored when it receives a sample; one whose samples were all saved and committed
+                # would never be).
+                continue
             if training:
                 ts = np.concatenate([seg.ts_ns for seg in st.segments])
                 values = np.concatenate([seg.values for seg in st.segments])

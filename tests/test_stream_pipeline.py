@@ -286,7 +286,8 @@ def test_a_silent_stream_in_its_training_part_does_not_pin_the_commit_and_keeps_
     for off, (t, v) in enumerate(busy, start=1):
         tracker.seen(0, off)
         assert proc.add_sensor("sensor", [Sample("busy", t, v)], (0, off)) is None
-    drain(proc, store)
+    drain(proc, store)  # fits busy
+    drain(proc, store)  # scores busy
     assert proc.save_states() == 2
     position = tracker.positions(proc.holds())[0]
     assert position == 1001  # without the saved training part this stays at 0 for ever
@@ -380,3 +381,32 @@ def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(t
     proc._save_job.future.result(10)
     assert tracker.positions(proc.holds()) == {0: 400}
     assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
+
+
+def test_a_long_gap_drops_nothing_and_an_open_alert_closes_on_the_scores_after_it(tmp_path):
+    """Issue 9 #6: the old windowers cleared their buffer after more than max_gap_periods and committed past the
+    dropped samples, leaving an open alert open for ever. Now every sample is scored whatever the gap (a week here,
+    10,080 sampling periods), and the alert rule sees the scores after it."""
+    v = values(700)
+    v[450:456] += 50.0  # opens an alert just before the gap
+    samples = stamped(v)
+    week = 7 * 24 * 60 * S
+    samples = samples[:460] + [(t + week, x) for t, x in samples[460:]]
+    proc, store = make(tmp_path, alert_threshold=0.5), DictStore()
+    feed(proc, "a", samples, store=store)
+    drain(proc, store)
+    assert [p.time_ns for p in store.measurement(WINDOW_SCORE, "a")] == [t for t, _ in samples]
+    alerts = store.measurement(ALERT, "a")
+    assert alerts and all(a.fields["state"] == "closed" for a in alerts)
+
+
+def test_a_complete_training_part_stays_held_until_fitted_so_a_restart_brings_the_stream_back(tmp_path):
+    """Found by benchmarks/faults.py: a member stopped while fitting a stream whose training part was complete and
+    already saved with its offsets released. The next member read nothing (all committed), so it never restored
+    the stream, and the stream's samples were never scored. A complete training part is therefore not released."""
+    proc, tracker = make(tmp_path), OffsetTracker()
+    for off, (t, v) in enumerate(stamped(values(TRAIN + 10))):
+        tracker.seen(0, off)
+        proc.add_sensor("sensor", [Sample("a", t, v)], (0, off))
+    proc.save_states()  # no step yet: the fit has not run
+    assert tracker.positions(proc.holds()) == {0: 0}
