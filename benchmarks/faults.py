@@ -220,18 +220,9 @@ class Workers:
 
 
 def settings_env(settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALOWATCH_")}
-    for section, values in settings.model_dump().items():
-        for name, value in values.items():
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            if isinstance(value, bool):
-                value = str(value).lower()
-            elif isinstance(value, (dict, list)):
-                value = json.dumps(value)
-            env[f"SCALOWATCH_{section.upper()}__{name.upper()}"] = str(value)
+    from streamer.config import as_env
+
+    env = as_env(settings, os.environ)
     env["OMP_NUM_THREADS"] = "1"  # several members share two cores
     return env
 
@@ -379,22 +370,19 @@ def run(plan: Plan, *, data: Path, files: list[str], out: Path, seed: int) -> di
                 log.info("fault: members joined and left (%d membership changes so far)", counts["rebalances"])
             steps.insert(rng.randint(0, len(steps)), cycle)
 
-        def influx_outage() -> None:
-            influx.stop()
-            counts["influx_outages"] += 1
-            log.info("fault: InfluxDB stopped for %.0f s", plan.influx_outage_s)
-            wait(plan.influx_outage_s)
-            influx.start()
+        def outage(what: str, server, seconds: float, counter: str):
+            def step() -> None:
+                server.stop()
+                counts[counter] += 1
+                log.info("fault: %s for %.0f s", what, seconds)
+                wait(seconds)
+                server.start()
+            return step
 
-        def broker_outage() -> None:
-            proxy.stop()
-            counts["broker_outages"] += 1
-            log.info("fault: broker unreachable for %.0f s", plan.broker_outage_s)
-            wait(plan.broker_outage_s)
-            proxy.start()
-
-        steps.insert(rng.randint(0, len(steps)), influx_outage)
-        steps.insert(rng.randint(0, len(steps)), broker_outage)
+        steps.insert(rng.randint(0, len(steps)), outage("InfluxDB stopped", influx, plan.influx_outage_s,
+                                                        "influx_outages"))
+        steps.insert(rng.randint(0, len(steps)), outage("broker unreachable", proxy, plan.broker_outage_s,
+                                                        "broker_outages"))
         for step in steps:
             step()
         feeder.join(plan.feed_s + 120)

@@ -10,6 +10,8 @@ Model hyperparameters are NOT here: they live in JSON beside the checkpoint (see
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 from collections.abc import Mapping
@@ -219,6 +221,24 @@ def env_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> se
         else:
             names.add(f"{prefix}{name.upper()}")
     return names
+
+
+def as_env(settings: "Settings", base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``settings`` as ``SCALOWATCH_*`` variables over ``base`` (its own ``SCALOWATCH_*`` dropped): how a parent
+    hands its exact settings to a child process (`scalowatch monitor` reads them back with ``Settings()``)."""
+    env = {k: v for k, v in (base or {}).items() if not k.upper().startswith(ENV_PREFIX)}
+    for section, values in settings.model_dump().items():
+        for name, value in values.items():
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            if isinstance(value, bool):
+                value = str(value).lower()
+            elif isinstance(value, (dict, list)):
+                value = json.dumps(value)
+            env[f"{ENV_PREFIX}{section.upper()}__{name.upper()}"] = str(value)
+    return env
 
 
 # Variables with the prefix that belong to other components (read directly, not through Settings).

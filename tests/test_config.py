@@ -112,3 +112,21 @@ def test_unknown_top_level_names_are_warned_about(monkeypatch, caplog):
     assert settings.kafka.group_id == "scalowatch-monitor"
     assert "SCALOWATCH_KAFKA_GROUP_ID" in caplog.text
     assert "SCALOWATCH_DASHBOARD_STORE" not in caplog.text
+
+
+def test_settings_travel_to_a_child_process_as_env_and_come_back_equal(monkeypatch):
+    """as_env is how the fault suite and the e2e tests hand a monitor process its exact settings."""
+    import os
+
+    from streamer.config import as_env
+
+    original = Settings(kafka={"bootstrap_servers": "h:1", "group_id": "g", "sasl_password": "pw"},
+                        monitor={"sensor_detector_options": {"steps": 3}, "snapshots": False, "max_streams": 7})
+    env = as_env(original, {"PATH": "/bin", "SCALOWATCH_STALE": "x"})
+    assert env["PATH"] == "/bin" and "SCALOWATCH_STALE" not in env
+    for name in [n for n in os.environ if n.startswith("SCALOWATCH_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("SCALOWATCH_"):
+            monkeypatch.setenv(name, value)
+    assert Settings() == original

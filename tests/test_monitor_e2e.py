@@ -56,19 +56,9 @@ def make_settings(kafka_broker: str, influx, tmp_path: Path, **monitor) -> Setti
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The same settings as SCALOWATCH_* variables, for a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALOWATCH_")}
-    for section, values in settings.model_dump().items():
-        for name, value in values.items():
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            if isinstance(value, bool):
-                value = str(value).lower()
-            elif isinstance(value, (dict, list)):
-                value = json.dumps(value)
-            env[f"SCALOWATCH_{section.upper()}__{name.upper()}"] = str(value)
-    return env
+    from streamer.config import as_env
+
+    return as_env(settings, os.environ)
 
 
 def create_topics(settings: Settings, partitions: int = 4) -> None:
