@@ -213,3 +213,19 @@ def test_spatial_channel_matches_the_batch_rule(nab_fitted):
     x = _with_anomaly()
     det = score_series(nab_fitted, x)["product"]
     np.testing.assert_array_equal(det.channels["spatial"], spatial_novelty(x, 0.05))
+
+
+def test_a_zero_score_is_decided_by_no_channel():
+    """A point the suppressor silenced (or any zero score) reports 'none', not the argmax of tied likelihoods."""
+    import numpy as np
+
+    from models.detector import FittedDetector, preset, score_series
+
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(1500) * 2 * np.pi / 50) + 0.05 * rng.standard_normal(1500)
+    x[1000:1004] += 6.0
+    fitted = FittedDetector.fit(x[:600], preset("nab", steps=3, max_train_windows=32, train_samples=600))
+    det = score_series(fitted, x)["product"]
+    zero = det.scores == 0.0
+    assert zero.any() and (det.scores > 0).any()
+    assert all(det.decided_by[i] == "none" for i in np.flatnonzero(zero))
