@@ -103,6 +103,8 @@ class _Stream:
     partitions: set = field(default_factory=set)
     saving: bool = False
     """A checkpoint with this stream's state is being written in the background."""
+    changed: bool = False
+    """Scored since its state was last saved (a checkpoint skips the streams that did not change)."""
     touched: int = 0
     """When the stream last received input (the processor's input counter): the eviction order."""
     unsaved: Holds = field(default_factory=dict)
@@ -298,7 +300,8 @@ class StreamProcessor:
         if self.state_dir is None:
             return False
         durable = [st for st in self._streams.values()
-                   if not st.unsaved and not st.saving and not any(seg.origin is not None for seg in st.segments)
+                   if not st.unsaved and not st.changed and not st.saving
+                   and not any(seg.origin is not None for seg in st.segments)
                    and (st.received == 0 or (path := self._state_path(st.stream_class, st.name)) is not None
                         and path.is_file())]
         if not durable:
@@ -398,6 +401,8 @@ class StreamProcessor:
                 held_here = merge_holds(dict(st.unsaved), st.holds().items())
                 for seg in st.segments:
                     seg.origin = None
+            elif not st.changed:
+                continue  # idle since its last save: the file already holds this state
             else:
                 last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
@@ -406,6 +411,7 @@ class StreamProcessor:
                 held_here = st.unsaved
             held.append(held_here)
             st.unsaved = {}
+            st.changed = False
             st.saving = True
             streams.append(st)
             files.append((self._state_path(st.stream_class, st.name), state))  # type: ignore[arg-type]
@@ -432,6 +438,7 @@ class StreamProcessor:
             for st, holds in zip(job.streams, job.held):
                 if self._streams.get(st.key) is st:
                     merge_holds(st.unsaved, holds.items())
+                    st.changed = True
             log.warning("could not checkpoint stream states: %s", error)
             if raise_errors:
                 raise error
@@ -489,6 +496,7 @@ class StreamProcessor:
         out = _Written([], [merge_holds({}, origins)])
         if self.state_dir is not None:
             merge_holds(st.unsaved, origins)
+        st.changed = True
         rows = detections.positions - first
         scorer = fitted.config.scorer
         for i, row in enumerate(rows.tolist()):

@@ -143,7 +143,9 @@ def test_restart_from_the_commit_with_a_checkpoint_loses_and_duplicates_nothing(
     proc = make(tmp_path / "run")
     feed(proc, "a", samples[:380], store=store, tracker=tracker)
     proc.flush(store)
-    assert proc.outbox_points == 0 and proc.save_states() == 1
+    assert proc.outbox_points == 0
+    proc.save_states()  # a no-op when the last round's checkpoint already holds everything scored
+    assert (tmp_path / "run" / "models" / "_state" / "sensor" / "a.json").is_file()
     assert tracker.committed_position(0) == 376  # the samples after the last step are still held
     resume = 300  # the last *successful* commit was older than the checkpoint (e.g. a commit failed)
     # crash: a new processor re-reads from the commit; what it already scored is skipped, the rest scored again
@@ -410,3 +412,17 @@ def test_a_complete_training_part_stays_held_until_fitted_so_a_restart_brings_th
         proc.add_sensor("sensor", [Sample("a", t, v)], (0, off))
     proc.save_states()  # no step yet: the fit has not run
     assert tracker.positions(proc.holds()) == {0: 0}
+
+
+def test_a_checkpoint_writes_only_the_streams_that_changed(tmp_path):
+    """Idle streams keep their file: rewriting every stream's history at every checkpoint would not scale."""
+    proc, store = make(tmp_path), DictStore()
+    feed(proc, "a", stamped(values(300)), store=store)
+    feed(proc, "b", stamped(values(300, seed=1)), part=1, store=store)
+    drain(proc, store)
+    assert proc.save_states() == 2
+    assert proc.save_states() == 0  # nothing scored since
+    t, v = stamped(values(301))[300]
+    proc.add_sensor("sensor", [Sample("a", t, v)], (0, 300))
+    drain(proc, store)
+    assert proc.save_states() == 1
