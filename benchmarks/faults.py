@@ -185,6 +185,19 @@ class Workers:
                                             stdout=out, stderr=subprocess.STDOUT)
         self.procs[name].log_path = out.name  # type: ignore[attr-defined]
 
+    def wait_joined(self, name: str, timeout: float = 30.0) -> bool:
+        """Until the member has its first assignment. Tansu (the test broker) can livelock its group when a member
+        is killed in the middle of its own join — the survivors' SyncGroup then fails for ever — so a member is
+        killed only once it is in the group (Apache Kafka expires such a member after its session timeout)."""
+        path = Path(self.procs[name].log_path)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"streamer.monitor: assigned" in path.read_bytes():
+                return True
+            time.sleep(0.25)
+        log.warning("member %s has not joined the group after %.0f s", name, timeout)
+        return False
+
     def check(self) -> None:
         """Record and restart members that exited on their own."""
         for name, proc in list(self.procs.items()):
@@ -350,6 +363,7 @@ def run(plan: Plan, *, data: Path, files: list[str], out: Path, seed: int) -> di
                 time.sleep(0.25)
 
         def kill() -> None:
+            workers.wait_joined("base")
             wait(rng.uniform(1.0, 4.0))
             workers.kill("base")
             counts["kills"] += 1
@@ -362,6 +376,7 @@ def run(plan: Plan, *, data: Path, files: list[str], out: Path, seed: int) -> di
                 for name in ("second", "third"):
                     workers.start(name)
                     counts["rebalances"] += 1
+                    workers.wait_joined(name)
                     wait(8.0)
                 for name in ("second", "third"):
                     workers.stop(name)
