@@ -105,6 +105,8 @@ class _Stream:
     """A checkpoint with this stream's state is being written in the background."""
     changed: bool = False
     """Scored since its state was last saved (a checkpoint skips the streams that did not change)."""
+    on_disk: bool = False
+    """A state file exists for it (restored from one, or a checkpoint wrote one)."""
     touched: int = 0
     """When the stream last received input (the processor's input counter): the eviction order."""
     unsaved: Holds = field(default_factory=dict)
@@ -302,8 +304,7 @@ class StreamProcessor:
         durable = [st for st in self._streams.values()
                    if not st.unsaved and not st.changed and not st.saving
                    and not any(seg.origin is not None for seg in st.segments)
-                   and (st.received == 0 or (path := self._state_path(st.stream_class, st.name)) is not None
-                        and path.is_file())]
+                   and (st.received == 0 or st.on_disk)]
         if not durable:
             return False
         victim = min(durable, key=lambda st: st.touched)
@@ -347,6 +348,7 @@ class StreamProcessor:
             if state.get("training") is not None:
                 ts, values = _decode_samples(state["training"])
                 st.segments.append(_Segment(ts, values, None))
+            st.on_disk = True
             log.info("stream %s/%s: %s restored at sample %d", st.stream_class, st.name,
                      "detector and alert state" if st.state is not None else "training part", st.received)
         except Exception:  # unreadable state costs the stream's history, never the stream
@@ -434,6 +436,7 @@ class StreamProcessor:
         error = job.future.exception()
         for st in job.streams:
             st.saving = False
+            st.on_disk = st.on_disk or error is None
         if error is not None:
             for st, holds in zip(job.streams, job.held):
                 if self._streams.get(st.key) is st:
