@@ -16,11 +16,11 @@ the interesting region L > 0.99 over [0, 1]; ``log_scale=True`` gives that.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from models.errors import InputError
 
@@ -67,134 +67,190 @@ class LikelihoodConfig:
 
 
 class AnomalyLikelihood:
-    """Causal HTM-style anomaly likelihood: ``update(raw) -> float in [0, 1]``.
+    """Causal HTM-style anomaly likelihood of one raw-score series, or of ``channels`` series at once.
 
     During the first ``learning_period`` points the output is ``learning_value`` (HTM returns 0.5:
     "no opinion yet"); after that, at least two past averaged scores are needed for a distribution.
     The first ``skip_first`` raw scores never enter the distribution (a model's warm-up scores are
     not representative). ``min_std``/``relative_min_std`` floor the std so a perfectly flat history
     does not turn the tiniest change into certainty — HTM does the same with a variance floor.
+
+    Why several channels in one object: the detector calibrates every channel of a stream with the same settings,
+    a few samples at a time, and the live monitor does that for every stream many times a second. One vectorised
+    pass over (channels, samples) costs about what one channel's pass costs, so the likelihoods went from a fifth
+    of the monitor's time to a few per cent. Channels never mix: each has its own history.
     """
 
-    def __init__(self, config: LikelihoodConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: LikelihoodConfig | None = None, *, channels: int = 1, **overrides: Any) -> None:
         base = config or LikelihoodConfig()
         if overrides:
             base = LikelihoodConfig(**{**asdict(base), **overrides})
+        if channels < 1:
+            raise ValueError("channels must be >= 1")
         self.config = base
+        self.channels = channels
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (a new stream)."""
-        self._recent: deque[float] = deque(maxlen=self.config.short_window)
-        self._recent_sum = 0.0
-        self._history: deque[float] = deque()
-        self._hist_sum = 0.0
-        self._hist_sq = 0.0
+        c = self.channels
+        self._recent = np.zeros((c, 0))
+        # The history is a window into a growing buffer: appending and dropping the oldest values are slices.
+        self._buf = np.empty((c, 0))
+        self._lo = self._hi = 0
+        self._hist_sum = np.zeros(c)
+        self._hist_sq = np.zeros(c)
         self._count = 0
         self._since_refresh = 0
 
     @property
     def count(self) -> int:
-        """Number of raw scores seen so far."""
+        """Number of raw scores seen so far (per channel)."""
         return self._count
 
     def update(self, raw_score: float) -> float:
-        """Feed one raw score (higher = more anomalous); return the likelihood for this point."""
+        """Feed one raw score of a one-channel likelihood (higher = more anomalous); return its likelihood."""
         x = float(raw_score)
         if not math.isfinite(x):
             raise InputError(f"raw anomaly score must be finite, got {raw_score!r}")
-        return float(self.transform([x])[0])
+        return float(self.transform(np.array([x]))[0])
 
     def transform(self, raw_scores: np.ndarray | list[float]) -> np.ndarray:
-        """Feed a sequence in order; the state carries over, so any chunking gives the same numbers.
-
-        The state lives in locals inside the loop: the live monitor calls this for every channel of every sample,
-        and a method call per value was a quarter of the detector's time.
-        """
-        arr = np.asarray(raw_scores, dtype=np.float64).ravel()
+        """Feed scores in order — shape (n,) for one channel, (channels, n) for several — and get their
+        likelihoods in the same shape. The state carries over: any chunking gives the same numbers up to float
+        rounding of the running sums (~1e-15 relative; the tests hold chunked and whole to 1e-12)."""
+        arr = np.asarray(raw_scores, dtype=np.float64)
+        one = arr.ndim == 1
+        if one:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[0] != self.channels:
+            raise InputError(f"expected scores of shape ({self.channels}, n), got {np.shape(raw_scores)}")
         if arr.size and not np.all(np.isfinite(arr)):
             raise InputError("raw anomaly scores must be finite (found NaN or inf)")
         cfg = self.config
-        recent, history = self._recent, self._history
-        short_window, historic_window = cfg.short_window, cfg.historic_window
-        learning_period, skip_first, learning_value = cfg.learning_period, cfg.skip_first, cfg.learning_value
-        min_std, relative_min_std = cfg.min_std, cfg.relative_min_std
-        two_sided, log_scale = cfg.two_sided, cfg.log_scale
-        recent_sum, hist_sum, hist_sq = self._recent_sum, self._hist_sum, self._hist_sq
-        count, since_refresh = self._count, self._since_refresh
-        sqrt, erfc, root2 = math.sqrt, math.erfc, math.sqrt(2.0)
-        out = np.empty(arr.size, dtype=np.float64)
-        for i, x in enumerate(arr.tolist()):
-            if len(recent) == short_window:
-                recent_sum -= recent[0]
-            recent.append(x)
-            recent_sum += x
-            short_mean = recent_sum / len(recent)
-            n = len(history)
-            if count < learning_period or n < 2:
-                value = learning_value
-            else:
-                mean = hist_sum / n
-                var = max(hist_sq / n - mean * mean, 0.0)
-                std = max(sqrt(var), max(min_std, relative_min_std * abs(mean)))
-                z = (short_mean - mean) / std
-                if two_sided:
-                    z = abs(z)
-                value = 0.5 * erfc(-z / root2)
-                if log_scale:
-                    value = log_likelihood(value)
-                value = min(max(value, 0.0), 1.0)
-            if count >= skip_first:
-                history.append(short_mean)
-                hist_sum += short_mean
-                hist_sq += short_mean * short_mean
-                if len(history) > historic_window:
-                    old = history.popleft()
-                    hist_sum -= old
-                    hist_sq -= old * old
-                since_refresh += 1
-                if since_refresh >= historic_window:
-                    exact = np.fromiter(history, dtype=np.float64)
-                    hist_sum = float(exact.sum())
-                    hist_sq = float((exact * exact).sum())
-                    since_refresh = 0
-            count += 1
-            out[i] = value
-        self._recent_sum, self._hist_sum, self._hist_sq = recent_sum, hist_sum, hist_sq
-        self._count, self._since_refresh = count, since_refresh
+        out = np.empty(arr.shape, dtype=np.float64)
+        start, n = 0, arr.shape[1]
+        while start < n:
+            # Up to the next exact re-summation of the history (every historic_window values that enter it).
+            before = max(0, cfg.skip_first - self._count)
+            stop = min(n, start + before + cfg.historic_window - self._since_refresh)
+            out[:, start:stop] = self._segment(arr[:, start:stop])
+            start = stop
+        return out[0] if one else out
+
+    def _segment(self, x: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        sw, hw = cfg.short_window, cfg.historic_window
+        c, m = x.shape
+        idx = np.arange(m)
+        # Short means: column by column, so a value's mean has the same rounding in any chunking.
+        joined = np.concatenate([np.zeros((c, sw - self._recent.shape[1])), self._recent, x], axis=1)
+        short = joined[:, 1:m + 1].copy()
+        for j in range(2, sw + 1):
+            short += joined[:, j:m + j]
+        short /= np.minimum(self._recent.shape[1] + idx + 1, sw)
+        self._recent = joined[:, -min(sw, self._recent.shape[1] + m):]
+        # History before each point: what it held, plus the short means entered since, minus those dropped.
+        skipped = min(m, max(0, cfg.skip_first - self._count))
+        entering = short[:, skipped:]
+        held = self._hi - self._lo
+        entered = np.maximum(0, idx - skipped)
+        dropped = np.maximum(0, held + entered - hw)
+        n_drop = max(0, held + entering.shape[1] - hw)
+        old = self._buf[:, self._lo:self._lo + n_drop]
+        add_sum = np.concatenate([np.zeros((c, 1)), np.cumsum(entering, axis=1)], axis=1)
+        add_sq = np.concatenate([np.zeros((c, 1)), np.cumsum(entering * entering, axis=1)], axis=1)
+        drop_sum = np.concatenate([np.zeros((c, 1)), np.cumsum(old, axis=1)], axis=1)
+        drop_sq = np.concatenate([np.zeros((c, 1)), np.cumsum(old * old, axis=1)], axis=1)
+        size = np.minimum(held + entered, hw)
+        ready = (self._count + idx >= cfg.learning_period) & (size >= 2)
+        out = np.full((c, m), cfg.learning_value)
+        if ready.any():
+            k, r, size_k = entered[ready], dropped[ready], size[ready]
+            total = self._hist_sum[:, None] + add_sum[:, k] - drop_sum[:, r]
+            squares = self._hist_sq[:, None] + add_sq[:, k] - drop_sq[:, r]
+            mean = total / size_k
+            var = np.maximum(squares / size_k - mean * mean, 0.0)
+            std = np.maximum(np.sqrt(var), np.maximum(cfg.min_std, cfg.relative_min_std * np.abs(mean)))
+            z = (short[:, ready] - mean) / std
+            if cfg.two_sided:
+                z = np.abs(z)
+            value = 0.5 * special.erfc(-z / math.sqrt(2.0))
+            if cfg.log_scale:
+                value = np.log(_LOG_EPS - value) / _LOG_NORM
+            out[:, ready] = np.clip(value, 0.0, 1.0)
+        self._append(entering, n_drop)
+        self._hist_sum = self._hist_sum + add_sum[:, -1] - drop_sum[:, -1]
+        self._hist_sq = self._hist_sq + add_sq[:, -1] - drop_sq[:, -1]
+        self._count += m
+        self._since_refresh += entering.shape[1]
+        if self._since_refresh >= hw:
+            history = self._history
+            self._hist_sum, self._hist_sq = history.sum(axis=1), (history * history).sum(axis=1)
+            self._since_refresh = 0
         return out
 
+    def _append(self, values: np.ndarray, n_drop: int) -> None:
+        k = values.shape[1]
+        if self._hi + k > self._buf.shape[1]:
+            kept = self._buf[:, self._lo + n_drop:self._hi]
+            capacity = min(max(64, 2 * (kept.shape[1] + k)), 2 * self.config.historic_window)
+            buf = np.empty((self.channels, max(capacity, kept.shape[1] + k)))
+            buf[:, :kept.shape[1]] = kept
+            self._buf, self._lo, self._hi = buf, 0, kept.shape[1]
+        else:
+            self._lo += n_drop
+        self._buf[:, self._hi:self._hi + k] = values
+        self._hi += k
+
+    @property
+    def _history(self) -> np.ndarray:
+        return self._buf[:, self._lo:self._hi]
+
+    # ------------------------------------------------------------------ crash recovery
     def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state, so a monitor can resume a stream after restart."""
-        return {
-            "config": asdict(self.config),
-            "recent": list(self._recent),
-            "history": list(self._history),
-            "count": self._count,
-        }
+        """JSON-serialisable state of a one-channel likelihood, so a monitor can resume a stream after restart."""
+        if self.channels != 1:
+            raise ValueError("state_dict is per channel: use channel_states() for several channels")
+        return self.channel_states()[0]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from ``state_dict()``; the config stored there replaces the current one."""
+        if self.channels != 1:
+            raise ValueError("load_state_dict is per channel: use load_channel_states() for several channels")
+        self.load_channel_states([state])
+
+    def channel_states(self) -> list[dict[str, Any]]:
+        """One state per channel, each in the one-channel format (so a saved stream reads back either way)."""
+        history, recent = self._history, self._recent
+        return [{"config": asdict(self.config), "recent": recent[i].tolist(), "history": history[i].tolist(),
+                 "count": self._count} for i in range(self.channels)]
+
+    def load_channel_states(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != self.channels:
+            raise InputError(f"expected {self.channels} channel states, got {len(states)}")
         try:
-            self.config = LikelihoodConfig(**state["config"])
-            recent = [float(v) for v in state["recent"]]
-            history = [float(v) for v in state["history"]]
-            count = int(state["count"])
+            configs = [LikelihoodConfig(**s["config"]) for s in states]
+            recent = [np.asarray(s["recent"], dtype=np.float64) for s in states]
+            history = [np.asarray(s["history"], dtype=np.float64) for s in states]
+            counts = {int(s["count"]) for s in states}
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"invalid AnomalyLikelihood state: {exc}") from exc
+        if any(cfg != configs[0] for cfg in configs) or len(counts) != 1:
+            raise InputError("invalid AnomalyLikelihood state: channels differ in settings or count")
+        if len({r.size for r in recent}) != 1 or len({h.size for h in history}) != 1:
+            raise InputError("invalid AnomalyLikelihood state: channels differ in length")
+        self.config = configs[0]
         self.reset()
-        for v in recent[-self.config.short_window:]:
-            self._recent.append(v)
-        self._recent_sum = float(sum(self._recent))
-        for v in history[-self.config.historic_window:]:
-            self._history.append(v)
-        arr = np.asarray(self._history, dtype=np.float64)
-        self._hist_sum = float(arr.sum())
-        self._hist_sq = float((arr * arr).sum())
-        self._count = count
+        cfg = self.config
+        self._recent = np.stack(recent)[:, -cfg.short_window:] if recent[0].size else np.zeros((self.channels, 0))
+        hist = np.stack(history)[:, -cfg.historic_window:] if history[0].size else np.zeros((self.channels, 0))
+        self._append(hist, 0)
+        self._hist_sum, self._hist_sq = hist.sum(axis=1), (hist * hist).sum(axis=1)
+        self._count = counts.pop()
 
 
-def training_part_likelihood(train_points: int) -> AnomalyLikelihood:
+def training_part_likelihood(train_points: int, channels: int = 1) -> AnomalyLikelihood:
     """The HTM-style calibration every series benchmark uses for one stream: silent during the training part,
     whose first half never enters the distribution (a detector's warm-up scores are not representative).
 
@@ -202,4 +258,4 @@ def training_part_likelihood(train_points: int) -> AnomalyLikelihood:
     drift apart. A fresh instance per raw series: ``transform`` keeps state.
     """
     return AnomalyLikelihood(historic_window=8640, short_window=10, learning_period=train_points,
-                             skip_first=train_points // 2, learning_value=0.5)
+                             skip_first=train_points // 2, learning_value=0.5, channels=channels)

@@ -69,7 +69,7 @@ def raw_windows(x: np.ndarray, window: int, ends: np.ndarray, centre: float, sca
 
 def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.ndarray | None = None,
                       ref_pos: np.ndarray | None = None, exclusion: int = 0, chunk: int = 8192,
-                      query_block: int = 1024) -> np.ndarray:
+                      query_block: int = 1024, ref_norms: np.ndarray | None = None) -> np.ndarray:
     """Euclidean distance from each z-normalised query to its nearest z-normalised reference (= sqrt(2 w (1 - corr))
     for two varying windows; the squared norms keep the constant-window convention exact).
 
@@ -78,11 +78,13 @@ def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.nd
     Peak memory is about 3 arrays of ``query_block`` x ``chunk`` (≈ 200 MiB in float64 at the defaults), whatever
     the number of queries. In float64 the Gram products' cancellation noise is far below anything a normaliser
     floor or a threshold sees, so how the queries are blocked (a stream scored in chunks) changes nothing.
+    ``ref_norms``: the references' squared norms, when the caller keeps them (the live monitor asks a few queries
+    at a time against the same references).
     """
     if exclusion > 0 and (query_pos is None or ref_pos is None):
         raise ValueError("exclusion needs query_pos and ref_pos")
     best = np.full(queries.shape[0], np.inf, dtype=queries.dtype)
-    r_norm = np.einsum("ij,ij->i", refs, refs)
+    r_norm = np.einsum("ij,ij->i", refs, refs) if ref_norms is None else ref_norms
     for q0 in range(0, queries.shape[0], query_block):
         q = queries[q0 : q0 + query_block]
         q_norm = np.einsum("ij,ij->i", q, q)
@@ -133,6 +135,7 @@ class TrainingDiscord:
         self.stats: DiscordStats | None = None
         self._refs: np.ndarray | None = None
         self._ref_ends: np.ndarray | None = None
+        self._ref_norms: np.ndarray | None = None
 
     def fit(self, train: np.ndarray, window: int) -> "TrainingDiscord":
         x = np.asarray(train, dtype=np.float64)
@@ -154,6 +157,7 @@ class TrainingDiscord:
         if own.size < 2:
             raise InputError(f"training part of {x.size} points has too few non-overlapping windows of {window}")
         self._refs, self._ref_ends = refs, ref_ends
+        self._ref_norms = None
         # Floors: a constant or noise-free training part has (almost) no spread of its own distances; without them
         # any tiny change would score z ~ 1e6.
         scale = float(np.sqrt(window))
@@ -224,8 +228,10 @@ class TrainingDiscord:
             queries = (view - mu) / np.maximum(sd, 1e-12 * np.maximum(np.abs(mu), 1.0))
         else:
             queries = (view - self._centre) / self._scale
-        d = nearest_distances(queries, self._refs, query_pos=ends, ref_pos=self._ref_ends,
-                              exclusion=w).astype(np.float64)
+        if self._ref_norms is None:
+            self._ref_norms = np.einsum("ij,ij->i", self._refs, self._refs)
+        d = nearest_distances(queries, self._refs, query_pos=ends, ref_pos=self._ref_ends, exclusion=w,
+                              ref_norms=self._ref_norms).astype(np.float64)
         d[~np.isfinite(d)] = self.stats.mean  # no reference outside the exclusion zone: no evidence either way
         return (d - self.stats.mean) / self.stats.std
 

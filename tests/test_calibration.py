@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -95,16 +96,62 @@ def test_log_likelihood_known_values():
     assert log_likelihood(0.99999) == pytest.approx(0.5, abs=1e-3)
 
 
-@pytest.mark.parametrize("options", [{}, {"two_sided": True},
-                                     {"log_scale": True, "learning_period": 50, "skip_first": 10,
-                                      "historic_window": 37, "short_window": 3},
-                                     {"relative_min_std": 0.1, "min_std": 0.001}])
-def test_transform_is_update_bit_for_bit_in_any_chunking(options):
-    """transform() is the monitor's fast path; it must be the same arithmetic as update(), whatever the chunks."""
+def _reference(x: np.ndarray, cfg: LikelihoodConfig) -> np.ndarray:
+    """The HTM definition, point by point from scratch (exact sums, no running state)."""
+    short = np.array([x[max(0, t - cfg.short_window + 1):t + 1].mean() for t in range(x.size)])
+    out = np.full(x.size, cfg.learning_value)
+    for t in range(x.size):
+        history = short[cfg.skip_first:t][-cfg.historic_window:]
+        if t < cfg.learning_period or history.size < 2:
+            continue
+        mean = history.mean()
+        std = max(history.std(), cfg.min_std, cfg.relative_min_std * abs(mean))
+        z = (short[t] - mean) / std
+        value = 0.5 * math.erfc(-(abs(z) if cfg.two_sided else z) / math.sqrt(2.0))
+        out[t] = min(max(log_likelihood(value) if cfg.log_scale else value, 0.0), 1.0)
+    return out
+
+
+OPTIONS = [{}, {"two_sided": True},
+           {"log_scale": True, "learning_period": 50, "skip_first": 10, "historic_window": 37, "short_window": 3},
+           {"relative_min_std": 0.1, "min_std": 0.001}]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_matches_the_definition_in_any_chunking(options):
+    """transform() is vectorised with running sums: it must give the definition's numbers (to float rounding),
+    one value at a time, in odd chunks, whole, and for several channels at once."""
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.standard_normal(3000), rng.standard_normal(500) * 5 + 3])
-    one, chunked = AnomalyLikelihood(**options), AnomalyLikelihood(**options)
-    expected = np.array([one.update(v) for v in x])
+    x = np.concatenate([rng.standard_normal(1500), rng.standard_normal(300) * 5 + 3])
+    options = {"historic_window": 400, **options}
+    one, chunked, whole = (AnomalyLikelihood(**options) for _ in range(3))
+    expected = _reference(x, one.config)
+    singly = np.array([one.update(v) for v in x])
     got = np.concatenate([chunked.transform(x[i:i + 137]) for i in range(0, x.size, 137)])
-    assert np.array_equal(expected, got)
-    assert one.state_dict() == chunked.state_dict()
+    for out in (singly, got, whole.transform(x)):
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12)
+    both = AnomalyLikelihood(**options, channels=2)
+    pair = np.stack([x, x[::-1]])
+    together = np.concatenate([both.transform(pair[:, i:i + 61]) for i in range(0, x.size, 61)], axis=1)
+    np.testing.assert_allclose(together[0], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(together[1], _reference(x[::-1], one.config), rtol=0, atol=1e-12)
+    assert one.state_dict() == chunked.state_dict() == both.channel_states()[0]
+
+
+def test_channel_states_round_trip_in_the_one_channel_format():
+    rng = np.random.default_rng(5)
+    pair = rng.random((2, 700))
+    whole = AnomalyLikelihood(learning_period=30, historic_window=200, channels=2).transform(pair)
+    first = AnomalyLikelihood(learning_period=30, historic_window=200, channels=2)
+    first.transform(pair[:, :350])
+    states = json.loads(json.dumps(first.channel_states()))
+    single = AnomalyLikelihood()
+    single.load_state_dict(states[1])
+    np.testing.assert_allclose(single.transform(pair[1, 350:]), whole[1, 350:], rtol=0, atol=1e-12)
+    resumed = AnomalyLikelihood(channels=2)
+    resumed.load_channel_states(states)
+    np.testing.assert_allclose(resumed.transform(pair[:, 350:]), whole[:, 350:], rtol=0, atol=1e-12)
+    with pytest.raises(InputError):
+        resumed.transform(pair[0])
+    with pytest.raises(InputError):
+        resumed.load_channel_states(states[:1])

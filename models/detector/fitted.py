@@ -37,6 +37,7 @@ FITTED_FILE = "fitted.json"
 DISCORD_FILE = "discords.npz"
 PIPELINE_DIR = "pipeline"
 PAD_TO = 8
+_SMALL_CUT = 4096  # values: below this, sliding_windows copies (see there)
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,19 @@ def choose_window(config: DetectorConfig, train: np.ndarray) -> int:
 
 
 def sliding_windows(x: np.ndarray, window: int, ends: np.ndarray) -> np.ndarray:
-    """Windows (len(ends), window) ending (inclusive) at ``ends`` — a view, no copy."""
+    """Windows (len(ends), window) ending (inclusive) at ``ends``.
+
+    Why two ways: the live monitor cuts a handful of windows per stream many times a second, where
+    ``sliding_window_view``'s set-up costs more than copying them; whole series (the benchmarks) take the view.
+    """
+    x = np.asarray(x)
     ends = np.asarray(ends, dtype=np.int64)
     if ends.size == 0:
-        return np.zeros((0, window), dtype=np.asarray(x).dtype)
+        return np.zeros((0, window), dtype=x.dtype)
+    if ends.size * window <= _SMALL_CUT:
+        if ends.min() < window - 1 or ends.max() >= x.shape[0]:
+            raise IndexError(f"window ends must lie in [{window - 1}, {x.shape[0] - 1}]")
+        return x[(ends - (window - 1))[:, None] + np.arange(window)]
     view = np.lib.stride_tricks.sliding_window_view(x, window)
     return view[ends - window + 1]
 

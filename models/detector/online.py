@@ -109,8 +109,8 @@ class OnlineGaussian:
         hi = np.where(full, self.window + self.step * ((k - self.window) // self.step), k)
         lo = np.maximum(hi - self.window, 0)
         allx = np.concatenate([self._buf, x]) - self.ref
-        c1 = np.r_[0.0, np.cumsum(allx)]
-        c2 = np.r_[0.0, np.cumsum(allx * allx)]
+        c1 = np.concatenate([[0.0], np.cumsum(allx)])
+        c2 = np.concatenate([[0.0], np.cumsum(allx * allx)])
         a, b = lo - self._buf_start, hi - self._buf_start
         cnt = (hi - lo).astype(np.float64)
         safe = np.maximum(cnt, 1.0)
@@ -240,13 +240,13 @@ class ChannelState:
         else:
             lo0, hi0 = self._range
             rest, prefix = new, np.zeros(0)
-        past_max = np.maximum.accumulate(np.r_[hi0, rest])[:-1]
-        past_min = np.minimum.accumulate(np.r_[lo0, rest])[:-1]
+        past_max = np.maximum.accumulate(np.concatenate([[hi0], rest]))[:-1]
+        past_min = np.minimum.accumulate(np.concatenate([[lo0], rest]))[:-1]
         span = past_max - past_min
         beyond = (rest > past_max + tolerance * span) | (rest < past_min - tolerance * span)
         self._range = (float(min(lo0, rest.min()) if rest.size else lo0),
                        float(max(hi0, rest.max()) if rest.size else hi0))
-        return np.r_[prefix, (beyond & (span > 0)).astype(np.float64)]
+        return np.concatenate([prefix, (beyond & (span > 0)).astype(np.float64)])
 
     # ------------------------------------------------------------------ crash recovery
     def state_dict(self) -> dict[str, Any]:
@@ -311,10 +311,13 @@ class FusionState:
             fused += [n for n in ("level", "scale") if n in allowed]
         self.fused: tuple[str, ...] = tuple(fused)
         self.spatial = SPATIAL in allowed
-        self._likelihoods: dict[str, AnomalyLikelihood] = {}
+        # One likelihood object calibrates every fused channel (or the max z) at once: see AnomalyLikelihood.
+        self._calibrated: tuple[str, ...] = ()
+        self._likelihood: AnomalyLikelihood | None = None
         if cfg.calibrate:
-            keys = self.fused if cfg.fusion == "likelihood" else (("max_z",) if self.fused else ())
-            self._likelihoods = {k: training_part_likelihood(self.train_rows) for k in keys}
+            self._calibrated = self.fused if cfg.fusion == "likelihood" else (("max_z",) if self.fused else ())
+            if self._calibrated:
+                self._likelihood = training_part_likelihood(self.train_rows, channels=len(self._calibrated))
         horizon = round(cfg.suppress_fraction * self.train_points)
         self._suppressor = Suppressor(horizon) if horizon else None
 
@@ -326,19 +329,21 @@ class FusionState:
     def update(self, positions: np.ndarray, channels: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
         n = positions.size
         cfg = self.config
-        seen = next(iter(self._likelihoods.values())).count if self._likelihoods else self.train_rows
+        likelihood = self._likelihood
+        seen = likelihood.count if likelihood is not None else self.train_rows
         if not self.fused:
             score, who = np.zeros(n), np.full(n, -1)
         elif cfg.fusion == "likelihood":
-            stacked = np.stack([self._likelihoods[k].transform(channels[k]) for k in self.fused])
+            assert likelihood is not None
+            stacked = likelihood.transform(np.stack([channels[k] for k in self.fused]))
             who = np.argmax(stacked, axis=0)
             score = stacked[who, np.arange(n)]
         else:
             stacked = np.stack([self._weighted(k, channels[k]) for k in self.fused])
             who = np.argmax(stacked, axis=0)
             score = stacked[who, np.arange(n)]
-            if cfg.calibrate:
-                score = self._likelihoods["max_z"].transform(score)
+            if likelihood is not None:
+                score = likelihood.transform(score)
         # While the likelihoods still learn (the training part's rows) no channel has an opinion yet.
         learning = max(0, min(n, self.train_rows - seen))
         names = ["none"] * learning + [self.fused[i] if i >= 0 else "none" for i in who[learning:].tolist()]
@@ -360,14 +365,15 @@ class FusionState:
         return score, tuple(names)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"likelihoods": {k: v.state_dict() for k, v in self._likelihoods.items()},
+        states = self._likelihood.channel_states() if self._likelihood is not None else []
+        return {"likelihoods": dict(zip(self._calibrated, states)),
                 "suppressor": self._suppressor.state_dict() if self._suppressor is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state["likelihoods"]) != set(self._likelihoods):
+        if set(state["likelihoods"]) != set(self._calibrated):
             raise CheckpointMismatchError("stream state was written for another detector's fusion")
-        for k, v in state["likelihoods"].items():
-            self._likelihoods[k].load_state_dict(v)
+        if self._likelihood is not None:
+            self._likelihood.load_channel_states([state["likelihoods"][k] for k in self._calibrated])
         if self._suppressor is not None and state.get("suppressor") is not None:
             self._suppressor.load_state_dict(state["suppressor"])
 
