@@ -12,7 +12,7 @@ writes to InfluxDB. Without ``--bootstrap``/``--influx-url`` both servers are st
 tests/servers.py (Tansu + InfluxDB 1.x behind nginx). Latency of a point = wall time when its ``window_score``
 point was durably written minus the timestamp of its sample. The first ``--settle-s`` seconds are excluded (group
 join, first batches). ``--detector-only`` measures the detector alone: samples/s on one core (one torch thread),
-offline, for each preset.
+offline, for each preset, with the case's number of streams micro-batched the way the monitor does it.
 
 Targets (the issue): 5,000 sensor samples/s with p99 < 1 s; audio in real time. The producer shares the 2 cores
 with the monitor, and the machine is shared with other jobs: the JSON records the load average.
@@ -118,9 +118,10 @@ def pretrain_shared(settings, kind: str, rate: float) -> str:
     return fitted.save(Path(settings.monitor.model_dir) / kind / SHARED)
 
 
-def detector_throughput(preset_name: str, kind: str, rate: float, seconds: float = 20.0) -> dict:
-    """Samples/s of the detector alone on one core: a fitted detector scores a long stream in chunks of a
-    second's samples, as the monitor feeds it."""
+def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, seconds: float = 10.0) -> dict:
+    """Samples/s of the detector alone on one core, fed the way the monitor feeds it: ``streams`` streams sharing
+    one fitted detector, a tenth of a second of samples per stream per round, every round's windows scored in
+    one micro-batch. The training parts are scored first and not timed."""
     import torch
 
     from models.detector import FittedDetector, WindowScores, preset
@@ -130,19 +131,33 @@ def detector_throughput(preset_name: str, kind: str, rate: float, seconds: float
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        x = synthetic_training(kind, rate, int(rate * seconds) + config.train_samples)
-        state = fitted.new_state()
-        chunk = max(1, int(rate))
+        chunk = max(1, int(rate / 10))
+        rounds = int(seconds * rate) // chunk
+        x = synthetic_training(kind, rate, config.train_samples + rounds * chunk + streams)
+        series = [x[i:i + config.train_samples + rounds * chunk] for i in range(streams)]
+        states = [fitted.new_state() for _ in range(streams)]
+
+        def feed(parts: list[np.ndarray]) -> None:
+            cut = [state.windows_for(part) for state, part in zip(states, parts)]
+            windows = [w for ends, w in cut if ends.size]
+            scores = fitted.score_windows(np.concatenate(windows)) if windows else WindowScores.empty()
+            at = 0
+            for state, part, (ends, _) in zip(states, parts, cut):
+                state.update(part, scores.take(slice(at, at + ends.size)))
+                at += ends.size
+
+        feed([s[:config.train_samples] for s in series])
         t0 = time.perf_counter()
-        for i in range(0, x.size, chunk):
-            part = x[i:i + chunk]
-            ends, windows = state.windows_for(part)
-            state.update(part, fitted.score_windows(windows) if ends.size else WindowScores.empty())
+        for r in range(rounds):
+            lo = config.train_samples + r * chunk
+            feed([s[lo:lo + chunk] for s in series])
         elapsed = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
-    return {"preset": preset_name, "kind": kind, "samples": int(x.size), "seconds": round(elapsed, 2),
-            "samples_per_s_per_core": round(x.size / elapsed, 1), "window": fitted.window, "hop": fitted.hop}
+    samples = streams * rounds * chunk
+    return {"preset": preset_name, "kind": kind, "streams": streams, "samples": samples,
+            "seconds": round(elapsed, 2), "samples_per_s_per_core": round(samples / elapsed, 1),
+            "window": fitted.window, "hop": fitted.hop}
 
 
 def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, streams: int, rate: float,
@@ -245,9 +260,9 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="scalowatch-bench-"))
     throughput = []
     if args.only in (None, "sensor"):
-        throughput.append(detector_throughput(args.sensor_preset, "sensor", args.sensor_rate))
+        throughput.append(detector_throughput(args.sensor_preset, "sensor", args.sensor_rate, args.sensor_streams))
     if args.only in (None, "audio"):
-        throughput.append(detector_throughput(args.audio_preset, "audio", 16000.0))
+        throughput.append(detector_throughput(args.audio_preset, "audio", 16000.0, args.audio_streams))
     for t in throughput:
         print(f"detector {t['preset']} ({t['kind']}): {t['samples_per_s_per_core']:.0f} samples/s on one core")
     if args.detector_only:
