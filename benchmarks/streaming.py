@@ -79,23 +79,80 @@ def _produce(kind: str, bootstrap: str, topic: str, streams: int, rate: float, s
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
+class LatencyHistogram:
+    """Latencies in 1 ms bins up to two minutes (beyond: one overflow bin): a soak writes millions of points, and
+    keeping each latency would grow the very process whose memory the soak watches."""
+
+    RESOLUTION_S = 0.001
+    BINS = 120_000
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(self.BINS + 1, dtype=np.int64)
+        self.max = 0.0
+
+    def add(self, latencies: np.ndarray) -> None:
+        if latencies.size:
+            idx = np.clip((latencies / self.RESOLUTION_S).astype(np.int64), 0, self.BINS)
+            self.counts += np.bincount(idx, minlength=self.BINS + 1)
+            self.max = max(self.max, float(latencies.max()))
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def percentile(self, q: float) -> float | None:
+        """Upper edge of the bin holding the q-th percentile (so never optimistic by more than 1 ms)."""
+        total = self.count
+        if not total:
+            return None
+        at = int(np.searchsorted(np.cumsum(self.counts), q / 100.0 * total))
+        return round(min((at + 1) * self.RESOLUTION_S, self.max), 4)
+
+    def summary(self) -> dict:
+        return {"count": self.count, "p50": self.percentile(50), "p99": self.percentile(99),
+                "max": round(self.max, 4) if self.count else None}
+
+
 class TimingSink:
-    """Wraps the real sink; records, per written window_score point, wall time of the durable write − its time."""
+    """Wraps the real sink; per written window_score point, wall time of the durable write − its time. Points
+    written before ``measure_from`` (wall seconds: group join, first batches) are not counted."""
 
     def __init__(self, inner):
         self.inner = inner
-        self.latencies: list[tuple[float, float]] = []  # (wall seconds at write, latency seconds)
+        self.measure_from = float("inf")
+        self.total = LatencyHistogram()
+        self.interval = LatencyHistogram()
         self.lock = threading.Lock()
 
     def write(self, points) -> None:
         self.inner.write(points)
         now = time.time_ns()
+        if now / NS < self.measure_from:
+            return
+        latencies = np.fromiter(((now - p.time_ns) / NS for p in points if p.measurement == "window_score"),
+                                dtype=np.float64)
         with self.lock:
-            self.latencies.extend((now / NS, (now - p.time_ns) / NS) for p in points
-                                  if p.measurement == "window_score")
+            self.total.add(latencies)
+            self.interval.add(latencies)
+
+    def take_interval(self) -> LatencyHistogram:
+        with self.lock:
+            out, self.interval = self.interval, LatencyHistogram()
+        return out
 
     def close(self) -> None:
         self.inner.close()
+
+
+def rss_mib() -> float:
+    """Resident memory of this process (the monitor runs in it), from /proc (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
 
 
 def synthetic_training(kind: str, rate: float, n: int) -> np.ndarray:
@@ -161,7 +218,8 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
 
 
 def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, streams: int, rate: float,
-             seconds: float, samples_per_record: int, settle_s: float, workdir: Path, preset: str) -> dict:
+             seconds: float, samples_per_record: int, settle_s: float, workdir: Path, preset: str,
+             sample_every: float = 10.0) -> dict:
     from scalowatch.cli_stream import build_monitor
     from streamer.config import InfluxSettings, KafkaSettings, MonitorSettings, Settings, StoreSettings
 
@@ -200,6 +258,22 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     proc.start()
     load_before = os.getloadavg()
     t_start = time.time()
+    timing.measure_from = t_start + settle_s
+    timeline: list[dict] = []
+
+    def sample() -> None:
+        """Every ``sample_every`` s: memory, lag (samples produced but not yet consumed) and the interval's p99."""
+        while not done.wait(sample_every):
+            interval = timing.take_interval()
+            timeline.append({"t_s": round(time.time() - t_start, 1), "rss_mib": rss_mib(),
+                             "lag_samples": int(counter.value - monitor.processor.stats.samples),
+                             "points": interval.count, "p99_s": interval.percentile(99),
+                             "streams": monitor.processor.stream_count()})
+            log.info("%s: %s", kind, timeline[-1])
+
+    done = threading.Event()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     ready.set()
     proc.join(seconds + 120)
     produced = counter.value
@@ -207,11 +281,13 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     while monitor.processor.stats.samples < produced and time.monotonic() < drain_deadline:
         time.sleep(0.2)
     time.sleep(1.0)
+    done.set()
+    sampler.join(5)
     stop.set()
     thread.join(60)
     t_end = time.time()
     load_after = os.getloadavg()
-    lat = np.array([l for w, l in timing.latencies if w >= t_start + settle_s], dtype=np.float64)
+    latency = timing.total.summary()
     consumed = monitor.processor.stats.samples
     duration = seconds
     result = {
@@ -221,17 +297,40 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
         "samples_produced": int(produced), "samples_consumed": int(consumed),
         "sustained_samples_per_s": round(consumed / duration, 1),
         "points_scored": int(monitor.processor.stats.scored),
-        "latency_s": {
-            "count": int(lat.size),
-            "p50": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
-            "p99": round(float(np.percentile(lat, 99)), 4) if lat.size else None,
-            "max": round(float(lat.max()), 4) if lat.size else None,
-        },
-        "kept_up": bool(consumed >= produced and lat.size and np.percentile(lat, 99) < 1.0),
+        "latency_s": latency,
+        "kept_up": bool(consumed >= produced and latency["count"] and latency["p99"] < 1.0),
         "loadavg_before": load_before, "loadavg_after": load_after, "wall_s": round(t_end - t_start, 1),
+        "sample_every_s": sample_every, "timeline": timeline,
     }
     log.info("%s: %s", kind, result)
     return result
+
+
+def plot_timeline(cases: list[dict], path: Path) -> Path | None:
+    """Memory, lag and the interval's p99 latency over time, one column per case (what a soak is read by)."""
+    cases = [c for c in cases if len(c.get("timeline", [])) >= 2]
+    if not cases:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, len(cases), figsize=(6 * len(cases), 7), sharex="col", squeeze=False)
+    for col, case in enumerate(cases):
+        t = [row["t_s"] / 60 for row in case["timeline"]]
+        for ax, key, label in zip(axes[:, col], ("rss_mib", "lag_samples", "p99_s"),
+                                  ("monitor RSS (MiB)", "lag (samples)", "p99 latency (s)")):
+            ax.plot(t, [row[key] if row[key] is not None else float("nan") for row in case["timeline"]])
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0, col].set_title(f"{case['kind']}: {case['streams']} streams, {case['offered_samples_per_s']:.0f} samples/s")
+        axes[-1, col].set_xlabel("minutes")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -239,6 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--only", choices=["sensor", "audio"], default=None)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--settle-s", type=float, default=5.0)
+    p.add_argument("--sample-every", type=float, default=10.0,
+                   help="Seconds between timeline samples (memory, lag, the interval's p99): a soak's record.")
     p.add_argument("--sensor-streams", type=int, default=100)
     p.add_argument("--sensor-rate", type=float, default=50.0)
     p.add_argument("--samples-per-record", type=int, default=5)
@@ -287,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
                 influx_url = influx.url
         cases = []
         common = dict(bootstrap=bootstrap, influx_url=influx_url, database=args.database, seconds=args.seconds,
-                      settle_s=args.settle_s, workdir=workdir)
+                      settle_s=args.settle_s, workdir=workdir, sample_every=args.sample_every)
         if args.only in (None, "sensor"):
             cases.append(run_case("sensor", streams=args.sensor_streams, rate=args.sensor_rate,
                                   samples_per_record=args.samples_per_record, preset=args.sensor_preset, **common))
@@ -301,6 +402,9 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {"benchmark": "streaming", "run": info.to_dict(), "detector_throughput": throughput, "cases": cases,
                "note": "2 shared CPU cores (producer process + monitor + servers on the same box); noisy."}
     write_json(args.out, payload)
+    plot = plot_timeline(cases, args.out.with_suffix(".png"))
+    if plot is not None:
+        print(f"timeline plot: {plot}")
     for c in cases:
         print(f"{c['kind']} (preset {c['preset']}): {c['streams']} streams, sustained {c['sustained_samples_per_s']:.0f} samples/s "
               f"(offered {c['offered_samples_per_s']:.0f}), latency p50 {c['latency_s']['p50']} s "
