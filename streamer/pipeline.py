@@ -333,7 +333,7 @@ class StreamProcessor:
         if path is None or not path.is_file():
             return
         try:
-            state = _unpack(json.loads(path.read_text()))
+            state = unpack_state(json.loads(path.read_text()))
             if state.get("detector") is not None:
                 fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name))
                 if fitted is None:
@@ -635,7 +635,7 @@ def _write_states(files: list[tuple[Path, dict]]) -> None:
     for path, state in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_pack(state)))
+        tmp.write_text(json.dumps(pack_state(state)))
         tmp.replace(path)
 
 
@@ -643,25 +643,30 @@ _PACKED = "__float64_b64__"
 _PACK_MIN = 64
 
 
-def _pack(obj):
-    """Long lists of floats (a stream's likelihood histories: 8,640 values per channel) as base64 float64: the
-    same numbers bit for bit, five times faster to write and read than JSON number lists and half the size."""
+def pack_state(obj):
+    """Float64 arrays and long lists of floats (a stream's likelihood histories: 8,640 values per channel) as
+    base64 float64: the same numbers bit for bit, five times faster to write and read than JSON number lists and
+    half the size. They read back as lists of floats."""
     if isinstance(obj, dict):
-        return {k: _pack(v) for k, v in obj.items()}
+        return {k: pack_state(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype != np.float64 or obj.ndim != 1:
+            raise TypeError(f"stream state holds a {obj.dtype} array of shape {obj.shape}: only 1-D float64 packs")
+        return {_PACKED: base64.b64encode(obj.astype("<f8", copy=False).tobytes()).decode()}
     if isinstance(obj, list):
         if len(obj) >= _PACK_MIN and all(type(v) is float for v in obj):
             return {_PACKED: base64.b64encode(np.asarray(obj, dtype="<f8").tobytes()).decode()}
-        return [_pack(v) for v in obj]
+        return [pack_state(v) for v in obj]
     return obj
 
 
-def _unpack(obj):
+def unpack_state(obj):
     if isinstance(obj, dict):
         if len(obj) == 1 and _PACKED in obj:
             return np.frombuffer(base64.b64decode(obj[_PACKED]), dtype="<f8").tolist()
-        return {k: _unpack(v) for k, v in obj.items()}
+        return {k: unpack_state(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_unpack(v) for v in obj]
+        return [unpack_state(v) for v in obj]
     return obj
 
 

@@ -11,6 +11,7 @@ from models.detector import PRESETS, DetectorConfig, FittedDetector, WindowScore
 from models.detector.online import Detections, OnlineGaussian, Suppressor
 from models.errors import CheckpointMismatchError, InputError
 from models.spatial_novelty import spatial_novelty
+from streamer.pipeline import pack_state, unpack_state
 
 FAST = {"steps": 5, "max_train_windows": 64}
 
@@ -126,7 +127,7 @@ def test_state_dict_resumes_a_stream_exactly_where_it_was(nab_fitted):
     whole = score_series(nab_fitted, x)["product"]
     state = nab_fitted.new_state()
     first = _chunked_state(nab_fitted, state, x[:700])
-    saved = json.loads(json.dumps(state.state_dict()))  # what the monitor writes to disk
+    saved = unpack_state(json.loads(json.dumps(pack_state(state.state_dict()))))  # what the monitor writes
     resumed = nab_fitted.new_state()
     resumed.load_state_dict(saved)
     rest = _chunked_state(nab_fitted, resumed, x[700:])
