@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -631,12 +632,26 @@ class _SaveJob:
 
 
 def _write_states(files: list[tuple[Path, dict]]) -> None:
-    """Encode and atomically replace each stream's state file (the background part of a checkpoint)."""
+    """Encode each stream's state, fsync it, atomically replace the old file and fsync the folder (the background
+    part of a checkpoint). Why the fsyncs: once this returns, the offsets a state covers are committed, so after a
+    power loss the file must already hold that state, not an empty or older one (a crash of the process alone
+    never needed them: the page cache survives it)."""
+    folders: set[Path] = set()
     for path, state in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(pack_state(state)))
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(pack_state(state)))
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(path)
+        folders.add(path.parent)
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 _PACKED = "__float64_b64__"

@@ -385,6 +385,30 @@ def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(t
     assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
 
 
+def test_a_checkpoint_is_on_disk_before_its_offsets_are_released(tmp_path, monkeypatch):
+    """The offsets a saved state covers are committed right after the save: after a power loss the file must hold
+    that state, so each file is fsynced before it replaces the old one, and its folder after the rename."""
+    import os
+
+    import streamer.pipeline as pipeline
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(pipeline.os, "fsync", spy)
+    proc, store = make(tmp_path), DictStore()
+    feed(proc, "a", stamped(values(400)), store=store)
+    drain(proc, store)
+    assert proc.save_states(wait=True) == 1
+    folder = tmp_path / "models" / "_state" / "sensor"
+    assert synced == [str(folder / "a.tmp"), str(folder)]
+    assert (folder / "a.json").is_file() and not (folder / "a.tmp").exists()
+
+
 def test_a_long_gap_drops_nothing_and_an_open_alert_closes_on_the_scores_after_it(tmp_path):
     """Issue 9 #6: the old windowers cleared their buffer after more than max_gap_periods and committed past the
     dropped samples, leaving an open alert open for ever. Now every sample is scored whatever the gap (a week here,
