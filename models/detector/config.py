@@ -57,8 +57,7 @@ class DetectorConfig:
 
     Model: ``scorer`` (one of :data:`SCORERS`) on a ``unet`` preset trained ``steps`` steps on at most
     ``max_train_windows`` windows; ``scalogram_normalise``: ``"window"`` (shape only) or ``"training"`` (the
-    series standardised with the training part, so the scalogram keeps each scale's amplitude). ``init_model``:
-    start from a shipped pretrained U-Net (:mod:`models.pretrained`) and fine-tune it for ``steps`` steps.
+    series standardised with the training part, so the scalogram keeps each scale's amplitude).
 
     Channels beside the diffusion score: ``level_weight`` > 0 adds level/scale (how far a window's mean and
     log-std are from the training windows'); ``discord_scales`` z-normalised nearest-neighbour discords at
@@ -105,7 +104,6 @@ class DetectorConfig:
     suppress_fraction: float = 0.0
     score_every: str = "sample"
     scorer_options: dict[str, Any] = field(default_factory=lambda: {"lam": 1.0})
-    init_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.scorer not in SCORERS:
@@ -147,12 +145,6 @@ class DetectorConfig:
             raise ValueError("log_scale scales the calibrated likelihood: it needs calibrate=True")
         if self.score_every not in ("sample", "window"):
             raise ValueError(f"score_every must be 'sample' or 'window', got {self.score_every!r}")
-        if self.init_model is not None:
-            from models.pretrained import available
-
-            if self.init_model not in available():
-                raise ValueError(f"init_model {self.init_model!r} is not a shipped pretrained model; "
-                                 f"available: {available() or 'none'}")
         if self.scalogram_normalise not in ("window", "training"):
             raise ValueError(f"scalogram_normalise must be 'window' or 'training', got {self.scalogram_normalise!r}")
 

@@ -179,7 +179,7 @@ class FittedDetector:
             raise InputError(f"training part of {x.size} points gives fewer than 2 windows of {w}")
         torch.manual_seed(cfg.seed)
         started = time.perf_counter()
-        pipe = new_pipeline(cfg, device)
+        pipe = _new_pipeline(cfg, device)
         centre, scale = fixed_standardisation(x)
         hop = max(1, round(w * cfg.hop_fraction)) if cfg.hop_fraction > 0 else cfg.hop
         provisional = FitSummary(train_points=int(x.size), window=w, hop=hop, discord_hop=1, train_windows=0,
@@ -294,29 +294,16 @@ class FittedDetector:
         return cls(config, summary, pipeline, discords, version=version_of(directory))
 
 
-def new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline:
-    """The untrained scalogram pipeline of a configuration (with its pretrained start, if it names one); the
-    pretraining script cuts its scalograms with it too, so they are the ones a fitted detector sees."""
+def _new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline:
     from models.unet import UNetConfig
 
-    unet = UNetConfig.preset(cfg.unet)
+    size = UNetConfig.preset(cfg.unet).sample_size
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                         warmup_steps=min(20, cfg.steps // 10))
     scorer = create_scorer(cfg.scorer, unet=cfg.unet, train=train, device=device, seed=1234 + cfg.seed,
                            **dict(cfg.scorer_options))
-    if cfg.init_model is not None:
-        from models.pretrained import load_pretrained
-
-        pre = load_pretrained(cfg.init_model)
-        wanted = {"scalogram_normalise": cfg.scalogram_normalise, "n_scales": cfg.n_scales}
-        if pre.scalogram != wanted or UNetConfig.from_dict(pre.unet) != unet:
-            raise CheckpointMismatchError(
-                f"pretrained model {cfg.init_model!r} was trained for {pre.scalogram} on a {pre.unet} U-Net, "
-                f"not for {wanted} on the {cfg.unet!r} preset")
-        scorer.start_from(pre.state)  # type: ignore[attr-defined]
     normalise = "window" if cfg.scalogram_normalise == "window" else "none"
-    return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(unet.sample_size), normalise=normalise),
-                             scorer)
+    return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size), normalise=normalise), scorer)
 
 
 def version_of(directory: str | Path) -> str:

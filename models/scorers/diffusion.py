@@ -160,7 +160,6 @@ class DiffusionScorer:
         sched = scheduler if scheduler is not None else SchedulerConfig()
         self.scheduler_config = SchedulerConfig(**sched) if isinstance(sched, dict) else sched
         self.scheduler = NoiseScheduler(self.scheduler_config)
-        self._init_state: dict[str, torch.Tensor] | None = None
         self.device = resolve_device(device)
         self.progress = progress
         self.model: WaveletPyramidUNet | None = None
@@ -287,19 +286,10 @@ class DiffusionScorer:
         self.model = other.model
         self.train_seconds, self.train_losses = other.train_seconds, list(other.train_losses)
 
-    def start_from(self, state: dict[str, torch.Tensor]) -> None:
-        """Train from these U-Net weights (a pretrained model) instead of a random initialisation."""
-        self._init_state = state
-
     def _train(self, data: torch.Tensor, n_inputs: int) -> None:
         c, h, w = data.shape[1:]
         self.unet_config = replace(self.unet_config, in_channels=int(c), sample_size=(int(h), int(w)))
         model = WaveletPyramidUNet(self.unet_config)
-        if self._init_state is not None:
-            try:
-                model.load_state_dict(self._init_state)
-            except RuntimeError as exc:
-                raise CheckpointMismatchError(f"pretrained weights do not fit this U-Net: {exc}") from None
         log.info("training %s (%s space, %d samples of %s) for %d steps on %s",
                  self.name, self.params.space, n_inputs, tuple(data.shape[1:]), self.train_config.steps,
                  self.device)
