@@ -181,7 +181,7 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
     one micro-batch. The training parts are scored first and not timed."""
     import torch
 
-    from models.detector import FittedDetector, WindowScores, preset
+    from models.detector import FittedDetector, preset, window_scores_together
 
     config = preset(preset_name)
     fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
@@ -195,13 +195,9 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
         states = [fitted.new_state() for _ in range(streams)]
 
         def feed(parts: list[np.ndarray]) -> None:
-            cut = [state.windows_for(part) for state, part in zip(states, parts)]
-            windows = [w for ends, w in cut if ends.size]
-            scores = fitted.score_windows(np.concatenate(windows)) if windows else WindowScores.empty()
-            at = 0
-            for state, part, (ends, _) in zip(states, parts, cut):
-                state.update(part, scores.take(slice(at, at + ends.size)))
-                at += ends.size
+            scores = window_scores_together(fitted, list(zip(states, parts)))
+            for state, part, part_scores in zip(states, parts, scores):
+                state.update(part, part_scores)
 
         feed([s[:config.train_samples] for s in series])
         t0 = time.perf_counter()

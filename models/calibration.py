@@ -149,7 +149,7 @@ class AnomalyLikelihood:
         for j in range(2, sw + 1):
             short += joined[:, j:m + j]
         short /= np.minimum(self._recent.shape[1] + idx + 1, sw)
-        self._recent = joined[:, -min(sw, self._recent.shape[1] + m):]
+        self._recent = joined[:, -min(sw, self._recent.shape[1] + m):].copy()  # not a view of the whole chunk
         # History before each point: what it held, plus the short means entered since, minus those dropped.
         skipped = min(m, max(0, cfg.skip_first - self._count))
         entering = short[:, skipped:]

@@ -11,7 +11,6 @@ Model hyperparameters are NOT here: they live in JSON beside the checkpoint (see
 from __future__ import annotations
 
 import json
-
 import logging
 import os
 from collections.abc import Mapping

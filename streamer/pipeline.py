@@ -38,7 +38,7 @@ from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Seq
 
 import numpy as np
 
-from models.detector import DetectorConfig, DetectorState, FittedDetector, WindowScores
+from models.detector import DetectorConfig, DetectorState, FittedDetector, WindowScores, window_scores_together
 from models.detector.online import Detections
 from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
@@ -459,7 +459,7 @@ class StreamProcessor:
         scores everything that can be scored.)"""
         ready, failed = self.registry.poll()
         self.stats.fit_failures += len(failed)
-        jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray, np.ndarray, np.ndarray]]] = {}
+        jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
         for st in self._streams.values():
             if not st.segments:
                 continue
@@ -473,18 +473,12 @@ class StreamProcessor:
                         self.registry.fit(key, train)
                     continue
                 st.state = fitted.new_state()
-            values = np.concatenate([s.values for s in st.segments])
-            ends, windows = st.state.windows_for(values)
-            jobs.setdefault(key, []).append((st, values, ends, windows))
+            jobs.setdefault(key, []).append((st, np.concatenate([s.values for s in st.segments])))
         scored = 0
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
-            stacked = [w for _, _, _, w in items if w.shape[0]]
-            scores = (fitted.score_windows(np.concatenate(stacked)) if stacked else WindowScores.empty())
-            at = 0
-            for st, values, ends, windows in items:
-                part = scores.take(slice(at, at + ends.size))
-                at += ends.size
+            parts = window_scores_together(fitted, [(st.state, values) for st, values in items])  # type: ignore[misc]
+            for (st, values), part in zip(items, parts):
                 scored += self._finish(st, values, part, fitted)
         return scored
 
@@ -655,13 +649,13 @@ def _write_states(files: list[tuple[Path, dict]]) -> None:
 
 
 _PACKED = "__float64_b64__"
-_PACK_MIN = 64
 
 
 def pack_state(obj):
-    """Float64 arrays and long lists of floats (a stream's likelihood histories: 8,640 values per channel) as
-    base64 float64: the same numbers bit for bit, five times faster to write and read than JSON number lists and
-    half the size. They read back as lists of floats."""
+    """A stream's state as JSON-ready data. Its float series (likelihood histories: 8,640 values per channel; the
+    Gaussian's buffer; the tail) are float64 arrays in the detector's state and become base64 float64: the same
+    numbers bit for bit, five times faster to write and read than JSON number lists and half the size. They read
+    back as lists of floats."""
     if isinstance(obj, dict):
         return {k: pack_state(v) for k, v in obj.items()}
     if isinstance(obj, np.ndarray):
@@ -669,8 +663,6 @@ def pack_state(obj):
             raise TypeError(f"stream state holds a {obj.dtype} array of shape {obj.shape}: only 1-D float64 packs")
         return {_PACKED: base64.b64encode(obj.astype("<f8", copy=False).tobytes()).decode()}
     if isinstance(obj, list):
-        if len(obj) >= _PACK_MIN and all(type(v) is float for v in obj):
-            return {_PACKED: base64.b64encode(np.asarray(obj, dtype="<f8").tobytes()).decode()}
         return [pack_state(v) for v in obj]
     return obj
 

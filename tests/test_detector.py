@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from models.baselines.gaussian import WindowedGaussian
-from models.detector import PRESETS, DetectorConfig, FittedDetector, WindowScores, preset, score_series
+from models.detector import (PRESETS, DetectorConfig, FittedDetector, WindowScores, preset, score_series,
+                             window_scores_together)
 from models.detector.online import Detections, OnlineGaussian, Suppressor
 from models.errors import CheckpointMismatchError, InputError
 from models.spatial_novelty import spatial_novelty
@@ -154,6 +155,22 @@ def test_a_window_scores_the_same_in_every_micro_batch_split(nab_fitted):
         got = WindowScores.concat(parts)
         np.testing.assert_array_equal(got.diffusion, reference.diffusion, err_msg=f"split {split}")
         np.testing.assert_array_equal(got.level, reference.level)
+
+
+def test_streams_scored_together_score_as_they_would_alone(nab_fitted):
+    """The monitor scores all streams of a round in one micro-batch (window_scores_together); each stream must get
+    exactly the detections it gets scored on its own, in any chunking."""
+    series = [_with_anomaly(), _series(1200, seed=3), _series(1200, seed=4)]
+    alone = [score_series(nab_fitted, x)["product"].scores for x in series]
+    states = [nab_fitted.new_state() for _ in series]
+    got: list[list[np.ndarray]] = [[] for _ in series]
+    for lo, hi in ((0, 300), (300, 307), (307, 650), (650, 1200)):
+        parts = [x[lo:hi] for x in series]
+        scores = window_scores_together(nab_fitted, list(zip(states, parts)))
+        for i, (state, part, part_scores) in enumerate(zip(states, parts, scores)):
+            got[i].append(state.update(part, part_scores).scores)
+    for want, pieces in zip(alone, got):
+        np.testing.assert_allclose(np.concatenate(pieces), want, rtol=0, atol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------- what it says

@@ -17,6 +17,7 @@ _WHERE = {
     "PRESETS": "config", "DetectorConfig": "config", "Preset": "config", "preset": "config",
     "FitSummary": "fitted", "FittedDetector": "fitted", "WindowScores": "fitted",
     "Detection": "online", "Detections": "online", "DetectorState": "online", "score_series": "online",
+    "window_scores_together": "online",
 }
 
 

@@ -131,7 +131,7 @@ class OnlineGaussian:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "ref": self.ref, "buf": self._buf.tolist(), "buf_start": self._buf_start}
+        return {"count": self.count, "ref": self.ref, "buf": self._buf.copy(), "buf_start": self._buf_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count, self.ref = int(state["count"]), float(state["ref"])
@@ -250,7 +250,7 @@ class ChannelState:
 
     # ------------------------------------------------------------------ crash recovery
     def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position, "tail": self._tail.tolist(), "last": dict(self._last),
+        return {"position": self.position, "tail": self._tail.copy(), "last": dict(self._last),
                 "gaussian": self._gaussian.state_dict() if self._gaussian is not None else None,
                 "range": list(self._range) if self._range is not None else None}
 
@@ -430,6 +430,21 @@ def rows(fitted: FittedDetector, first: int, stop: int, ends: np.ndarray,
     return ends, {k: v[idx] for k, v in channels.items()}
 
 
+def window_scores_together(fitted: FittedDetector,
+                           pending: list[tuple["DetectorState", np.ndarray]]) -> list[WindowScores]:
+    """The model's scores of the windows that end among each stream's new samples, for many streams of one
+    fitted detector in one micro-batch (the monitor's round; a window's score does not depend on the batch it
+    lands in). Pure: pass each result with the same samples to that stream's :meth:`DetectorState.update`."""
+    cut = [state.windows_for(samples) for state, samples in pending]
+    stacked = [windows for ends, windows in cut if ends.size]
+    scores = fitted.score_windows(np.concatenate(stacked)) if stacked else WindowScores.empty()
+    out, at = [], 0
+    for ends, _ in cut:
+        out.append(scores.take(slice(at, at + ends.size)))
+        at += ends.size
+    return out
+
+
 def score_series(fitted: FittedDetector, values: np.ndarray,
                  variants: dict[str, Collection[str] | None] | None = None) -> dict[str, Detections]:
     """Every sample of a stream (training part first) scored at once: the benchmarks' path. ``variants`` maps a
@@ -449,4 +464,5 @@ def score_series(fitted: FittedDetector, values: np.ndarray,
 
 
 __all__ = ["CHANNEL_WORDS", "ChannelState", "Detection", "Detections", "DetectorState", "FusionState",
-           "OnlineGaussian", "Suppressor", "channel_kind", "describe_channel", "grid_ends", "score_series"]
+           "OnlineGaussian", "Suppressor", "channel_kind", "describe_channel", "grid_ends", "score_series",
+           "window_scores_together"]
