@@ -4,14 +4,15 @@
     .venv/bin/python benchmarks/streaming.py --only sensor --seconds 60
 
 What runs: a producer *process* generates synthetic streams in real time (timestamps = wall clock at generation)
-into a Kafka-protocol broker; the monitor (``scalowatch.cli_stream.build_monitor``, the same object as
-``scalowatch monitor``) consumes and scores every sample with the full detector of the class's preset (``nab`` for
+into a Kafka-protocol broker; the monitor (``--members`` processes of one consumer group, each running
+``scalowatch.cli_stream.build_monitor``, the same object as ``scalowatch monitor``) consumes and scores every sample with the full detector of the class's preset (``nab`` for
 sensors, ``audio`` for audio: every channel, the likelihoods, the spatial rule), one detector per class fitted
 beforehand on synthetic normal data (``model_mode="shared"``, so the numbers are about streaming, not fitting), and
 writes to InfluxDB. Without ``--bootstrap``/``--influx-url`` both servers are started locally with
 tests/servers.py (Tansu + InfluxDB 1.x behind nginx). Latency of a point = wall time when its ``window_score``
 point was durably written minus the timestamp of its sample. The first ``--settle-s`` seconds are excluded (group
-join, first batches). ``--detector-only`` measures the detector alone: samples/s on one core (one torch thread),
+join, first batches). The sustained rate counts what was consumed while the load was offered (a backlog drained
+afterwards does not count). ``--detector-only`` measures the detector alone: samples/s on one core (one torch thread),
 offline, for each preset, with the case's number of streams micro-batched the way the monitor does it.
 
 Targets (the issue): 5,000 sensor samples/s with p99 < 1 s; audio in real time. The producer shares the 2 cores
@@ -96,6 +97,16 @@ class LatencyHistogram:
             self.counts += np.bincount(idx, minlength=self.BINS + 1)
             self.max = max(self.max, float(latencies.max()))
 
+    def sparse(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(bins, counts, max) of the non-empty bins: what a member process sends its parent."""
+        bins = np.flatnonzero(self.counts)
+        return bins, self.counts[bins], self.max
+
+    def add_sparse(self, bins: np.ndarray, counts: np.ndarray, maximum: float) -> None:
+        self.counts[bins] += counts
+        if counts.size:
+            self.max = max(self.max, maximum)
+
     @property
     def count(self) -> int:
         return int(self.counts.sum())
@@ -145,7 +156,7 @@ class TimingSink:
 
 
 def rss_mib() -> float:
-    """Resident memory of this process (the monitor runs in it), from /proc (Linux)."""
+    """Resident memory of this process (a member calls it for itself), from /proc (Linux)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -180,6 +191,7 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
     one fitted detector, a tenth of a second of samples per stream per round, every round's windows scored in
     one micro-batch. The training parts are scored first and not timed."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from models.detector import FittedDetector, preset, window_scores_together
 
@@ -187,7 +199,9 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
     fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    pools = None
     try:
+        pools = threadpool_limits(limits=1)  # numpy's BLAS (the discords) too: one core means one thread
         chunk = max(1, int(rate / 10))
         rounds = int(seconds * rate) // chunk
         x = synthetic_training(kind, rate, config.train_samples + rounds * chunk + streams)
@@ -207,21 +221,55 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
         elapsed = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
+        if pools is not None:
+            pools.restore_original_limits()
     samples = streams * rounds * chunk
     return {"preset": preset_name, "kind": kind, "streams": streams, "samples": samples,
             "seconds": round(elapsed, 2), "samples_per_s_per_core": round(samples / elapsed, 1),
             "window": fitted.window, "hop": fitted.hop}
 
 
+def _member(settings, index: int, stop: "mp.Event", measure_from: "mp.Value", stats: "mp.Array",
+            reports: "mp.Queue") -> None:
+    """Runs in its own process: one member of the consumer group, the object ``scalowatch monitor`` runs
+    (``build_monitor``), its sink timed. Every second it hands its new latencies (a sparse histogram) to the parent
+    and keeps ``stats`` current: samples consumed, points scored, RSS (MiB), streams, partitions assigned."""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s member{index} %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    from scalowatch.cli_stream import build_monitor
+
+    monitor = build_monitor(settings)
+    timing = TimingSink(monitor.sink)
+    monitor.sink = timing
+    halt = threading.Event()
+    thread = threading.Thread(target=monitor.run, args=(halt,), daemon=True)
+    thread.start()
+
+    def update() -> None:
+        processor = monitor.processor
+        stats[:] = [processor.stats.samples, processor.stats.scored, rss_mib(), processor.stream_count(),
+                    len(monitor.consumer.assignment())]
+
+    while not stop.wait(1.0):
+        timing.measure_from = measure_from.value
+        update()
+        reports.put(("interval", index, timing.take_interval().sparse()))
+    halt.set()
+    thread.join(60)
+    update()
+    reports.put(("total", index, timing.total.sparse()))
+
+
 def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, streams: int, rate: float,
              seconds: float, samples_per_record: int, settle_s: float, workdir: Path, preset: str,
-             sample_every: float = 10.0) -> dict:
-    from scalowatch.cli_stream import build_monitor
+             sample_every: float = 10.0, members: int = 1, cpu_threads: int = 0) -> dict:
+    """One case: ``members`` monitor processes in one consumer group (each what ``scalowatch monitor`` runs)
+    against a producer process at ``streams`` × ``rate`` samples/s for ``seconds``."""
     from streamer.config import InfluxSettings, KafkaSettings, MonitorSettings, Settings, StoreSettings
 
     uid = uuid.uuid4().hex[:6]
     monitor_kw = dict(model_dir=workdir / f"models-{kind}-{uid}", model_mode="shared", poll_timeout_ms=20,
-                      commit_interval_ms=1000, snapshots=True)
+                      commit_interval_ms=1000, snapshots=True, cpu_threads=cpu_threads)
     if kind == "sensor":
         monitor_kw.update(sensor_preset=preset)
     else:
@@ -237,68 +285,103 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     )
     log.info("%s: fitting the shared detector", kind)
     version = pretrain_shared(settings, kind, rate)
-    monitor = build_monitor(settings)
-    timing = TimingSink(monitor.sink)
-    monitor.sink = timing
-    stop = threading.Event()
-    thread = threading.Thread(target=monitor.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not monitor.consumer.assignment() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    from streamer.kafka_io import ensure_topics
+
+    ensure_topics(settings, [settings.kafka.sensor_topic, settings.kafka.audio_topic])
     ctx = mp.get_context("spawn")
+    stop, reports = ctx.Event(), ctx.Queue()
+    measure_from = ctx.Value("d", float("inf"))
+    stats = [ctx.Array("d", 5) for _ in range(members)]
+    procs = [ctx.Process(target=_member, args=(settings, i, stop, measure_from, stats[i], reports))
+             for i in range(members)]
+    for proc in procs:
+        proc.start()
+    total_partitions = 8  # ensure_topics: 4 sensor + 4 audio partitions, split among the members
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            sum(s[4] for s in stats) == total_partitions and all(s[4] for s in stats)):
+        time.sleep(0.2)
+    log.info("%s: %d member(s) assigned %s partitions", kind, members, [int(s[4]) for s in stats])
     ready, counter = ctx.Event(), ctx.Value("q", 0)
     topic = settings.kafka.sensor_topic if kind == "sensor" else settings.kafka.audio_topic
-    proc = ctx.Process(target=_produce, args=(kind, bootstrap, topic, streams, rate, seconds, samples_per_record,
-                                              ready, counter))
-    proc.start()
+    producer = ctx.Process(target=_produce, args=(kind, bootstrap, topic, streams, rate, seconds,
+                                                  samples_per_record, ready, counter))
+    producer.start()
     load_before = os.getloadavg()
     t_start = time.time()
-    timing.measure_from = t_start + settle_s
+    measure_from.value = t_start + settle_s
     timeline: list[dict] = []
+    interval, totals = LatencyHistogram(), LatencyHistogram()
+    lock = threading.Lock()
+
+    def consumed() -> int:
+        return int(sum(s[0] for s in stats))
+
+    def collect() -> None:
+        """The members' latency reports, until every member has sent its total."""
+        finished = 0
+        while finished < members:
+            what, _, sparse = reports.get()
+            with lock:
+                if what == "interval":
+                    interval.add_sparse(*sparse)
+                else:
+                    totals.add_sparse(*sparse)
+                    finished += 1
 
     def sample() -> None:
         """Every ``sample_every`` s: memory, lag (samples produced but not yet consumed) and the interval's p99."""
+        nonlocal interval
         while not done.wait(sample_every):
-            interval = timing.take_interval()
-            timeline.append({"t_s": round(time.time() - t_start, 1), "rss_mib": rss_mib(),
-                             "lag_samples": int(counter.value - monitor.processor.stats.samples),
-                             "points": interval.count, "p99_s": interval.percentile(99),
-                             "streams": monitor.processor.stream_count()})
+            with lock:
+                taken, interval = interval, LatencyHistogram()
+            timeline.append({"t_s": round(time.time() - t_start, 1), "rss_mib": round(sum(s[2] for s in stats), 1),
+                             "member_rss_mib": [round(s[2], 1) for s in stats],
+                             "lag_samples": int(counter.value) - consumed(),
+                             "points": taken.count, "p99_s": taken.percentile(99),
+                             "streams": int(sum(s[3] for s in stats))})
             log.info("%s: %s", kind, timeline[-1])
 
     done = threading.Event()
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     ready.set()
-    proc.join(seconds + 120)
+    producer.join(seconds + 120)
     produced = counter.value
+    consumed_at_end = consumed()  # what was taken in while the load was offered: the sustained rate
     drain_deadline = time.monotonic() + 60
-    while monitor.processor.stats.samples < produced and time.monotonic() < drain_deadline:
+    while consumed() < produced and time.monotonic() < drain_deadline:
         time.sleep(0.2)
     time.sleep(1.0)
     done.set()
     sampler.join(5)
     stop.set()
-    thread.join(60)
+    collector.join(120)
+    for proc in procs:
+        proc.join(60)
     t_end = time.time()
     load_after = os.getloadavg()
-    latency = timing.total.summary()
-    consumed = monitor.processor.stats.samples
-    duration = seconds
+    latency = totals.summary()
+    total_consumed = consumed()
     result = {
         "kind": kind, "streams": streams, "rate_hz_per_stream": rate, "seconds": seconds,
         "samples_per_record": samples_per_record, "preset": preset, "model_version": version,
+        "members": members, "cpu_threads": cpu_threads,
         "offered_samples_per_s": streams * rate,
-        "samples_produced": int(produced), "samples_consumed": int(consumed),
-        "sustained_samples_per_s": round(consumed / duration, 1),
-        "points_scored": int(monitor.processor.stats.scored),
+        "samples_produced": int(produced), "samples_consumed": total_consumed,
+        "samples_consumed_while_offered": consumed_at_end,
+        "sustained_samples_per_s": round(consumed_at_end / seconds, 1),
+        "lag_at_end_of_load_samples": int(produced) - consumed_at_end,
+        "points_scored": int(sum(s[1] for s in stats)),
         "latency_s": latency,
-        "kept_up": bool(consumed >= produced and latency["count"] and latency["p99"] < 1.0),
+        "kept_up": bool(total_consumed >= produced and latency["count"] and latency["p99"] < 1.0),
+        "member_exit_codes": [proc.exitcode for proc in procs],
         "loadavg_before": load_before, "loadavg_after": load_after, "wall_s": round(t_end - t_start, 1),
         "sample_every_s": sample_every, "timeline": timeline,
     }
-    log.info("%s: %s", kind, result)
+    log.info("%s: %s", kind, {k: v for k, v in result.items() if k != "timeline"})
     return result
 
 
@@ -316,7 +399,7 @@ def plot_timeline(cases: list[dict], path: Path) -> Path | None:
     for col, case in enumerate(cases):
         t = [row["t_s"] / 60 for row in case["timeline"]]
         for ax, key, label in zip(axes[:, col], ("rss_mib", "lag_samples", "p99_s"),
-                                  ("monitor RSS (MiB)", "lag (samples)", "p99 latency (s)")):
+                                  ("monitor RSS, all members (MiB)", "lag (samples)", "p99 latency (s)")):
             ax.plot(t, [row[key] if row[key] is not None else float("nan") for row in case["timeline"]])
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
@@ -343,6 +426,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--audio-chunk", type=int, default=1600)
     p.add_argument("--sensor-preset", default="nab")
     p.add_argument("--audio-preset", default="audio")
+    p.add_argument("--members", type=int, default=1,
+                   help="Monitor processes in the consumer group (scale-out: e.g. one per core).")
+    p.add_argument("--cpu-threads", type=int, default=0,
+                   help="MonitorSettings.cpu_threads of each member (0: PyTorch's default).")
     p.add_argument("--detector-only", action="store_true", help="Only the detector's samples/s per core.")
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--influx-url", default=None)
@@ -384,7 +471,8 @@ def main(argv: list[str] | None = None) -> dict:
                 influx_url = influx.url
         cases = []
         common = dict(bootstrap=bootstrap, influx_url=influx_url, database=args.database, seconds=args.seconds,
-                      settle_s=args.settle_s, workdir=workdir, sample_every=args.sample_every)
+                      settle_s=args.settle_s, workdir=workdir, sample_every=args.sample_every,
+                      members=args.members, cpu_threads=args.cpu_threads)
         if args.only in (None, "sensor"):
             cases.append(run_case("sensor", streams=args.sensor_streams, rate=args.sensor_rate,
                                   samples_per_record=args.samples_per_record, preset=args.sensor_preset, **common))

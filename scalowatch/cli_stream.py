@@ -25,6 +25,16 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def limit_cpu_threads(threads: int) -> None:
+    """At most ``threads`` threads in every numeric thread pool of this process (PyTorch's, numpy's BLAS, OpenMP)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # applies until the process ends (not used as a context manager)
+    torch.set_num_threads(threads)
+    log.info("numeric thread pools limited to %d thread(s)", threads)
+
+
 def build_monitor(settings, *, processor=None):
     """The Kafka clients, sink and processor from ``settings``, wired into a :class:`~streamer.monitor.Monitor`."""
     from functools import partial
@@ -36,6 +46,8 @@ def build_monitor(settings, *, processor=None):
     from streamer.sinks.factory import make_sink
 
     k, m = settings.kafka, settings.monitor
+    if m.cpu_threads:
+        limit_cpu_threads(m.cpu_threads)
     topics = [k.sensor_topic, k.audio_topic]
     ensure_topics(settings, [*topics, k.dead_letter_topic, k.alerts_topic])
     processor = processor or build_processor(m)

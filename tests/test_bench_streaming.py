@@ -26,3 +26,18 @@ def test_detector_throughput_feeds_every_stream_every_round():
     out = detector_throughput("nab", "sensor", rate=50.0, streams=3, seconds=1.0)
     assert out["streams"] == 3 and out["samples"] == 3 * 50
     assert out["samples_per_s_per_core"] > 0 and out["window"] >= 16
+
+
+def test_member_histograms_merge_exactly_in_the_parent():
+    """Each monitor process sends its latencies as a sparse histogram; the parent's sum must be the histogram of
+    all latencies together (the multi-member soak's p99 comes from it)."""
+    rng = np.random.default_rng(1)
+    parts = [rng.gamma(2.0, 0.4, size=n) for n in (3_000, 5_000, 0)]
+    merged, together = LatencyHistogram(), LatencyHistogram()
+    for part in parts:
+        member = LatencyHistogram()
+        member.add(part)
+        merged.add_sparse(*member.sparse())
+        together.add(part)
+    assert np.array_equal(merged.counts, together.counts)
+    assert merged.summary() == together.summary()

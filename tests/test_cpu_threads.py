@@ -1,0 +1,36 @@
+"""MonitorSettings.cpu_threads: several workers on one machine must be able to keep their numeric thread pools
+(PyTorch's and numpy's BLAS) to their share of the cores. Run in a child process: the limit is process-wide."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, numpy, torch
+from threadpoolctl import threadpool_info
+from scalowatch.cli_stream import limit_cpu_threads
+numpy.ones(4) @ numpy.ones(4)  # load numpy's BLAS
+limit_cpu_threads(1)
+print(json.dumps({"torch": torch.get_num_threads(),
+                  "pools": sorted({p["internal_api"]: p["num_threads"] for p in threadpool_info()}.items())}))
+"""
+
+
+def test_limit_cpu_threads_limits_every_numeric_pool():
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         check=True)
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert probe["torch"] == 1
+    assert probe["pools"], "threadpoolctl found no BLAS/OpenMP pool to limit"
+    assert all(n == 1 for _, n in probe["pools"]), probe["pools"]
+
+
+def test_cpu_threads_defaults_to_the_libraries_choice():
+    from streamer.config import MonitorSettings
+
+    assert MonitorSettings().cpu_threads == 0
+    assert MonitorSettings(cpu_threads=1).cpu_threads == 1
