@@ -34,7 +34,6 @@ class ReconParams(ScorerParams):
     t_start: int = 250
     ddim_steps: int = 0
     n_noise: int = 1
-    inpaint_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -42,8 +41,6 @@ class ReconParams(ScorerParams):
             raise ValueError("t_start must be >= 0")
         if self.ddim_steps < 0 or self.n_noise < 1:
             raise ValueError("ddim_steps must be >= 0 and n_noise >= 1")
-        if not 0.0 <= self.inpaint_fraction < 1.0:
-            raise ValueError("inpaint_fraction must lie in [0, 1)")
 
 
 def reconstruct(scorer: DiffusionScorer, z: torch.Tensor, t_start: int, ddim_steps: int,
@@ -63,41 +60,16 @@ def reconstruct(scorer: DiffusionScorer, z: torch.Tensor, t_start: int, ddim_ste
     return x_t if steps[-1] == 0 else x0_hat
 
 
-def inpaint(scorer: DiffusionScorer, z: torch.Tensor, known: torch.Tensor, t_start: int, ddim_steps: int,
-            noise: torch.Tensor) -> torch.Tensor:
-    """Regenerate the unknown part of ``z`` from the known part (RePaint-style, on the unconditional model): a
-    DDIM chain from ``t_start`` in which the known pixels are reset to ``z`` noised to the chain's current step
-    after every step, so the unknown pixels are denoised *consistently with the context* instead of from their own
-    noisy values. ``known``: a boolean mask broadcastable to ``z``. The known pixels of the result are ``z``."""
-    sched = scorer.scheduler
-    t_start = min(t_start, sched.num_train_timesteps - 1)
-    noise = noise.expand_as(z)
-    x_t = sched.add_noise(z, noise, t_start)
-    steps = sched.ddim_timesteps(max(1, ddim_steps), start=t_start)
-    for i, t in enumerate(steps):
-        t_prev = steps[i + 1] if i + 1 < len(steps) else -1
-        x_t = sched.ddim_step(scorer.eps(x_t, t), t, t_prev, x_t).prev_sample
-        x_t = torch.where(known, z if t_prev < 0 else sched.add_noise(z, noise, t_prev), x_t)
-    return x_t
-
-
 class ReconstructionTerms:
     """The recon map terms, shared with the ``adversarial`` scorer."""
 
     def recon_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         p = self.params  # type: ignore[attr-defined]
         z = self.to_space(x)  # type: ignore[attr-defined]
-        if getattr(p, "inpaint_fraction", 0.0) > 0:
-            # The newest columns (time runs along the last axis) regenerated from the older ones.
-            width = z.shape[-1]
-            known = torch.arange(width, device=z.device) < width - max(1, round(p.inpaint_fraction * width))
-            recons = [inpaint(self, z, known, p.t_start, p.ddim_steps, self.fixed_noise(tuple(z.shape[1:]), k))  # type: ignore[arg-type, attr-defined]
-                      for k in range(p.n_noise)]
-        else:
-            recons = [
-                reconstruct(self, z, p.t_start, p.ddim_steps, self.fixed_noise(tuple(z.shape[1:]), k))  # type: ignore[arg-type, attr-defined]
-                for k in range(p.n_noise)
-            ]
+        recons = [
+            reconstruct(self, z, p.t_start, p.ddim_steps, self.fixed_noise(tuple(z.shape[1:]), k))  # type: ignore[arg-type, attr-defined]
+            for k in range(p.n_noise)
+        ]
         z_hat = torch.stack(recons).mean(dim=0)
         terms = {"pixel": l1_map(z, z_hat), "recon": z_hat}
         if p.lam < 1.0:
