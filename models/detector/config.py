@@ -7,8 +7,9 @@ configuration it was fitted with, whatever the defaults are by then.
 
 Presets are the benchmarked configurations (see ``benchmarks/README.md`` for how each was measured):
 
-* ``nab`` — operational metrics (NAB): every channel calibrated by its own anomaly likelihood, reported on HTM's
-  log scale, the 5 % spatial rule, one detection per rising edge. The monitor's default for sensor streams.
+* ``nab`` — operational metrics (NAB): a diffusion window every 8 samples, every channel calibrated by its own
+  anomaly likelihood, reported on HTM's log scale, the 5 % spatial rule, one detection per rising edge. The
+  monitor's default for sensor streams.
 * ``ucr`` — long periodic recordings (UCR): raw training-normalised z-scores, max-fused, windows every quarter
   window, shape discords at the window and half window and a level-keeping discord at the window.
 * ``audio`` — machine audio: fixed windows of 1,024 samples, diffusion and level/scale channels each
