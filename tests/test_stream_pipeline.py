@@ -108,7 +108,7 @@ def test_every_sample_is_scored_with_the_detectors_own_scores(tmp_path):
     alerts = store.measurement(ALERT)
     assert alerts and any(450 * P <= a.time_ns - stamped(v)[0][0] <= 460 * P for a in alerts)
     assert store.measurement(WINDOW_SNAPSHOT)  # the inspector's picture of the opening alert
-    assert points[0].fields["threshold"] == pytest.approx(0.9999978)
+    assert points[0].fields["threshold"] == pytest.approx(0.9999986)
 
 
 def test_offsets_are_held_until_the_store_accepts_then_released(tmp_path):

@@ -207,9 +207,9 @@ PRESETS: dict[str, Preset] = {
         DetectorConfig(hop=8, calibrate=True, fusion="likelihood", gaussian_channel=True,
                        value_discords=(2, 4, 8, 16, 32), log_scale=True, spatial_tolerance=0.05, suppress_fraction=0.2,
                        scalogram_normalise="training"),
-        # The standard-profile threshold NAB's sweep found for this preset (benchmarks/results/nab_scalowatch.json:
-        # 0.99999783): in effect, a saturated likelihood or the spatial rule.
-        alert_threshold=0.9999978,
+        # The standard-profile threshold NAB's sweep found for this preset (benchmarks/results/nab.json, hop 8:
+        # 0.9999986; with hop 4 it was 0.9999978): in effect, a saturated likelihood or the spatial rule.
+        alert_threshold=0.9999986,
         description="operational metrics: per-channel likelihoods, log scale, spatial rule, one alert per edge",
     ),
     "ucr": Preset(
