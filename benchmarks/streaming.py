@@ -219,10 +219,10 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
             lo = config.train_samples + r * chunk
             feed([s[lo:lo + chunk] for s in series])
         elapsed = time.perf_counter() - t0
-    finally:
-        torch.set_num_threads(threads)
+    finally:  # the pools first: their "original" OpenMP limit is the one thread set just above
         if pools is not None:
             pools.restore_original_limits()
+        torch.set_num_threads(threads)
     samples = streams * rounds * chunk
     return {"preset": preset_name, "kind": kind, "streams": streams, "samples": samples,
             "seconds": round(elapsed, 2), "samples_per_s_per_core": round(samples / elapsed, 1),

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FITTED_FILE = "fitted.json"
 DISCORD_FILE = "discords.npz"
 PIPELINE_DIR = "pipeline"
-PAD_TO = 8
+PAD_TO = 16
 _SMALL_CUT = 4096  # values: below this, sliding_windows copies (see there)
 
 
@@ -215,10 +215,13 @@ class FittedDetector:
     def _model_scores(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(raw diffusion score, level_z, scale_z) of (n, window) model-input windows.
 
-        Why the padding: in fp32 on the CPU a window's score is the same at every position of a batch, but
-        oneDNN picks other kernels for batches of 1–3, which moves a score by ~1e-7. Every forward pass therefore
-        runs on a multiple of :data:`PAD_TO` windows (the last one repeated), so a window's score never depends on
-        the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact equality).
+        Why the padding: in fp32 on the CPU a window's score is the same at every position of a batch, but the
+        kernels change for small batches (oneDNN for batches of 1–3 with two threads; with one thread the
+        attention's batched matrix products for batches under 16), which moves a score by ~1e-7. Every forward
+        pass therefore runs on a multiple of :data:`PAD_TO` windows (the last one repeated), so a window's score
+        does not depend on the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact
+        equality with one and with two threads). Limit: with three or more threads some batch sizes (e.g. 80, 160
+        windows) are split across threads differently and differ by ~1e-7 from other sizes.
         """
         x = np.asarray(windows, dtype=np.float32)
         raw, level, scale = [], [], []
