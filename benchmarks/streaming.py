@@ -197,32 +197,31 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
 
     config = preset(preset_name)
     fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
+    chunk = max(1, int(rate / 10))
+    rounds = int(seconds * rate) // chunk
+    x = synthetic_training(kind, rate, config.train_samples + rounds * chunk + streams)
+    series = [x[i:i + config.train_samples + rounds * chunk] for i in range(streams)]
+    states = [fitted.new_state() for _ in range(streams)]
+
+    def feed(parts: list[np.ndarray]) -> None:
+        scores = window_scores_together(fitted, list(zip(states, parts)))
+        for state, part, part_scores in zip(states, parts, scores):
+            state.update(part, part_scores)
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pools = None
-    try:
-        pools = threadpool_limits(limits=1)  # numpy's BLAS (the discords) too: one core means one thread
-        chunk = max(1, int(rate / 10))
-        rounds = int(seconds * rate) // chunk
-        x = synthetic_training(kind, rate, config.train_samples + rounds * chunk + streams)
-        series = [x[i:i + config.train_samples + rounds * chunk] for i in range(streams)]
-        states = [fitted.new_state() for _ in range(streams)]
-
-        def feed(parts: list[np.ndarray]) -> None:
-            scores = window_scores_together(fitted, list(zip(states, parts)))
-            for state, part, part_scores in zip(states, parts, scores):
-                state.update(part, part_scores)
-
-        feed([s[:config.train_samples] for s in series])
-        t0 = time.perf_counter()
-        for r in range(rounds):
-            lo = config.train_samples + r * chunk
-            feed([s[lo:lo + chunk] for s in series])
-        elapsed = time.perf_counter() - t0
-    finally:  # the pools first: their "original" OpenMP limit is the one thread set just above
-        if pools is not None:
-            pools.restore_original_limits()
-        torch.set_num_threads(threads)
+    # One core means one thread in every pool (numpy's BLAS runs the discords); both come back as they were, or
+    # whatever runs next in this process (the test suite) scores with one thread.
+    with threadpool_limits(limits=1):
+        torch.set_num_threads(1)
+        try:
+            feed([s[:config.train_samples] for s in series])
+            t0 = time.perf_counter()
+            for r in range(rounds):
+                lo = config.train_samples + r * chunk
+                feed([s[lo:lo + chunk] for s in series])
+            elapsed = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(threads)
     samples = streams * rounds * chunk
     return {"preset": preset_name, "kind": kind, "streams": streams, "samples": samples,
             "seconds": round(elapsed, 2), "samples_per_s_per_core": round(samples / elapsed, 1),
@@ -287,7 +286,9 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     version = pretrain_shared(settings, kind, rate)
     from streamer.kafka_io import ensure_topics
 
-    ensure_topics(settings, [settings.kafka.sensor_topic, settings.kafka.audio_topic])
+    partitions = 4  # per topic, split among the members
+    topics = [settings.kafka.sensor_topic, settings.kafka.audio_topic]
+    ensure_topics(settings, topics, partitions=partitions)
     ctx = mp.get_context("spawn")
     stop, reports = ctx.Event(), ctx.Queue()
     measure_from = ctx.Value("d", float("inf"))
@@ -296,7 +297,7 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
              for i in range(members)]
     for proc in procs:
         proc.start()
-    total_partitions = 8  # ensure_topics: 4 sensor + 4 audio partitions, split among the members
+    total_partitions = partitions * len(topics)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
             sum(s[4] for s in stats) == total_partitions and all(s[4] for s in stats)):
@@ -429,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--members", type=int, default=1,
                    help="Monitor processes in the consumer group (scale-out: e.g. one per core).")
     p.add_argument("--cpu-threads", type=int, default=0,
-                   help="MonitorSettings.cpu_threads of each member (0: PyTorch's default).")
+                   help="MonitorSettings.cpu_threads of each member (0: the libraries' defaults).")
     p.add_argument("--detector-only", action="store_true", help="Only the detector's samples/s per core.")
     p.add_argument("--bootstrap", default=None)
     p.add_argument("--influx-url", default=None)

@@ -23,7 +23,11 @@ def test_histogram_percentiles_are_never_optimistic_by_more_than_a_bin():
 
 
 def test_detector_throughput_feeds_every_stream_every_round():
+    import torch
+
+    threads = torch.get_num_threads()
     out = detector_throughput("nab", "sensor", rate=50.0, streams=3, seconds=1.0)
+    assert torch.get_num_threads() == threads  # it measures on one thread and must hand the process back as it was
     assert out["streams"] == 3 and out["samples"] == 3 * 50
     assert out["samples_per_s_per_core"] > 0 and out["window"] >= 16
 
