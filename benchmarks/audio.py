@@ -49,8 +49,10 @@ VARIANTS = ("product", "without_diffusion", "diffusion_only")
 class AudioBenchConfig:
     """Everything that decides the numbers; saved into ``audio.json``."""
 
-    window: int = 1024
-    test_hop: int = 512
+    window: int | None = None
+    """Window length in samples (None: the ``audio`` preset's, what the monitor runs)."""
+    test_hop: int | None = None
+    """Samples between window ends (None: the preset's hop when ``window`` is the preset's, else half the window)."""
     n_scales: int = 32
     image_size: int = 32
     top_fraction: float = 0.1
@@ -60,8 +62,20 @@ class AudioBenchConfig:
     device: str = "auto"
     score_chunk: int = 256
     seed: int = 0
+    gain_normalise: bool = False
+    """Scale every clip to unit RMS before anything sees it: what is left for a detector is the sound, not how
+    loud it is (issue 10 asks the diffusion channel to hold on such input)."""
 
     def __post_init__(self) -> None:
+        from models.detector import PRESETS
+
+        audio = PRESETS["audio"].config
+        if self.window is None:
+            object.__setattr__(self, "window", audio.window)
+            if self.test_hop is None:
+                object.__setattr__(self, "test_hop", audio.hop)
+        if self.test_hop is None:
+            object.__setattr__(self, "test_hop", max(1, self.window // 2))
         if self.window < 64 or self.test_hop < 1:
             raise ValueError("window must be >= 64 samples and test_hop >= 1")
         if not 0 < self.top_fraction <= 1:
@@ -130,6 +144,12 @@ def windows_of(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
     n = 1 + (signal.size - window) // hop
     idx = np.arange(window)[None, :] + hop * np.arange(n)[:, None]
     return signal[idx]
+
+
+def unit_rms(signal: np.ndarray) -> np.ndarray:
+    """The clip scaled to unit RMS (a silent clip stays as it is)."""
+    rms = float(np.sqrt(np.mean(np.square(signal, dtype=np.float64))))
+    return (signal / rms).astype(signal.dtype) if rms > 0 else signal
 
 
 def clip_score(window_scores: np.ndarray, top_fraction: float) -> float:
@@ -275,6 +295,8 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
     for clip in tqdm(split.train + split.test, desc="reading clips", disable=not progress, leave=False):
         sig, rate = read_wav(clip.path)
         rates.add(rate)
+        if config.gain_normalise:
+            sig = unit_rms(sig)
         signals[clip] = sig
     if len(rates) != 1:
         raise InputError(f"clips have different sample rates: {sorted(rates)}")

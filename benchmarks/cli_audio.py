@@ -24,7 +24,9 @@ def audio_command(
         "adversarial (the product with that scorer), or 'all' (repeatable). Each product run also reports the "
         "detector without its diffusion channel and the diffusion channel alone. The band_knn baseline always "
         "runs too. Default: scalowatch."),
-    window: int = typer.Option(1024, "--window", min=64, help="Window length in samples (the audio preset's)."),
+    window: Optional[int] = typer.Option(
+        None, "--window", min=64, help="Window length in samples (default: the audio preset's, with its hop; "
+        "another window is scored every half window)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", min=1,
                                               help="Detector training steps (default: the preset's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -33,6 +35,9 @@ def audio_command(
     threads: int = typer.Option(
         0, "--threads", min=0, help="torch intra-op threads (0 = torch's default). On a CPU shared with other "
         "jobs, 1 is often several times faster: 2 threads wait on each other when cores are oversubscribed."),
+    gain_normalise: bool = typer.Option(
+        False, "--gain-normalise", help="Scale every clip to unit RMS first, so that no channel can tell clips "
+        "apart by loudness."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Clip-level AUROC of scalogram scorers on machine audio (deterministic normal/abnormal split)."""
@@ -50,8 +55,8 @@ def audio_command(
         torch.set_num_threads(threads)
     try:
         names = resolve_detectors(scorer)
-        config = AudioBenchConfig(window=window, test_hop=max(1, window // 2), train_steps=train_steps,
-                                  device=device)
+        config = AudioBenchConfig(window=window, train_steps=train_steps,
+                                  device=device, gain_normalise=gain_normalise)
         report = run_audio(data, names, config, progress=progress)
     except (InputError, FileNotFoundError, RuntimeError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

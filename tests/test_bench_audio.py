@@ -158,3 +158,35 @@ def test_product_sees_a_louder_clip_through_its_level_channel_and_reports_the_ab
     assert product.auroc == 1.0
     assert product.details["ablation_auroc"]["without_diffusion"] == 1.0
     assert 0.0 <= product.details["ablation_auroc"]["diffusion_only"] <= 1.0
+
+
+def test_gain_normalise_makes_every_number_independent_of_a_clips_loudness(tmp_path):
+    """Issue 10 asks the diffusion channel to hold on loudness-normalised clips: with ``gain_normalise`` a clip
+    played twice as loud gives bit-identical scores in every detector and variant; without it the baseline (which
+    keeps loudness on purpose) tells the two apart."""
+    rng = np.random.default_rng(3)
+    clips = {f"normal/{i:08d}.wav": _clip(rng, False) // 2 for i in range(5)}
+    clips.update({f"abnormal/{i:08d}.wav": _clip(rng, True) // 2 for i in range(2)})
+    louder = {name: x * 2 if name != "normal/00000000.wav" else x for name, x in clips.items()}  # exact
+    cfg = AudioBenchConfig(window=256, test_hop=128, n_scales=16, image_size=16, device="cpu", train_steps=3,
+                           gain_normalise=True)
+    a = run_audio(_write(tmp_path / "a", clips), ["scalowatch"], cfg, progress=False)
+    b = run_audio(_write(tmp_path / "b", louder), ["scalowatch"], cfg, progress=False)
+    for ra, rb in zip(a.runs, b.runs):
+        np.testing.assert_array_equal(ra.clip_scores, rb.clip_scores)
+        if ra.name == "scalowatch":
+            for variant, scores in ra.details["ablation_clip_scores"].items():
+                assert scores == rb.details["ablation_clip_scores"][variant]
+    raw = AudioBenchConfig(window=256, test_hop=128, n_scales=16, image_size=16, device="cpu")
+    plain_a = run_audio(tmp_path / "a", ["band_knn"], raw, progress=False).runs[0].clip_scores
+    plain_b = run_audio(tmp_path / "b", ["band_knn"], raw, progress=False).runs[0].clip_scores
+    assert not np.allclose(plain_a, plain_b)
+
+
+def test_window_and_hop_default_to_the_audio_preset():
+    from models.detector import PRESETS
+
+    audio = PRESETS["audio"].config
+    cfg = AudioBenchConfig()
+    assert (cfg.window, cfg.test_hop) == (audio.window, audio.hop)
+    assert AudioBenchConfig(window=300).test_hop == 150
