@@ -30,7 +30,8 @@ def test_demo_replays_everything_through_the_monitor_code_with_the_nab_preset(tm
     for s in sources:
         if s.stream_class != "audio":
             assert report.windows_scored[s.stream] == len(np.unique(s.times_ns))
-    n_audio = (len(sources[-1].data) - 1024) // 512 + 1
+    audio = PRESETS["audio"].config
+    n_audio = (len(sources[-1].data) - audio.window) // audio.hop + 1
     assert abs(report.windows_scored["fan/id00"] - n_audio) <= 1
     sink = SQLiteSink(report.store_path)
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.detector import PRESETS
 from streamer.config import InfluxSettings, KafkaSettings, MonitorSettings, Settings, StoreSettings
 from streamer.replay import SeriesSource, read_nab_csv, read_wav, replay
 
@@ -38,7 +39,9 @@ def make_settings(kafka_broker: str, influx, tmp_path: Path, **monitor) -> Setti
     base = dict(
         model_dir=tmp_path / "models",
         sensor_detector_options={"steps": 10, "max_train_windows": 64, "train_samples": TRAIN},
-        audio_detector_options={"steps": 5, "max_train_windows": 32, "train_samples": 16_000},
+        # three windows of the audio preset: a shorter training part would shrink the window (a third of it)
+        audio_detector_options={"steps": 5, "max_train_windows": 32,
+                                "train_samples": 3 * PRESETS["audio"].config.window},
         commit_interval_ms=200, poll_timeout_ms=100, sink_retry_initial_s=0.2, sink_retry_max_s=1.0,
         state_checkpoint_s=0.2,
     )
@@ -348,7 +351,7 @@ def test_audio_stream_end_to_end(kafka_broker, influx_server, tmp_path):
     stream = f"fan-{uuid.uuid4().hex[:6]}"
     source = read_wav(WAV, stream=stream, chunk_samples=1600)
     n, rate = len(source.data), 16_000
-    window, hop = 1024, 512  # the audio preset's
+    window, hop = PRESETS["audio"].config.window, PRESETS["audio"].config.hop
     ends = [source.start_ns + (k * 10**9) // rate for k in range(window - 1, n, hop)]  # indexed by sample count
     mon = MonitorThread(settings).start()
     try:
