@@ -110,7 +110,14 @@ class ScalogramPipeline:
         """Score (N, L) windows. ``extras``: scalogram, level, scale, level_z, scale_z and the scorer's own."""
         if self.stats is None:
             raise NotFittedError("pipeline is not fitted: call fit_windows() or ScalogramPipeline.load()")
-        images, level, scale = self.scalograms(windows)
+        return self.score_scalograms(*self.scalograms(windows))
+
+    def score_scalograms(self, images: torch.Tensor, level: torch.Tensor, scale: torch.Tensor) -> ScoreBatch:
+        """Score what :meth:`scalograms` made: the second half of :meth:`score_windows`, for callers that batch
+        the model differently from the transform (:class:`models.detector.fitted.FittedDetector` pads only the
+        model's batches)."""
+        if self.stats is None:
+            raise NotFittedError("pipeline is not fitted: call fit_windows() or ScalogramPipeline.load()")
         batch = self.scorer.score(images)
         s = self.stats
         extras = dict(batch.extras)

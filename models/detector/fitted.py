@@ -218,8 +218,9 @@ class FittedDetector:
         Why the padding: in fp32 on the CPU a window's score is the same at every position of a batch, but the
         kernels change for small batches (oneDNN for batches of 1–3 with two threads; with one thread the
         attention's batched matrix products for batches under 16), which moves a score by ~1e-7. Every forward
-        pass therefore runs on a multiple of :data:`PAD_TO` windows (the last one repeated), so a window's score
-        does not depend on the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact
+        pass therefore runs on a multiple of :data:`PAD_TO` scalograms (the last one repeated; the transform before
+        it needs no padding, see :meth:`models.transforms.cwt.Scalogram.magnitude`), so a window's score does not
+        depend on the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact
         equality with one and with two threads). Limit: with three or more threads some batch sizes (e.g. 80, 160
         windows) are split across threads differently and differ by ~1e-7 from other sizes.
         """
@@ -228,10 +229,13 @@ class FittedDetector:
         for i in range(0, x.shape[0], self.config.score_batch):
             part = x[i:i + self.config.score_batch]
             n = part.shape[0]
+            # Only the model's batch is padded: the transform gives a window the same image in any batch
+            # (models.transforms.cwt), and repeating half-second audio windows cost 4x the audio detector's time.
+            scalograms = self.pipeline.scalograms(part)
             padded = -(-n // PAD_TO) * PAD_TO
             if padded != n:
-                part = np.concatenate([part, np.repeat(part[-1:], padded - n, axis=0)])
-            batch = self.pipeline.score_windows(part)
+                scalograms = tuple(torch.cat([t, t[-1:].expand(padded - n, *t.shape[1:])]) for t in scalograms)
+            batch = self.pipeline.score_scalograms(*scalograms)
             raw.append(np.asarray(batch.scores, dtype=np.float64)[:n])
             level.append(np.asarray(batch.extras["level_z"], dtype=np.float64)[:n])
             scale.append(np.asarray(batch.extras["scale_z"], dtype=np.float64)[:n])

@@ -138,6 +138,10 @@ def _as_windows(windows) -> torch.Tensor:
     return windows
 
 
+#: FFT length from which :meth:`Scalogram.magnitude` transforms windows one at a time (windows of 8,192 samples).
+ONE_AT_A_TIME_FFT = 16_384
+
+
 class Scalogram:
     """Callable: windows (N, L) → scalograms (N, 1, H, W), float32, on the windows' device.
 
@@ -186,8 +190,17 @@ class Scalogram:
         return self._banks[key]
 
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
-        """|W| for already validated, normalised windows (N, L) → (N, S, L), no resizing."""
+        """|W| for already validated, normalised windows (N, L) → (N, S, L), no resizing.
+
+        Why long windows go one at a time: from an FFT of :data:`ONE_AT_A_TIME_FFT` points on, PyTorch's CPU FFT
+        spreads a lone transform over several threads, so a window's coefficients would differ in the last bits
+        between a batch of one and a larger batch. Alone, a window is always transformed the same way, and the
+        loop costs nothing next to transforms that long. Shorter windows are transformed identically in a batch
+        and alone (``tests/test_cwt.py`` holds both to bitwise equality with one, two and four threads).
+        """
         n, length = x.shape
+        if n > 1 and self._bank(length, x.device)[1] >= ONE_AT_A_TIME_FFT:
+            return torch.cat([self.magnitude(x[i:i + 1]) for i in range(n)])
         bank, n_fft = self._bank(length, x.device)
         left = (n_fft - length) // 2
         right = n_fft - length - left
