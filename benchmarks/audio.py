@@ -192,6 +192,21 @@ class BandEnergyKNN:
         return d.topk(k, dim=1, largest=False).values.mean(dim=1).numpy()
 
 
+def preset_options(name: str) -> dict[str, Any]:
+    """Detector options of a product name: ``recon`` → the scorer, ``scalowatch:level_weight=0`` → that setting."""
+    from benchmarks.detectors import split_spec
+    from models.detector import preset
+
+    base, options, _ = split_spec(name)
+    if base != PRODUCT:
+        options = {"scorer": base, **options}
+    try:
+        preset("audio", **options)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: {exc}") from None
+    return options
+
+
 class ProductDetector:
     """The monitor's detector (``audio`` preset) fitted on the training clips as one stream's training part."""
 
@@ -199,10 +214,9 @@ class ProductDetector:
         from models.detector import preset
 
         options: dict[str, Any] = {"window": config.window, "hop": config.test_hop, "seed": config.seed}
-        if name != PRODUCT:
-            options["scorer"] = name
         if config.train_steps is not None:
             options["steps"] = config.train_steps
+        options.update(preset_options(name))
         self.name, self.config = name, config
         self.detector_config = preset("audio", **options)
 
@@ -269,13 +283,19 @@ def resolve_detectors(names: list[str] | None) -> list[str]:
     """Default: the baseline and the product; ``all`` = baseline + the product with every diffusion scorer."""
     if not names:
         return [BASELINE, PRODUCT]
+    from benchmarks.detectors import split_spec
+
     known = (BASELINE, PRODUCT, *DIFFUSION_SCORERS)
     out: list[str] = []
     for name in names:
         for n in ((BASELINE, PRODUCT, *DIFFUSION_SCORERS[1:]) if name == "all" else (name,)):
-            if n not in known:
+            base, options, _ = split_spec(n)
+            if base not in known or (options and base == BASELINE):
                 raise InputError(f"unknown scorer {n!r}; choose from {', '.join(known)} or all "
-                                 "(a scorer name is the product detector with that scorer)")
+                                 "(a scorer name is the product detector with that scorer; 'name:k=v,...' "
+                                 "passes detector options, e.g. scalowatch:level_weight=0)")
+            if options:
+                preset_options(n)  # refuse unknown detector settings before anything is read
             if n not in out:
                 out.append(n)
     if BASELINE not in out:

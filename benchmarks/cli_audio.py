@@ -21,7 +21,8 @@ def audio_command(
     out: Path = typer.Option(Path("benchmarks/out/audio"), "--out", help="clip_scores.csv, audio.json and plots go here."),
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", help="scalowatch (the product detector, preset audio), or recon, trend, kl, dynamic, "
-        "adversarial (the product with that scorer), or 'all' (repeatable). Each product run also reports the "
+        "adversarial (the product with that scorer), or 'all' (repeatable); 'name:k=v,...' sets detector options "
+        "(e.g. scalowatch:level_weight=0: no loudness channels). Each product run also reports the "
         "detector without its diffusion channel and the diffusion channel alone. The band_knn baseline always "
         "runs too. Default: scalowatch."),
     window: Optional[int] = typer.Option(

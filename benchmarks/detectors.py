@@ -69,19 +69,26 @@ class DetectorSpec:
         return {"name": self.name, "kwargs": dict(self.kwargs), "label": self.label}
 
 
-def parse_spec(text: str, defaults: dict[str, dict[str, Any]] | None = None) -> DetectorSpec:
-    """``"name"`` or ``"name:k=v,k2=v2"``; ``defaults[name]`` supplies per-benchmark kwargs."""
+def split_spec(text: str) -> tuple[str, dict[str, Any], str]:
+    """``"name:k=v,k2=v2"`` → (name, {k: v, k2: v2}, "k=v,k2=v2"): the one parser of detector options."""
     name, _, rest = text.strip().partition(":")
     if not name:
         raise InputError(f"empty detector name in {text!r}")
-    kwargs: dict[str, Any] = dict((defaults or {}).get(name, {}))
+    kwargs: dict[str, Any] = {}
     if rest:
         for part in rest.split(","):
             key, eq, value = part.partition("=")
             if not eq or not key.strip():
                 raise InputError(f"bad detector option {part!r} in {text!r} (expected key=value)")
             kwargs[key.strip()] = _literal(value.strip())
+    return name, kwargs, rest.strip()
+
+
+def parse_spec(text: str, defaults: dict[str, dict[str, Any]] | None = None) -> DetectorSpec:
+    """``"name"`` or ``"name:k=v,k2=v2"``; ``defaults[name]`` supplies per-benchmark kwargs."""
+    name, options, rest = split_spec(text)
+    kwargs: dict[str, Any] = {**(defaults or {}).get(name, {}), **options}
     load_plugins()
     if name not in SERIES_DETECTORS:
         raise InputError(f"unknown detector {name!r}; known: {sorted(SERIES_DETECTORS)}")
-    return DetectorSpec(name, kwargs, rest.strip())
+    return DetectorSpec(name, kwargs, rest)

@@ -190,3 +190,22 @@ def test_window_and_hop_default_to_the_audio_preset():
     cfg = AudioBenchConfig()
     assert (cfg.window, cfg.test_hop) == (audio.window, audio.hop)
     assert AudioBenchConfig(window=300).test_hop == 150
+
+
+def test_detector_options_reach_the_product_and_bad_ones_are_refused(tmp_path):
+    """``scalowatch:level_weight=0`` is the product without its loudness channels: on clips that differ only in
+    loudness it hears nothing, and its fused score is its diffusion channel's."""
+    assert resolve_detectors(["scalowatch:level_weight=0"]) == ["band_knn", "scalowatch:level_weight=0"]
+    for bad in ("scalowatch:no_such_setting=1", "scalowatch:level_weight", "band_knn:k=3"):
+        with pytest.raises(InputError):
+            resolve_detectors([bad])
+    rng = np.random.default_rng(2)
+    clips = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(6)}
+    for i in range(3):
+        clips[f"abnormal/{i:08d}.wav"] = np.clip(_clip(rng, False).astype(np.float64) * 1.75, -32767,
+                                                 32767).astype(np.int16)
+    report = run_audio(_write(tmp_path / "loud", clips), ["scalowatch:level_weight=0"], TINY, progress=False)
+    (run,) = report.runs
+    assert run.name == "scalowatch:level_weight=0" and run.details["detector"]["level_weight"] == 0
+    assert run.details["ablation_clip_scores"]["product"] == run.details["ablation_clip_scores"]["diffusion_only"]
+    assert run.auroc < 1.0  # the loudness channel that caught these (test above) is gone
