@@ -26,15 +26,22 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Tiny models and tensors gain nothing from intra-op threads, and on a shared 2-core box the spinning hurts;
-    test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+def torch_threads(request):
+    """PyTorch's intra-op threads for one test, handed back afterwards: 1 unless the test parametrizes it
+    (``@pytest.mark.parametrize("torch_threads", [1, 2], indirect=True)``: batch-independence must hold with each)."""
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    torch.set_num_threads(getattr(request, "param", 1))
+    yield torch.get_num_threads()
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_torch_thread(torch_threads):
+    """Tiny models and tensors gain nothing from intra-op threads, and on a shared 2-core box the spinning hurts;
+    test modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    yield
 
 
 @pytest.fixture(scope="session")

@@ -143,22 +143,17 @@ def test_config_round_trip_and_validation():
         CWTConfig(wavelet="mexh")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("threads", [1, 2, 4])
-def test_a_window_gets_the_same_image_alone_and_in_any_batch(threads):
+@pytest.mark.parametrize("torch_threads", [1, 2, 4], indirect=True)
+def test_a_window_gets_the_same_image_alone_and_in_any_batch(torch_threads):
     """The detector pads only the model's batches, so the transform itself must give a window the same image in
     every batch: short windows are transformed in one batched FFT, long ones (from an FFT of 16,384 points, the
     audio preset's 8,192-sample windows) one at a time, because the CPU FFT threads a lone long transform
     differently from a batch of them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for length in (33, 256, 2048, 4096, 8192, 9000):
-            tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16)))
-            x = torch.randn(9, length, generator=torch.Generator().manual_seed(length))
-            whole = tr.transform(x)
-            for split in (1, 2, 4):
-                parts = [tr.transform(x[i:i + split]) for i in range(0, 9, split)]
-                assert torch.equal(torch.cat([p.images for p in parts]), whole.images), (length, split)
-                assert torch.equal(torch.cat([p.scale for p in parts]), whole.scale), (length, split)
-    finally:
-        torch.set_num_threads(before)
+    for length in (33, 256, 2048, 4096, 8192, 9000):
+        tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16)))
+        x = torch.randn(9, length, generator=torch.Generator().manual_seed(length))
+        whole = tr.transform(x)
+        for split in (1, 2, 4):
+            parts = [tr.transform(x[i:i + split]) for i in range(0, 9, split)]
+            assert torch.equal(torch.cat([p.images for p in parts]), whole.images), (length, split)
+            assert torch.equal(torch.cat([p.scale for p in parts]), whole.scale), (length, split)

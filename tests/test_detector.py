@@ -102,18 +102,12 @@ def test_saved_detector_reloads_with_its_config_and_scores_identically(nab_fitte
 
 
 # ---------------------------------------------------------------------------------------------- online = offline
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def torch_threads(request):
-    """Both thread counts a worker runs with here: one (CPU_THREADS=1, the benchmarks' OMP_NUM_THREADS=1) and
-    two (the default on two cores); the kernels picked for small batches differ between them."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
+# Both thread counts a worker runs with here: one (CPU_THREADS=1, the benchmarks' OMP_NUM_THREADS=1) and two (the
+# default on two cores); the kernels picked for small batches differ between them (conftest's torch_threads).
+BOTH_THREAD_COUNTS = pytest.mark.parametrize("torch_threads", [1, 2], indirect=True, ids=["1-thread", "2-threads"])
 
 
+@BOTH_THREAD_COUNTS
 @pytest.mark.parametrize("name", ["nab", "ucr"])
 def test_chunked_online_scoring_equals_scoring_the_whole_series(name, nab_fitted, ucr_fitted, torch_threads):
     fitted = nab_fitted if name == "nab" else ucr_fitted
@@ -156,6 +150,7 @@ def _chunked_state(fitted, state, x):
     return state.update(x, fitted.score_windows(windows) if ends.size else WindowScores.empty())
 
 
+@BOTH_THREAD_COUNTS
 def test_a_window_scores_the_same_in_every_micro_batch_split(nab_fitted, torch_threads):
     """Issue 11: a window's score must not depend on the batch it lands in (fp32 on the CPU, padded batches)."""
     x = nab_fitted.model_input(_with_anomaly())

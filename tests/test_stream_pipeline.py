@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from models.detector import FittedDetector, score_series
+from models.detector import PRESETS, FittedDetector, score_series
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
 from streamer.messages import AudioChunk
@@ -108,7 +108,7 @@ def test_every_sample_is_scored_with_the_detectors_own_scores(tmp_path):
     alerts = store.measurement(ALERT)
     assert alerts and any(450 * P <= a.time_ns - stamped(v)[0][0] <= 460 * P for a in alerts)
     assert store.measurement(WINDOW_SNAPSHOT)  # the inspector's picture of the opening alert
-    assert points[0].fields["threshold"] == pytest.approx(0.9999986)
+    assert points[0].fields["threshold"] == pytest.approx(PRESETS["nab"].alert_threshold)
 
 
 def test_offsets_are_held_until_the_store_accepts_then_released(tmp_path):

@@ -199,9 +199,9 @@ class Scalogram:
         and alone (``tests/test_cwt.py`` holds both to bitwise equality with one, two and four threads).
         """
         n, length = x.shape
-        if n > 1 and self._bank(length, x.device)[1] >= ONE_AT_A_TIME_FFT:
-            return torch.cat([self.magnitude(x[i:i + 1]) for i in range(n)])
         bank, n_fft = self._bank(length, x.device)
+        if n > 1 and n_fft >= ONE_AT_A_TIME_FFT:
+            return torch.cat([self.magnitude(x[i:i + 1]) for i in range(n)])
         left = (n_fft - length) // 2
         right = n_fft - length - left
         # Reflect padding needs pad < L; longer FFTs (short windows) fall back to zeros beyond that.
