@@ -196,3 +196,33 @@ def test_feature_space_scoring_on_images():
     assert out.maps.shape == (2, 64, 64) and out.reconstructions is None
     with pytest.raises(InputError):
         s.score(torch.zeros(2, 1, 64, 64))
+
+
+def test_recon_start_option_is_validated():
+    with pytest.raises(ValueError, match="start"):
+        create_scorer("recon", start="half")
+    with pytest.raises(ValueError, match="n_noise"):
+        create_scorer("recon", start="clean", n_noise=2)
+
+
+def test_recon_clean_start_draws_no_noise_and_separates(fitted, data):
+    """start="clean" denoises √ᾱ·x itself: the noise seed cannot matter, and x̂₀ is one U-Net step from it."""
+    base = fitted("recon")
+    clean = create_scorer("recon", unet="tiny", device="cpu", start="clean", **FAST).fit(data["train"], reuse=base)
+    reseeded = create_scorer("recon", unet="tiny", device="cpu", start="clean", **{**FAST, "seed": 99}).fit(
+        data["train"], reuse=base)
+    x = data["anomalous"][:6]
+    # (the seed also picks the calibration subset, so compare reconstructions, not the z-scored maps)
+    np.testing.assert_array_equal(clean.score(x).reconstructions, reseeded.score(x).reconstructions)
+    noised = create_scorer("recon", unet="tiny", device="cpu", **{**FAST, "seed": 99}).fit(data["train"], reuse=base)
+    assert not np.allclose(noised.score(x).reconstructions, base.score(x).reconstructions)  # noised: the draw matters
+
+    sched, t = clean.scheduler, clean.params.t_start
+    with torch.inference_mode():
+        x_t = sched.scale_clean(x, t)
+        by_hand = sched.pred_original_sample(x_t, clean.eps(x_t, t), t)
+    np.testing.assert_allclose(clean.score(x).reconstructions, by_hand.numpy(), rtol=1e-5, atol=1e-5)
+
+    normal, anomalous = clean.score(data["normal"]), clean.score(data["anomalous"])
+    y = np.r_[np.zeros(len(normal.scores)), np.ones(len(anomalous.scores))]
+    assert roc_auc_score(y, np.r_[normal.scores, anomalous.scores]) > 0.9

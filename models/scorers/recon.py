@@ -14,10 +14,21 @@ Deviations from the paper, and why:
   paper tunes λ by grid search on raw terms, which does not transfer between datasets.
 * λ defaults to 0.5 (the middle of the paper's 0.3–0.7 search range).
 * Noise is a fixed field (see the base module): deterministic, batch-independent scores.
+
+``start="clean"`` begins the denoising from the *noiseless* scaled input √ᾱ_t·x₀ (the dynamic-conditioning
+paper's start point) instead of a noised one. With one step, x̂₀ is then the denoiser's estimate of
+E[x₀ | x_t = √ᾱ_t·x₀], so by Tweedie's formula x₀ − x̂₀ ∝ −∇log p_t(x_t): near zero where normal data are dense and
+growing with the distance from them — for a denoiser of the training set itself, it points to the nearest
+training samples. From a noised start the error also holds the random draw's irreducible denoising error, which
+grows with how much fine detail the input has, not with how novel it is (the inverted audio scores and the weak
+MVTec recon of ``benchmarks/README.md``). The clean start needs noise levels the network handles near clean
+inputs: t around where signal and noise have equal power (ᾱ_t ≈ 0.5, the default t_start = 250) — far above it
+the noiseless input is far from anything the network saw at that t (measured: MVTec bottle inverts at t = 700).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -29,11 +40,13 @@ from models.training import TrainConfig
 
 @dataclass(frozen=True)
 class ReconParams(ScorerParams):
-    """``t_start``: noising step t_s (0-based, of ``num_train_timesteps``). ``ddim_steps``: 0 = one-step x̂₀."""
+    """``t_start``: noising step t_s (0-based, of ``num_train_timesteps``). ``ddim_steps``: 0 = one-step x̂₀.
+    ``start``: ``noised`` (x_t drawn with the fixed noise field) or ``clean`` (√ᾱ_t·x₀, see the module doc)."""
 
     t_start: int = 250
     ddim_steps: int = 0
     n_noise: int = 1
+    start: Literal["noised", "clean"] = "noised"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -41,14 +54,19 @@ class ReconParams(ScorerParams):
             raise ValueError("t_start must be >= 0")
         if self.ddim_steps < 0 or self.n_noise < 1:
             raise ValueError("ddim_steps must be >= 0 and n_noise >= 1")
+        if self.start not in ("noised", "clean"):
+            raise ValueError(f"start must be 'noised' or 'clean', got {self.start!r}")
+        if self.start == "clean" and self.n_noise != 1:
+            raise ValueError("a clean start draws no noise: n_noise must be 1")
 
 
 def reconstruct(scorer: DiffusionScorer, z: torch.Tensor, t_start: int, ddim_steps: int,
-                noise: torch.Tensor) -> torch.Tensor:
-    """Noise ``z`` to ``t_start`` with ``noise`` and denoise it: one step (ddim_steps=0) or a DDIM chain."""
+                noise: torch.Tensor | None) -> torch.Tensor:
+    """Take ``z`` to ``t_start`` — noised with ``noise``, or scaled without noise when it is None — and denoise
+    it: one step (ddim_steps=0) or a DDIM chain."""
     sched = scorer.scheduler
     t_start = min(t_start, sched.num_train_timesteps - 1)
-    x_t = sched.add_noise(z, noise.expand_as(z), t_start)
+    x_t = sched.scale_clean(z, t_start) if noise is None else sched.add_noise(z, noise.expand_as(z), t_start)
     if ddim_steps <= 0:
         return sched.pred_original_sample(x_t, scorer.eps(x_t, t_start), t_start)
     steps = sched.ddim_timesteps(ddim_steps, start=t_start)
@@ -67,7 +85,8 @@ class ReconstructionTerms:
         p = self.params  # type: ignore[attr-defined]
         z = self.to_space(x)  # type: ignore[attr-defined]
         recons = [
-            reconstruct(self, z, p.t_start, p.ddim_steps, self.fixed_noise(tuple(z.shape[1:]), k))  # type: ignore[arg-type, attr-defined]
+            reconstruct(self, z, p.t_start, p.ddim_steps,  # type: ignore[arg-type]
+                        None if p.start == "clean" else self.fixed_noise(tuple(z.shape[1:]), k))  # type: ignore[attr-defined]
             for k in range(p.n_noise)
         ]
         z_hat = torch.stack(recons).mean(dim=0)
