@@ -20,12 +20,17 @@ def mvtec_command(
     data: Path = typer.Option(DEFAULT_MVTEC, "--data", help="One MVTec AD category folder (train/, test/, ground_truth/)."),
     out: Path = typer.Option(Path("benchmarks/out/mvtec"), "--out", help="scores.csv, maps/, mvtec.json and plots go here."),
     scorer: Optional[list[str]] = typer.Option(
-        None, "--scorer", help="patchcore, recon, trend, kl, dynamic, adversarial or 'all' (repeatable). Default: "
-        "recon (the product's image scorer, as `scalowatch score` runs it on an image folder) and patchcore."
+        None, "--scorer", help="scalowatch, patchcore, recon, trend, kl, dynamic, adversarial or 'all' (repeatable). "
+        "Default: scalowatch (the product's image detector, as `scalowatch train`/`score` run it on an image "
+        "folder) and patchcore."
     ),
+    ablate: bool = typer.Option(False, "--ablate", help="Also score the product without its diffusion channel and "
+                                "the diffusion channel alone, from the same fit (rows without_diffusion, "
+                                "diffusion_only)."),
     image_size: int = typer.Option(224, "--image-size", min=32, help="Square side images are resized to."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    train_steps: int = typer.Option(500, "--train-steps", min=1, help="U-Net training steps (diffusion scorers)."),
+    train_steps: int = typer.Option(500, "--train-steps", min=1, help="U-Net training steps (the product's diffusion "
+                                    "channel and the diffusion scorers)."),
     no_fusion: bool = typer.Option(False, "--no-fusion", help="Skip the <diffusion>+knn fused variants."),
     train_limit: Optional[int] = typer.Option(None, "--train-limit", min=2, help="Only the first N training images (smoke runs)."),
     test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1, help="Only the first N test images per type (smoke runs)."),
@@ -51,7 +56,8 @@ def mvtec_command(
     try:
         names = resolve_scorers(scorer)
         config = MVTecBenchConfig(image_size=image_size, device=device, train_steps=train_steps,
-                                  fusion=not no_fusion, train_limit=train_limit, test_limit_per_type=test_limit)
+                                  fusion=not no_fusion, train_limit=train_limit, test_limit_per_type=test_limit,
+                                  ablate=ablate)
         report = run_mvtec(data, names, config, progress=progress)
     except (InputError, FileNotFoundError, RuntimeError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

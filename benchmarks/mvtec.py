@@ -2,6 +2,9 @@
 
 Scorers compared in one run, on the same images and the same frozen EfficientNet-Lite0:
 
+* ``scalowatch`` — the product's image detector (:mod:`models.image_detector`), exactly as ``scalowatch train``/
+  ``score`` run it on an image folder: a clean-start feature-space diffusion channel fused with a patch-kNN
+  channel. ``ablate=True`` adds its variants ``without_diffusion`` and ``diffusion_only`` from the same fit.
 * ``patchcore`` — the representation baseline (:mod:`models.baselines.patchcore`).
 * ``recon``, ``trend``, ``kl``, ``dynamic``, ``adversarial`` — the diffusion scorers, in *feature space*
   (``space="feature"``): the U-Net runs on standardised EfficientNet block maps (40×28×28 for 224-px images),
@@ -34,9 +37,11 @@ from models.transforms.image import ImageConfig, MVTecSplit, load_mvtec_test, lo
 
 log = logging.getLogger(__name__)
 
+PRODUCT = "scalowatch"
 BASELINES = ("patchcore",)
 DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
-ALL_SCORERS = (*BASELINES, *DIFFUSION_SCORERS)
+ALL_SCORERS = (PRODUCT, *BASELINES, *DIFFUSION_SCORERS)
+ABLATION_VARIANTS = ("without_diffusion", "diffusion_only")
 FUSION_SUFFIX = "+knn"
 SHARED_MODEL_SCORERS = ("recon", "trend", "kl", "dynamic")
 #: Published bottle numbers the README compares with (I-AUROC / P-AUROC / PRO, %).
@@ -53,6 +58,9 @@ class MVTecBenchConfig:
     ``+knn`` variants. ``fusion_calibration_images``: training images scored to standardise diffusion maps.
     ``calibration_samples``: training images each diffusion scorer uses for its per-term statistics (the
     scorers' default of 256 would mean every training image through trend's 8 forward+backward passes).
+    ``ablate``: also report the product's ``without_diffusion`` and ``diffusion_only`` variants.
+    The product (``scalowatch``) takes ``image_size``, ``train_steps``, ``score_batch``, ``seed`` and ``patchcore``
+    from here and everything else from :class:`models.image_detector.ImageDetectorConfig`'s defaults.
     """
 
     image_size: int = 224
@@ -70,11 +78,19 @@ class MVTecBenchConfig:
     test_limit_per_type: int | None = None
     seed: int = 0
     patchcore: dict[str, Any] = field(default_factory=dict)
+    ablate: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["space_layers"] = list(self.space_layers)
+        d["product"] = self.detector_config().to_dict()
         return d
+
+    def detector_config(self):
+        from models.image_detector import ImageDetectorConfig
+
+        return ImageDetectorConfig(image_size=self.image_size, train_steps=self.train_steps,
+                                   score_batch=self.score_batch, seed=self.seed, patchcore=dict(self.patchcore))
 
 
 @dataclass
@@ -104,16 +120,13 @@ class MVTecReport:
         return [f"{t}/{Path(f).name}" for t, f in zip(self.test.defect_types, self.test.files)]
 
 
-PRODUCT_IMAGE_SCORER = "recon"
-
-
 def resolve_scorers(names: list[str] | None) -> list[str]:
     """CLI names → ordered list; ``all`` expands to every scorer; unknown names raise InputError.
 
-    Default: the product's image scorer first — ``recon`` in feature space, what ``scalowatch train``/``score`` run
-    on an image folder — so ``scores.csv`` and ``maps/`` are the product's, then the PatchCore-style baseline."""
+    Default: the product's image detector first — what ``scalowatch train``/``score`` run on an image folder — so
+    ``scores.csv`` and ``maps/`` are the product's, then the PatchCore-style baseline."""
     if not names:
-        return [PRODUCT_IMAGE_SCORER, "patchcore"]
+        return [PRODUCT, "patchcore"]
     out: list[str] = []
     for name in names:
         for n in (ALL_SCORERS if name == "all" else [name]):
@@ -196,8 +209,20 @@ def run_mvtec(data: str | Path, scorers: list[str], config: MVTecBenchConfig | N
     runs: list[ScorerRun] = []
 
     patchcore = None
+    if PRODUCT in scorers:
+        patchcore = _run_product(train, test.images, config, progress, runs)
     want_knn = "patchcore" in scorers or (config.fusion and any(s in DIFFUSION_SCORERS for s in scorers))
-    if want_knn:
+    if want_knn and patchcore is not None:  # the product's kNN channel is the baseline's fit: same config, same seed
+        t0 = time.perf_counter()
+        sb = _score_in_batches(patchcore, test.images, config.score_batch, "patchcore", progress)
+        if "patchcore" in scorers:
+            runs.append(ScorerRun("patchcore", sb.scores, sb.maps, runs[0].details["fit_seconds"]["knn"],
+                                  time.perf_counter() - t0,
+                                  details={"config": patchcore.config.to_dict(), "bank_size": int(patchcore.bank.shape[0]),
+                                           "train_map_mean_std": list(patchcore.map_stats),
+                                           "fit": "the product's kNN channel (same configuration and seed)"}))
+        knn_z = patchcore.standardise(sb.maps)
+    elif want_knn:
         from models.baselines.patchcore import PatchCore
 
         t0 = time.perf_counter()
@@ -246,6 +271,31 @@ def run_mvtec(data: str | Path, scorers: list[str], config: MVTecBenchConfig | N
         log.info("%s: %s", run.name, {k: round(v, 4) for k, v in run.metrics.items()})
     return MVTecReport(category=data.name, data=data, config=config, n_train=int(train.shape[0]), test=test,
                        runs=runs)
+
+
+def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBenchConfig, progress: bool,
+                 runs: list[ScorerRun]):
+    """Fit the product's image detector, score the test images: the ``scalowatch`` row (and the ablation rows).
+
+    Returns its kNN channel, which the ``patchcore`` baseline row and the ``+knn`` fusions reuse."""
+    from models.image_detector import ImageDetector
+
+    detector = ImageDetector(config.detector_config(), device=config.device, progress=progress).fit(train)
+    fit_s = sum(detector.fit_seconds.values())
+    t0 = time.perf_counter()
+    channels = detector.channel_maps(test_images)
+    channel_s = time.perf_counter() - t0
+    diff = detector.diffusion
+    details = {"config": detector.config.to_dict(), "fit_seconds": dict(detector.fit_seconds),
+               "train_seconds": diff.train_seconds,
+               "final_loss": float(np.mean(diff.train_losses[-20:])) if diff.train_losses else None,
+               "diffusion_train_map_mean_std": list(detector.diffusion_stats),
+               "knn_train_map_mean_std": list(detector.knn.map_stats)}
+    for variant in ("product", *(ABLATION_VARIANTS if config.ablate else ())):
+        sb = detector.fuse(channels, variant)
+        name = PRODUCT if variant == "product" else variant
+        runs.append(ScorerRun(name, sb.scores, sb.maps, fit_s, channel_s, details={**details, "variant": variant}))
+    return detector.knn
 
 
 # ---------------------------------------------------------------------------------------------------- outputs

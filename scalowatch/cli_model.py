@@ -13,8 +13,8 @@ preset (``nab`` for series, ``audio`` for WAV by default) and saves it; ``score`
 window end) from the start of the input, exactly as the monitor scores a stream whose training part this was, and
 prints the alerts of the monitor's alert rule at the preset's threshold (``--threshold`` to change it).
 
-Images use the feature-space diffusion scorer exactly as ``benchmarks.mvtec`` does (two CPU cores cannot train a
-pixel-space U-Net on 224-px images).
+Images use the product's image detector (:mod:`models.image_detector`: a feature-space diffusion channel fused
+with a patch-kNN channel), the one ``bench mvtec`` measures by default, with the same configuration.
 
 What the model was trained on is written to ``DIR/cli_model.json`` so that ``score`` can refuse a model made for
 another input kind or sample rate with a clear message instead of producing meaningless numbers.
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 META_FILE = "cli_model.json"
 SERIES, AUDIO, IMAGE = "series", "audio", "image"
+IMAGE_DETECTOR_DIR = "image_detector"
+IMAGE_DETECTOR_NAME = "scalowatch-image"
 
 
 # ---------------------------------------------------------------------------------------------------- errors
@@ -211,29 +213,27 @@ def _image_folders(root: Path) -> tuple[Path, list[Path]]:
     return train_dir, files
 
 
-def train_images(root: Path, model_dir: Path, *, scorer: str, device: str, steps: int, seed: int,
-                 adversarial: bool, image_size: int) -> ModelMeta:
-    """Image folder: feature-space scorer on ``train/good`` (or the folder itself), as ``benchmarks.mvtec``."""
-    import torch
-
-    from benchmarks.mvtec import MVTecBenchConfig, diffusion_kwargs
-    from models.scorers import create_scorer
+def train_images(root: Path, model_dir: Path, *, device: str, steps: int | None, seed: int,
+                 image_size: int) -> ModelMeta:
+    """Image folder: the product's image detector (:mod:`models.image_detector`) on ``train/good`` (or the folder
+    itself), with the configuration ``bench mvtec`` measures."""
+    from models.image_detector import ImageDetector, ImageDetectorConfig
     from models.transforms.image import ImageConfig, load_folder
 
     train_dir, _ = _image_folders(root)
     images = load_folder(train_dir, ImageConfig(size=image_size))
     if images.shape[0] < 2:
         raise _fail(f"{train_dir}: need at least 2 training images, found {images.shape[0]}")
-    cfg = MVTecBenchConfig(image_size=image_size, device=device, train_steps=steps, seed=seed,
-                           train_batch=min(16, images.shape[0]), calibration_samples=min(32, images.shape[0]))
-    torch.manual_seed(seed)
+    base = ImageDetectorConfig()
+    cfg = ImageDetectorConfig(image_size=image_size, seed=seed, train_steps=steps or base.train_steps,
+                              train_batch=min(base.train_batch, images.shape[0]),
+                              calibration_images=min(base.calibration_images, images.shape[0]))
     started = time.perf_counter()
-    model = create_scorer(scorer, adversarial=adversarial, **diffusion_kwargs(cfg, progress=True))
-    model.fit(images)
+    detector = ImageDetector(cfg, device=device, progress=True).fit(images)
     seconds = time.perf_counter() - started
-    model.save(model_dir / "scorer")
-    meta = ModelMeta(kind=IMAGE, input=str(root), scorer=model.name, steps=steps, seed=seed,
-                     adversarial=adversarial, image_size=image_size, train_images=int(images.shape[0]),
+    detector.save(model_dir / IMAGE_DETECTOR_DIR)
+    meta = ModelMeta(kind=IMAGE, input=str(root), scorer=IMAGE_DETECTOR_NAME, steps=cfg.train_steps, seed=seed,
+                     adversarial=False, image_size=image_size, train_images=int(images.shape[0]),
                      train_seconds=round(seconds, 3), extra={"train_dir": str(train_dir)})
     meta.save(model_dir)
     return meta
@@ -296,13 +296,16 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
     """Every test image (MVTec) or every image of the folder → ``path,score`` CSV (+ one .npy map each)."""
     from tqdm.auto import tqdm
 
-    from models.scorers import load_scorer
+    from models.image_detector import ImageDetector
     from models.transforms.image import ImageConfig, load_image
 
     _, files = _image_folders(root)
     if not files:
         raise _fail(f"{root}: no images to score")
-    scorer = load_scorer(model_dir / "scorer", device=device)
+    if not (model_dir / IMAGE_DETECTOR_DIR).is_dir():
+        raise _fail(f"{model_dir} holds no image detector (an image model from an older version? retrain it with "
+                    f"`scalowatch train {root} --model-dir {model_dir}`)")
+    scorer = ImageDetector.load(model_dir / IMAGE_DETECTOR_DIR, device=device)
     cfg = ImageConfig(size=int(meta.image_size or 224))
     rel = [str(f.relative_to(root)) for f in files]
     scores = np.empty(len(files))
@@ -345,7 +348,7 @@ def register(app: typer.Typer) -> None:
         window: int = typer.Option(None, "--window", help="Series/audio: window length in samples (default: "
                                                           "the preset's; nab/ucr: the training part's period)."),
         hop: int = typer.Option(None, "--hop", help="Series/audio: diffusion window stride (default: the preset's)."),
-        steps: int = typer.Option(None, "--steps", help="Training steps (default: the preset's; images 300)."),
+        steps: int = typer.Option(None, "--steps", help="Training steps (default: the preset's; images: the image detector's)."),
         adversarial: bool = typer.Option(False, "--adversarial", help="Train with the ADDM adversarial loss."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         preset: str = typer.Option(None, "--preset", help="Series/audio detector preset: nab, ucr or audio "
@@ -365,9 +368,13 @@ def register(app: typer.Typer) -> None:
             _check_device(device)
             model_dir.mkdir(parents=True, exist_ok=True)
             if kind == IMAGE:
-                meta = train_images(input_path, model_dir, scorer=scorer, device=device, steps=steps or 300,
-                                    seed=seed, adversarial=adversarial, image_size=image_size)
-                typer.echo(f"trained {meta.scorer} on {meta.train_images} images of {input_path} "
+                if scorer != "recon" or adversarial:
+                    raise _fail("images are scored by the product's image detector (clean-start recon fused with "
+                                "patch kNN, models/image_detector.py): --scorer and --adversarial apply to series "
+                                "and audio only; `scalowatch bench mvtec --scorer ...` compares the other scorers")
+                meta = train_images(input_path, model_dir, device=device, steps=steps, seed=seed,
+                                    image_size=image_size)
+                typer.echo(f"trained the image detector on {meta.train_images} images of {input_path} "
                            f"({image_size} px, {meta.steps} steps) in {meta.train_seconds:.1f} s -> {model_dir}")
                 return
             meta, fitted = train_signal(input_path, kind, model_dir, preset=preset, scorer=scorer, steps=steps,

@@ -75,8 +75,8 @@ def test_diffusion_scorer_and_fusion_outputs(category, tmp_path):
 
 
 def test_scorer_names():
-    assert resolve_scorers(None) == ["recon", "patchcore"]  # the product's image scorer first, then the baseline
-    assert resolve_scorers(["all"])[0] == "patchcore" and len(resolve_scorers(["all"])) == 6
+    assert resolve_scorers(None) == ["scalowatch", "patchcore"]  # the product's image detector, then the baseline
+    assert resolve_scorers(["all"])[:2] == ["scalowatch", "patchcore"] and len(resolve_scorers(["all"])) == 7
     assert resolve_scorers(["kl", "kl", "patchcore"]) == ["kl", "patchcore"]
     with pytest.raises(InputError):
         resolve_scorers(["nope"])
@@ -97,3 +97,26 @@ def test_bad_folder_is_a_clear_error(tmp_path):
     res = _cli(["bench", "mvtec", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-progress"])
     assert res.exit_code == 2
     assert "error" in res.output.lower()
+
+
+def test_product_detector_is_the_default_with_its_ablation_from_one_fit(category, tmp_path):
+    """scores.csv and maps/ are the product's; its ablation rows and the baseline come from the same fit."""
+    from models.image_detector import ImageDetectorConfig
+
+    assert MVTecBenchConfig().train_steps == ImageDetectorConfig().train_steps  # bench default = product default
+    out = tmp_path / "out"
+    res = _cli(["bench", "mvtec", "--data", str(category), "--out", str(out), "--image-size", "64", "--device", "cpu",
+                "--train-steps", "3", "--ablate", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "mvtec.json").read_text())
+    assert list(report["metrics"]) == ["scalowatch", "without_diffusion", "diffusion_only", "patchcore"]
+    assert report["config"]["product"]["train_steps"] == 3
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert [float(r["score"]) for r in rows] == [float(r["scalowatch"]) for r in rows]
+    product = np.load(out / "maps" / "paint" / "000.npy")
+    np.testing.assert_array_equal(product, np.load(out / "scorers" / "scalowatch" / "maps" / "paint" / "000.npy"))
+    knn = np.load(out / "scorers" / "without_diffusion" / "maps" / "paint" / "000.npy")
+    diffusion = np.load(out / "scorers" / "diffusion_only" / "maps" / "paint" / "000.npy")
+    np.testing.assert_allclose(product, 0.5 * diffusion + 0.5 * knn, rtol=1e-5, atol=1e-5)
+    # The kNN-only variant ranks images exactly as the baseline (one fit, an affine standardisation apart).
+    assert report["metrics"]["without_diffusion"] == report["metrics"]["patchcore"]

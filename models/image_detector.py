@@ -1,0 +1,225 @@
+"""The product's image anomaly detector: what ``scalowatch train``/``score`` run on an image folder and what
+``bench mvtec`` measures by default.
+
+Two channels on the same frozen EfficientNet-Lite0, each an anomaly map at the image's resolution:
+
+* **diffusion** — the ``recon`` scorer in feature space (standardised block-4 maps, 40×28×28 at 224 px) with a
+  *clean start* (``start="clean"``, :mod:`models.scorers.recon`): one U-Net step from √ᾱ_t·z at t = 250, map =
+  |z − x̂₀| averaged over channels. It estimates how far each location's features sit from where the normal
+  features are dense (Tweedie), from a model trained on the normal images only.
+* **knn** — PatchCore-style nearest-neighbour distances (:mod:`models.baselines.patchcore`).
+
+Both maps are blurred alike (σ = 4 px at 224) and z-scored with statistics of *training* images (diffusion: a
+fixed subset of the training images; kNN: leave-one-image-out distances), then fused:
+``w·z(diffusion) + (1 − w)·z(knn)`` with ``w = diffusion_weight`` = 0.5, fixed before any test result was seen;
+the image score is the maximum of the fused map. The same fit gives the ablation variants ``diffusion_only``
+(w = 1) and ``without_diffusion`` (w = 0), so what the diffusion model adds is measured on one model.
+
+Why fuse: the feature-space U-Net (base 16, 500 steps, sized for two CPU cores) localises at 28×28 upsampled,
+while the kNN map is what makes thin defect outlines (MVTec's PRO) sharp. Measured in ``benchmarks/README.md``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from models.baselines.patchcore import PatchCore, PatchCoreConfig
+from models.errors import CheckpointMismatchError, InputError, NotFittedError
+from models.scorers.base import validate_batch
+from models.scorers.maps import gaussian_smooth
+from models.types import ScoreBatch
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "image_detector.json"
+Variant = Literal["product", "without_diffusion", "diffusion_only"]
+VARIANTS: tuple[Variant, ...] = ("product", "without_diffusion", "diffusion_only")
+
+
+@dataclass(frozen=True)
+class ImageDetectorConfig:
+    """Model hyperparameters, saved as JSON beside the checkpoint.
+
+    ``space_layers``: EfficientNet blocks the U-Net runs on. ``unet_base``: U-Net base channels (the ``feature``
+    preset, attention at the 7×7 level only). ``train_steps`` / ``train_batch`` / ``lr``: U-Net training.
+    ``t_start``: the clean start's noise step (ᾱ ≈ 0.5 under the default linear schedule: signal and noise of
+    equal power on standardised features). ``sigma``: blur of both maps in pixels at 224 px (scaled with the image).
+    ``diffusion_weight``: w of the fusion. ``calibration_images``: training images that give the diffusion map's
+    mean / std. ``score_batch``: images per forward pass. ``patchcore``: the kNN channel's settings.
+    """
+
+    image_size: int = 224
+    space_layers: tuple[int, ...] = (4,)
+    unet_base: int = 16
+    train_steps: int = 500
+    train_batch: int = 16
+    lr: float = 1e-3
+    t_start: int = 250
+    sigma: float = 4.0
+    diffusion_weight: float = 0.5
+    calibration_images: int = 20
+    score_batch: int = 16
+    seed: int = 0
+    patchcore: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "space_layers", tuple(int(i) for i in self.space_layers))
+        if self.image_size < 32:
+            raise ValueError("image_size must be at least 32")
+        if self.train_steps < 1 or self.train_batch < 1 or self.score_batch < 1 or self.calibration_images < 2:
+            raise ValueError("train_steps, train_batch and score_batch must be >= 1, calibration_images >= 2")
+        if not 0.0 <= self.diffusion_weight <= 1.0:
+            raise ValueError("diffusion_weight must be in [0, 1]")
+        if self.sigma < 0 or self.t_start < 0:
+            raise ValueError("sigma and t_start must be >= 0")
+        PatchCoreConfig.from_dict(self.patchcore)  # unknown kNN settings fail here, not after training
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["space_layers"] = list(self.space_layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ImageDetectorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ImageDetectorConfig field(s): {unknown}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ChannelMaps:
+    """Both channels' maps for a batch, blurred and z-scored with training statistics: (N, H, W) each."""
+
+    diffusion: np.ndarray
+    knn: np.ndarray
+
+
+class ImageDetector:
+    """Fit on normal images (N, 3, H, W), ImageNet-normalised; score gives one fused map and score per image."""
+
+    def __init__(self, config: ImageDetectorConfig | None = None, device: str | torch.device = "auto",
+                 progress: bool = False) -> None:
+        self.config = config or ImageDetectorConfig()
+        self.device = device
+        self.progress = progress
+        self.diffusion = None  # models.scorers.recon.ReconScorer once fitted
+        self.knn: PatchCore | None = None
+        self.diffusion_stats: tuple[float, float] | None = None
+        self.input_shape: tuple[int, int, int] | None = None
+        self.fit_seconds: dict[str, float] = {}
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.diffusion is not None and self.knn is not None and self.diffusion_stats is not None
+
+    def _new_diffusion(self, n_images: int):
+        from models.scorers import create_scorer
+        from models.training import TrainConfig
+        from models.unet import UNetConfig
+
+        c = self.config
+        unet = UNetConfig.preset("feature", base_channels=c.unet_base, attention_levels=(2,))
+        train = TrainConfig(steps=c.train_steps, batch_size=min(c.train_batch, n_images), lr=c.lr, seed=c.seed)
+        return create_scorer("recon", unet=unet, train=train, space="feature", space_layers=c.space_layers,
+                             start="clean", t_start=c.t_start, lam=1.0, device=self.device,
+                             progress=self.progress, batch_size=c.score_batch, calibration_samples=32)
+
+    def fit(self, normal: torch.Tensor | np.ndarray) -> "ImageDetector":
+        x = validate_batch(normal)
+        if x.shape[0] < 2:
+            raise InputError("need at least 2 normal images to fit")
+        if x.shape[1] != 3:
+            raise InputError(f"the image detector takes RGB images (N, 3, H, W), got {x.shape[1]} channel(s)")
+        self.input_shape = tuple(int(s) for s in x.shape[1:])  # type: ignore[assignment]
+        torch.manual_seed(self.config.seed)
+        t0 = time.perf_counter()
+        self.knn = PatchCore(PatchCoreConfig.from_dict({"seed": self.config.seed, **self.config.patchcore}),
+                             device=self.device, progress=self.progress).fit(x)
+        self.fit_seconds["knn"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.diffusion = self._new_diffusion(x.shape[0])
+        self.diffusion.fit(x)
+        idx = np.unique(np.linspace(0, x.shape[0] - 1, min(self.config.calibration_images, x.shape[0])).round())
+        ref = self._diffusion_raw(x[torch.as_tensor(idx, dtype=torch.long)])
+        self.diffusion_stats = (float(ref.mean()), float(max(ref.std(), 1e-8)))
+        self.fit_seconds["diffusion"] = time.perf_counter() - t0
+        return self
+
+    # ------------------------------------------------------------------ score
+    def _sigma(self) -> float:
+        assert self.input_shape is not None
+        return self.config.sigma * self.input_shape[2] / 224.0
+
+    def _diffusion_raw(self, x: torch.Tensor) -> np.ndarray:
+        """The diffusion channel's blurred map before standardisation (N, H, W)."""
+        assert self.diffusion is not None
+        maps = []
+        for i in range(0, x.shape[0], self.config.score_batch):
+            m = torch.from_numpy(self.diffusion.score(x[i : i + self.config.score_batch]).maps)
+            maps.append(gaussian_smooth(m, self._sigma()).numpy())
+        return np.concatenate(maps).astype(np.float32)
+
+    def channel_maps(self, batch: torch.Tensor | np.ndarray) -> ChannelMaps:
+        if not self.is_fitted:
+            raise NotFittedError("the image detector is not fitted: call fit(normal_images) or load(directory)")
+        c, h, w = self.input_shape  # type: ignore[misc]
+        x = validate_batch(batch, channels=c, size=(h, w))
+        assert self.knn is not None and self.diffusion_stats is not None
+        knn = np.concatenate([self.knn.score(x[i : i + self.config.score_batch]).maps
+                              for i in range(0, x.shape[0], self.config.score_batch)])
+        mean, std = self.diffusion_stats
+        return ChannelMaps(diffusion=(self._diffusion_raw(x) - mean) / std, knn=self.knn.standardise(knn))
+
+    def fuse(self, channels: ChannelMaps, variant: Variant = "product") -> ScoreBatch:
+        """One variant's map and image score (max of the map) from already computed channel maps."""
+        w = {"product": self.config.diffusion_weight, "without_diffusion": 0.0, "diffusion_only": 1.0}.get(variant)
+        if w is None:
+            raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+        fused = (w * channels.diffusion + (1 - w) * channels.knn).astype(np.float32)
+        return ScoreBatch(scores=fused.reshape(fused.shape[0], -1).max(axis=1).astype(np.float64), maps=fused)
+
+    def score(self, batch: torch.Tensor | np.ndarray) -> ScoreBatch:
+        return self.fuse(self.channel_maps(batch))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> None:
+        """``image_detector.json`` + ``diffusion/`` (U-Net checkpoint) + ``knn/`` (memory bank)."""
+        if not self.is_fitted:
+            raise NotFittedError("cannot save an unfitted image detector")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        assert self.diffusion is not None and self.knn is not None
+        self.diffusion.save(directory / "diffusion")
+        self.knn.save(directory / "knn")
+        meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "input_shape": list(self.input_shape or ()),
+                "diffusion_stats": list(self.diffusion_stats or ())}
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "auto") -> "ImageDetector":
+        from models.scorers.recon import ReconScorer
+
+        directory = Path(directory)
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory} holds no saved image detector ({CONFIG_FILE} missing)")
+        meta = json.loads(path.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise CheckpointMismatchError(
+                f"{path}: image detector format {meta.get('format')} != supported {FORMAT_VERSION}")
+        det = cls(ImageDetectorConfig.from_dict(meta["config"]), device=device)
+        det.input_shape = tuple(meta["input_shape"])  # type: ignore[assignment]
+        det.diffusion_stats = tuple(meta["diffusion_stats"])  # type: ignore[assignment]
+        det.diffusion = ReconScorer.load(directory / "diffusion", device=device)
+        det.knn = PatchCore.load(directory / "knn", device=device)
+        return det
