@@ -177,6 +177,7 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
         m = np.load((maps / r["path"]).with_suffix(".npy"))
         assert m.shape == (64, 64) and m.dtype == np.float32
 
+    assert meta["scorer"] == "scalowatch-image" and (model / "image_detector" / "image_detector.json").is_file()
     # A plain folder of images is scored image by image with the same model.
     res = _cli(["score", root / "test" / "paint", "--model-dir", model, "--out", tmp_path / "p.csv"])
     assert res.exit_code == 0, res.output
@@ -240,3 +241,14 @@ def test_error_cuda_requested_without_gpu(tmp_path):
         pytest.skip("a CUDA GPU is present")
     path = _write_csv(tmp_path / "s.csv", _sine(300))
     _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--device", "cuda"]), "no CUDA GPU")
+
+
+def test_image_folder_refuses_series_options_and_old_models(tmp_path):
+    root = make_category(tmp_path / "widget", n_train=4, n_good=1, n_defect=1)
+    _assert_clean_error(_cli(["train", root, "--model-dir", tmp_path / "m", "--scorer", "kl"]), "image detector")
+    _assert_clean_error(_cli(["train", root, "--model-dir", tmp_path / "m", "--adversarial"]), "image detector")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "cli_model.json").write_text(json.dumps({"kind": "image", "input": str(root), "scorer": "recon", "steps": 2,
+                                                    "seed": 0, "adversarial": False, "image_size": 64}))
+    _assert_clean_error(_cli(["score", root, "--model-dir", old, "--out", tmp_path / "s.csv"]), "retrain")

@@ -1,0 +1,89 @@
+"""The product's image detector: channels, fusion variants, persistence and errors on a synthetic category."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.errors import InputError, NotFittedError
+from models.image_detector import ImageDetector, ImageDetectorConfig
+from models.transforms.image import ImageConfig, load_mvtec_test, load_mvtec_train
+from mvtec_data import make_category
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
+
+CONFIG = ImageDetectorConfig(image_size=64, train_steps=40, train_batch=8, calibration_images=6)
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    root = make_category(tmp_path_factory.mktemp("img") / "widget", n_train=12, n_good=4, n_defect=4)
+    cfg = ImageConfig(size=64)
+    return load_mvtec_train(root, cfg), load_mvtec_test(root, cfg)
+
+
+@pytest.fixture(scope="module")
+def detector(split):
+    return ImageDetector(CONFIG, device="cpu").fit(split[0])
+
+
+def test_channels_fuse_into_the_variants(detector, split):
+    test = split[1]
+    ch = detector.channel_maps(test.images)
+    assert ch.diffusion.shape == ch.knn.shape == (8, 64, 64)
+    product = detector.fuse(ch)
+    np.testing.assert_allclose(product.maps, 0.5 * ch.diffusion + 0.5 * ch.knn, rtol=1e-6)
+    np.testing.assert_array_equal(product.scores, product.maps.reshape(8, -1).max(axis=1))
+    np.testing.assert_array_equal(detector.fuse(ch, "diffusion_only").maps, ch.diffusion)
+    np.testing.assert_array_equal(detector.fuse(ch, "without_diffusion").maps, ch.knn)
+    with pytest.raises(ValueError, match="variant"):
+        detector.fuse(ch, "knn_only")
+    # Painted red squares lie far from every normal patch: each defect outscores each good image.
+    labels = test.labels.numpy() if torch.is_tensor(test.labels) else np.asarray(test.labels)
+    assert product.scores[labels == 1].min() > product.scores[labels == 0].max()
+
+
+def test_diffusion_channel_is_the_clean_start_recon_standardised_on_training_images(detector, split):
+    d = detector.diffusion
+    assert d.params.start == "clean" and d.params.space == "feature" and d.params.lam == 1.0
+    # Standardised with training statistics: the calibration images average ≈ 0 with unit spread.
+    train = split[0]
+    idx = np.unique(np.linspace(0, train.shape[0] - 1, CONFIG.calibration_images).round()).astype(int)
+    z = detector.channel_maps(train[idx]).diffusion
+    assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1.0) < 1e-3
+
+
+def test_save_load_gives_identical_scores(detector, split, tmp_path):
+    detector.save(tmp_path / "det")
+    back = ImageDetector.load(tmp_path / "det", device="cpu")
+    assert back.config == detector.config
+    x = split[1].images[:5]
+    np.testing.assert_array_equal(back.score(x).maps, detector.score(x).maps)
+
+
+def test_scores_do_not_depend_on_the_batch(detector, split):
+    x = split[1].images
+    together = detector.score(x).scores
+    alone = np.concatenate([detector.score(x[i : i + 1]).scores for i in range(3)])
+    np.testing.assert_allclose(together[:3], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_clear_errors(detector, tmp_path):
+    with pytest.raises(NotFittedError):
+        ImageDetector(CONFIG).score(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(InputError, match="channel"):
+        detector.score(torch.zeros(1, 1, 64, 64))
+    with pytest.raises(InputError, match="size"):
+        detector.score(torch.zeros(1, 3, 32, 32))
+    bad = torch.zeros(1, 3, 64, 64)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        detector.score(bad)
+    with pytest.raises(InputError, match="RGB"):
+        ImageDetector(CONFIG).fit(torch.zeros(4, 1, 64, 64))
+    with pytest.raises(ValueError, match="PatchCoreConfig"):
+        ImageDetectorConfig(patchcore={"coreset": 0.1})
+    with pytest.raises(ValueError, match="diffusion_weight"):
+        ImageDetectorConfig(diffusion_weight=1.5)
+    with pytest.raises(FileNotFoundError, match="image detector"):
+        ImageDetector.load(tmp_path)
