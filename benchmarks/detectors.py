@@ -91,4 +91,9 @@ def parse_spec(text: str, defaults: dict[str, dict[str, Any]] | None = None) -> 
     load_plugins()
     if name not in SERIES_DETECTORS:
         raise InputError(f"unknown detector {name!r}; known: {sorted(SERIES_DETECTORS)}")
-    return DetectorSpec(name, kwargs, rest)
+    spec = DetectorSpec(name, kwargs, rest)
+    try:  # building is cheap (nothing is fitted): a bad option fails here, before any file is read
+        spec.build()
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{text!r}: {exc}") from None
+    return spec

@@ -219,3 +219,11 @@ def test_bench_commands_report_bad_input_cleanly(tmp_path):
     assert parse_spec("windowed_gaussian:window=100,adapt=false") == DetectorSpec(
         "windowed_gaussian", {"window": 100, "adapt": False}, "window=100,adapt=false"
     )
+
+
+@pytest.mark.parametrize("spec", ["scalowatch:scorer_lamda=1", "scalowatch:scorer_start=dirty",
+                                  "scalowatch:windw=64", "windowed_gaussian:nope=1"])
+def test_bad_detector_options_fail_when_parsed_not_mid_run(spec):
+    """A typo must be a clear InputError before any file is read, not a traceback after the first fits."""
+    with pytest.raises(InputError, match=spec.split(":")[1].split("=")[0].removeprefix("scorer_")):
+        parse_spec(spec)

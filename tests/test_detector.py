@@ -80,6 +80,11 @@ def test_bad_settings_are_refused_with_the_name_of_the_setting(tmp_path):
     # Command lines: "1;0.5" separates numbers, scorer_<name> goes into the scorer's options.
     cfg = preset("ucr", discord_scales="1;0.25", scorer_t_start=7)
     assert cfg.discord_scales == (1.0, 0.25) and cfg.scorer_options["t_start"] == 7
+    # Scorer options are checked when the configuration is made, not at the first fit.
+    with pytest.raises(ValueError, match="start must be"):
+        preset("ucr", scorer_start="dirty")
+    with pytest.raises(ValueError, match="lamda"):
+        DetectorConfig(scorer_options={"lamda": 1.0})
 
 
 # ---------------------------------------------------------------------------------------------- fitting

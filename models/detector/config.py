@@ -148,6 +148,7 @@ class DetectorConfig:
             raise ValueError(f"score_every must be 'sample' or 'window', got {self.score_every!r}")
         if self.scalogram_normalise not in ("window", "training"):
             raise ValueError(f"scalogram_normalise must be 'window' or 'training', got {self.scalogram_normalise!r}")
+        _check_scorer_options(self.scorer, self.scorer_options)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +187,17 @@ class DetectorConfig:
             raise ValueError(f"unknown detector settings {unknown}")
         out = replace(self, **options)
         return replace(out, scorer_options={**out.scorer_options, **scorer}) if scorer else out
+
+
+def _check_scorer_options(scorer: str, options: dict[str, Any]) -> None:
+    """Refuse scorer options the scorer would refuse, when the configuration is made rather than at the first fit
+    (a typo on a command line must not cost a training run, or surface as a traceback in the middle of a bench)."""
+    from models.scorers import create_scorer
+
+    try:
+        create_scorer(scorer, device="cpu", **dict(options))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"scorer_options for {scorer!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
