@@ -199,6 +199,7 @@ def test_feature_space_scoring_on_images():
 
 
 def test_recon_start_option_is_validated():
+    assert create_scorer("recon", space_layers=2).params.space_layers == (2,)  # one block, as command lines give it
     with pytest.raises(ValueError, match="start"):
         create_scorer("recon", start="half")
     with pytest.raises(ValueError, match="n_noise"):

@@ -83,7 +83,9 @@ class ScorerParams:
 
     def __post_init__(self) -> None:
         for name in ("feature_layers", "space_layers"):
-            object.__setattr__(self, name, tuple(int(i) for i in getattr(self, name)))
+            value = getattr(self, name)
+            value = (value,) if isinstance(value, int) else value  # one block, as command lines write it
+            object.__setattr__(self, name, tuple(int(i) for i in value))
         if self.space not in ("pixel", "feature"):
             raise ValueError(f"space must be 'pixel' or 'feature', got {self.space!r}")
         if not 0.0 <= self.lam <= 1.0:
