@@ -224,10 +224,9 @@ def train_images(root: Path, model_dir: Path, *, device: str, steps: int | None,
     images = load_folder(train_dir, ImageConfig(size=image_size))
     if images.shape[0] < 2:
         raise _fail(f"{train_dir}: need at least 2 training images, found {images.shape[0]}")
-    base = ImageDetectorConfig()
-    cfg = ImageDetectorConfig(image_size=image_size, seed=seed, train_steps=steps or base.train_steps,
-                              train_batch=min(base.train_batch, images.shape[0]),
-                              calibration_images=min(base.calibration_images, images.shape[0]))
+    # The configuration bench mvtec measures (MVTecBenchConfig.detector_config); fit() adapts the batch and the
+    # calibration subset to a small training folder.
+    cfg = ImageDetectorConfig(image_size=image_size, seed=seed, train_steps=steps or ImageDetectorConfig().train_steps)
     started = time.perf_counter()
     detector = ImageDetector(cfg, device=device, progress=True).fit(images)
     seconds = time.perf_counter() - started

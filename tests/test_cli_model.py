@@ -177,7 +177,12 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
         m = np.load((maps / r["path"]).with_suffix(".npy"))
         assert m.shape == (64, 64) and m.dtype == np.float32
 
-    assert meta["scorer"] == "scalowatch-image" and (model / "image_detector" / "image_detector.json").is_file()
+    assert meta["scorer"] == "scalowatch-image"
+    # What the CLI trains is what bench mvtec measures: the same detector configuration.
+    from benchmarks.mvtec import MVTecBenchConfig
+
+    saved = json.loads((model / "image_detector" / "image_detector.json").read_text())["config"]
+    assert saved == MVTecBenchConfig(image_size=64, train_steps=2).detector_config().to_dict()
     # A plain folder of images is scored image by image with the same model.
     res = _cli(["score", root / "test" / "paint", "--model-dir", model, "--out", tmp_path / "p.csv"])
     assert res.exit_code == 0, res.output
