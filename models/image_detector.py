@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ from models.baselines.patchcore import PatchCore, PatchCoreConfig
 from models.errors import CheckpointMismatchError, InputError, NotFittedError
 from models.scorers.base import validate_batch
 from models.scorers.maps import gaussian_smooth
+from models.strict_fields import reject_unknown_fields
 from models.types import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -89,10 +90,7 @@ class ImageDetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageDetectorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown ImageDetectorConfig field(s): {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
 

@@ -18,7 +18,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -30,6 +30,7 @@ from models.device import autocast, autocast_dtype
 from models.discriminator import DiscriminatorConfig, TimeConditionedDiscriminator
 from models.errors import InputError
 from models.scheduler import NoiseScheduler
+from models.strict_fields import reject_unknown_fields
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
 

@@ -17,7 +17,7 @@ Layout (lucidrains/diffusers style, the network only predicts noise; the schedul
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.embeddings import HybridTimeEmbedding
+from models.strict_fields import reject_unknown_fields
 from models.wavelets import wavelet_pyramid
 
 
@@ -78,10 +79,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "UNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig field(s): {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
     @classmethod

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -46,6 +46,7 @@ from models.errors import CheckpointMismatchError, InputError, NotFittedError
 from models.features import FeatureConfig, FeatureExtractor
 from models.scorers.base import validate_batch
 from models.scorers.maps import gaussian_smooth
+from models.strict_fields import reject_unknown_fields
 from models.types import ScoreBatch
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,7 @@ class PatchCoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PatchCoreConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown PatchCoreConfig field(s): {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**{**data, "layers": tuple(data.get("layers", cls.layers))})
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from models.strict_fields import reject_unknown_fields
+
 SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
 FUSIONS = ("max_z", "likelihood")
 CONFIG_FILE = "detector.json"
@@ -159,10 +161,7 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DetectorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown detector settings {unknown}; known: {sorted(known)}")
+        reject_unknown_fields(cls, data, "detector settings")
         return cls(**data)
 
     def save(self, directory: str | Path) -> Path:

@@ -44,6 +44,7 @@ from models.features import FeatureConfig, FeatureExtractor
 from models.scheduler import NoiseScheduler, SchedulerConfig
 from models.scorers.base import validate_batch
 from models.scorers.maps import Reduction, reduce_map, resize_map
+from models.strict_fields import reject_unknown_fields
 from models.training import TrainConfig, train_diffusion
 from models.types import ScoreBatch
 from models.unet import UNetConfig, WaveletPyramidUNet
@@ -102,10 +103,7 @@ class ScorerParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScorerParams":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} field(s): {unknown}")
+        reject_unknown_fields(cls, data)
         return cls(**data)
 
 
