@@ -6,7 +6,9 @@ worker thread (a bounded pool: a thousand streams finishing their training part 
 starting a thousand threads); torch releases the GIL in its kernels. The loop asks :meth:`poll` for finished fits.
 
 Layout on disk: ``model_dir/<stream_class>/<stream>/`` (the stream id made filesystem-safe), written to a
-temporary sibling and renamed, so a crash mid-save never leaves a half model that a restart would load.
+temporary sibling and renamed, so a crash mid-save never leaves a half model that a restart would load. Every file
+and folder of the new model is fsynced before the rename and the parent folder after it: without that, a power
+loss shortly after the rename can leave the renamed folder pointing at files whose data never reached the disk.
 ``shared`` mode keeps one detector per class in ``model_dir/<stream_class>/_shared/``: put a fitted one there
 (``scalowatch train``) or the class's first stream to finish its training part fits it.
 """
@@ -50,6 +52,30 @@ def safe_name(stream: str) -> str:
     if clean != stream or clean.startswith("_"):
         clean = f"{clean[:80]}-{hashlib.sha1(stream.encode()).hexdigest()[:8]}"
     return clean
+
+
+def sync_directory(path: Path) -> None:
+    """fsync a folder, so that the names created or renamed in it are on disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then every folder (deepest first, ``root`` last)."""
+    folders = []
+    for folder, _dirs, files in os.walk(root):
+        folders.append(folder)
+        for name in files:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for folder in reversed(folders):
+        sync_directory(Path(folder))
 
 
 @dataclass
@@ -141,8 +167,10 @@ class DetectorRegistry:
         tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         shutil.rmtree(tmp, ignore_errors=True)
         fitted.save(tmp)
+        sync_tree(tmp)
         try:
             tmp.rename(final)
+            sync_directory(final.parent)
             return fitted
         except OSError:
             pass
@@ -155,6 +183,7 @@ class DetectorRegistry:
             log.warning("replacing the unreadable detector in %s", final)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
+            sync_directory(final.parent)
             return fitted
 
     def poll(self) -> tuple[list[ModelKey], list[FitFailure]]:

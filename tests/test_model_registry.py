@@ -1,0 +1,85 @@
+"""DetectorRegistry's publishing of fitted detectors: durable on disk, first writer wins, unreadable ones replaced.
+
+The fitter and loader are plain callables here (a tiny object that writes two files): what is under test is the
+registry's file handling, not the detector, which tests/test_detector.py covers.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamer import model_registry
+from streamer.model_registry import DetectorRegistry
+
+
+class _Saved:
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def save(self, directory: Path) -> None:
+        (directory / "weights").mkdir(parents=True)
+        (directory / "weights" / "w.bin").write_bytes(b"\0" * 64)
+        (directory / "detector.json").write_text(f'{{"version": "{self.version}"}}')
+
+
+def _load(path: Path) -> _Saved:
+    text = (path / "detector.json").read_text()
+    if "version" not in text:
+        raise ValueError("unreadable")
+    return _Saved(text.split('"')[3])
+
+
+def _registry(tmp_path, version="v1"):
+    return DetectorRegistry(tmp_path / "models", {"sensor": None}, background=False,
+                            fitter=lambda train, config: _Saved(version), loader=_load)
+
+
+def test_every_file_and_folder_is_synced_before_the_rename_and_the_parent_after(tmp_path, monkeypatch):
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, Path.rename
+    monkeypatch.setattr(model_registry.os, "fsync",
+                        lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(Path, "rename", lambda self, target: (events.append(("rename", str(target))),
+                                                              real_rename(self, target))[1])
+    reg = _registry(tmp_path)
+    key = reg.key_for("sensor", "pump-1")
+    reg.fit(key, np.zeros(64))
+    ready, failed = reg.poll()
+    assert ready == [key] and failed == []
+    final = reg.directory(key)
+    renamed = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
+    assert len(renamed) == 1 and events[renamed[0]][1] == str(final)
+    before = {Path(p).name for kind, p in events[: renamed[0]] if kind == "fsync"}
+    assert {"w.bin", "detector.json", "weights"} <= before  # files and subfolder, under their temporary names' tree
+    assert any(Path(p).name.startswith(final.name + ".tmp-") for kind, p in events[: renamed[0]] if kind == "fsync")
+    after = [p for kind, p in events[renamed[0] + 1:] if kind == "fsync"]
+    assert after == [str(final.parent)]
+
+
+def test_first_writer_wins_and_an_unreadable_model_is_replaced(tmp_path):
+    first = _registry(tmp_path, "v1")
+    key = first.key_for("sensor", "pump-1")
+    first.fit(key, np.zeros(64))
+    first.poll()
+    second = _registry(tmp_path, "v2")
+    second.fit(key, np.zeros(64))
+    second.poll()
+    assert second.detector(key).version == "v1"  # the second fit found v1 in place and took it
+    assert not list(first.directory(key).parent.glob("*.tmp-*"))
+
+    (first.directory(key) / "detector.json").write_text("garbage")
+    third = _registry(tmp_path, "v3")
+    assert third.detector(key) is None  # unreadable on disk: fitted again rather than stopping
+    third.fit(key, np.zeros(64))
+    third.poll()
+    assert _load(first.directory(key)).version == "v3"
+
+
+@pytest.mark.parametrize("stream", ["pump/1", "../etc", "_shared"])
+def test_stream_names_cannot_escape_or_collide_with_the_registry_folders(tmp_path, stream):
+    reg = _registry(tmp_path)
+    path = reg.directory(reg.key_for("sensor", stream))
+    assert path.parent == reg.model_dir / "sensor" and path.name not in ("_shared", "..", ".")
