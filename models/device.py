@@ -74,7 +74,8 @@ def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
 
 @contextlib.contextmanager
 def autocast(device: torch.device | str, enabled: bool = True) -> Iterator[None]:
-    """Mixed precision where it pays: bf16 on capable CPUs, AMP (bf16, else fp16) on CUDA, else nothing."""
+    """AMP (bf16, else fp16) on CUDA; nothing on a CPU, where everything stays fp32 (module doc: scores must not
+    depend on the CPU model or the micro-batch)."""
     device = torch.device(device)
     dtype = autocast_dtype(device) if enabled else None
     if dtype is None:

@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation hyperparameters; saved as JSON beside checkpoints."""
+    """Optimisation hyperparameters; saved as JSON beside checkpoints.
+
+    ``amp``: mixed precision on CUDA (bf16, else fp16 with a gradient scaler). On a CPU it is ignored: training runs in
+    fp32 whatever it says, so a fitted model does not depend on the CPU (``models/device.py``).
+    """
 
     steps: int = 400
     batch_size: int = 32

@@ -65,8 +65,8 @@ class ScorerParams:
     ``space_layers`` / ``space_input_size``: blocks whose maps the diffusion model runs on (feature space).
     ``reduction`` / ``top_percent``: map → sample score (see :func:`models.scorers.maps.reduce_map`).
     ``calibration_samples``: how many training samples estimate each term's mean/std after training.
-    ``amp``: run the U-Net under ``models.device.autocast`` (bf16/AMP where the hardware has it). Small
-    models can be faster in fp32 on a CPU: measure (``benchmarks/scorer_speed.py``).
+    ``amp``: run the U-Net under ``models.device.autocast``: AMP on CUDA; on a CPU it changes nothing (always fp32,
+    see ``models/device.py``).
     """
 
     space: Space = "pixel"
