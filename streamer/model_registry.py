@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from models.detector import DetectorConfig, FittedDetector
+from streamer.durable import sync_directory, sync_tree
 
 log = logging.getLogger(__name__)
 
@@ -52,30 +53,6 @@ def safe_name(stream: str) -> str:
     if clean != stream or clean.startswith("_"):
         clean = f"{clean[:80]}-{hashlib.sha1(stream.encode()).hexdigest()[:8]}"
     return clean
-
-
-def sync_directory(path: Path) -> None:
-    """fsync a folder, so that the names created or renamed in it are on disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_tree(root: Path) -> None:
-    """fsync every file under ``root``, then every folder (deepest first, ``root`` last)."""
-    folders = []
-    for folder, _dirs, files in os.walk(root):
-        folders.append(folder)
-        for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    for folder in reversed(folders):
-        sync_directory(Path(folder))
 
 
 @dataclass

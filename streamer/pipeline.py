@@ -42,6 +42,7 @@ from models.detector import DetectorConfig, DetectorState, FittedDetector, Windo
 from models.detector.online import Detections
 from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
+from streamer.durable import sync_directory
 from streamer.model_registry import DetectorRegistry, ModelKey, safe_name
 from streamer.offsets import Holds, Origin, merge_holds
 from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, score_point
@@ -641,14 +642,19 @@ def _write_states(files: list[tuple[Path, dict]]) -> None:
         tmp.replace(path)
         folders.add(path.parent)
     for folder in folders:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_directory(folder)
 
 
 _PACKED = "__float64_b64__"
+
+
+def _b64(array: np.ndarray, dtype: str) -> str:
+    """The one array encoding of saved stream state: little-endian raw bytes, base64 (bit-exact, no JSON lists)."""
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode()
+
+
+def _unb64(text: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=dtype)
 
 
 def pack_state(obj):
@@ -661,7 +667,7 @@ def pack_state(obj):
     if isinstance(obj, np.ndarray):
         if obj.dtype != np.float64 or obj.ndim != 1:
             raise TypeError(f"stream state holds a {obj.dtype} array of shape {obj.shape}: only 1-D float64 packs")
-        return {_PACKED: base64.b64encode(obj.astype("<f8", copy=False).tobytes()).decode()}
+        return {_PACKED: _b64(obj, "<f8")}
     if isinstance(obj, list):
         return [pack_state(v) for v in obj]
     return obj
@@ -670,7 +676,7 @@ def pack_state(obj):
 def unpack_state(obj):
     if isinstance(obj, dict):
         if len(obj) == 1 and _PACKED in obj:
-            return np.frombuffer(base64.b64decode(obj[_PACKED]), dtype="<f8").tolist()
+            return _unb64(obj[_PACKED], "<f8").tolist()
         return {k: unpack_state(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [unpack_state(v) for v in obj]
@@ -678,13 +684,12 @@ def unpack_state(obj):
 
 
 def _encode_samples(ts: np.ndarray, values: np.ndarray) -> dict[str, str]:
-    return {"ts_ns": base64.b64encode(ts.astype("<i8").tobytes()).decode(),
-            "values": base64.b64encode(values.astype("<f8").tobytes()).decode()}
+    return {"ts_ns": _b64(ts, "<i8"), "values": _b64(values, "<f8")}
 
 
 def _decode_samples(blob: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    ts = np.frombuffer(base64.b64decode(blob["ts_ns"]), dtype="<i8").astype(np.int64)
-    values = np.frombuffer(base64.b64decode(blob["values"]), dtype="<f8").astype(np.float64)
+    ts = _unb64(blob["ts_ns"], "<i8").astype(np.int64)
+    values = _unb64(blob["values"], "<f8").astype(np.float64)
     if ts.size != values.size:
         raise ValueError("saved training samples: timestamps and values differ in length")
     return ts, values

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer import model_registry
+from streamer import durable
 from streamer.model_registry import DetectorRegistry
 
 
@@ -40,7 +40,7 @@ def _registry(tmp_path, version="v1"):
 def test_every_file_and_folder_is_synced_before_the_rename_and_the_parent_after(tmp_path, monkeypatch):
     events: list[tuple[str, str]] = []
     real_fsync, real_rename = os.fsync, Path.rename
-    monkeypatch.setattr(model_registry.os, "fsync",
+    monkeypatch.setattr(durable.os, "fsync",
                         lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
     monkeypatch.setattr(Path, "rename", lambda self, target: (events.append(("rename", str(target))),
                                                               real_rename(self, target))[1])
