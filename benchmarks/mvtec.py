@@ -285,10 +285,10 @@ def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBe
     t0 = time.perf_counter()
     channels = detector.channel_maps(test_images)
     channel_s = time.perf_counter() - t0
-    diff = detector.diffusion
+    members = detector.diffusion
     details = {"config": detector.config.to_dict(), "fit_seconds_by_channel": dict(detector.fit_seconds),
-               "train_seconds": diff.train_seconds,
-               "final_loss": float(np.mean(diff.train_losses[-20:])) if diff.train_losses else None,
+               "train_seconds": [m.train_seconds for m in members],
+               "final_loss": [float(np.mean(m.train_losses[-20:])) if m.train_losses else None for m in members],
                "diffusion_train_map_mean_std": list(detector.diffusion_stats),
                "knn_train_map_mean_std": list(detector.knn.map_stats)}
     for variant in ("product", *(ABLATION_VARIANTS if config.ablate else ())):

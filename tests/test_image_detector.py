@@ -44,8 +44,19 @@ def test_channels_fuse_into_the_variants(detector, split):
 
 
 def test_diffusion_channel_is_the_clean_start_recon_standardised_on_training_images(detector, split):
-    d = detector.diffusion
-    assert d.params.start == "clean" and d.params.space == "feature" and d.params.lam == 1.0
+    assert len(detector.diffusion) == CONFIG.ensemble == 2
+    for d in detector.diffusion:
+        assert d.params.start == "clean" and d.params.space == "feature" and d.params.lam == 1.0
+    # Two U-Nets trained from consecutive seeds: different networks, and the channel is the mean of their maps.
+    a, b = (m.model.state_dict() for m in detector.diffusion)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert [m.train_config.seed for m in detector.diffusion] == [CONFIG.seed, CONFIG.seed + 1]
+    x = split[1].images[:3]
+    mean = np.mean([m.score(x).maps for m in detector.diffusion], axis=0)
+    raw = detector._diffusion_raw(x)
+    from models.scorers.maps import gaussian_smooth
+    np.testing.assert_allclose(raw, gaussian_smooth(torch.from_numpy(mean), detector._sigma()).numpy(), rtol=1e-5,
+                               atol=1e-5)
     # Standardised with training statistics: the calibration images average ≈ 0 with unit spread.
     train = split[0]
     idx = np.unique(np.linspace(0, train.shape[0] - 1, CONFIG.calibration_images).round()).astype(int)
@@ -83,6 +94,8 @@ def test_clear_errors(detector, tmp_path):
         ImageDetector(CONFIG).fit(torch.zeros(4, 1, 64, 64))
     with pytest.raises(ValueError, match="PatchCoreConfig"):
         ImageDetectorConfig(patchcore={"coreset": 0.1})
+    with pytest.raises(ValueError, match="ensemble"):
+        ImageDetectorConfig(ensemble=0)
     with pytest.raises(ValueError, match="diffusion_weight"):
         ImageDetectorConfig(diffusion_weight=1.5)
     with pytest.raises(FileNotFoundError, match="image detector"):
