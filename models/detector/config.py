@@ -191,10 +191,10 @@ class DetectorConfig:
 def _check_scorer_options(scorer: str, options: dict[str, Any]) -> None:
     """Refuse scorer options the scorer would refuse, when the configuration is made rather than at the first fit
     (a typo on a command line must not cost a training run, or surface as a traceback in the middle of a bench)."""
-    from models.scorers import create_scorer
+    from models.scorers import scorer_params
 
     try:
-        create_scorer(scorer, device="cpu", **dict(options))
+        scorer_params(scorer, **dict(options))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"scorer_options for {scorer!r}: {exc}") from None
 

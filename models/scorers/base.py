@@ -9,7 +9,7 @@ Inputs are float tensors or arrays shaped (N, C, H, W): scalograms (C=1), RGB im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -77,13 +77,23 @@ def available_scorers() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_scorer(name: str, **kwargs) -> Scorer:
+def _factory(name: str) -> Callable[..., Scorer]:
     _import_all()
     try:
-        factory = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown scorer {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
-    return factory(**kwargs)
+
+
+def create_scorer(name: str, **kwargs) -> Scorer:
+    return _factory(name)(**kwargs)
+
+
+def scorer_params(name: str, **options: Any) -> Any:
+    """The scoring parameters ``create_scorer(name, **options)`` would use, checked the same way (unknown keys,
+    bad values: ``ValueError``) without building the scorer — for configurations that name a scorer's options
+    long before anything is fitted."""
+    return _factory(name).Params.from_dict(options)  # type: ignore[attr-defined]
 
 
 def _import_all() -> None:
