@@ -210,32 +210,26 @@ def run_mvtec(data: str | Path, scorers: list[str], config: MVTecBenchConfig | N
 
     patchcore = None
     if PRODUCT in scorers:
-        patchcore = _run_product(train, test.images, config, progress, runs)
+        patchcore, knn_fit_s = _run_product(train, test.images, config, progress, runs)
     want_knn = "patchcore" in scorers or (config.fusion and any(s in DIFFUSION_SCORERS for s in scorers))
-    if want_knn and patchcore is not None:  # the product's kNN channel is the baseline's fit: same config, same seed
-        t0 = time.perf_counter()
-        sb = _score_in_batches(patchcore, test.images, config.score_batch, "patchcore", progress)
-        if "patchcore" in scorers:
-            runs.append(ScorerRun("patchcore", sb.scores, sb.maps, runs[0].details["fit_seconds_by_channel"]["knn"],
-                                  time.perf_counter() - t0,
-                                  details={"config": patchcore.config.to_dict(), "bank_size": int(patchcore.bank.shape[0]),
-                                           "train_map_mean_std": list(patchcore.map_stats),
-                                           "fit": "the product's kNN channel (same configuration and seed)"}))
-        knn_z = patchcore.standardise(sb.maps)
-    elif want_knn:
-        from models.baselines.patchcore import PatchCore
+    if want_knn:
+        details: dict[str, Any] = {}
+        if patchcore is None:
+            from models.baselines.patchcore import PatchCore
 
-        t0 = time.perf_counter()
-        patchcore = PatchCore(device=config.device, progress=progress,
-                              **{"seed": config.seed, **config.patchcore}).fit(train)
-        fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            patchcore = PatchCore(device=config.device, progress=progress,
+                                  **{"seed": config.seed, **config.patchcore}).fit(train)
+            knn_fit_s = time.perf_counter() - t0
+        else:  # the product's kNN channel is the baseline's fit: same configuration, same seed
+            details["fit"] = "the product's kNN channel (same configuration and seed)"
         t0 = time.perf_counter()
         sb = _score_in_batches(patchcore, test.images, config.score_batch, "patchcore", progress)
-        run = ScorerRun("patchcore", sb.scores, sb.maps, fit_s, time.perf_counter() - t0,
-                        details={"config": patchcore.config.to_dict(), "bank_size": int(patchcore.bank.shape[0]),
-                                 "train_map_mean_std": list(patchcore.map_stats)})
         if "patchcore" in scorers:
-            runs.append(run)
+            runs.append(ScorerRun("patchcore", sb.scores, sb.maps, knn_fit_s, time.perf_counter() - t0,
+                                  details={"config": patchcore.config.to_dict(),
+                                           "bank_size": int(patchcore.bank.shape[0]),
+                                           "train_map_mean_std": list(patchcore.map_stats), **details}))
         knn_z = patchcore.standardise(sb.maps)
 
     diff_names = [s for s in scorers if s in DIFFUSION_SCORERS]
@@ -277,7 +271,8 @@ def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBe
                  runs: list[ScorerRun]):
     """Fit the product's image detector, score the test images: the ``scalowatch`` row (and the ablation rows).
 
-    Returns its kNN channel, which the ``patchcore`` baseline row and the ``+knn`` fusions reuse."""
+    Returns its kNN channel and that channel's fit seconds: the ``patchcore`` baseline row and the ``+knn`` fusions
+    reuse it."""
     from models.image_detector import ImageDetector
 
     detector = ImageDetector(config.detector_config(), device=config.device, progress=progress).fit(train)
@@ -295,7 +290,7 @@ def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBe
         sb = detector.fuse(channels, variant)
         name = PRODUCT if variant == "product" else variant
         runs.append(ScorerRun(name, sb.scores, sb.maps, fit_s, channel_s, details={**details, "variant": variant}))
-    return detector.knn
+    return detector.knn, detector.fit_seconds["knn"]
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
