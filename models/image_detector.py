@@ -168,13 +168,10 @@ class ImageDetector:
         return self.config.sigma * self.input_shape[2] / 224.0
 
     def _diffusion_raw(self, x: torch.Tensor) -> np.ndarray:
-        """The diffusion channel's blurred map before standardisation (N, H, W): the members' mean."""
-        maps = []
-        for i in range(0, x.shape[0], self.config.score_batch):
-            chunk = x[i : i + self.config.score_batch]
-            m = torch.from_numpy(np.mean([member.score(chunk).maps for member in self.diffusion], axis=0))
-            maps.append(gaussian_smooth(m, self._sigma()).numpy())
-        return np.concatenate(maps).astype(np.float32)
+        """The diffusion channel's blurred map before standardisation (N, H, W): the members' mean (each member
+        scores in batches of ``score_batch``)."""
+        mean = np.mean([member.score(x).maps for member in self.diffusion], axis=0)
+        return gaussian_smooth(torch.from_numpy(mean), self._sigma()).numpy().astype(np.float32)
 
     def channel_maps(self, batch: torch.Tensor | np.ndarray) -> ChannelMaps:
         if not self.is_fitted:
@@ -182,10 +179,9 @@ class ImageDetector:
         c, h, w = self.input_shape  # type: ignore[misc]
         x = validate_batch(batch, channels=c, size=(h, w))
         assert self.knn is not None and self.diffusion_stats is not None
-        knn = np.concatenate([self.knn.score(x[i : i + self.config.score_batch]).maps
-                              for i in range(0, x.shape[0], self.config.score_batch)])
         mean, std = self.diffusion_stats
-        return ChannelMaps(diffusion=(self._diffusion_raw(x) - mean) / std, knn=self.knn.standardise(knn))
+        return ChannelMaps(diffusion=(self._diffusion_raw(x) - mean) / std,
+                           knn=self.knn.standardise(self.knn.score(x).maps))
 
     def fuse(self, channels: ChannelMaps, variant: Variant = "product") -> ScoreBatch:
         """One variant's map and image score (max of the map) from already computed channel maps."""
