@@ -22,31 +22,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from models.strict_fields import reject_unknown_fields
+from models.strict_fields import number_tuple, reject_unknown_fields
 
 SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
 FUSIONS = ("max_z", "likelihood")
 CONFIG_FILE = "detector.json"
-
-
-def number_tuple(value: Any, kind: type, name: str, example: str) -> tuple:
-    """A tuple of numbers from a tuple, one number, None, or a command-line string like "1;0.5" (commas
-    separate detector options on the command line, so ';' or '/' separate the numbers)."""
-    if value is None:
-        return ()
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        value = (value,)
-    elif isinstance(value, str):
-        value = tuple(part for part in value.replace("/", ";").split(";") if part.strip())
-    try:
-        out = tuple(kind(float(v)) for v in value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ValueError(f"{name} must be finite numbers (e.g. {example}), got {value!r}") from exc
-    if kind is int and any(float(v) != int(float(v)) for v in value):
-        raise ValueError(f"{name} must be whole numbers, got {value!r}")
-    return out
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from models.features import FeatureConfig, FeatureExtractor
 from models.scheduler import NoiseScheduler, SchedulerConfig
 from models.scorers.base import validate_batch
 from models.scorers.maps import Reduction, reduce_map, resize_map
-from models.strict_fields import reject_unknown_fields
+from models.strict_fields import number_tuple, reject_unknown_fields
 from models.training import TrainConfig, train_diffusion
 from models.types import ScoreBatch
 from models.unet import UNetConfig, WaveletPyramidUNet
@@ -84,9 +84,7 @@ class ScorerParams:
 
     def __post_init__(self) -> None:
         for name in ("feature_layers", "space_layers"):
-            value = getattr(self, name)
-            value = (value,) if isinstance(value, int) else value  # one block, as command lines write it
-            object.__setattr__(self, name, tuple(int(i) for i in value))
+            object.__setattr__(self, name, number_tuple(getattr(self, name), int, name, "'2;4'"))
         if self.space not in ("pixel", "feature"):
             raise ValueError(f"space must be 'pixel' or 'feature', got {self.space!r}")
         if not 0.0 <= self.lam <= 1.0:
