@@ -39,6 +39,41 @@ def test_greedy_coreset_covers_every_cluster():
     assert clusters == {0, 1, 2, 3}
 
 
+def _farthest_point_reference(points: torch.Tensor, n_select: int, first: int) -> list[int]:
+    """The plain greedy k-center loop (every point updated at every step), float32 like the product."""
+    x = points.float()
+    sq = (x * x).sum(dim=1)
+    chosen = [first]
+    min_d = (sq - 2 * (x @ x[first]) + sq[first]).clamp_min(0)
+    for _ in range(1, n_select):
+        nxt = int(torch.argmax(min_d))
+        chosen.append(nxt)
+        min_d = torch.minimum(min_d, (sq - 2 * (x @ x[nxt]) + sq[nxt]).clamp_min(0))
+    return chosen
+
+
+@pytest.mark.parametrize("data", ["clustered", "uniform", "duplicates"])
+@pytest.mark.parametrize("n_cells", [1, 7, 40, 500])
+def test_greedy_coreset_selects_what_the_plain_loop_selects(n_cells, data):
+    # Clustered points (cells far apart), uniform ones (neighbouring cells: the pruning bound decides), and
+    # clustered ones with duplicates (exact ties in distance).
+    g = torch.Generator().manual_seed(3)
+    centres = 6 * torch.randn(25, 12, generator=g)
+    points = centres[torch.randint(25, (2000,), generator=g)] + torch.randn(2000, 12, generator=g)
+    if data == "uniform":
+        points = torch.rand(2000, 3, generator=g)
+    duplicates = data == "duplicates"
+    if duplicates:
+        points = torch.cat([points, points[:700]])[torch.randperm(2700, generator=g)]
+    first = int(torch.randint(points.shape[0], (1,), generator=torch.Generator().manual_seed(5)))
+    got = greedy_coreset(points, 300, projection_dim=64, seed=5, n_cells=n_cells)
+    expected = _farthest_point_reference(points, 300, first)
+    # The same centres in the same order; of two identical points either may be the one taken.
+    assert torch.equal(points[got], points[expected])
+    if not duplicates:
+        assert got.tolist() == expected
+
+
 def test_knn_distance_matches_brute_force_and_respects_exclusion():
     g = torch.Generator().manual_seed(0)
     q, bank = torch.randn(37, 5, generator=g), torch.randn(53, 5, generator=g)

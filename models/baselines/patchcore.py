@@ -107,11 +107,20 @@ class PatchCoreConfig:
         return cls(**{**data, "layers": tuple(data.get("layers", cls.layers))})
 
 
-def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64, seed: int = 0) -> torch.Tensor:
+def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64, seed: int = 0,
+                   n_cells: int = 1024) -> torch.Tensor:
     """Indices of ``n_select`` rows chosen by greedy k-center (farthest-point) selection.
 
     Distances are computed on a Gaussian random projection (Johnson–Lindenstrauss keeps them roughly) to
-    ``projection_dim`` dims when the features are wider; each step is one matrix-vector product.
+    ``projection_dim`` dims when the features are wider.
+
+    Why it is not one matrix-vector product per step over all points: that loop is memory-bound (every step
+    reads all N projected points) and was half of an image model's fit. The first ``n_cells`` centres are chosen
+    that way; their Voronoi cells then become contiguous blocks, each with a radius. A new centre c can only
+    bring a point of cell b closer if ``d(c, centre_b) − radius_b`` is below the farthest point of b, so later
+    steps update the cells that pass that test (about 2 % of the points on MVTec patches) and skip the rest,
+    whose distances could not change. The selection is the full loop's (ties go to the lowest index, as argmax
+    breaks them), up to float rounding: of two identical points either may be the one taken.
     """
     n = points.shape[0]
     n_select = max(1, min(int(n_select), n))
@@ -120,6 +129,7 @@ def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64
     if x.shape[1] > projection_dim:
         proj = torch.randn(x.shape[1], projection_dim, generator=g) / math.sqrt(projection_dim)
         x = x @ proj.to(x.device)
+    x = x.cpu()
     sq = (x * x).sum(dim=1)
     first = int(torch.randint(n, (1,), generator=g))
     selected = torch.empty(n_select, dtype=torch.long)
@@ -129,16 +139,54 @@ def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        # Squared distance of every point to its closest selected centre so far.
+        # Squared distance of every point to its closest selected centre so far, and which centre that is.
         min_d = (sq - 2 * (x @ x[first]) + sq[first]).clamp_min_(0)
-        for i in range(1, n_select):
+        cell = torch.zeros(n, dtype=torch.long)
+        n_cells = max(1, min(n_cells, n_select))
+        for i in range(1, n_cells):
             nxt = int(torch.argmax(min_d))
             selected[i] = nxt
             d = (sq - 2 * (x @ x[nxt]) + sq[nxt]).clamp_min_(0)
+            cell[d < min_d] = i
             torch.minimum(min_d, d, out=min_d)
+        if n_cells < n_select:
+            _select_in_cells(x, sq, min_d, cell, selected, n_cells)
     finally:
         torch.set_num_threads(threads)
     return selected
+
+
+def _select_in_cells(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, cell: torch.Tensor,
+                     selected: torch.Tensor, n_cells: int) -> None:
+    """Fill ``selected[n_cells:]``, updating only the cells a new centre can reach (see :func:`greedy_coreset`)."""
+    order = torch.argsort(cell, stable=True)  # original indices, cell by cell, ascending within a cell
+    xs, sqs, cells, dist = x[order].contiguous(), sq[order].contiguous(), cell[order], min_d[order].contiguous()
+    centres = x[selected[:n_cells]]
+    centre_sq = sq[selected[:n_cells]]
+    cell_max = torch.zeros(n_cells).scatter_reduce_(0, cells, dist, "amax")  # farthest point of each cell
+    radius = cell_max.sqrt()  # fixed: distance to the cell's centre, which only bounds, never changes
+    counts = torch.bincount(cells, minlength=n_cells)
+    starts = torch.cumsum(counts, 0) - counts
+    for i in range(n_cells, len(selected)):
+        far = cell_max.max()
+        best = None
+        for b in (cell_max == far).nonzero().squeeze(1).tolist():  # the lowest index among ties, as argmax would
+            s = int(starts[b])
+            at = (dist[s : s + int(counts[b])] == far).nonzero().squeeze(1) + s
+            cand = int(order[at].min())
+            if best is None or cand < best:
+                best, j = cand, int(at[int(torch.argmin(order[at]))])
+        selected[i] = best
+        c = xs[j]
+        to_centres = (centre_sq - 2 * (centres @ c) + sqs[j]).clamp_min_(0).sqrt_()
+        # a small margin keeps float rounding from skipping a cell that could change
+        reach = ((to_centres - radius) * (1 - 1e-4) - 1e-4 < cell_max.sqrt()).nonzero().squeeze(1)
+        lens = counts[reach]
+        idx = torch.arange(int(lens.sum())) + torch.repeat_interleave(starts[reach] - (torch.cumsum(lens, 0) - lens), lens)
+        d = torch.minimum(dist[idx], (sqs[idx] - 2 * (xs[idx] @ c) + sqs[j]).clamp_min_(0))
+        dist[idx] = d
+        cell_max[reach] = 0
+        cell_max.scatter_reduce_(0, cells[idx], d, "amax")
 
 
 def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096,
