@@ -34,6 +34,7 @@ import torch
 from models.errors import InputError
 from models.metrics.classification import pro_score, roc_auc
 from models.transforms.image import ImageConfig, MVTecSplit, load_mvtec_test, load_mvtec_train
+from models.types import ScoreBatch
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,6 @@ def evaluate(labels: np.ndarray, masks: np.ndarray, scores: np.ndarray, maps: np
 def _score_in_batches(scorer, images: torch.Tensor, batch: int, desc: str, progress: bool):
     from tqdm.auto import tqdm
 
-    from models.types import ScoreBatch
-
     parts = []
     for i in tqdm(range(0, images.shape[0], batch), desc=desc, disable=not progress, leave=False):
         parts.append(scorer.score(images[i : i + batch]))
@@ -208,29 +207,20 @@ def run_mvtec(data: str | Path, scorers: list[str], config: MVTecBenchConfig | N
     masks = test.masks.numpy()
     runs: list[ScorerRun] = []
 
-    patchcore = None
-    if PRODUCT in scorers:
-        patchcore, knn_fit_s = _run_product(train, test.images, config, progress, runs)
+    knn = _run_product(train, test.images, config, progress, runs) if PRODUCT in scorers else None
     want_knn = "patchcore" in scorers or (config.fusion and any(s in DIFFUSION_SCORERS for s in scorers))
+    patchcore = None
     if want_knn:
-        details: dict[str, Any] = {}
-        if patchcore is None:
-            from models.baselines.patchcore import PatchCore
-
-            t0 = time.perf_counter()
-            patchcore = PatchCore(device=config.device, progress=progress,
-                                  **{"seed": config.seed, **config.patchcore}).fit(train)
-            knn_fit_s = time.perf_counter() - t0
-        else:  # the product's kNN channel is the baseline's fit: same configuration, same seed
-            details["fit"] = "the product's kNN channel (same configuration and seed)"
-        t0 = time.perf_counter()
-        sb = _score_in_batches(patchcore, test.images, config.score_batch, "patchcore", progress)
+        knn = knn or _run_knn(train, test.images, config, progress)
+        patchcore = knn.model
         if "patchcore" in scorers:
-            runs.append(ScorerRun("patchcore", sb.scores, sb.maps, knn_fit_s, time.perf_counter() - t0,
-                                  details={"config": patchcore.config.to_dict(),
-                                           "bank_size": int(patchcore.bank.shape[0]),
-                                           "train_map_mean_std": list(patchcore.map_stats), **details}))
-        knn_z = patchcore.standardise(sb.maps)
+            details: dict[str, Any] = {"config": patchcore.config.to_dict(), "bank_size": int(patchcore.bank.shape[0]),
+                                       "train_map_mean_std": list(patchcore.map_stats)}
+            if knn.from_product:
+                details["fit"] = "the product's kNN channel (same configuration and seed), scored in the same pass"
+            runs.append(ScorerRun("patchcore", knn.test.scores, knn.test.maps, knn.fit_seconds, knn.score_seconds,
+                                  details=details))
+        knn_z = patchcore.standardise(knn.test.maps)
 
     diff_names = [s for s in scorers if s in DIFFUSION_SCORERS]
     if diff_names:
@@ -267,12 +257,35 @@ def run_mvtec(data: str | Path, scorers: list[str], config: MVTecBenchConfig | N
                        runs=runs)
 
 
+@dataclass
+class KnnRun:
+    """The PatchCore-style kNN model with its test-image output: the ``patchcore`` row and the ``+knn`` fusions."""
+
+    model: Any  # models.baselines.patchcore.PatchCore
+    fit_seconds: float
+    test: ScoreBatch
+    score_seconds: float
+    from_product: bool
+
+
+def _run_knn(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBenchConfig, progress: bool) -> KnnRun:
+    """A kNN model of its own, for runs without the product (same configuration and seed as the product's)."""
+    from models.baselines.patchcore import PatchCore
+
+    t0 = time.perf_counter()
+    model = PatchCore(device=config.device, progress=progress, **{"seed": config.seed, **config.patchcore}).fit(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test = _score_in_batches(model, test_images, config.score_batch, "patchcore", progress)
+    return KnnRun(model, fit_s, test, time.perf_counter() - t0, from_product=False)
+
+
 def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBenchConfig, progress: bool,
-                 runs: list[ScorerRun]):
+                 runs: list[ScorerRun]) -> KnnRun:
     """Fit the product's image detector, score the test images: the ``scalowatch`` row (and the ablation rows).
 
-    Returns its kNN channel and that channel's fit seconds: the ``patchcore`` baseline row and the ``+knn`` fusions
-    reuse it."""
+    Returns its kNN channel with that channel's own test output: the ``patchcore`` baseline row and the ``+knn``
+    fusions reuse both (one fit, one pass over the test images)."""
     from models.image_detector import ImageDetector
 
     detector = ImageDetector(config.detector_config(), device=config.device, progress=progress).fit(train)
@@ -290,7 +303,8 @@ def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBe
         sb = detector.fuse(channels, variant)
         name = PRODUCT if variant == "product" else variant
         runs.append(ScorerRun(name, sb.scores, sb.maps, fit_s, channel_s, details={**details, "variant": variant}))
-    return detector.knn, detector.fit_seconds["knn"]
+    return KnnRun(detector.knn, detector.fit_seconds["knn"], channels.knn_raw, channels.seconds["knn"],
+                  from_product=True)
 
 
 # ---------------------------------------------------------------------------------------------------- outputs
