@@ -52,17 +52,19 @@ def _farthest_point_reference(points: torch.Tensor, n_select: int, first: int) -
     return chosen
 
 
-@pytest.mark.parametrize("data", ["clustered", "uniform", "duplicates"])
+@pytest.mark.parametrize("data", ["clustered", "uniform", "duplicates", "mostly_constant"])
 @pytest.mark.parametrize("n_cells", [1, 7, 40, 500])
 def test_greedy_coreset_selects_what_the_plain_loop_selects(n_cells, data):
     # Clustered points (cells far apart), uniform ones (neighbouring cells: the pruning bound decides), and
-    # clustered ones with duplicates (exact ties in distance).
+    # clustered ones with duplicates (exact ties in distance), and points nearly all equal (ties at distance 0).
     g = torch.Generator().manual_seed(3)
     centres = 6 * torch.randn(25, 12, generator=g)
     points = centres[torch.randint(25, (2000,), generator=g)] + torch.randn(2000, 12, generator=g)
     if data == "uniform":
         points = torch.rand(2000, 3, generator=g)
-    duplicates = data == "duplicates"
+    if data == "mostly_constant":  # fewer distinct points than centres: every later step is a tie at distance 0
+        points = torch.cat([torch.ones(1990, 4), torch.randn(10, 4, generator=g)])
+    duplicates = data in ("duplicates", "mostly_constant")
     if duplicates:
         points = torch.cat([points, points[:700]])[torch.randperm(2700, generator=g)]
     first = int(torch.randint(points.shape[0], (1,), generator=torch.Generator().manual_seed(5)))

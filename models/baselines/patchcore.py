@@ -169,13 +169,14 @@ def _select_in_cells(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, cel
     starts = torch.cumsum(counts, 0) - counts
     for i in range(n_cells, len(selected)):
         far = cell_max.max()
-        best = None
-        for b in (cell_max == far).nonzero().squeeze(1).tolist():  # the lowest index among ties, as argmax would
-            s = int(starts[b])
-            at = (dist[s : s + int(counts[b])] == far).nonzero().squeeze(1) + s
-            cand = int(order[at].min())
-            if best is None or cand < best:
-                best, j = cand, int(at[int(torch.argmin(order[at]))])
+        tied = (cell_max == far).nonzero().squeeze(1)
+        if tied.numel() == 1:
+            s = int(starts[tied[0]])
+            at = (dist[s : s + int(counts[tied[0]])] == far).nonzero().squeeze(1) + s
+        else:  # exact ties across cells (duplicated points): one scan of all points, as the full loop does
+            at = (dist == far).nonzero().squeeze(1)
+        j = int(at[int(torch.argmin(order[at]))])  # the lowest original index among ties, as argmax breaks them
+        best = int(order[j])
         selected[i] = best
         c = xs[j]
         to_centres = (centre_sq - 2 * (centres @ c) + sqs[j]).clamp_min_(0).sqrt_()
