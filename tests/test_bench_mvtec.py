@@ -120,3 +120,11 @@ def test_product_detector_is_the_default_with_its_ablation_from_one_fit(category
     np.testing.assert_allclose(product, 0.5 * diffusion + 0.5 * knn, rtol=1e-5, atol=1e-5)
     # The kNN-only variant ranks images exactly as the baseline (one fit, an affine standardisation apart).
     assert report["metrics"]["without_diffusion"] == report["metrics"]["patchcore"]
+    # The baseline row taken from the product's pass is what the baseline scores on its own (own fit, own pass).
+    alone = tmp_path / "alone"
+    res = _cli(["bench", "mvtec", "--data", str(category), "--out", str(alone), "--image-size", "64", "--device", "cpu",
+                "--scorer", "patchcore", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert [r["patchcore"] for r in rows] == [r["patchcore"] for r in csv.DictReader((alone / "scores.csv").open())]
+    np.testing.assert_array_equal(np.load(out / "scorers" / "patchcore" / "maps" / "paint" / "000.npy"),
+                                  np.load(alone / "scorers" / "patchcore" / "maps" / "paint" / "000.npy"))
