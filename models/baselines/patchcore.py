@@ -183,7 +183,8 @@ def _select_in_cells(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, cel
         # a small margin keeps float rounding from skipping a cell that could change
         reach = ((to_centres - radius) * (1 - 1e-4) - 1e-4 < cell_max.sqrt()).nonzero().squeeze(1)
         lens = counts[reach]
-        idx = torch.arange(int(lens.sum())) + torch.repeat_interleave(starts[reach] - (torch.cumsum(lens, 0) - lens), lens)
+        first_of_run = torch.cumsum(lens, 0) - lens  # where each reached cell's points start in idx
+        idx = torch.arange(int(lens.sum())) + torch.repeat_interleave(starts[reach] - first_of_run, lens)
         d = torch.minimum(dist[idx], (sqs[idx] - 2 * (xs[idx] @ c) + sqs[j]).clamp_min_(0))
         dist[idx] = d
         cell_max[reach] = 0
