@@ -150,3 +150,11 @@ def test_errors_are_clear(fitted):
 
 def test_registered_as_image_baseline():
     assert IMAGE_BASELINES["patchcore"] is PatchCore
+
+
+def test_greedy_coreset_progress_bar_does_not_change_the_selection(capsys):
+    points = torch.rand(3000, 3, generator=torch.Generator().manual_seed(1))
+    quiet = greedy_coreset(points, 700, seed=2, n_cells=100)
+    shown = greedy_coreset(points, 700, seed=2, n_cells=100, progress=True)
+    assert torch.equal(quiet, shown)
+    assert "coreset" in capsys.readouterr().err

@@ -108,7 +108,7 @@ class PatchCoreConfig:
 
 
 def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64, seed: int = 0,
-                   n_cells: int = 1024) -> torch.Tensor:
+                   n_cells: int = 1024, progress: bool = False) -> torch.Tensor:
     """Indices of ``n_select`` rows chosen by greedy k-center (farthest-point) selection.
 
     Distances are computed on a Gaussian random projection (Johnson–Lindenstrauss keeps them roughly) to
@@ -134,10 +134,13 @@ def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64
     first = int(torch.randint(n, (1,), generator=g))
     selected = torch.empty(n_select, dtype=torch.long)
     selected[0] = first
+    from tqdm.auto import tqdm
+
     # Thousands of tiny sequential ops: on a busy CPU, intra-op threads spend more time synchronising than
     # computing (measured 20x slower with 2 threads than with 1 under load), so the loop runs single-threaded.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    bar = tqdm(total=n_select, desc="coreset", disable=not progress, leave=False, mininterval=0.5)
     try:
         # Squared distance of every point to its closest selected centre so far, and which centre that is.
         min_d = (sq - 2 * (x @ x[first]) + sq[first]).clamp_min_(0)
@@ -149,15 +152,17 @@ def greedy_coreset(points: torch.Tensor, n_select: int, projection_dim: int = 64
             d = (sq - 2 * (x @ x[nxt]) + sq[nxt]).clamp_min_(0)
             cell[d < min_d] = i
             torch.minimum(min_d, d, out=min_d)
+        bar.update(n_cells)
         if n_cells < n_select:
-            _select_in_cells(x, sq, min_d, cell, selected, n_cells)
+            _select_in_cells(x, sq, min_d, cell, selected, n_cells, bar)
     finally:
+        bar.close()
         torch.set_num_threads(threads)
     return selected
 
 
 def _select_in_cells(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, cell: torch.Tensor,
-                     selected: torch.Tensor, n_cells: int) -> None:
+                     selected: torch.Tensor, n_cells: int, bar) -> None:
     """Fill ``selected[n_cells:]``, updating only the cells a new centre can reach (see :func:`greedy_coreset`)."""
     order = torch.argsort(cell, stable=True)  # original indices, cell by cell, ascending within a cell
     xs, sqs, cells, dist = x[order].contiguous(), sq[order].contiguous(), cell[order], min_d[order].contiguous()
@@ -189,6 +194,9 @@ def _select_in_cells(x: torch.Tensor, sq: torch.Tensor, min_d: torch.Tensor, cel
         dist[idx] = d
         cell_max[reach] = 0
         cell_max.scatter_reduce_(0, cells[idx], d, "amax")
+        if (i - n_cells) % 256 == 255:
+            bar.update(256)
+    bar.update(len(selected) - bar.n)
 
 
 def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096,
@@ -288,7 +296,7 @@ class PatchCore:
             idx = torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(self.config.seed))[:n_keep]
         else:
             log.info("greedy coreset: %d of %d patches", n_keep, flat.shape[0])
-            idx = greedy_coreset(flat, n_keep, self.config.projection_dim, self.config.seed)
+            idx = greedy_coreset(flat, n_keep, self.config.projection_dim, self.config.seed, progress=self.progress)
         self.bank = flat[idx].to(self.device)
         self._bank_owner = owner[idx].to(self.device)
         self.map_stats = self._leave_one_out_stats(feats)
