@@ -9,13 +9,18 @@ import os
 from pathlib import Path
 
 
-def sync_directory(path: str | Path) -> None:
-    """fsync a folder, so that the names created or renamed in it are on disk."""
+def _fsync(path: str | Path) -> None:
+    """fsync one file or folder (a folder's fsync puts the names created or renamed in it on disk)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_directory(path: str | Path) -> None:
+    """fsync a folder, so that the names created or renamed in it are on disk."""
+    _fsync(path)
 
 
 def sync_tree(root: str | Path) -> None:
@@ -24,10 +29,6 @@ def sync_tree(root: str | Path) -> None:
     for folder, _dirs, files in os.walk(root):
         folders.append(folder)
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(os.path.join(folder, name))
     for folder in reversed(folders):
-        sync_directory(folder)
+        _fsync(folder)
