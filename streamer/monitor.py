@@ -181,7 +181,7 @@ class Monitor:
         finally:
             self._poll_started = None
         if self._revoked:  # a cooperative rebalance may revoke without assigning anything
-            self._settle_rebalance(set(self.consumer.assignment()))
+            self._settle_rebalance(set(self.consumer.assignment()), final=False)
         if self._paused:
             self.stats.paused_polls += 1
             if not batch:
@@ -386,8 +386,17 @@ class Monitor:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
         self._settle_rebalance(set(self.consumer.assignment()) | set(assigned))
 
-    def _settle_rebalance(self, assignment: set[TopicPartition]) -> None:
+    def _settle_rebalance(self, assignment: set[TopicPartition], final: bool = True) -> None:
         """Forget the streams of partitions that went to another member; keep reading the ones we kept.
+
+        ``final``: the new assignment is known (the assigned listener). Between rounds (``final=False``) only a
+        revoked partition that has already left the client's assignment is settled (lost); one still listed stays
+        pending. Why: under the eager protocol (kafka-python's default assignors) the client announces the
+        revocation of its *whole* assignment before it rejoins but keeps listing those partitions until the join
+        completes, and a poll can return in between. Settling then would count every revoked partition as kept and
+        forget the revocation, so the streams of partitions that then went to another member were never dropped:
+        two owners scoring, alerting and checkpointing the same streams. Under the cooperative protocol the client
+        replaces the assignment before it announces a revocation, so the lost partitions settle at the next round.
 
         A lost partition's streams, buffers and unwritten points are dropped without a commit. That is consistent
         by construction: a commit never passes a sample whose stream state is unsaved, and a state is saved only
@@ -396,9 +405,9 @@ class Monitor:
         A partition we keep is sought to where this member stopped reading, so its streams continue seamlessly
         whether or not the client kept the fetch position across the rebalance.
         """
-        kept = self._revoked & assignment
+        kept = self._revoked & assignment if final else set()
         lost = self._revoked - assignment
-        self._revoked = set()
+        self._revoked = set() if final else self._revoked & assignment
         for tp in kept:
             top = self.tracker.highest_read((tp.topic, tp.partition))
             if top is not None:

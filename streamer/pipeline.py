@@ -613,6 +613,10 @@ class StreamProcessor:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    def partitions(self) -> set[Hashable]:
+        """The partitions whose streams this processor holds (a member must hold none it was not assigned)."""
+        return {p for st in list(self._streams.values()) for p in st.partitions}
+
     def detections_of(self, stream_class: str, stream: str) -> DetectorState | None:
         st = self._streams.get((stream_class, stream))
         return None if st is None else st.state

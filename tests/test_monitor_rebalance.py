@@ -1,0 +1,150 @@
+"""The monitor's rebalance bookkeeping against the order in which kafka-python 3 calls it.
+
+The real client is exercised in ``test_monitor_e2e.py`` (two members on a real broker). Here the *order* of
+the client's callbacks is scripted, because the broker decides when a join completes and a real run only
+sometimes lands a poll between the two: under the eager protocol (the client's default assignors) the whole
+assignment is announced as revoked before the rejoin, but the client keeps listing it until the join completes
+(``kafka/coordinator/consumer.py``, ``_on_join_prepare_async``: "The partitions remain in
+self._subscription.assignment until _on_join_complete replaces it"); under the cooperative protocol the
+assignment is replaced first and only the lost partitions are announced. A member must end up holding the
+streams of exactly the partitions it was given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka.structs import TopicPartition
+
+from streamer.assemble import build_processor
+from streamer.config import MonitorSettings
+from streamer.monitor import Monitor, _Rebalance
+
+TOPIC = "sensor"
+MINUTE = 60 * 1_000_000_000
+
+
+@dataclass
+class ScriptedConsumer:
+    """What the monitor calls on a consumer; ``poll`` runs the next scripted client step (callbacks included)."""
+
+    assigned: set
+    steps: list
+
+    def __post_init__(self):
+        self.listener = _Rebalance  # replaced by the monitor's listener in the test
+        self.seeks: list = []
+        self.commits: list = []
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def paused(self):
+        return set()
+
+    def pause(self, *partitions):
+        pass
+
+    def resume(self, *partitions):
+        pass
+
+    def seek(self, tp, offset):
+        if tp not in self.assigned:
+            raise ValueError(f"{tp} is not assigned")
+        self.seeks.append((tp, offset))
+
+    def commit(self, offsets):
+        self.commits.append(dict(offsets))
+
+    def poll(self, timeout_ms, max_records):
+        if self.steps:
+            self.steps.pop(0)(self)
+        return {}
+
+
+def tp(p):
+    return TopicPartition(TOPIC, p)
+
+
+class NoStore:
+    def write(self, points):
+        assert not points, "nothing is scored yet: the streams are still in their training part"
+
+
+def monitor_holding(tmp_path, consumer):
+    """A monitor whose processor holds one stream on each of partitions 0 and 1 (read up to offset 59, still in
+    the training part: nothing scored, nothing written)."""
+    proc = build_processor(MonitorSettings(model_dir=tmp_path / "models"), background=False)
+    mon = Monitor(consumer, proc, NoStore(), topics=[TOPIC], class_of_topic=lambda topic: "sensor",
+                  dead_letters=None)
+    consumer.listener = _Rebalance(mon)
+    for p, stream in ((0, "a"), (1, "b")):
+        for off in range(60):
+            proc.add_sensor("sensor", [_Sample(stream, (1_000_000 + off) * MINUTE, float(off % 7))], ((TOPIC, p), off))
+            mon.tracker.seen((TOPIC, p), off)
+    assert proc.partitions() == {(TOPIC, 0), (TOPIC, 1)}
+    return mon, proc
+
+
+@dataclass(frozen=True)
+class _Sample:
+    stream: str
+    ts_ns: int
+    value: float
+
+
+def eager_revoke(c):
+    """JoinGroup sent, the listener told that everything is revoked; the join is still pending when poll's
+    timeout runs out, so the client still lists the old assignment."""
+    c.listener.on_partitions_revoked(set(c.assigned))
+
+
+def eager_join_done(new):
+    def step(c):
+        c.assigned = set(new)
+        c.listener.on_partitions_assigned(set(new))
+    return step
+
+
+def test_eager_rebalance_drops_the_partition_that_went_elsewhere_after_the_join(tmp_path):
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [eager_revoke, lambda c: None, eager_join_done({tp(0)})])
+    mon, proc = monitor_holding(tmp_path, consumer)
+    mon.run_once()  # revocation announced, join pending: nothing is decided yet
+    mon.run_once()
+    assert proc.partitions() == {(TOPIC, 0), (TOPIC, 1)}
+    mon.run_once()  # the join completes: partition 1 went to another member
+    assert proc.partitions() == {(TOPIC, 0)}
+    assert mon.tracker.highest_read((TOPIC, 1)) is None  # no commit for it from here on
+    assert (tp(0), 60) in consumer.seeks  # the kept partition reads on where this member stopped
+    assert all((TOPIC, 1) not in c and tp(1) not in c for c in consumer.commits)
+
+
+def test_eager_rebalance_that_gives_everything_back_keeps_every_stream(tmp_path):
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [eager_revoke, eager_join_done({tp(0), tp(1)})])
+    mon, proc = monitor_holding(tmp_path, consumer)
+    mon.run_once()
+    mon.run_once()
+    assert proc.partitions() == {(TOPIC, 0), (TOPIC, 1)}
+    assert {s[0] for s in consumer.seeks} == {tp(0), tp(1)}
+
+
+def test_cooperative_revocation_settles_at_the_next_round_without_an_assignment(tmp_path):
+    def cooperative_lose_1(c):
+        c.assigned = {tp(0)}  # replaced before the listener hears of the revocation
+        c.listener.on_partitions_revoked({tp(1)})
+
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [cooperative_lose_1])
+    mon, proc = monitor_holding(tmp_path, consumer)
+    mon.run_once()
+    assert proc.partitions() == {(TOPIC, 0)}
+    assert mon.tracker.highest_read((TOPIC, 1)) is None
+
+
+def test_a_lost_membership_drops_everything(tmp_path):
+    def lost(c):  # on_partitions_lost delegates to revoked; then the client clears its assignment
+        c.listener.on_partitions_lost(set(c.assigned))
+        c.assigned = set()
+
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [lost])
+    mon, proc = monitor_holding(tmp_path, consumer)
+    mon.run_once()
+    assert proc.partitions() == set()
