@@ -36,6 +36,7 @@ BAD_STREAM = "bad_stream"
 STREAM_MISMATCH = "stream_mismatch"
 BAD_TIMESTAMP = "bad_timestamp"
 NON_FINITE = "non_finite"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 EMPTY = "empty"
 TOO_LARGE = "too_large"
 BAD_DTYPE = "bad_dtype"
@@ -184,6 +185,10 @@ def _sample_value(raw: object) -> float:
         raise MessageError(NON_FINITE, "value overflows a float") from None
     if not math.isfinite(value):
         raise MessageError(NON_FINITE, f"value {raw!r} is not finite")
+    if abs(value) > FLOAT32_MAX:
+        # The detector computes in float32 (and squares raw values in float64): such a value would overflow there.
+        raise MessageError(NON_FINITE, f"value {raw!r} is beyond ±{FLOAT32_MAX:.4g}, the float32 range the model "
+                                       "computes in")
     return value
 
 

@@ -197,6 +197,20 @@ def test_an_injected_anomaly_scores_high_and_says_which_channel_decided(nab_fitt
     assert row.decided_by == det.decided_by[peak] and row.score == det.scores[peak]
 
 
+@pytest.mark.parametrize("name", ["nab", "ucr"])
+@pytest.mark.parametrize("value", [3.4e38, -3.4e38])
+def test_the_largest_value_a_message_may_carry_scores_as_an_anomaly_not_an_error(name, value, nab_fitted,
+                                                                              ucr_fitted):
+    """A float32-sized spike (the largest value streamer.messages lets in) must not overflow the float32 model:
+    it used to reach the transform as inf, and the stream's scoring raised on every later window."""
+    fitted = nab_fitted if name == "nab" else ucr_fitted
+    x = _series()
+    x[900] = value
+    det = score_series(fitted, x)["product"]
+    assert np.isfinite(det.scores).all() and all(np.isfinite(v).all() for v in det.channels.values())
+    assert det.scores[900:900 + fitted.window].max() >= det.scores[400:880].max()
+
+
 def test_ablation_variants_fuse_the_same_channels_with_and_without_the_diffusion_model(nab_fitted):
     from models.series_detector import ProductSeriesDetector
 

@@ -78,6 +78,8 @@ def test_sensor_accepts_object_samples_iso_and_ints():
     (b'{"stream": "s", "ts": 1, "value": -Infinity}', m.NON_FINITE),
     (b'{"stream": "s", "ts": 1, "value": 1e400}', m.NON_FINITE),
     (b'{"stream": "s", "ts": 1, "value": ' + b"9" * 400 + b"}", m.NON_FINITE),
+    (b'{"stream": "s", "ts": 1, "value": 1e200}', m.NON_FINITE),  # finite, beyond what the model computes in
+    (b'{"stream": "s", "ts": 1, "value": -3.5e38}', m.NON_FINITE),
     (b'{"stream": "s", "ts": "soon", "value": 1}', m.BAD_TIMESTAMP),
     (b'{"stream": "s", "ts": -1, "value": 1}', m.BAD_TIMESTAMP),
     (b'{"stream": 5, "ts": 1, "value": 1}', m.BAD_TYPE),
@@ -96,6 +98,11 @@ def test_sensor_bad_inputs(raw, reason):
         decode_sensor(raw)
     assert err.value.reason == reason
     assert err.value.reason in str(err.value)
+
+
+def test_the_largest_float32_values_are_accepted():
+    assert [s.value for s in decode_sensor(b'{"stream": "s", "samples": [[1, 3.4e38], [2, -3.4e38]]}')] == [
+        3.4e38, -3.4e38]
 
 
 def test_sensor_error_names_the_bad_sample():

@@ -38,6 +38,10 @@ DISCORD_FILE = "discords.npz"
 PIPELINE_DIR = "pipeline"
 PAD_TO = 16
 _SMALL_CUT = 4096  # values: below this, sliding_windows copies (see there)
+# The scalogram model computes in float32. A model input beyond this (a sensor value of 1e38, or an ordinary one
+# standardised by a tiny training spread) would overflow there — to inf in the cast, then NaN in the transform —
+# and stop the stream. Clipped to it, such a window is simply as far out as a window can be.
+MODEL_INPUT_LIMIT = 1e30
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,12 @@ class FittedDetector:
         """What the scalogram model sees: the samples as they are (each window is normalised on its own), or the
         samples standardised once with the training part (``scalogram_normalise="training"``)."""
         if self.config.scalogram_normalise == "window":
-            return np.asarray(x, dtype=np.float64)
-        return (np.asarray(x, dtype=np.float64) - self.summary.input_centre) / self.summary.input_scale
+            out = np.asarray(x, dtype=np.float64)
+        else:
+            out = (np.asarray(x, dtype=np.float64) - self.summary.input_centre) / self.summary.input_scale
+        if out.size and np.abs(out).max() > MODEL_INPUT_LIMIT:  # see MODEL_INPUT_LIMIT; a copy, x stays as it is
+            out = np.clip(out, -MODEL_INPUT_LIMIT, MODEL_INPUT_LIMIT)
+        return out
 
     # ------------------------------------------------------------------ fit
     @classmethod
