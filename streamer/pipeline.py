@@ -193,7 +193,8 @@ class StreamProcessor:
         future: list[int] = []
         refused: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-        horizon = self.wall_clock_ns() + self.max_skew_ns
+        now = self.wall_clock_ns()
+        horizon, recent = now + self.max_skew_ns, now - self.max_skew_ns
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
             if st is None:
@@ -202,8 +203,11 @@ class StreamProcessor:
             st.partitions.add(origin[0])
             self.stats.samples += 1
             ts = int(s.ts_ns)
-            if ts > horizon or (st.last_ts is not None and ts > st.last_ts + self.max_skew_ns):
-                future.append(i)  # one sample from the year 2255 must not make every later sample "late"
+            # One sample from the year 2255 must not make every later sample "late"; nor may one from years after
+            # the rest of a replayed recording. A sample near the present is always plausible, though: a live
+            # stream that was silent for longer than the skew resumes (before, it was refused for ever).
+            if ts > horizon or (st.last_ts is not None and ts > st.last_ts + self.max_skew_ns and ts < recent):
+                future.append(i)
                 continue
             if st.skip_until_ts is not None and ts <= st.skip_until_ts:
                 self.stats.replayed += 1  # scored and written before the restart

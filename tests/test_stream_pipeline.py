@@ -266,6 +266,19 @@ def test_a_far_future_timestamp_is_a_bad_timestamp_and_does_not_poison_the_strea
     assert proc._streams[("sensor", "a")].pending() == 50
 
 
+def test_a_live_stream_silent_for_longer_than_the_skew_resumes(tmp_path):
+    """A sensor that stops for 40 days and comes back with correct timestamps was refused for ever: every sample
+    was more than the 30-day skew past the stream's newest, which never moved. Near the clock, it is live data."""
+    now = 1_800_000_000 * S
+    proc = make(tmp_path)
+    proc.wall_clock_ns = lambda: now
+    before = now - 40 * 86_400 * S
+    assert proc.add_sensor("sensor", [Sample("a", before + k * P, 1.0) for k in range(10)], (0, 0)) is None
+    back = [proc.add_sensor("sensor", [Sample("a", now - 60 * S + k * S, 1.0)], (0, 1 + k)) for k in range(5)]
+    assert back == [None] * 5
+    assert proc._streams[("sensor", "a")].pending() == 15
+
+
 def test_a_stream_called_shared_gets_its_own_folder(tmp_path):
     """Issue 9 item 11: a stream named `_shared` trained into the shared detector's folder."""
     per_stream = make(tmp_path).registry
