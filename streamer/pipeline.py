@@ -20,8 +20,11 @@ Ordering: a sensor stream's samples must arrive in timestamp order; an older tim
 (dead-lettered) — unless the stream was restored from a checkpoint and the sample is one it already scored (a
 re-read after a restart), which is skipped. A repeated timestamp is scored like any sample; the store keeps one
 point per timestamp, the last. Audio is indexed by sample count from the stream's first
-chunk (no rounded periods, so 44.1 kHz does not drift); a chunk that starts before the samples already received
-is ``late``.
+chunk (no rounded periods, so 44.1 kHz does not drift). A chunk's place is its timestamp: one that starts within
+a millisecond of the next expected sample continues the stream (producers stamp in milliseconds; at 44.1 kHz that
+is ±22 samples); one that starts later leaves a gap (its samples keep their true times; the detector sees them
+after the earlier ones); one that overlaps samples already received loses the overlap, and one that lies wholly
+before the next expected sample is ``late`` — unless the stream was restored and it is a re-read.
 """
 from __future__ import annotations
 
@@ -96,7 +99,10 @@ class _Stream:
     segments: deque = field(default_factory=deque)
     state: DetectorState | None = None
     received: int = 0
-    """Samples accepted so far (audio: the next sample's index)."""
+    """Samples accepted so far."""
+    audio_index: int = 0
+    """Audio: the time index (samples since the stream's first chunk) of the next expected sample; ahead of
+    ``received`` by the gaps."""
     last_ts: int | None = None
     skip_until_ts: int | None = None
     """Restored from a checkpoint: samples at or before this were scored and written before the restart."""
@@ -148,6 +154,7 @@ class ProcessorStats:
     fit_failures: int = 0
     alerts_opened: int = 0
     audio_gaps: int = 0
+    audio_overlap_samples: int = 0
     evicted: int = 0
 
 
@@ -248,7 +255,7 @@ class StreamProcessor:
         self.stats.samples += values.size
         if values.size == 0:
             return None
-        expected = (st.audio_start_ns + (st.received * NS_PER_S) // rate if st.audio_start_ns is not None
+        expected = (st.audio_start_ns + (st.audio_index * NS_PER_S) // rate if st.audio_start_ns is not None
                     else self.wall_clock_ns())
         if int(chunk.ts_ns) > max(expected, self.wall_clock_ns()) + self.max_skew_ns:
             self.stats.rejected += 1
@@ -259,27 +266,35 @@ class StreamProcessor:
         if rate != st.audio_rate:
             self.stats.rejected += 1
             return Rejection("bad_sample_rate", f"chunk at {rate} Hz in a stream at {st.audio_rate} Hz")
-        # Index by sample count: the chunk's first sample is sample `first` of the stream.
-        first = round((int(chunk.ts_ns) - st.audio_start_ns) * rate / NS_PER_S)
-        if st.skip_until_ts is not None:
-            done = st.received  # restored: samples below this index were scored before the restart
-            if first + values.size <= done:
+        # Index by sample count: the chunk's first sample is sample `first` of the stream (see the module docstring).
+        first = audio_index(int(chunk.ts_ns), st.audio_start_ns, rate)
+        nxt = st.audio_index
+        if first + values.size <= nxt:
+            if st.skip_until_ts is not None:  # restored: a re-read of samples scored before the restart
                 self.stats.replayed += values.size
                 return None
-            if first < done:
-                values, first = values[done - first:], done
-        if first < st.received:
             self.stats.rejected += 1
-            return Rejection(LATE, f"chunk starts at sample {first}, {st.received - first} sample(s) already "
-                                   "received")
-        if first > st.received:
-            # A gap: the stream's own clock (sample count) keeps running; the samples are scored as contiguous.
+            return Rejection(LATE, f"chunk of {values.size} samples starts at sample {first}, before the "
+                                   f"{nxt} already received")
+        if abs(first - nxt) <= rate // 1000 + 1:  # within a millisecond: the producer's timestamp resolution
+            first = nxt
+        if first < nxt:
+            if st.skip_until_ts is not None:
+                self.stats.replayed += nxt - first
+            else:
+                self.stats.audio_overlap_samples += nxt - first
+                log.debug("stream %s/%s: chunk overlaps %d received samples", stream_class, chunk.stream,
+                          nxt - first)
+            values, first = values[nxt - first:], nxt
+        elif first > nxt:
+            # A gap: the samples keep their true times; the detector scores them after the earlier ones.
             self.stats.audio_gaps += 1
-            log.debug("stream %s/%s: audio gap of %d samples", stream_class, chunk.stream, first - st.received)
-            first = st.received
+            log.debug("stream %s/%s: audio gap of %d samples", stream_class, chunk.stream, first - nxt)
         idx = np.arange(first, first + values.size, dtype=np.int64)
         ts = st.audio_start_ns + (idx * NS_PER_S) // rate
         self._append(st, ts, values, origin)
+        st.audio_index = first + values.size
+        st.last_ts = int(ts[-1])
         return None
 
     def _append(self, st: _Stream, ts: np.ndarray, values: np.ndarray, origin: Origin) -> None:
@@ -351,6 +366,7 @@ class StreamProcessor:
             st.received = int(state["received"])
             st.last_ts = st.skip_until_ts = state["last_ts"]
             st.audio_start_ns, st.audio_rate = state.get("audio_start_ns"), state.get("audio_rate")
+            st.audio_index = int(state.get("audio_index", st.received))  # states from before gaps were kept
             if state.get("training") is not None:
                 ts, values = _decode_samples(state["training"])
                 st.segments.append(_Segment(ts, values, None))
@@ -360,6 +376,7 @@ class StreamProcessor:
         except Exception:  # unreadable state costs the stream's history, never the stream
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
+            st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
             path.unlink(missing_ok=True)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None, *, wait: bool = True) -> int:
@@ -405,7 +422,7 @@ class StreamProcessor:
                 values = np.concatenate([seg.values for seg in st.segments])
                 state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
                          "last_ts": st.last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate,
-                         "training": _encode_samples(ts, values)}
+                         "audio_index": st.audio_index, "training": _encode_samples(ts, values)}
                 held_here = merge_holds(dict(st.unsaved), st.holds().items())
                 for seg in st.segments:
                     seg.origin = None
@@ -413,9 +430,12 @@ class StreamProcessor:
                 continue  # idle since its last save: the file already holds this state
             else:
                 last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
+                index = st.audio_index
+                if st.segments and st.audio_start_ns is not None:  # the first sample not scored yet
+                    index = audio_index(int(st.segments[0].ts_ns[0]), st.audio_start_ns, int(st.audio_rate or 1))
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
                          "received": st.received - st.pending(), "last_ts": last_ts,
-                         "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate}
+                         "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index}
                 held_here = st.unsaved
             held.append(held_here)
             st.unsaved = {}
@@ -689,6 +709,12 @@ def unpack_state(obj):
     if isinstance(obj, list):
         return [unpack_state(v) for v in obj]
     return obj
+
+
+def audio_index(ts_ns: int, start_ns: int, rate: int) -> int:
+    """The sample index of an audio time: the inverse of ``start_ns + index * 1e9 // rate`` (exact: the floor
+    loses under a nanosecond, far less than a sample)."""
+    return (2 * (ts_ns - start_ns) * rate + NS_PER_S) // (2 * NS_PER_S)  # rounded, in integers (days at 48 kHz)
 
 
 def _encode_samples(ts: np.ndarray, values: np.ndarray) -> dict[str, str]:

@@ -250,6 +250,86 @@ def test_audio_is_indexed_by_sample_count_so_44k1_does_not_drift(tmp_path):
     assert late is not None and late.reason == "late"
 
 
+AUDIO_RATE = 44_100
+
+
+def audio_processor(tmp_path):
+    m = MonitorSettings(model_dir=tmp_path / "models", audio_sample_rate=AUDIO_RATE,
+                        audio_detector_options={"steps": 2, "max_train_windows": 16, "train_samples": AUDIO_RATE})
+    return build_processor(m, background=False)
+
+
+def fan(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (0.1 * np.sin(np.arange(n) * 2 * np.pi * 440 / AUDIO_RATE) + 0.01 * rng.standard_normal(n)).astype(
+        np.float32)
+
+
+def test_audio_stamped_in_milliseconds_at_44k1_loses_no_chunk(tmp_path):
+    """A producer that stamps chunks in whole milliseconds (Kafka's own resolution) puts each chunk up to 22
+    samples off at 44.1 kHz. Such a chunk overlapped the previous one by a sample or two and was dead-lettered
+    whole as late, and the next one then counted as a gap."""
+    proc, store = audio_processor(tmp_path), DictStore()
+    n, size = AUDIO_RATE * 2, 1000
+    x = fan(n)
+    t0 = 1_700_000_000 * S
+    for i, start in enumerate(range(0, n, size)):
+        ts_ms = round((t0 + start * S / AUDIO_RATE) / 1e6)
+        assert proc.add_audio("audio", AudioChunk("fan", ts_ms * 1_000_000, AUDIO_RATE, x[start:start + size]),
+                              (0, i)) is None
+    st = proc._streams[("audio", "fan")]
+    assert st.received == n and st.audio_index == n
+    assert proc.stats.rejected == proc.stats.audio_gaps == proc.stats.audio_overlap_samples == 0
+
+
+def test_an_audio_gap_keeps_true_times_and_a_repeated_chunk_after_it_is_late(tmp_path):
+    """After a gap the samples were stamped as if the stream had not paused, and a re-sent chunk after the gap
+    was taken as another gap: scored twice, at shifted times."""
+    proc = audio_processor(tmp_path)
+    t0, size = 1_700_000_000 * S, 4410
+    x = fan(size * 4)
+    assert proc.add_audio("audio", AudioChunk("fan", t0, AUDIO_RATE, x[:size]), (0, 0)) is None
+    after_gap = t0 + 5 * S  # five seconds of silence
+    assert proc.add_audio("audio", AudioChunk("fan", after_gap, AUDIO_RATE, x[size:2 * size]), (0, 1)) is None
+    st = proc._streams[("audio", "fan")]
+    assert proc.stats.audio_gaps == 1 and st.received == 2 * size
+    assert int(st.segments[-1].ts_ns[0]) == after_gap
+    again = proc.add_audio("audio", AudioChunk("fan", after_gap, AUDIO_RATE, x[size:2 * size]), (0, 2))
+    assert again is not None and again.reason == "late" and st.received == 2 * size
+    half = after_gap + (size // 2 * S) // AUDIO_RATE  # half of it again, half new: only the new half is taken
+    assert proc.add_audio("audio", AudioChunk("fan", half, AUDIO_RATE, x[2 * size:3 * size]), (0, 3)) is None
+    assert st.received == 2 * size + size // 2 and proc.stats.audio_overlap_samples == size - size // 2
+
+
+def test_audio_reread_after_a_restart_is_skipped_not_dead_lettered(tmp_path):
+    """A restored audio stream had no last timestamp in its state, so the chunks it had already scored, read again
+    from an older commit, were all dead-lettered as late."""
+    t0, size = 1_700_000_000 * S, 4096
+    n = AUDIO_RATE * 2
+    x = fan(n)
+    chunks = [AudioChunk("fan", t0 + (start * S) // AUDIO_RATE, AUDIO_RATE, x[start:start + size])
+              for start in range(0, n, size)]
+    store = DictStore()
+    proc = audio_processor(tmp_path)
+    for i, c in enumerate(chunks[:-4]):
+        assert proc.add_audio("audio", c, (0, i)) is None
+        proc.step()
+        proc.flush(store)
+    proc.registry.wait()
+    proc.step()
+    proc.flush(store)
+    proc.save_states()
+    scored = len(store.measurement(WINDOW_SCORE))
+    assert scored > 0
+    again = audio_processor(tmp_path)  # crash; the commit was older: everything is read again
+    verdicts = [again.add_audio("audio", c, (0, i)) for i, c in enumerate(chunks)]
+    assert verdicts == [None] * len(chunks)
+    assert again.stats.replayed > 0 and again.stats.rejected == 0
+    drain(again, store)
+    times = [p.time_ns for p in store.measurement(WINDOW_SCORE)]
+    assert len(times) == len(set(times)) and len(times) > scored
+
+
 def test_a_far_future_timestamp_is_a_bad_timestamp_and_does_not_poison_the_stream(tmp_path):
     """Issue 9 item 5: one sample from the year 2255 was accepted, and every later good sample became late."""
     proc = make(tmp_path)
