@@ -21,6 +21,7 @@ import queue
 import re
 import shutil
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,21 @@ class FitFailure:
     error: str
 
 
+FIT_RETRY_FIRST_S = 5.0
+FIT_RETRY_MAX_S = 600.0
+
+
 class DetectorRegistry:
+    """Fitted detectors by key: in memory, loaded from ``model_dir``, or fitted in the background.
+
+    A failed fit is tried again after a pause that doubles with each failure (``FIT_RETRY_FIRST_S`` up to
+    ``FIT_RETRY_MAX_S``): a fit that fails for good (an unwritable model folder, a training part it refuses)
+    would otherwise start again at every round, a training run each time, for ever.
+    """
+
     def __init__(self, model_dir: str | Path, configs: dict[str, DetectorConfig], *, shared: bool = False,
                  background: bool = True, device: str = "auto", fitter: Fitter | None = None,
-                 loader: Loader | None = None) -> None:
+                 loader: Loader | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.model_dir = Path(model_dir)
         self.configs = dict(configs)
         self.shared = shared
@@ -72,7 +84,12 @@ class DetectorRegistry:
         self.fitter = fitter or (lambda train, config: FittedDetector.fit(train, config, device=device))
         self.loader = loader or (lambda path: FittedDetector.load(path, device=device))
         self._ready: dict[ModelKey, FittedDetector] = {}
-        self._looked: set[ModelKey] = set()
+        # Folder stamp (mtime) of each key's last look on disk: a folder that appears or changes later (another
+        # member published a detector) is looked at again, an unchanged one is not.
+        self._looked: dict[ModelKey, int | None] = {}
+        self.clock = clock
+        self._failures: dict[ModelKey, int] = {}
+        self._retry_at: dict[ModelKey, float] = {}
         self._running: dict[ModelKey, Future] = {}
         self._jobs: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -87,11 +104,17 @@ class DetectorRegistry:
     def detector(self, key: ModelKey) -> FittedDetector | None:
         """The fitted detector of ``key``: in memory, else loaded from disk once, else None."""
         found = self._ready.get(key)
-        if found is not None or key in self._looked:
+        if found is not None:
             return found
-        self._looked.add(key)
         path = self.directory(key)
-        if path.is_dir() and any(path.iterdir()):
+        try:
+            stamp = path.stat().st_mtime_ns if path.is_dir() and any(path.iterdir()) else None
+        except OSError:
+            stamp = None
+        if key in self._looked and self._looked[key] == stamp:
+            return None
+        self._looked[key] = stamp
+        if stamp is not None:
             try:
                 found = self._ready[key] = self.loader(path)
                 log.info("loaded detector %s for %s/%s", found.version, *key)
@@ -102,10 +125,15 @@ class DetectorRegistry:
     def fitting(self, key: ModelKey) -> bool:
         return key in self._running
 
+    def fit_due(self, key: ModelKey) -> bool:
+        """Whether a fit of ``key`` may start now: none running, none ready, and no failure's pause left."""
+        return (key not in self._running and key not in self._ready
+                and self.clock() >= self._retry_at.get(key, float("-inf")))
+
     # -- fitting ----------------------------------------------------------------------------------------------
     def fit(self, key: ModelKey, train: np.ndarray) -> None:
         """Fit ``key`` on ``train`` (a stream's training part) in the background; :meth:`poll` reports it."""
-        if key in self._running or key in self._ready:
+        if not self.fit_due(key):
             return
         fut: Future = Future()
         self._running[key] = fut
@@ -172,11 +200,16 @@ class DetectorRegistry:
             del self._running[key]
             exc = fut.exception()
             if exc is not None:
-                log.error("fitting the detector for %s/%s failed: %s: %s", *key, type(exc).__name__, exc)
+                n = self._failures[key] = self._failures.get(key, 0) + 1
+                pause = min(FIT_RETRY_MAX_S, FIT_RETRY_FIRST_S * 2 ** (n - 1))
+                self._retry_at[key] = self.clock() + pause
+                log.error("fitting the detector for %s/%s failed (%d time(s)); trying again in %.0f s: %s: %s",
+                          *key, n, pause, type(exc).__name__, exc)
                 failed.append(FitFailure(key, f"{type(exc).__name__}: {exc}"))
                 continue
             self._ready[key] = fut.result()
-            self._looked.add(key)
+            self._failures.pop(key, None)
+            self._retry_at.pop(key, None)
             log.info("detector %s ready for %s/%s", self._ready[key].version, *key)
             ready.append(key)
         return ready, failed

@@ -493,7 +493,7 @@ class StreamProcessor:
                 fitted = self.registry.detector(key)
                 if fitted is None:
                     need = self._train_samples(st)
-                    if st.received >= need and not self.registry.fitting(key):
+                    if st.received >= need and self.registry.fit_due(key):
                         train = np.concatenate([s.values for s in st.segments])[:need]
                         self.registry.fit(key, train)
                     continue

@@ -83,3 +83,36 @@ def test_stream_names_cannot_escape_or_collide_with_the_registry_folders(tmp_pat
     reg = _registry(tmp_path)
     path = reg.directory(reg.key_for("sensor", stream))
     assert path.parent == reg.model_dir / "sensor" and path.name not in ("_shared", "..", ".")
+
+
+def test_a_failed_fit_is_tried_again_after_a_pause_that_doubles(tmp_path):
+    """A fit that fails for good (here: every time) started again at every round of the monitor, a training run
+    each time, and the stream's samples piled up behind it."""
+    now = [0.0]
+    calls = []
+
+    def failing(train, config):
+        calls.append(now[0])
+        raise OSError("model folder is read-only")
+
+    reg = DetectorRegistry(tmp_path / "models", {"sensor": None}, background=False, fitter=failing, loader=_load,
+                           clock=lambda: now[0])
+    key = reg.key_for("sensor", "pump-1")
+    for t in (0.0, 1.0, 4.9, 5.0, 10.0, 14.9, 15.0):
+        now[0] = t
+        reg.fit(key, np.zeros(64))
+        reg.poll()
+    assert calls == [0.0, 5.0, 15.0]  # pauses of 5 s, then 10 s
+    assert not reg.fit_due(key)
+
+
+def test_a_detector_another_member_publishes_after_a_miss_is_found(tmp_path):
+    """A miss was remembered for good: when the stream's state (written by the member that fitted it) came back
+    to this member, its restore found 'no detector' and deleted the state file."""
+    mine = _registry(tmp_path, "mine")
+    key = mine.key_for("sensor", "pump-1")
+    assert mine.detector(key) is None and mine.detector(key) is None
+    theirs = _registry(tmp_path, "theirs")
+    theirs.fit(key, np.zeros(64))
+    theirs.poll()
+    assert mine.detector(key).version == "theirs"
