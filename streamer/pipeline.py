@@ -120,6 +120,8 @@ class _Stream:
     unsaved: Holds = field(default_factory=dict)
     """Offsets of samples scored since the stream's state was last saved: the commit must not pass them, or a
     crash would resume from a state that has not seen samples the broker no longer re-delivers."""
+    failed: str | None = None
+    """Why scoring this stream raised (see :meth:`StreamProcessor.step`); it is not scored or saved again here."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -155,6 +157,7 @@ class ProcessorStats:
     alerts_opened: int = 0
     audio_gaps: int = 0
     audio_overlap_samples: int = 0
+    failed_streams: int = 0
     evicted: int = 0
 
 
@@ -407,8 +410,8 @@ class StreamProcessor:
         held: list[Holds] = []
         streams: list[_Stream] = []
         for st in self._streams.values():
-            if parts is not None and not st.partitions & parts:
-                continue
+            if (parts is not None and not st.partitions & parts) or st.failed is not None:
+                continue  # a failed stream's state may be half updated: its last saved one stands
             training = st.state is None
             if training and (not any(seg.origin is not None for seg in st.segments)
                              or st.received >= self._train_samples(st)):
@@ -486,7 +489,7 @@ class StreamProcessor:
         self.stats.fit_failures += len(failed)
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
         for st in self._streams.values():
-            if not st.segments:
+            if not st.segments or st.failed is not None:
                 continue
             key = self.registry.key_for(st.stream_class, st.name)
             if st.state is None:
@@ -502,18 +505,42 @@ class StreamProcessor:
         scored = 0
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
-            parts = window_scores_together(fitted, [(st.state, values) for st, values in items])  # type: ignore[misc]
+            try:
+                parts = window_scores_together(fitted, [(st.state, v) for st, v in items])  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - find the stream that fails alone; the others score on
+                parts = []
+                for st, values in items:
+                    try:
+                        parts.extend(window_scores_together(fitted, [(st.state, values)]))  # type: ignore[list-item]
+                    except Exception as exc:  # noqa: BLE001
+                        self._fail(st, exc)
+                        parts.append(None)
             for (st, values), part in zip(items, parts):
-                scored += self._finish(st, values, part, fitted)
+                if part is not None:
+                    scored += self._finish(st, values, part, fitted)
         return scored
+
+    def _fail(self, st: _Stream, exc: Exception) -> None:
+        """A stream whose scoring raised: a bug or an input no check foresaw. It must cost neither the worker (the
+        other streams score on) nor a sample: its samples stay held, so the commit never passes them, and its state
+        (perhaps half updated) is neither scored on nor saved. A restart resumes it from its last saved state."""
+        st.failed = f"{type(exc).__name__}: {exc}"
+        self.stats.failed_streams += 1
+        log.error("scoring stream %s/%s failed; it is held (its samples stay uncommitted) until a restart: %s",
+                  st.stream_class, st.name, st.failed, exc_info=exc)
 
     def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> int:
         assert st.state is not None
-        segments, st.segments = list(st.segments), deque()
+        segments = list(st.segments)
         ts = np.concatenate([s.ts_ns for s in segments])
         first = st.state.position
-        extended = st.state.channels.extended(values)
-        detections = st.state.update(values, scores)
+        try:
+            extended = st.state.channels.extended(values)
+            detections = st.state.update(values, scores)
+        except Exception as exc:  # noqa: BLE001 - see _fail: the segments (and their offsets) stay
+            self._fail(st, exc)
+            return 0
+        st.segments = deque()
         cfg = self.classes[st.stream_class]
         origins = [s.origin for s in segments if s.origin is not None]
         out = _Written([], [merge_holds({}, origins)])

@@ -2,6 +2,7 @@
 written; restarts lose and duplicate nothing; the monitor's scores are the detector's."""
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 
@@ -544,3 +545,74 @@ def test_a_checkpoint_writes_only_the_streams_that_changed(tmp_path):
     proc.add_sensor("sensor", [Sample("a", t, v)], (0, 300))
     drain(proc, store)
     assert proc.save_states() == 1
+
+
+@pytest.mark.parametrize("where", ["model", "state"])
+def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path, monkeypatch, where):
+    """An exception from scoring one stream (a bug, an input no check foresaw) left the processor's step: the
+    worker stopped, and the stream's samples, already taken off it, were committed past by the shutdown."""
+    from models.detector.fitted import FittedDetector as Fitted
+    from models.detector.online import DetectorState
+    from streamer.pipeline import unpack_state
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc = make(tmp_path)
+    a, b = stamped(values(400)), stamped(values(400, seed=1))
+    for off in range(300):
+        for part, stream, samples in ((0, "a", a), (1, "b", b)):
+            tracker.seen(part, off)
+            proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off))
+    proc.step()  # fits both
+    proc.step()
+    proc.flush(store)
+    scored_a = len(store.measurement(WINDOW_SCORE, "a"))
+    assert scored_a > 0 and len(store.measurement(WINDOW_SCORE, "b")) > 0
+    proc.save_states()
+    state_file = tmp_path / "models" / "_state" / "sensor" / "b.json"
+    saved = state_file.read_bytes()
+    poison = 7777.0
+    if where == "model":
+        real = Fitted.score_windows
+
+        def score_windows(self, windows):
+            if np.abs(windows).max() > 1000:
+                raise RuntimeError("the model cannot score this window")
+            return real(self, windows)
+
+        monkeypatch.setattr(Fitted, "score_windows", score_windows)
+    else:
+        real_update = DetectorState.update
+
+        def update(self, samples, scores):
+            hit = np.flatnonzero(samples == poison)
+            if hit.size:  # half updated (its position moved on), then fails
+                self.channels.position += int(hit[0]) + 1
+                raise RuntimeError("the state cannot take this sample")
+            return real_update(self, samples, scores)
+
+        monkeypatch.setattr(DetectorState, "update", update)
+    for off in range(300, 400):
+        for part, stream, samples in ((0, "a", a), (1, "b", b)):
+            t, v = samples[off]
+            tracker.seen(part, off)
+            proc.add_sensor("sensor", [Sample(stream, t, poison if (stream, off) == ("b", 320) else v)], (part, off))
+        if off % 20 == 0:
+            proc.step()  # must not raise
+            proc.flush(store)
+            proc.save_states()
+            tracker.committed(tracker.positions(proc.holds()))
+    proc.step()
+    proc.flush(store)
+    assert proc.stats.failed_streams == 1 and proc._streams[("sensor", "b")].failed
+    assert len(store.measurement(WINDOW_SCORE, "a")) == scored_a + 100  # the other stream scored on
+    scored_b = len(store.measurement(WINDOW_SCORE, "b"))  # one point per sample: offsets below this were scored
+    assert 300 <= scored_b <= 340
+    assert tracker.committed_position(1) <= scored_b  # nothing b did not score is committed
+    assert tracker.committed_position(0) > 380
+    # its saved state is the last one from before the failure: it never claims a sample it did not score, even
+    # when the failed round came after an unsaved one
+    proc._streams[("sensor", "b")].changed = True
+    proc.save_states()
+    state = unpack_state(json.loads(state_file.read_text()))
+    assert state["received"] <= scored_b and state["detector"]["channels"]["position"] <= scored_b
+    assert state_file.read_bytes() != saved  # (it was saved after the first check, before the failure)
