@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 LATE = "late"
 BAD_TIMESTAMP = "bad_timestamp"
 TOO_MANY_STREAMS = "too_many_streams"
+STREAM_FAILED = "stream_failed"
 NS_PER_S = 1_000_000_000
 
 
@@ -202,6 +203,7 @@ class StreamProcessor:
         late: list[int] = []
         future: list[int] = []
         refused: list[int] = []
+        failed: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         now = self.wall_clock_ns()
         horizon, recent = now + self.max_skew_ns, now - self.max_skew_ns
@@ -209,6 +211,9 @@ class StreamProcessor:
             st = self._stream(stream_class, s.stream, "sensor")
             if st is None:
                 refused.append(i)
+                continue
+            if st.failed is not None:  # held until a restart (see _fail): buffering on would only fill memory
+                failed.append(i)
                 continue
             st.partitions.add(origin[0])
             self.stats.samples += 1
@@ -232,6 +237,10 @@ class StreamProcessor:
         for key, (ts_list, values) in batches.items():
             st = self._streams[key]
             self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
+        if failed:
+            self.stats.rejected += 1
+            return Rejection(STREAM_FAILED, f"sample(s) {failed}: scoring their stream failed; it is held until a "
+                                            "restart")
         if refused:
             self.stats.rejected += 1
             return Rejection(TOO_MANY_STREAMS, f"sample(s) {refused}: {self.max_streams} streams are live and none "
@@ -252,6 +261,9 @@ class StreamProcessor:
         if st is None:
             self.stats.rejected += 1
             return Rejection(TOO_MANY_STREAMS, f"{self.max_streams} streams are live and none can be evicted")
+        if st.failed is not None:
+            self.stats.rejected += 1
+            return Rejection(STREAM_FAILED, "scoring this stream failed; it is held until a restart")
         st.partitions.add(origin[0])
         values = np.asarray(chunk.samples, dtype=np.float64).ravel()
         rate = int(chunk.sample_rate)
@@ -523,7 +535,9 @@ class StreamProcessor:
     def _fail(self, st: _Stream, exc: Exception) -> None:
         """A stream whose scoring raised: a bug or an input no check foresaw. It must cost neither the worker (the
         other streams score on) nor a sample: its samples stay held, so the commit never passes them, and its state
-        (perhaps half updated) is neither scored on nor saved. A restart resumes it from its last saved state."""
+        (perhaps half updated) is neither scored on nor saved. A restart resumes it from its last saved state.
+        Its later records are dead-lettered (``stream_failed``) rather than buffered: held samples count towards
+        the backlog that pauses every partition, which an audio stream would fill within a minute."""
         st.failed = f"{type(exc).__name__}: {exc}"
         self.stats.failed_streams += 1
         log.error("scoring stream %s/%s failed; it is held (its samples stay uncommitted) until a restart: %s",
@@ -764,5 +778,5 @@ def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:
     return float(np.sqrt(np.mean(tail * tail))) if tail.size else 0.0
 
 
-__all__ = ["BAD_TIMESTAMP", "Detections", "FlushResult", "LATE", "TOO_MANY_STREAMS", "ProcessorStats", "Rejection", "StreamClassConfig",
+__all__ = ["BAD_TIMESTAMP", "Detections", "FlushResult", "LATE", "STREAM_FAILED", "TOO_MANY_STREAMS", "ProcessorStats", "Rejection", "StreamClassConfig",
            "StreamProcessor"]

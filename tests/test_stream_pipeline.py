@@ -591,11 +591,15 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
             return real_update(self, samples, scores)
 
         monkeypatch.setattr(DetectorState, "update", update)
+    verdicts_b = []
     for off in range(300, 400):
         for part, stream, samples in ((0, "a", a), (1, "b", b)):
             t, v = samples[off]
             tracker.seen(part, off)
-            proc.add_sensor("sensor", [Sample(stream, t, poison if (stream, off) == ("b", 320) else v)], (part, off))
+            r = proc.add_sensor("sensor", [Sample(stream, t, poison if (stream, off) == ("b", 320) else v)],
+                                (part, off))
+            if stream == "b":
+                verdicts_b.append(r)
         if off % 20 == 0:
             proc.step()  # must not raise
             proc.flush(store)
@@ -604,6 +608,11 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
     proc.step()
     proc.flush(store)
     assert proc.stats.failed_streams == 1 and proc._streams[("sensor", "b")].failed
+    # once it failed, its records are dead-lettered instead of buffered (the backlog would pause every partition)
+    reasons = [r.reason if r else None for r in verdicts_b]
+    first_refused = reasons.index("stream_failed")
+    assert set(reasons[first_refused:]) == {"stream_failed"} and set(reasons[:first_refused]) == {None}
+    assert proc._streams[("sensor", "b")].pending() == 300 + first_refused - len(store.measurement(WINDOW_SCORE, "b"))
     assert len(store.measurement(WINDOW_SCORE, "a")) == scored_a + 100  # the other stream scored on
     scored_b = len(store.measurement(WINDOW_SCORE, "b"))  # one point per sample: offsets below this were scored
     assert 300 <= scored_b <= 340
