@@ -89,6 +89,8 @@ class _Segment:
     values: np.ndarray
     origin: Origin | None
     """None once the samples are saved with the stream's state: they no longer hold the commit."""
+    stamp: int | None = None
+    """Audio: the timestamp its chunk carried (a restored stream skips re-read chunks by it, exactly)."""
 
 
 @dataclass
@@ -105,8 +107,12 @@ class _Stream:
     """Audio: the time index (samples since the stream's first chunk) of the next expected sample; ahead of
     ``received`` by the gaps."""
     last_ts: int | None = None
+    """Sensor: the newest sample's time. Audio: the newest accepted chunk's own timestamp."""
     skip_until_ts: int | None = None
-    """Restored from a checkpoint: samples at or before this were scored and written before the restart."""
+    """Restored from a checkpoint: samples (audio: chunks, by their own timestamps) at or before this were scored
+    and written, or saved with the state, before the restart."""
+    scored_stamp: int | None = None
+    """Audio: the own timestamp of the newest chunk whose samples are all scored (what a checkpoint skips to)."""
     audio_start_ns: int | None = None
     audio_rate: int | None = None
     partitions: set = field(default_factory=set)
@@ -281,39 +287,38 @@ class StreamProcessor:
         if rate != st.audio_rate:
             self.stats.rejected += 1
             return Rejection("bad_sample_rate", f"chunk at {rate} Hz in a stream at {st.audio_rate} Hz")
+        stamp = int(chunk.ts_ns)
+        if st.skip_until_ts is not None and stamp <= st.skip_until_ts:
+            self.stats.replayed += values.size  # restored: a re-read of a chunk scored or saved before the restart
+            return None
         # Index by sample count: the chunk's first sample is sample `first` of the stream (see the module docstring).
-        first = audio_index(int(chunk.ts_ns), st.audio_start_ns, rate)
+        first = audio_index(stamp, st.audio_start_ns, rate)
         nxt = st.audio_index
-        if first + values.size <= nxt:
-            if st.skip_until_ts is not None:  # restored: a re-read of samples scored before the restart
-                self.stats.replayed += values.size
-                return None
+        tolerance = rate // 1000 + 1  # a millisecond: the resolution producers stamp with
+        if abs(first - nxt) <= tolerance:
+            first = nxt
+        elif first + values.size <= nxt + tolerance:
             self.stats.rejected += 1
             return Rejection(LATE, f"chunk of {values.size} samples starts at sample {first}, before the "
                                    f"{nxt} already received")
-        if abs(first - nxt) <= rate // 1000 + 1:  # within a millisecond: the producer's timestamp resolution
-            first = nxt
-        if first < nxt:
-            if st.skip_until_ts is not None:
-                self.stats.replayed += nxt - first
-            else:
-                self.stats.audio_overlap_samples += nxt - first
-                log.debug("stream %s/%s: chunk overlaps %d received samples", stream_class, chunk.stream,
-                          nxt - first)
+        elif first < nxt:
+            self.stats.audio_overlap_samples += nxt - first
+            log.debug("stream %s/%s: chunk overlaps %d received samples", stream_class, chunk.stream, nxt - first)
             values, first = values[nxt - first:], nxt
-        elif first > nxt:
+        else:
             # A gap: the samples keep their true times; the detector scores them after the earlier ones.
             self.stats.audio_gaps += 1
             log.debug("stream %s/%s: audio gap of %d samples", stream_class, chunk.stream, first - nxt)
         idx = np.arange(first, first + values.size, dtype=np.int64)
         ts = st.audio_start_ns + (idx * NS_PER_S) // rate
-        self._append(st, ts, values, origin)
+        self._append(st, ts, values, origin, stamp)
         st.audio_index = first + values.size
-        st.last_ts = int(ts[-1])
+        st.last_ts = stamp
         return None
 
-    def _append(self, st: _Stream, ts: np.ndarray, values: np.ndarray, origin: Origin) -> None:
-        st.segments.append(_Segment(ts, values, origin))
+    def _append(self, st: _Stream, ts: np.ndarray, values: np.ndarray, origin: Origin,
+                stamp: int | None = None) -> None:
+        st.segments.append(_Segment(ts, values, origin, stamp))
         st.received += values.size
 
     def _stream(self, stream_class: str, stream: str, kind: str) -> _Stream | None:
@@ -444,7 +449,10 @@ class StreamProcessor:
             elif not st.changed:
                 continue  # idle since its last save: the file already holds this state
             else:
-                last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
+                if st.kind == "audio":  # the newest chunk all of whose samples are scored, by its own stamp
+                    last_ts = st.scored_stamp if st.scored_stamp is not None else st.skip_until_ts
+                else:
+                    last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
                 index = st.audio_index
                 if st.segments and st.audio_start_ns is not None:  # the first sample not scored yet
                     index = audio_index(int(st.segments[0].ts_ns[0]), st.audio_start_ns, int(st.audio_rate or 1))
@@ -555,6 +563,9 @@ class StreamProcessor:
             self._fail(st, exc)
             return 0
         st.segments = deque()
+        stamps = [s.stamp for s in segments if s.stamp is not None]
+        if stamps:
+            st.scored_stamp = stamps[-1]
         cfg = self.classes[st.stream_class]
         origins = [s.origin for s in segments if s.origin is not None]
         out = _Written([], [merge_holds({}, origins)])

@@ -625,3 +625,44 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
     state = unpack_state(json.loads(state_file.read_text()))
     assert state["received"] <= scored_b and state["detector"]["channels"]["position"] <= scored_b
     assert state_file.read_bytes() != saved  # (it was saved after the first check, before the failure)
+
+
+@pytest.mark.parametrize("size", [1000, 40])
+def test_an_audio_restart_with_millisecond_stamps_scores_what_an_uninterrupted_run_scores(tmp_path, size):
+    """A restored stream skipped re-read chunks by their sample index, which millisecond stamps put up to 22
+    samples off: the last scored chunk could be taken again (in part, or whole for small chunks) and the next one
+    dropped as 'replayed'. It now skips by the chunk's own stamp."""
+    n = AUDIO_RATE * 2
+    x = fan(n, seed=3)
+    t0 = 1_700_000_000 * S
+    chunks = [AudioChunk("fan", round((t0 + start * S / AUDIO_RATE) / 1e6) * 1_000_000, AUDIO_RATE,
+                         x[start:start + size]) for start in range(0, n, size)]
+    every = max(1, 2000 // size)
+
+    def run(proc, store, todo, commit_at=None):
+        for i, c in todo:
+            assert proc.add_audio("audio", c, (0, i)) is None
+            if i % every == 0:
+                proc.step()
+                proc.flush(store)
+                if commit_at is not None and i >= commit_at:
+                    proc.save_states()
+                    return
+
+    ref_store = DictStore()
+    ref = audio_processor(tmp_path / "ref")
+    run(ref, ref_store, enumerate(chunks))
+    drain(ref, ref_store)
+    want = {p.time_ns: p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
+
+    store = DictStore()
+    first = audio_processor(tmp_path / "run")
+    run(first, store, enumerate(chunks), commit_at=int(len(chunks) * 0.7))
+    assert store.measurement(WINDOW_SCORE)  # it had scored something before the crash
+    again = audio_processor(tmp_path / "run")  # re-reads everything from an old commit
+    run(again, store, enumerate(chunks))
+    drain(again, store)
+    got = {p.time_ns: p.fields["score"] for p in store.measurement(WINDOW_SCORE)}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[t] for t in want], list(want.values()), rtol=0, atol=1e-9)
+    assert again.stats.rejected == 0 and again.stats.replayed > 0
