@@ -554,11 +554,8 @@ class StreamProcessor:
     def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> int:
         assert st.state is not None
         segments = list(st.segments)
-        ts = np.concatenate([s.ts_ns for s in segments])
-        first = st.state.position
         try:
-            extended = st.state.channels.extended(values)
-            detections = st.state.update(values, scores)
+            out, n = self._points(st, segments, values, scores, fitted)
         except Exception as exc:  # noqa: BLE001 - see _fail: the segments (and their offsets) stay
             self._fail(st, exc)
             return 0
@@ -566,12 +563,26 @@ class StreamProcessor:
         stamps = [s.stamp for s in segments if s.stamp is not None]
         if stamps:
             st.scored_stamp = stamps[-1]
-        cfg = self.classes[st.stream_class]
         origins = [s.origin for s in segments if s.origin is not None]
-        out = _Written([], [merge_holds({}, origins)])
+        out.holds.append(merge_holds({}, origins))
         if self.state_dir is not None:
             merge_holds(st.unsaved, origins)
         st.changed = True
+        self.stats.scored += n
+        self._outbox.append(out)
+        return n
+
+    def _points(self, st: _Stream, segments: list[_Segment], values: np.ndarray, scores: WindowScores,
+                fitted: FittedDetector) -> tuple[_Written, int]:
+        """Score the stream's pending samples: update its detector state and alert machine, build the points
+        (and count the scored rows). Only when this returns does anything leave the stream (see :meth:`_finish`)."""
+        assert st.state is not None
+        ts = np.concatenate([s.ts_ns for s in segments])
+        first = st.state.position
+        extended = st.state.channels.extended(values)
+        detections = st.state.update(values, scores)
+        cfg = self.classes[st.stream_class]
+        out = _Written([], [])
         rows = detections.positions - first
         scorer = fitted.config.scorer
         for i, row in enumerate(rows.tolist()):
@@ -591,9 +602,7 @@ class StreamProcessor:
                         snap = self._snapshot(st, extended, first + row, fitted, t)
                         if snap is not None:
                             out.points.append(snap)
-        self.stats.scored += len(rows)
-        self._outbox.append(out)
-        return len(rows)
+        return out, len(rows)
 
     def _snapshot(self, st: _Stream, extended: tuple[np.ndarray, int], position: int, fitted: FittedDetector,
                   t: int) -> Point | None:
@@ -659,7 +668,7 @@ class StreamProcessor:
         """Nothing left that another ``step`` could score and no fit running."""
         return not self.registry.training() and all(
             st.state is None and self.registry.detector(self.registry.key_for(st.stream_class, st.name)) is None
-            for st in self._streams.values() if st.segments)
+            for st in self._streams.values() if st.segments and st.failed is None)  # a failed one waits for a restart
 
     def holds(self) -> Iterator[Holds]:
         """Lowest offsets (per partition) of everything not yet durably written."""

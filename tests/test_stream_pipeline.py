@@ -547,7 +547,7 @@ def test_a_checkpoint_writes_only_the_streams_that_changed(tmp_path):
     assert proc.save_states() == 1
 
 
-@pytest.mark.parametrize("where", ["model", "state"])
+@pytest.mark.parametrize("where", ["model", "state", "alerts"])
 def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path, monkeypatch, where):
     """An exception from scoring one stream (a bug, an input no check foresaw) left the processor's step: the
     worker stopped, and the stream's samples, already taken off it, were committed past by the shutdown."""
@@ -580,6 +580,17 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
             return real(self, windows)
 
         monkeypatch.setattr(Fitted, "score_windows", score_windows)
+    elif where == "alerts":  # after the state took the samples: building the points raises
+        from streamer.alerts import AlertMachine
+
+        real_alert = AlertMachine.update
+
+        def alert_update(self, t, score, *args):
+            if self.stream == "b" and t == b[320][0]:
+                raise RuntimeError("the alert rule cannot take this score")
+            return real_alert(self, t, score, *args)
+
+        monkeypatch.setattr(AlertMachine, "update", alert_update)
     else:
         real_update = DetectorState.update
 
@@ -625,6 +636,7 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
     state = unpack_state(json.loads(state_file.read_text()))
     assert state["received"] <= scored_b and state["detector"]["channels"]["position"] <= scored_b
     assert state_file.read_bytes() != saved  # (it was saved after the first check, before the failure)
+    assert proc.idle()  # a held stream waits for a restart: it does not keep a drain (the demo's, --idle-exit-s) busy
 
 
 @pytest.mark.parametrize("size", [1000, 40])
