@@ -106,8 +106,8 @@ class MonitorSettings(_Section):
     audio_detector_options: dict[str, Any] = Field(default_factory=dict)
     # Audio chunks at another rate are dead-lettered rather than silently resampled.
     audio_sample_rate: int = Field(16_000, gt=0)
-    # Samples more than this far ahead of the clock, or of their stream's newest sample while not within this of
-    # the clock (a live stream may resume after a long silence), are dead-lettered as bad_timestamp (NAB's longest
+    # Samples more than this far ahead of the clock, or of their stream's newest sample (unless the next sample
+    # confirms the jump: a stream resuming after a long silence), are dead-lettered as bad_timestamp (NAB's longest
     # real gap is 7.25 days).
     max_timestamp_skew_s: float = Field(30 * 86_400, gt=0)
     # per_stream: model_dir/<class>/<stream>/ fitted on each stream's training part; shared: one detector per class

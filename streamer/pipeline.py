@@ -111,6 +111,9 @@ class _Stream:
     skip_until_ts: int | None = None
     """Restored from a checkpoint: samples (audio: chunks, by their own timestamps) at or before this were scored
     and written, or saved with the state, before the restart."""
+    jump_ts: int | None = None
+    """Sensor: a sample refused for jumping more than the skew past the newest; a next one close after it confirms
+    the jump (a stream that resumes after a long silence), any in-order one forgets it (a stray sample)."""
     scored_stamp: int | None = None
     """Audio: the own timestamp of the newest chunk whose samples are all scored (what a checkpoint skips to)."""
     audio_start_ns: int | None = None
@@ -211,8 +214,7 @@ class StreamProcessor:
         refused: list[int] = []
         failed: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-        now = self.wall_clock_ns()
-        horizon, recent = now + self.max_skew_ns, now - self.max_skew_ns
+        horizon = self.wall_clock_ns() + self.max_skew_ns
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
             if st is None:
@@ -224,19 +226,26 @@ class StreamProcessor:
             st.partitions.add(origin[0])
             self.stats.samples += 1
             ts = int(s.ts_ns)
-            # One sample from the year 2255 must not make every later sample "late"; nor may one from years after
-            # the rest of a replayed recording. A sample near the present is always plausible, though: a live
-            # stream that was silent for longer than the skew resumes (before, it was refused for ever).
-            if ts > horizon or (st.last_ts is not None and ts > st.last_ts + self.max_skew_ns and ts < recent):
+            # One sample from the year 2255 must not make every later sample "late"; nor may one years after the
+            # rest of a replayed recording, or one stamped with the clock in a replay. A jump past the skew is
+            # taken only when the next sample confirms it: a stream silent for longer than the skew resumes (its
+            # first sample dead-lettered), where before it was refused for ever.
+            if ts > horizon:
                 future.append(i)
                 continue
+            if st.last_ts is not None and ts > st.last_ts + self.max_skew_ns:
+                confirmed = st.jump_ts is not None and st.jump_ts <= ts <= st.jump_ts + self.max_skew_ns
+                st.jump_ts = None if confirmed else ts
+                if not confirmed:
+                    future.append(i)
+                    continue
             if st.skip_until_ts is not None and ts <= st.skip_until_ts:
                 self.stats.replayed += 1  # scored and written before the restart
                 continue
             if st.last_ts is not None and ts < st.last_ts:
                 late.append(i)
                 continue
-            st.last_ts = ts
+            st.last_ts, st.jump_ts = ts, None
             ts_list, values = batches.setdefault(st.key, ([], []))
             ts_list.append(ts)
             values.append(float(s.value))

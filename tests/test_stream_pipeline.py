@@ -347,17 +347,24 @@ def test_a_far_future_timestamp_is_a_bad_timestamp_and_does_not_poison_the_strea
     assert proc._streams[("sensor", "a")].pending() == 50
 
 
-def test_a_live_stream_silent_for_longer_than_the_skew_resumes(tmp_path):
-    """A sensor that stops for 40 days and comes back with correct timestamps was refused for ever: every sample
-    was more than the 30-day skew past the stream's newest, which never moved. Near the clock, it is live data."""
+def test_a_stream_silent_for_longer_than_the_skew_resumes_and_a_stray_sample_does_not_move_it(tmp_path):
+    """A sensor that stopped for 40 days and came back was refused for ever: every sample was more than the 30-day
+    skew past the stream's newest, which never moved. Now the second sample of the new era confirms the jump (the
+    first is dead-lettered); a lone sample stamped with the clock in a replay is refused and the replay goes on."""
     now = 1_800_000_000 * S
     proc = make(tmp_path)
     proc.wall_clock_ns = lambda: now
     before = now - 40 * 86_400 * S
     assert proc.add_sensor("sensor", [Sample("a", before + k * P, 1.0) for k in range(10)], (0, 0)) is None
     back = [proc.add_sensor("sensor", [Sample("a", now - 60 * S + k * S, 1.0)], (0, 1 + k)) for k in range(5)]
-    assert back == [None] * 5
-    assert proc._streams[("sensor", "a")].pending() == 15
+    assert [r.reason if r else None for r in back] == ["bad_timestamp", None, None, None, None]
+    assert proc._streams[("sensor", "a")].pending() == 14
+
+    replay = [Sample("b", before + k * P, 1.0) for k in range(20)]
+    replay[5] = Sample("b", now, 1.0)  # a stray sample stamped with the clock
+    verdicts = [proc.add_sensor("sensor", [x], (1, k)) for k, x in enumerate(replay)]
+    assert [k for k, r in enumerate(verdicts) if r is not None] == [5]
+    assert proc._streams[("sensor", "b")].pending() == 19
 
 
 def test_a_stream_called_shared_gets_its_own_folder(tmp_path):
