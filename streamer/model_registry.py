@@ -64,6 +64,8 @@ class FitFailure:
 
 FIT_RETRY_FIRST_S = 5.0
 FIT_RETRY_MAX_S = 600.0
+LOOK_AGAIN_S = 5.0
+RELOAD_FAILED_S = 60.0
 
 
 class DetectorRegistry:
@@ -84,9 +86,8 @@ class DetectorRegistry:
         self.fitter = fitter or (lambda train, config: FittedDetector.fit(train, config, device=device))
         self.loader = loader or (lambda path: FittedDetector.load(path, device=device))
         self._ready: dict[ModelKey, FittedDetector] = {}
-        # Folder stamp (mtime) of each key's last look on disk: a folder that appears or changes later (another
-        # member published a detector) is looked at again, an unchanged one is not.
-        self._looked: dict[ModelKey, int | None] = {}
+        self._looked: dict[ModelKey, float] = {}  # when the disk was last looked at for a missing key
+        self._unloadable: dict[ModelKey, tuple[tuple[int, int], float]] = {}  # folder (inode, mtime), when
         self.clock = clock
         self._failures: dict[ModelKey, int] = {}
         self._retry_at: dict[ModelKey, float] = {}
@@ -101,25 +102,40 @@ class DetectorRegistry:
     def directory(self, key: ModelKey) -> Path:
         return self.model_dir / safe_name(key[0]) / (SHARED if key[1] == SHARED_KEY else safe_name(key[1]))
 
-    def detector(self, key: ModelKey) -> FittedDetector | None:
-        """The fitted detector of ``key``: in memory, else loaded from disk once, else None."""
+    def detector(self, key: ModelKey, fresh: bool = False) -> FittedDetector | None:
+        """The fitted detector of ``key``: in memory, else loaded from disk, else None.
+
+        A miss is looked at again, at most every ``LOOK_AGAIN_S`` (``fresh``: now): another member may publish the
+        stream's detector later (a stream restored here must find it, or its state would be thrown away). A folder
+        that could not be loaded is tried again when it changes, or after ``RELOAD_FAILED_S``. While this
+        registry fits ``key`` itself, the disk is not looked at: its own result is on the way.
+        """
         found = self._ready.get(key)
-        if found is not None:
+        if found is not None or key in self._running:
             return found
+        now = self.clock()
+        last = self._looked.get(key)
+        if last is not None and not fresh and now - last < LOOK_AGAIN_S:
+            return None
+        self._looked[key] = now
         path = self.directory(key)
         try:
-            stamp = path.stat().st_mtime_ns if path.is_dir() and any(path.iterdir()) else None
+            info = path.stat() if path.is_dir() and any(path.iterdir()) else None
         except OSError:
-            stamp = None
-        if key in self._looked and self._looked[key] == stamp:
+            info = None
+        if info is None:
             return None
-        self._looked[key] = stamp
-        if stamp is not None:
-            try:
-                found = self._ready[key] = self.loader(path)
-                log.info("loaded detector %s for %s/%s", found.version, *key)
-            except Exception:  # corrupt or from another version: refit rather than stop monitoring
-                log.exception("could not load the detector in %s; it will be fitted again", path)
+        stamp = (info.st_ino, info.st_mtime_ns)
+        failed = self._unloadable.get(key)
+        if failed is not None and failed[0] == stamp and not fresh and now - failed[1] < RELOAD_FAILED_S:
+            return None
+        try:
+            found = self._ready[key] = self.loader(path)
+            self._unloadable.pop(key, None)
+            log.info("loaded detector %s for %s/%s", found.version, *key)
+        except Exception:  # corrupt, half written, or from another version: refit rather than stop monitoring
+            self._unloadable[key] = (stamp, now)
+            log.exception("could not load the detector in %s; it will be fitted again", path)
         return found
 
     def fitting(self, key: ModelKey) -> bool:

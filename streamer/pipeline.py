@@ -385,7 +385,7 @@ class StreamProcessor:
         try:
             state = unpack_state(json.loads(path.read_text()))
             if state.get("detector") is not None:
-                fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name))
+                fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name), fresh=True)
                 if fitted is None:
                     raise CheckpointMismatchError("its detector is gone")
                 detector = fitted.new_state()

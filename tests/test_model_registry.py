@@ -108,11 +108,46 @@ def test_a_failed_fit_is_tried_again_after_a_pause_that_doubles(tmp_path):
 
 def test_a_detector_another_member_publishes_after_a_miss_is_found(tmp_path):
     """A miss was remembered for good: when the stream's state (written by the member that fitted it) came back
-    to this member, its restore found 'no detector' and deleted the state file."""
-    mine = _registry(tmp_path, "mine")
+    to this member, its restore found 'no detector' and deleted the state file. Misses are looked at again (at
+    most every few seconds on the scoring path; at once for a restore)."""
+    now = [0.0]
+    mine = DetectorRegistry(tmp_path / "models", {"sensor": None}, background=False, loader=_load,
+                            fitter=lambda train, config: _Saved("mine"), clock=lambda: now[0])
     key = mine.key_for("sensor", "pump-1")
     assert mine.detector(key) is None and mine.detector(key) is None
     theirs = _registry(tmp_path, "theirs")
     theirs.fit(key, np.zeros(64))
     theirs.poll()
-    assert mine.detector(key).version == "theirs"
+    now[0] = 1.0
+    assert mine.detector(key) is None  # looked at a second ago: not yet again
+    assert mine.detector(key, fresh=True).version == "theirs"  # a restore looks at once
+    other = mine.key_for("sensor", "pump-2")
+    assert mine.detector(other) is None
+    theirs.fit(other, np.zeros(64))
+    theirs.poll()
+    now[0] = 7.0
+    assert mine.detector(other).version == "theirs"
+
+
+def test_an_unloadable_folder_is_tried_again_when_it_changes_not_at_every_look(tmp_path):
+    now = [0.0]
+    loads = []
+
+    def loader(path):
+        loads.append(now[0])
+        return _load(path)
+
+    reg = DetectorRegistry(tmp_path / "models", {"sensor": None}, background=False, loader=loader,
+                           fitter=lambda train, config: _Saved("v1"), clock=lambda: now[0])
+    key = reg.key_for("sensor", "pump-1")
+    folder = reg.directory(key)
+    folder.mkdir(parents=True)
+    (folder / "detector.json").write_text("half written")
+    for t in (0.0, 6.0, 12.0):
+        now[0] = t
+        assert reg.detector(key) is None
+    assert loads == [0.0]  # unchanged: not loaded again at every look
+    (folder / "extra").write_text("")  # the writer goes on: the folder changes
+    (folder / "detector.json").write_text('{"version": "v2"}')
+    now[0] = 18.0
+    assert reg.detector(key).version == "v2"
