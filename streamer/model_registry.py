@@ -105,13 +105,15 @@ class DetectorRegistry:
     def detector(self, key: ModelKey, fresh: bool = False) -> FittedDetector | None:
         """The fitted detector of ``key``: in memory, else loaded from disk, else None.
 
-        A miss is looked at again, at most every ``LOOK_AGAIN_S`` (``fresh``: now): another member may publish the
-        stream's detector later (a stream restored here must find it, or its state would be thrown away). A folder
-        that could not be loaded is tried again when it changes, or after ``RELOAD_FAILED_S``. While this
-        registry fits ``key`` itself, the disk is not looked at: its own result is on the way.
+        A miss is looked at again, at most every ``LOOK_AGAIN_S`` (``fresh``, a restore: now, even while this
+        registry fits ``key`` itself): another member may publish the stream's detector later, and a stream
+        restored here must find it, or its state would be thrown away. Otherwise, while this registry fits ``key``,
+        the disk is not looked at: its own result is on the way. A folder that could not be loaded is tried again
+        when it changes, or after ``RELOAD_FAILED_S`` (``fresh`` too: one unloadable shared folder must not cost a
+        load per restored stream).
         """
         found = self._ready.get(key)
-        if found is not None or key in self._running:
+        if found is not None or (key in self._running and not fresh):
             return found
         now = self.clock()
         last = self._looked.get(key)
@@ -127,7 +129,7 @@ class DetectorRegistry:
             return None
         stamp = (info.st_ino, info.st_mtime_ns)
         failed = self._unloadable.get(key)
-        if failed is not None and failed[0] == stamp and not fresh and now - failed[1] < RELOAD_FAILED_S:
+        if failed is not None and failed[0] == stamp and now - failed[1] < RELOAD_FAILED_S:
             return None
         try:
             found = self._ready[key] = self.loader(path)

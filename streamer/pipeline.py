@@ -112,10 +112,11 @@ class _Stream:
     """Restored from a checkpoint: samples (audio: chunks, by their own timestamps) at or before this were scored
     and written, or saved with the state, before the restart."""
     jump_ts: int | None = None
-    """Sensor: a sample refused for jumping more than the skew past the newest; a next one close after it confirms
-    the jump (a stream that resumes after a long silence), any in-order one forgets it (a stray sample)."""
+    """Sensor: a sample refused for jumping more than the skew past the newest; a next one close after it (not at
+    the same time: a stray delivered twice) confirms the jump (a stream that resumes after a long silence), any
+    in-order one forgets it (a stray sample)."""
     scored_stamp: int | None = None
-    """Audio: the own timestamp of the newest chunk whose samples are all scored (what a checkpoint skips to)."""
+    """Audio: the largest own timestamp of a chunk whose samples are all scored (see :meth:`_audio_skip_mark`)."""
     audio_start_ns: int | None = None
     audio_rate: int | None = None
     partitions: set = field(default_factory=set)
@@ -234,7 +235,7 @@ class StreamProcessor:
                 future.append(i)
                 continue
             if st.last_ts is not None and ts > st.last_ts + self.max_skew_ns:
-                confirmed = st.jump_ts is not None and st.jump_ts <= ts <= st.jump_ts + self.max_skew_ns
+                confirmed = st.jump_ts is not None and st.jump_ts < ts <= st.jump_ts + self.max_skew_ns
                 st.jump_ts = None if confirmed else ts
                 if not confirmed:
                     future.append(i)
@@ -322,7 +323,7 @@ class StreamProcessor:
         ts = st.audio_start_ns + (idx * NS_PER_S) // rate
         self._append(st, ts, values, origin, stamp)
         st.audio_index = first + values.size
-        st.last_ts = stamp
+        st.last_ts = stamp if st.last_ts is None else max(st.last_ts, stamp)
         return None
 
     def _append(self, st: _Stream, ts: np.ndarray, values: np.ndarray, origin: Origin,
@@ -394,6 +395,10 @@ class StreamProcessor:
             st.alerts.load_state_dict(state["alerts"])
             st.received = int(state["received"])
             st.last_ts = st.skip_until_ts = state["last_ts"]
+            if st.kind == "audio":
+                # Chunks are skipped by their own stamps. A state from before that has none: its re-read chunks are
+                # placed by index instead (a few may be dead-lettered as late once; none is skipped unscored).
+                st.last_ts = st.skip_until_ts = st.scored_stamp = state.get("audio_skip_until")
             st.audio_start_ns, st.audio_rate = state.get("audio_start_ns"), state.get("audio_rate")
             st.audio_index = int(state.get("audio_index", st.received))  # states from before gaps were kept
             if state.get("training") is not None:
@@ -451,23 +456,22 @@ class StreamProcessor:
                 values = np.concatenate([seg.values for seg in st.segments])
                 state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
                          "last_ts": st.last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate,
-                         "audio_index": st.audio_index, "training": _encode_samples(ts, values)}
+                         "audio_index": st.audio_index, "audio_skip_until": st.last_ts,
+                         "training": _encode_samples(ts, values)}
                 held_here = merge_holds(dict(st.unsaved), st.holds().items())
                 for seg in st.segments:
                     seg.origin = None
             elif not st.changed:
                 continue  # idle since its last save: the file already holds this state
             else:
-                if st.kind == "audio":  # the newest chunk all of whose samples are scored, by its own stamp
-                    last_ts = st.scored_stamp if st.scored_stamp is not None else st.skip_until_ts
-                else:
-                    last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
+                last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
                 index = st.audio_index
                 if st.segments and st.audio_start_ns is not None:  # the first sample not scored yet
                     index = audio_index(int(st.segments[0].ts_ns[0]), st.audio_start_ns, int(st.audio_rate or 1))
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
                          "received": st.received - st.pending(), "last_ts": last_ts,
-                         "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index}
+                         "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index,
+                         "audio_skip_until": self._audio_skip_mark(st)}
                 held_here = st.unsaved
             held.append(held_here)
             st.unsaved = {}
@@ -549,6 +553,17 @@ class StreamProcessor:
                     scored += self._finish(st, values, part, fitted)
         return scored
 
+    @staticmethod
+    def _audio_skip_mark(st: _Stream) -> int | None:
+        """The stamp up to which a restored audio stream skips re-read chunks: every chunk stamped at or before it
+        is scored. Below the pending chunks' stamps, which a producer re-sending a longer range can put before the
+        scored ones'."""
+        mark = st.scored_stamp if st.scored_stamp is not None else st.skip_until_ts
+        pending = [seg.stamp for seg in st.segments if seg.stamp is not None]
+        if mark is not None and pending:
+            mark = min(mark, min(pending) - 1)
+        return mark
+
     def _fail(self, st: _Stream, exc: Exception) -> None:
         """A stream whose scoring raised: a bug or an input no check foresaw. It must cost neither the worker (the
         other streams score on) nor a sample: its samples stay held, so the commit never passes them, and its state
@@ -571,7 +586,7 @@ class StreamProcessor:
         st.segments = deque()
         stamps = [s.stamp for s in segments if s.stamp is not None]
         if stamps:
-            st.scored_stamp = stamps[-1]
+            st.scored_stamp = max(stamps if st.scored_stamp is None else [*stamps, st.scored_stamp])
         origins = [s.origin for s in segments if s.origin is not None]
         out.holds.append(merge_holds({}, origins))
         if self.state_dir is not None:

@@ -6,6 +6,7 @@ registry's file handling, not the detector, which tests/test_detector.py covers.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,23 @@ def test_an_unloadable_folder_is_tried_again_when_it_changes_not_at_every_look(t
     (folder / "detector.json").write_text('{"version": "v2"}')
     now[0] = 18.0
     assert reg.detector(key).version == "v2"
+
+
+def test_a_restore_looks_at_the_disk_even_while_this_member_fits_the_key(tmp_path):
+    """Found in review: a member fitting stream a, which a rebalance moved away and back meanwhile, answered 'no
+    detector' to the restore of the state the other member had saved with its detector, and the state was
+    deleted."""
+    def slow_fit(train, config):
+        time.sleep(0.5)
+        return _Saved("mine")
+
+    mine = DetectorRegistry(tmp_path / "models", {"sensor": None}, background=True, loader=_load, fitter=slow_fit)
+    key = mine.key_for("sensor", "a")
+    mine.fit(key, np.zeros(64))
+    theirs = _registry(tmp_path, "theirs")
+    theirs.fit(key, np.zeros(64))
+    theirs.poll()
+    assert mine.fitting(key)
+    assert mine.detector(key) is None  # the scoring path waits for its own fit
+    assert mine.detector(key, fresh=True).version == "theirs"
+    mine.wait()
