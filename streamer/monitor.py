@@ -77,6 +77,8 @@ class Monitor:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         max_backlog_samples: int = 1_000_000,
+        max_unconfirmed_outputs: int = 10_000,
+        output_flush_timeout_s: float = 5.0,
         max_samples_per_round: int = 200_000,
         probe_consumer: Callable[[], Any] | None = None,
         poll_stall_s: float = 10.0,
@@ -99,6 +101,12 @@ class Monitor:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.max_backlog_samples = max_backlog_samples
+        # While the dead-letter or alerts topic cannot be written, the commit waits (a record neither processed
+        # nor dead-lettered must not be committed), each attempt waits at most this long instead of the producer's
+        # 30 s (the loop goes on scoring), and input pauses once this many records are unconfirmed (they are kept
+        # in memory until the broker acknowledges them).
+        self.max_unconfirmed_outputs = max_unconfirmed_outputs
+        self.output_flush_timeout_s = output_flush_timeout_s
         self.max_samples_per_round = max_samples_per_round
         self.probe_consumer = probe_consumer
         self.poll_stall_s = poll_stall_s
@@ -307,9 +315,9 @@ class Monitor:
             return
         try:
             if self.dead_letters is not None:
-                self.dead_letters.flush()
+                self.dead_letters.flush(timeout_s=self.output_flush_timeout_s)
             if self.alerts is not None:
-                self.alerts.flush()
+                self.alerts.flush(timeout_s=self.output_flush_timeout_s)
         except Exception as exc:  # a record neither processed nor dead-lettered must not be committed
             log.warning("dead-letter/alert records not acknowledged (%s): not committing yet", exc)
             return
@@ -352,18 +360,21 @@ class Monitor:
         log.debug("checkpointed detector/alert state of %d stream(s)", saved)
 
     def _update_pause(self) -> None:
-        """Pause every assigned partition while the store is down or the backlog is too long, else resume.
+        """Pause every assigned partition while the store is down, the backlog is too long or too many dead-letter
+        and alert records are unconfirmed; else resume.
 
         The consumer's own paused set is the truth (a partition kept across a rebalance keeps its paused flag).
         """
-        want = self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_samples
+        unconfirmed = sum(out.pending for out in (self.dead_letters, self.alerts) if out is not None)
+        want = (self._sink_down_until is not None or self.processor.backlog() > self.max_backlog_samples
+                or unconfirmed > self.max_unconfirmed_outputs)
         assigned = set(self.consumer.assignment())
         paused = set(self.consumer.paused())
         if want and assigned - paused:
             self.consumer.pause(*(assigned - paused))
             if not self._paused:
-                log.info("paused %d partition(s) (store down or backlog of %d samples)", len(assigned),
-                         self.processor.backlog())
+                log.info("paused %d partition(s) (store down, or a backlog of %d samples, or %d unconfirmed "
+                         "dead-letter/alert records)", len(assigned), self.processor.backlog(), unconfirmed)
         elif not want and paused:
             self.consumer.resume(*paused)
             log.info("resumed input")

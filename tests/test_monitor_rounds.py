@@ -1,4 +1,5 @@
-"""The monitor's rebalance bookkeeping against the order in which kafka-python 3 calls it.
+"""The monitor's round bookkeeping with a scripted consumer: rebalances, in the order kafka-python 3 calls them,
+and outputs (dead letters, alerts) whose broker does not acknowledge.
 
 The real client is exercised in ``test_monitor_e2e.py`` (two members on a real broker). Here the *order* of
 the client's callbacks is scripted, because the broker decides when a join completes and a real run only
@@ -148,3 +149,52 @@ def test_a_lost_membership_drops_everything(tmp_path):
     mon, proc = monitor_holding(tmp_path, consumer)
     mon.run_once()
     assert proc.partitions() == set()
+
+
+class DownTopic:
+    """A dead-letter or alerts output whose broker does not acknowledge: what the monitor calls on one."""
+
+    def __init__(self, pending):
+        self.pending = pending
+        self.timeouts = []
+
+    def flush(self, timeout_s=30.0):
+        from streamer.kafka_io import KafkaOutputError
+
+        self.timeouts.append(timeout_s)
+        raise KafkaOutputError(f"{self.pending} record(s) unconfirmed")
+
+
+class PausingConsumer(ScriptedConsumer):
+    def __post_init__(self):
+        super().__post_init__()
+        self.paused_set = set()
+
+    def paused(self):
+        return set(self.paused_set)
+
+    def pause(self, *partitions):
+        self.paused_set |= set(partitions)
+
+    def resume(self, *partitions):
+        self.paused_set -= set(partitions)
+
+
+def test_while_the_dead_letter_topic_is_down_nothing_is_committed_rounds_go_on_and_input_pauses_when_too_much_waits(
+        tmp_path):
+    """Each commit attempt waited 30 s for the unreachable dead-letter topic (the loop stalled) and input was never
+    paused, however many unconfirmed records piled up in memory."""
+    consumer = PausingConsumer({tp(0), tp(1)}, [])
+    mon, proc = monitor_holding(tmp_path, consumer)
+    mon.dead_letters = DownTopic(pending=5)
+    mon.commit_interval_s = 0.0
+    mon._dirty = True  # records were read since the last commit
+    mon.run_once()
+    assert consumer.commits == [] and mon.dead_letters.timeouts == [mon.output_flush_timeout_s] == [5.0]
+    assert consumer.paused_set == set()  # a few unconfirmed records: read on
+    mon.dead_letters.pending = mon.max_unconfirmed_outputs + 1
+    mon.run_once()
+    assert consumer.paused_set == {tp(0), tp(1)} and consumer.commits == []
+    mon.dead_letters = None  # the topic is back (its records confirmed)
+    mon.run_once()
+    assert consumer.paused_set == set()
