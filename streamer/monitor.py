@@ -79,6 +79,7 @@ class Monitor:
         max_backlog_samples: int = 1_000_000,
         max_unconfirmed_outputs: int = 10_000,
         output_flush_timeout_s: float = 5.0,
+        status_every_s: float = 60.0,
         max_samples_per_round: int = 200_000,
         probe_consumer: Callable[[], Any] | None = None,
         poll_stall_s: float = 10.0,
@@ -106,6 +107,8 @@ class Monitor:
         # 30 s (the loop goes on scoring), and input pauses once this many records are unconfirmed (they are kept
         # in memory until the broker acknowledges them).
         self.max_unconfirmed_outputs = max_unconfirmed_outputs
+        # A long-running worker says how it is doing without being stopped (the stats were only logged at the end).
+        self.status_every_s = status_every_s
         self.output_flush_timeout_s = output_flush_timeout_s
         self.max_samples_per_round = max_samples_per_round
         self.probe_consumer = probe_consumer
@@ -122,6 +125,7 @@ class Monitor:
         self._backoff = retry_initial_s
         self._last_commit = clock()
         self._last_checkpoint = clock()
+        self._last_status = clock()
         self._dirty = False  # something was read or written since the last commit
         self._revoked: set[TopicPartition] = set()  # revoked by a rebalance that has not settled yet
 
@@ -136,6 +140,9 @@ class Monitor:
             while not stop.is_set():
                 got = self.run_once()
                 now = self.clock()
+                if now - self._last_status >= self.status_every_s:
+                    self._last_status = now
+                    self.log_status()
                 if got or not self.consumer.assignment():  # idle time counts only once partitions are ours
                     last_data = now
                 elif idle_exit_s is not None and now - last_data >= idle_exit_s and self.processor.idle():
@@ -145,6 +152,18 @@ class Monitor:
             done.set()
             self.shutdown()
         return self.stats
+
+    def log_status(self) -> None:
+        """One line on how the worker is doing; a warning while streams are held after a scoring failure."""
+        s, p = self.stats, self.processor.stats
+        held = self.processor.held_streams()
+        log.log(logging.WARNING if held else logging.INFO,
+                "status: %d records read, %d samples scored, %d points written, %d dead letters, %d commits, "
+                "%d live streams, backlog %d samples, input %s%s", s.records, p.scored, s.points_written,
+                s.dead_letters, s.commits, self.processor.stream_count(), self.processor.backlog(),
+                "paused" if self._paused else "flowing",
+                f"; {len(held)} stream(s) held after a scoring failure until a restart: {', '.join(held[:5])}"
+                if held else "")
 
     def _watch_poll(self, done: threading.Event) -> None:
         """Unstick a ``poll`` that does not return.

@@ -722,6 +722,10 @@ class StreamProcessor:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    def held_streams(self) -> list[str]:
+        """``class/stream`` of the streams held after a scoring failure (see :meth:`_fail`)."""
+        return [f"{st.stream_class}/{st.name}" for st in list(self._streams.values()) if st.failed is not None]
+
     def partitions(self) -> set[Hashable]:
         """The partitions whose streams this processor holds (a member must hold none it was not assigned)."""
         return {p for st in list(self._streams.values()) for p in st.partitions}
