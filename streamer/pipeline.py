@@ -298,13 +298,17 @@ class StreamProcessor:
             self.stats.rejected += 1
             return Rejection("bad_sample_rate", f"chunk at {rate} Hz in a stream at {st.audio_rate} Hz")
         stamp = int(chunk.ts_ns)
-        if st.skip_until_ts is not None and stamp <= st.skip_until_ts:
-            self.stats.replayed += values.size  # restored: a re-read of a chunk scored or saved before the restart
-            return None
         # Index by sample count: the chunk's first sample is sample `first` of the stream (see the module docstring).
         first = audio_index(stamp, st.audio_start_ns, rate)
         nxt = st.audio_index
         tolerance = rate // 1000 + 1  # a millisecond: the resolution producers stamp with
+        # Restored: a chunk stamped at or before the skip mark was read before the restart. One that ends within
+        # the restored samples is a re-read (skipped); one that runs past them (a re-sent, longer range) keeps
+        # its new part — the stamp alone cannot say that nothing of it is new.
+        replay = st.skip_until_ts is not None and stamp <= st.skip_until_ts
+        if replay and first + values.size <= nxt + tolerance:
+            self.stats.replayed += values.size
+            return None
         if abs(first - nxt) <= tolerance:
             first = nxt
         elif first + values.size <= nxt + tolerance:
@@ -312,8 +316,12 @@ class StreamProcessor:
             return Rejection(LATE, f"chunk of {values.size} samples starts at sample {first}, before the "
                                    f"{nxt} already received")
         elif first < nxt:
-            self.stats.audio_overlap_samples += nxt - first
-            log.debug("stream %s/%s: chunk overlaps %d received samples", stream_class, chunk.stream, nxt - first)
+            if replay:
+                self.stats.replayed += nxt - first
+            else:
+                self.stats.audio_overlap_samples += nxt - first
+                log.debug("stream %s/%s: chunk overlaps %d received samples", stream_class, chunk.stream,
+                          nxt - first)
             values, first = values[nxt - first:], nxt
         else:
             # A gap: the samples keep their true times; the detector scores them after the earlier ones.

@@ -157,12 +157,16 @@ class DownTopic:
     def __init__(self, pending):
         self.pending = pending
         self.timeouts = []
+        self.up = False
 
     def flush(self, timeout_s=30.0):
         from streamer.kafka_io import KafkaOutputError
 
         self.timeouts.append(timeout_s)
-        raise KafkaOutputError(f"{self.pending} record(s) unconfirmed")
+        if not self.up:
+            raise KafkaOutputError(f"{self.pending} record(s) unconfirmed")
+        confirmed, self.pending = self.pending, 0  # re-sent and acknowledged
+        return confirmed
 
 
 class PausingConsumer(ScriptedConsumer):
@@ -195,7 +199,9 @@ def test_while_the_dead_letter_topic_is_down_nothing_is_committed_rounds_go_on_a
     mon.dead_letters.pending = mon.max_unconfirmed_outputs + 1
     mon.run_once()
     assert consumer.paused_set == {tp(0), tp(1)} and consumer.commits == []
-    mon.dead_letters = None  # the topic is back (its records confirmed)
+    mon.dead_letters.up = True  # the topic is back: the paused rounds go on flushing, and confirm everything
+    mon.run_once()
+    assert mon.dead_letters.pending == 0 and consumer.commits  # committed at last
     mon.run_once()
     assert consumer.paused_set == set()
 

@@ -719,3 +719,33 @@ def test_a_pending_chunk_stamped_before_a_scored_one_is_not_skipped_after_a_rest
     assert again.add_audio("audio", resent, (0, 12)) is None
     st = again._streams[("audio", "fan")]
     assert st.received == received  # its new samples are taken again, not skipped as if scored
+
+
+def test_a_reread_chunk_stamped_before_the_skip_mark_keeps_samples_past_the_restored_ones(tmp_path):
+    """Found in review: a restored stream skipped every chunk stamped at or before its skip mark, so a re-sent,
+    longer range accepted after the checkpoint (stamped early, running past the saved samples) lost its new
+    samples at the restart, silently."""
+    size = 4410
+    t0 = 1_700_000_000 * S
+    x = fan(size * 20, seed=5)
+
+    def chunk(at, length=size):
+        return AudioChunk("fan", t0 + (at * S) // AUDIO_RATE, AUDIO_RATE, x[at:at + length])
+
+    store = DictStore()
+    proc = audio_processor(tmp_path)
+    for k in range(12):
+        assert proc.add_audio("audio", chunk(k * size), (0, k)) is None
+    proc.step()
+    proc.step()
+    resent = chunk(11 * size - size // 2, 2 * size)  # stamped at chunk 10.5, runs to 12.5
+    assert proc.add_audio("audio", resent, (0, 12)) is None
+    proc.step()
+    proc.flush(store)
+    proc.save_states()  # scored and saved; the skip mark is chunk 11's stamp
+    late_range = chunk(int(10.75 * size), 2 * size)  # stamped before the mark, runs to 12.75: new past 12.5
+    assert proc.add_audio("audio", late_range, (0, 13)) is None
+    received = proc._streams[("audio", "fan")].received
+    again = audio_processor(tmp_path)  # crash before the next save: record 13 is read again
+    assert again.add_audio("audio", late_range, (0, 13)) is None
+    assert again._streams[("audio", "fan")].received == received
