@@ -749,3 +749,60 @@ def test_a_reread_chunk_stamped_before_the_skip_mark_keeps_samples_past_the_rest
     again = audio_processor(tmp_path)  # crash before the next save: record 13 is read again
     assert again.add_audio("audio", late_range, (0, 13)) is None
     assert again._streams[("audio", "fan")].received == received
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_audio_restarts_anywhere_score_what_an_uninterrupted_run_scores(tmp_path, seed):
+    """Random chunk sizes (2 ms to 0.2 s), millisecond stamps, a checkpoint and a crash at random points, the commit
+    behind the checkpoint: the stored scores must be an uninterrupted run's, none missing, none twice."""
+    rng = np.random.default_rng(seed)
+    n = int(AUDIO_RATE * 1.8)
+    x = fan(n, seed=seed)
+    t0 = 1_700_000_000 * S
+    starts = [0]
+    while starts[-1] < n:
+        starts.append(starts[-1] + int(rng.integers(90, 8820)))
+    chunks = [AudioChunk("fan", round((t0 + a * S / AUDIO_RATE) / 1e6) * 1_000_000, AUDIO_RATE, x[a:b])
+              for a, b in zip(starts[:-1], starts[1:])]
+    steps = set(rng.choice(len(chunks), size=max(1, len(chunks) // 3), replace=False).tolist())
+    settle = bool(rng.integers(2))  # score everything before the checkpoint, or leave the newest chunks pending
+    tracker = OffsetTracker()  # the crashing run's
+
+    def run(proc, store, todo, save_at=None, crash_at=None):
+        for i, c in todo:
+            if crash_at is not None and i == crash_at:
+                return
+            if save_at is not None:
+                tracker.seen(0, i)
+            assert proc.add_audio("audio", c, (0, i)) is None
+            if i in steps:
+                proc.step()
+                proc.flush(store)
+            if save_at is not None and i == save_at:
+                if settle:
+                    proc.registry.wait()
+                    proc.step()  # fits, if the training part is complete
+                    proc.step()
+                    proc.flush(store)
+                proc.save_states()
+                tracker.committed(tracker.positions(proc.holds()))
+
+    ref_store = DictStore()
+    ref = audio_processor(tmp_path / "ref")
+    run(ref, ref_store, enumerate(chunks))
+    drain(ref, ref_store)
+    want = {p.time_ns: p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
+
+    save_at = int(rng.integers(len(chunks) // 2, len(chunks) - 2))
+    crash_at = int(rng.integers(save_at + 1, len(chunks)))
+    store = DictStore()
+    run(audio_processor(tmp_path / "run"), store, enumerate(chunks), save_at=save_at, crash_at=crash_at)
+    # the restart reads from the commit, or from further back (a later commit was lost)
+    commit_at = int(rng.integers(0, (tracker.committed_position(0) or 0) + 1))
+    again = audio_processor(tmp_path / "run")
+    run(again, store, list(enumerate(chunks))[commit_at:])
+    drain(again, store)
+    got = {p.time_ns: p.fields["score"] for p in store.measurement(WINDOW_SCORE)}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[t] for t in want], list(want.values()), rtol=0, atol=1e-9)
+    assert again.stats.rejected == 0
