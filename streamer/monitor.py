@@ -107,9 +107,9 @@ class Monitor:
         # 30 s (the loop goes on scoring), and input pauses once this many records are unconfirmed (they are kept
         # in memory until the broker acknowledges them).
         self.max_unconfirmed_outputs = max_unconfirmed_outputs
+        self.output_flush_timeout_s = output_flush_timeout_s
         # A long-running worker says how it is doing without being stopped (the stats were only logged at the end).
         self.status_every_s = status_every_s
-        self.output_flush_timeout_s = output_flush_timeout_s
         self.max_samples_per_round = max_samples_per_round
         self.probe_consumer = probe_consumer
         self.poll_stall_s = poll_stall_s

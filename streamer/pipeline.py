@@ -37,7 +37,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -116,7 +116,7 @@ class _Stream:
     the same time: a stray delivered twice) confirms the jump (a stream that resumes after a long silence), any
     in-order one forgets it (a stray sample)."""
     scored_stamp: int | None = None
-    """Audio: the largest own timestamp of a chunk whose samples are all scored (see :meth:`_audio_skip_mark`)."""
+    """Audio: the largest own timestamp of a chunk whose samples are all scored (see :meth:`_audio_fields`)."""
     audio_start_ns: int | None = None
     audio_rate: int | None = None
     partitions: set = field(default_factory=set)
@@ -463,9 +463,8 @@ class StreamProcessor:
                 ts = np.concatenate([seg.ts_ns for seg in st.segments])
                 values = np.concatenate([seg.values for seg in st.segments])
                 state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
-                         "last_ts": st.last_ts, "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate,
-                         "audio_index": st.audio_index, "audio_skip_until": st.last_ts,
-                         "training": _encode_samples(ts, values)}
+                         "last_ts": st.last_ts, "training": _encode_samples(ts, values),
+                         **self._audio_fields(st, all_saved=True)}
                 held_here = merge_holds(dict(st.unsaved), st.holds().items())
                 for seg in st.segments:
                     seg.origin = None
@@ -473,13 +472,9 @@ class StreamProcessor:
                 continue  # idle since its last save: the file already holds this state
             else:
                 last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
-                index = st.audio_index
-                if st.segments and st.audio_start_ns is not None:  # the first sample not scored yet
-                    index = audio_index(int(st.segments[0].ts_ns[0]), st.audio_start_ns, int(st.audio_rate or 1))
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
                          "received": st.received - st.pending(), "last_ts": last_ts,
-                         "audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index,
-                         "audio_skip_until": self._audio_skip_mark(st)}
+                         **self._audio_fields(st, all_saved=False)}
                 held_here = st.unsaved
             held.append(held_here)
             st.unsaved = {}
@@ -562,15 +557,29 @@ class StreamProcessor:
         return scored
 
     @staticmethod
-    def _audio_skip_mark(st: _Stream) -> int | None:
-        """The stamp up to which a restored audio stream skips re-read chunks: every chunk stamped at or before it
-        is scored. Below the pending chunks' stamps, which a producer re-sending a longer range can put before the
-        scored ones'."""
-        mark = st.scored_stamp if st.scored_stamp is not None else st.skip_until_ts
-        pending = [seg.stamp for seg in st.segments if seg.stamp is not None]
-        if mark is not None and pending:
-            mark = min(mark, min(pending) - 1)
-        return mark
+    def _audio_fields(st: _Stream, all_saved: bool) -> dict[str, Any]:
+        """An audio stream's placement in its saved state (nothing for a sensor stream).
+
+        ``all_saved``: the state holds every accepted sample (a training part); else only the scored ones, and the
+        pending chunks are read again after a restart. ``audio_index``: the index of the first sample the state
+        does not hold. ``audio_skip_until``: the stamp up to which re-read chunks are skipped — every chunk stamped
+        at or before it is in the state — kept below the pending chunks' stamps, which a producer re-sending a
+        longer range can put before the scored ones'.
+        """
+        if st.kind != "audio":
+            return {}
+        if all_saved:
+            index, mark = st.audio_index, st.last_ts
+        else:
+            index = st.audio_index
+            if st.segments and st.audio_start_ns is not None:
+                index = audio_index(int(st.segments[0].ts_ns[0]), st.audio_start_ns, int(st.audio_rate or 1))
+            mark = st.scored_stamp if st.scored_stamp is not None else st.skip_until_ts
+            pending = [seg.stamp for seg in st.segments if seg.stamp is not None]
+            if mark is not None and pending:
+                mark = min(mark, min(pending) - 1)
+        return {"audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index,
+                "audio_skip_until": mark}
 
     def _fail(self, st: _Stream, exc: Exception) -> None:
         """A stream whose scoring raised: a bug or an input no check foresaw. It must cost neither the worker (the

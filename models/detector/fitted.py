@@ -168,8 +168,9 @@ class FittedDetector:
             out = np.asarray(x, dtype=np.float64)
         else:
             out = (np.asarray(x, dtype=np.float64) - self.summary.input_centre) / self.summary.input_scale
-        if out.size and np.abs(out).max() > MODEL_INPUT_LIMIT:  # see MODEL_INPUT_LIMIT; a copy, x stays as it is
-            out = np.clip(out, -MODEL_INPUT_LIMIT, MODEL_INPUT_LIMIT)
+        # Two reductions, no temporary array: this runs on every round's samples of every stream.
+        if out.size and (out.max() > MODEL_INPUT_LIMIT or out.min() < -MODEL_INPUT_LIMIT):
+            out = np.clip(out, -MODEL_INPUT_LIMIT, MODEL_INPUT_LIMIT)  # a copy: x stays as it is
         return out
 
     # ------------------------------------------------------------------ fit
