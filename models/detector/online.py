@@ -308,7 +308,7 @@ class FusionState:
             allowed &= set(channels)
         fused = [n for n in channel_names if n in allowed and n not in ("level", "scale")]
         if cfg.level_weight > 0:
-            fused += [n for n in ("level", "scale") if n in allowed]
+            fused += [n for n in ("level", "scale") if n in cfg.level_channels and n in allowed]
         self.fused: tuple[str, ...] = tuple(fused)
         self.spatial = SPATIAL in allowed
         # One likelihood object calibrates every fused channel (or the max z) at once: see AnomalyLikelihood.
