@@ -74,6 +74,8 @@ def test_bad_settings_are_refused_with_the_name_of_the_setting(tmp_path):
         preset("nab", value_discords="2;x")
     with pytest.raises(ValueError, match="needs calibrate"):
         DetectorConfig(fusion="likelihood")
+    with pytest.raises(ValueError, match="level_channels"):
+        preset("audio", level_channels="level;loudness")
     (tmp_path / "detector.json").write_text(json.dumps({"hop": 4, "bogus": 1}))
     with pytest.raises(ValueError, match="bogus"):
         DetectorConfig.load(tmp_path)
@@ -232,6 +234,36 @@ def test_window_mode_scores_only_window_ends():
     np.testing.assert_array_equal(chunked.positions, det.positions)
     np.testing.assert_allclose(chunked.scores, det.scores, rtol=0, atol=1e-9)
 
+
+
+def test_audio_ignores_a_microphone_dc_offset_but_hears_a_louder_machine():
+    """A PCM window's mean is the microphone's DC offset, not the machine's sound. The audio preset fused it as the
+    ``level`` channel, whose likelihood then decided false alarms (MIMII fan on unit-RMS clips: 0.885 with it,
+    1.000 without). Loudness (the ``scale`` channel) must still be heard."""
+    cfg = preset("audio", window=64, hop=32, steps=3, max_train_windows=32)
+    assert cfg.level_channels == ("scale",)
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(6000) * 0.3) + 0.2 * rng.standard_normal(6000)
+    offset, louder = x.copy(), x.copy()
+    offset[4000:] += 0.5  # a DC offset of half the amplitude from sample 4,000 on: the sound is the same
+    louder[4000:] *= 3.0
+
+    def settled(fitted, y):
+        """Scores and deciding channels of the windows well after the change (its step edge has passed)."""
+        det = score_series(fitted, y)["product"]
+        after = det.positions >= 4400
+        return det.scores[after], set(np.asarray(det.decided_by)[after].tolist()), det.scores[det.positions < 4000]
+
+    fitted = FittedDetector.fit(x[:2000], cfg)
+    _, _, normal = settled(fitted, x)
+    shifted, shifted_by, _ = settled(fitted, offset)
+    loud, loud_by, _ = settled(fitted, louder)
+    assert shifted.max() < normal.max() and "level" not in shifted_by
+    assert loud.max() > 0.9999 > normal.max() and "scale" in loud_by
+    # asking for both channels (as configurations saved before did) brings the false alarm back
+    both = FittedDetector.fit(x[:2000], cfg.with_options(level_channels="level;scale"))
+    shifted, shifted_by, _ = settled(both, offset)
+    assert shifted.max() > 0.9999 and shifted_by == {"level"}
 
 # ---------------------------------------------------------------------------------------------- online parts
 def test_online_gaussian_equals_nabs_windowed_gaussian_in_any_chunking():
