@@ -35,7 +35,7 @@ def limit_cpu_threads(threads: int) -> None:
     log.info("numeric thread pools limited to %d thread(s)", threads)
 
 
-def build_monitor(settings, *, processor=None):
+def build_monitor(settings, *, processor=None, on_snapshot=None):
     """The Kafka clients, sink and processor from ``settings``, wired into a :class:`~streamer.monitor.Monitor`."""
     from functools import partial
 
@@ -62,7 +62,7 @@ def build_monitor(settings, *, processor=None):
         retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
         max_samples_per_round=m.max_samples_per_round,
         probe_consumer=partial(make_consumer, settings, group_id=None, enable_auto_commit=False),
-        poll_stall_exit_s=k.max_poll_interval_ms / 1000.0 + 60.0, on_wedged=_exit_wedged,
+        poll_stall_exit_s=k.max_poll_interval_ms / 1000.0 + 60.0, on_wedged=_exit_wedged, on_snapshot=on_snapshot,
     )
 
 
@@ -84,22 +84,32 @@ def run_monitor(settings, *, stop: threading.Event, idle_exit_s: float | None = 
     start before the broker does, and a restart loop would only add noise."""
     from kafka.errors import KafkaError
 
-    delay = 1.0
-    while True:
-        try:
-            monitor = build_monitor(settings, processor=processor)
-            break
-        except KafkaError as exc:
-            if stop.is_set():
-                log.info("stopped before the broker was reachable")
-                return None
-            log.warning("cannot reach the Kafka broker at %s (%s): retrying in %.0f s",
-                        settings.kafka.bootstrap_servers, exc, delay)
-            stop.wait(delay)
-            delay = min(delay * 2, 30.0)
-    stats = monitor.run(stop, idle_exit_s=idle_exit_s)
-    log.info("monitor stopped: %s; processor: %s", stats, monitor.processor.stats)
-    return stats
+    from streamer.health import HealthServer
+
+    m = settings.monitor
+    health = (HealthServer(m.health_host, m.health_port, stall_s=m.health_stall_s).start()
+              if m.health_port is not None else None)
+    try:
+        delay = 1.0
+        while True:
+            try:
+                monitor = build_monitor(settings, processor=processor,
+                                        on_snapshot=health.publish if health is not None else None)
+                break
+            except KafkaError as exc:
+                if stop.is_set():
+                    log.info("stopped before the broker was reachable")
+                    return None
+                log.warning("cannot reach the Kafka broker at %s (%s): retrying in %.0f s",
+                            settings.kafka.bootstrap_servers, exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        stats = monitor.run(stop, idle_exit_s=idle_exit_s)
+        log.info("monitor stopped: %s; processor: %s", stats, monitor.processor.stats)
+        return stats
+    finally:
+        if health is not None:
+            health.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -139,6 +139,11 @@ class MonitorSettings(_Section):
     # Samples taken in per poll round (records beyond it are read again next round), so one round of big
     # records cannot outlast max.poll.interval.ms.
     max_samples_per_round: int = Field(200_000, gt=0)
+    # HTTP /healthz (liveness: the loop turned within health_stall_s) and /metrics (Prometheus) on this port;
+    # None = off, 0 = any free port (streamer/health.py). A container needs health_host "0.0.0.0".
+    health_port: int | None = Field(None, ge=0, le=65_535)
+    health_host: str = "127.0.0.1"
+    health_stall_s: float = Field(120.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "MonitorSettings":

@@ -27,6 +27,7 @@ from kafka import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from streamer.health import WorkerSnapshot
 from streamer.ingest import DeadLetter, InputRecord, ingest
 from streamer.offsets import OffsetTracker
 from streamer.pipeline import StreamProcessor
@@ -85,6 +86,7 @@ class Monitor:
         poll_stall_s: float = 10.0,
         poll_stall_exit_s: float = 360.0,
         on_wedged: Callable[[], None] | None = None,
+        on_snapshot: Callable[[WorkerSnapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
@@ -115,6 +117,9 @@ class Monitor:
         self.poll_stall_s = poll_stall_s
         self.poll_stall_exit_s = poll_stall_exit_s
         self.on_wedged = on_wedged
+        # Receives the loop's counters at most once a second (streamer/health.py serves them over HTTP).
+        self.on_snapshot = on_snapshot
+        self._last_snapshot: float | None = None
         self._poll_started: float | None = None
         """Makes a group-less consumer with the same connection settings (see :meth:`_skip_unreadable`)."""
         self.clock = clock
@@ -140,6 +145,9 @@ class Monitor:
             while not stop.is_set():
                 got = self.run_once()
                 now = self.clock()
+                if self.on_snapshot is not None and (self._last_snapshot is None or now - self._last_snapshot >= 1.0):
+                    self._last_snapshot = now
+                    self.on_snapshot(self.snapshot())
                 if now - self._last_status >= self.status_every_s:
                     self._last_status = now
                     self.log_status()
@@ -153,15 +161,25 @@ class Monitor:
             self.shutdown()
         return self.stats
 
+    def snapshot(self) -> WorkerSnapshot:
+        """The loop's counters and state now (call from the loop's thread: it reads the processor's streams)."""
+        s, p = self.stats, self.processor.stats
+        return WorkerSnapshot(
+            taken=time.monotonic(), records=s.records, samples_scored=p.scored, points_written=s.points_written,
+            dead_letters=s.dead_letters, commits=s.commits, checkpoints=s.checkpoints, sink_failures=s.sink_failures,
+            live_streams=self.processor.stream_count(), held_streams=len(self.processor.held_streams()),
+            backlog_samples=self.processor.backlog(), assigned_partitions=len(self.consumer.assignment()),
+            input_paused=self._paused, sink_down=self._sink_down_until is not None)
+
     def log_status(self) -> None:
         """One line on how the worker is doing; a warning while streams are held after a scoring failure."""
-        s, p = self.stats, self.processor.stats
+        snap = self.snapshot()
         held = self.processor.held_streams()
         log.log(logging.WARNING if held else logging.INFO,
                 "status: %d records read, %d samples scored, %d points written, %d dead letters, %d commits, "
-                "%d live streams, backlog %d samples, input %s%s", s.records, p.scored, s.points_written,
-                s.dead_letters, s.commits, self.processor.stream_count(), self.processor.backlog(),
-                "paused" if self._paused else "flowing",
+                "%d live streams, backlog %d samples, input %s%s", snap.records, snap.samples_scored,
+                snap.points_written, snap.dead_letters, snap.commits, snap.live_streams, snap.backlog_samples,
+                "paused" if snap.input_paused else "flowing",
                 f"; {len(held)} stream(s) held after a scoring failure until a restart: {', '.join(held[:5])}"
                 if held else "")
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -55,6 +56,26 @@ def make_settings(kafka_broker: str, influx, tmp_path: Path, **monitor) -> Setti
         store=StoreSettings(kind="influx"),
         monitor=MonitorSettings(**base),
     )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def metric(base_url: str, name: str) -> float:
+    """One sample of a worker's /metrics (-1 while it cannot be read)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1
+    return next((s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name), -1)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -485,7 +506,7 @@ def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_pa
     """SIGTERM: the monitor writes and commits what it has and exits 0; a restart re-reads only the open window."""
     import re
 
-    settings = make_settings(kafka_broker, influx_server, tmp_path)
+    settings = make_settings(kafka_broker, influx_server, tmp_path, health_port=free_port())
     create_topics(settings)
     stream = f"term-{uuid.uuid4().hex[:6]}"
     source = nab_source(stream, 300)
@@ -498,6 +519,12 @@ def test_sigterm_finishes_writes_and_commits(kafka_broker, influx_server, tmp_pa
         first = subprocess.Popen(runner, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         try:
             wait_for(lambda: count(influx_server, stream) >= len(ends), 120, "all scores")
+            # the worker's own account over HTTP (streamer/health.py): alive, and every point counted
+            health = f"http://127.0.0.1:{settings.monitor.health_port}"
+            wait_for(lambda: metric(health, "scalowatch_points_written_total") >= len(ends), 30, "metrics")
+            with urllib.request.urlopen(health + "/healthz", timeout=5) as resp:
+                report = json.loads(resp.read())
+            assert resp.status == 200 and report["status"] == "ok" and report["assigned_partitions"] >= 1
             first.send_signal(signal.SIGTERM)
             assert first.wait(60) == 0, log1.read_text()[-3000:]
         finally:
