@@ -8,7 +8,7 @@ Protocol (deterministic, no randomness in the split):
 * **The product** (``scalowatch``, the monitor's ``audio`` preset, :mod:`models.detector`): the detector is fitted
   on the training clips joined end to end (the training part of one "stream"); each test clip is then scored as
   the continuation of that stream — the detector's state after the training part is restored, the clip's samples
-  are fed, and each window end gets the detector's score (diffusion and level/scale channels, each calibrated by
+  are fed, and each window end gets the detector's score (diffusion and scale channels, each calibrated by
   its own likelihood, the larger wins). Clip score = mean of the top ``top_fraction`` of those scores: a fault that
   shows in a fraction of the clip is not averaged away, one odd window does not decide alone. The same run also
   reports, from the same fit and the same channel values, the detector *without* its diffusion channel and the

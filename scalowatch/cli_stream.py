@@ -62,8 +62,14 @@ def build_monitor(settings, *, processor=None, on_snapshot=None):
         retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
         max_samples_per_round=m.max_samples_per_round,
         probe_consumer=partial(make_consumer, settings, group_id=None, enable_auto_commit=False),
-        poll_stall_exit_s=k.max_poll_interval_ms / 1000.0 + 60.0, on_wedged=_exit_wedged, on_snapshot=on_snapshot,
+        poll_stall_exit_s=poll_stall_exit_s(settings), on_wedged=_exit_wedged, on_snapshot=on_snapshot,
     )
+
+
+def poll_stall_exit_s(settings) -> float:
+    """How long a ``poll`` (a group join included) may legitimately take: ``max.poll.interval.ms`` + a minute. The
+    poll watchdog gives up on the Kafka client after it, and the health probe calls the loop stalled after it."""
+    return settings.kafka.max_poll_interval_ms / 1000.0 + 60.0
 
 
 def _exit_wedged() -> None:
@@ -87,8 +93,8 @@ def run_monitor(settings, *, stop: threading.Event, idle_exit_s: float | None = 
     from streamer.health import HealthServer
 
     m = settings.monitor
-    health = (HealthServer(m.health_host, m.health_port, stall_s=m.health_stall_s).start()
-              if m.health_port is not None else None)
+    stall_s = m.health_stall_s or poll_stall_exit_s(settings)
+    health = HealthServer(m.health_host, m.health_port, stall_s=stall_s).start() if m.health_port is not None else None
     try:
         delay = 1.0
         while True:

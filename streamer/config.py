@@ -140,10 +140,12 @@ class MonitorSettings(_Section):
     # records cannot outlast max.poll.interval.ms.
     max_samples_per_round: int = Field(200_000, gt=0)
     # HTTP /healthz (liveness: the loop turned within health_stall_s) and /metrics (Prometheus) on this port;
-    # None = off, 0 = any free port (streamer/health.py). A container needs health_host "0.0.0.0".
+    # None = off, 0 = any free port (streamer/health.py). A container needs health_host "0.0.0.0". The stall limit
+    # defaults to the poll watchdog's (kafka.max_poll_interval_ms + 60 s): a group join may legitimately take
+    # max.poll.interval.ms, and a probe that failed sooner would restart workers in the middle of a rebalance.
     health_port: int | None = Field(None, ge=0, le=65_535)
     health_host: str = "127.0.0.1"
-    health_stall_s: float = Field(120.0, gt=0)
+    health_stall_s: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> "MonitorSettings":

@@ -6,8 +6,9 @@ outside the process could tell a worker whose loop had stopped turning from a qu
 :class:`WorkerSnapshot` (at most once a second); the server only reads the latest one, so a scrape never touches
 the loop's data structures from another thread and costs the loop nothing.
 
-Liveness is "the loop turned recently" (``stall_s``). Before the first snapshot — loading models, waiting for the
-broker — the worker reports ``starting`` and counts as alive: restarting it would not bring a broker up. Streams
+Liveness is "the loop turned recently" (``stall_s``; by default as long as a poll may legitimately take, a group
+join included). The loop publishes once as it starts; before that — loading models, waiting for the broker — the
+worker reports ``starting`` and counts as alive: restarting it would not bring a broker up. Streams
 held after a scoring failure, a paused input or a store that is down are reported (``scalowatch_held_streams``,
 ``scalowatch_input_paused``, ``scalowatch_sink_down``) but do not fail the probe: a restart re-reads from the
 commit and fixes none of them, and a deterministic failure would turn into a restart loop.
@@ -73,7 +74,7 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
 class HealthServer:
     """Serves ``/healthz`` and ``/metrics`` from a daemon thread; :meth:`publish` is the loop's only call."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, stall_s: float = 120.0,
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, stall_s: float = 360.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.host, self.requested_port, self.stall_s, self.clock = host, port, stall_s, clock
         self._snapshot: WorkerSnapshot | None = None
@@ -164,5 +165,7 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # a client that connects and sends nothing must not hold a thread for ever
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
         log.debug("health server: " + format, *args)

@@ -139,6 +139,9 @@ class Monitor:
         """Consume until ``stop`` is set (or, with ``idle_exit_s``, until nothing arrived for that long)."""
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         last_data = self.clock()
+        if self.on_snapshot is not None:  # the loop has started: from now on a round that never ends is a stall
+            self._last_snapshot = last_data
+            self.on_snapshot(self.snapshot())
         done = threading.Event()
         threading.Thread(target=self._watch_poll, args=(done,), name="poll-watchdog", daemon=True).start()
         try:

@@ -74,8 +74,12 @@ def test_bad_settings_are_refused_with_the_name_of_the_setting(tmp_path):
         preset("nab", value_discords="2;x")
     with pytest.raises(ValueError, match="needs calibrate"):
         DetectorConfig(fusion="likelihood")
-    with pytest.raises(ValueError, match="level_channels"):
-        preset("audio", level_channels="level;loudness")
+    for bad in ("level;loudness", "", None, 3, []):
+        with pytest.raises(ValueError, match="level_channels"):
+            preset("audio", level_channels=bad)
+    # the default is not written (a release from before the setting refuses unknown keys: rollbacks keep working)
+    assert "level_channels" not in preset("nab").to_dict()
+    assert DetectorConfig.from_dict(preset("audio").to_dict()).level_channels == ("scale",)
     (tmp_path / "detector.json").write_text(json.dumps({"hop": 4, "bogus": 1}))
     with pytest.raises(ValueError, match="bogus"):
         DetectorConfig.load(tmp_path)

@@ -217,3 +217,29 @@ def test_the_status_line_names_held_streams_as_a_warning(tmp_path, caplog):
     assert first.levelname == "INFO" and "2 live streams" in first.getMessage() and "held" not in first.getMessage()
     assert second.levelname == "WARNING" and "1 stream(s) held" in second.getMessage()
     assert "sensor/b" in second.getMessage()
+
+
+def test_the_loop_publishes_its_counters_when_it_starts_and_then_at_most_once_a_second(tmp_path):
+    """The health endpoint reads what the loop publishes (streamer/health.py): a snapshot as the loop starts (a first
+    round that never ends then shows as a stall), then one a second however fast the rounds go."""
+    import threading
+
+    now = [0.0]
+    published = []
+    stop = threading.Event()
+
+    def step(consumer):
+        now[0] += 0.25  # four rounds a second
+        if now[0] >= 3.0:
+            stop.set()
+
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [step] * 100)
+    proc = build_processor(MonitorSettings(model_dir=tmp_path / "models"), background=False)
+    mon = Monitor(consumer, proc, NoStore(), topics=[TOPIC], class_of_topic=lambda topic: "sensor",
+                  dead_letters=None, on_snapshot=published.append, clock=lambda: now[0])
+    consumer.subscribe = lambda topics, listener: None
+    consumer.close = lambda *a, **k: None
+    mon.run(stop)
+    assert len(published) == 4  # at 0 (the start), 1, 2 and 3 s
+    assert published[0].records == 0 and published[-1].assigned_partitions == 2
+    assert not published[-1].input_paused and published[-1].held_streams == 0

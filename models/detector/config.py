@@ -27,6 +27,7 @@ from models.strict_fields import number_tuple, reject_unknown_fields
 SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
 FUSIONS = ("max_z", "likelihood")
 CONFIG_FILE = "detector.json"
+DEFAULT_LEVEL_CHANNELS = ("level", "scale")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class DetectorConfig:
     score_batch: int = 256
     scalogram_normalise: str = "window"
     level_weight: float = 1.0
-    level_channels: tuple[str, ...] = ("level", "scale")
+    level_channels: tuple[str, ...] = DEFAULT_LEVEL_CHANNELS
     discord_scales: tuple[float, ...] = ()
     discord_hop: int = 0
     value_discords: tuple[int, ...] = ()
@@ -107,10 +108,10 @@ class DetectorConfig:
         chosen = self.level_channels
         if isinstance(chosen, str):  # a command line's "scale" or "level;scale"
             chosen = tuple(part.strip() for part in chosen.split(";") if part.strip())
-        chosen = tuple(dict.fromkeys(str(c) for c in chosen))
-        if not set(chosen) <= {"level", "scale"}:
-            raise ValueError(f"level_channels must name 'level' and/or 'scale', got {list(chosen)}")
-        object.__setattr__(self, "level_channels", chosen)
+        if not isinstance(chosen, (tuple, list)) or not chosen or not set(chosen) <= {"level", "scale"}:
+            raise ValueError(f"level_channels must name 'level' and/or 'scale' (level_weight=0 fuses neither), "
+                             f"got {self.level_channels!r}")
+        object.__setattr__(self, "level_channels", tuple(dict.fromkeys(chosen)))
         for name in ("discord_scales", "value_discord_scales"):
             scales = number_tuple(getattr(self, name), float, name, "'1;0.5'")
             if any(not 0.0 < f <= 1.0 for f in scales):
@@ -145,6 +146,10 @@ class DetectorConfig:
         out = asdict(self)
         for name in ("discord_scales", "value_discords", "value_discord_scales", "level_channels"):
             out[name] = list(out[name])
+        if self.level_channels == DEFAULT_LEVEL_CHANNELS:
+            # Saved only where it differs: a release from before the setting refuses unknown keys, so a detector
+            # fitted now (nab, ucr) stays loadable after a rollback.
+            del out["level_channels"]
         return out
 
     @classmethod
@@ -229,7 +234,7 @@ PRESETS: dict[str, Preset] = {
         DetectorConfig(window=8192, hop=4096, train_samples=16_000 * 10, max_train_windows=512,
                        calibrate=True, fusion="likelihood", score_every="window", level_channels=("scale",)),
         alert_threshold=0.99,
-        description="machine audio: diffusion and level/scale channels, each with its own likelihood",
+        description="machine audio: diffusion and scale (loudness) channels, each with its own likelihood",
     ),
 }
 
