@@ -224,16 +224,14 @@ class FittedDetector:
     def _model_scores(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(raw diffusion score, level_z, scale_z) of (n, window) model-input windows.
 
-        Why every forward pass has the same shape: in fp32 on the CPU a window's score is the same at every
-        position of a batch, but the kernels and their split across threads depend on the batch size (oneDNN for
-        batches of 1–3 with two threads; with one thread the attention's batched matrix products for batches
-        under 16; with four threads a batch of 80 split differently from one of 64 and moved a z-score by 6e-5).
-        Every forward pass therefore runs on exactly :data:`PAD_TO` scalograms (the last one repeated to fill the
-        final pass; the transform before it needs no padding, see
-        :meth:`models.transforms.cwt.Scalogram.magnitude`), so a window's score does not depend on the micro-batch
-        it lands in, whatever the thread count (``tests/test_detector.py`` holds every split to exact equality with
-        one, two and four threads). Cost: large offline batches run as many passes of 16 (about 1.6x the model
-        time of one big pass on one thread); a monitor round of a few dozen windows costs about the same.
+        Why the padding: in fp32 on the CPU a window's score is the same at every position of a batch, but the
+        kernels change for small batches (oneDNN for batches of 1–3 with two threads; with one thread the
+        attention's batched matrix products for batches under 16), which moves a score by ~1e-7. Every forward
+        pass therefore runs on a multiple of :data:`PAD_TO` scalograms (the last one repeated; the transform before
+        it needs no padding, see :meth:`models.transforms.cwt.Scalogram.magnitude`), so a window's score does not
+        depend on the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact
+        equality with one and with two threads). Limit: with three or more threads some batch sizes (e.g. 80, 160
+        windows) are split across threads differently and differ by ~1e-7 from other sizes.
         """
         x = np.asarray(windows, dtype=np.float32)
         raw, level, scale = [], [], []
@@ -246,12 +244,10 @@ class FittedDetector:
             padded = -(-n // PAD_TO) * PAD_TO
             if padded != n:
                 scalograms = tuple(torch.cat([t, t[-1:].expand(padded - n, *t.shape[1:])]) for t in scalograms)
-            for j in range(0, padded, PAD_TO):  # every forward pass the same shape (see above)
-                batch = self.pipeline.score_scalograms(*(t[j:j + PAD_TO] for t in scalograms))
-                keep = min(PAD_TO, n - j)
-                raw.append(np.asarray(batch.scores, dtype=np.float64)[:keep])
-                level.append(np.asarray(batch.extras["level_z"], dtype=np.float64)[:keep])
-                scale.append(np.asarray(batch.extras["scale_z"], dtype=np.float64)[:keep])
+            batch = self.pipeline.score_scalograms(*scalograms)
+            raw.append(np.asarray(batch.scores, dtype=np.float64)[:n])
+            level.append(np.asarray(batch.extras["level_z"], dtype=np.float64)[:n])
+            scale.append(np.asarray(batch.extras["scale_z"], dtype=np.float64)[:n])
         if not raw:
             return np.zeros(0), np.zeros(0), np.zeros(0)
         return np.concatenate(raw), np.concatenate(level), np.concatenate(scale)
