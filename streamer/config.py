@@ -97,6 +97,8 @@ class MonitorSettings(_Section):
     # Threads the numeric kernels (PyTorch's, numpy's BLAS) may use in this worker; 0 = the libraries' defaults
     # (one per core). Workers of one group on one machine should split the cores between them (e.g. 1 each on 2
     # cores): idle BLAS threads spin, and two workers' pools fighting over the same cores cost more than they gain.
+    # PyTorch's threads are capped at 2 whatever this says: with more, a window's score would depend on its
+    # micro-batch (scalowatch/cli_stream.py, limit_model_threads).
     cpu_threads: int = Field(0, ge=0)
     model_dir: Path = Path("checkpoints/default")
     # Detector presets per stream class: "nab" (operational metrics; the benchmarked default), "ucr", "audio".

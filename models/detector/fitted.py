@@ -37,6 +37,9 @@ FITTED_FILE = "fitted.json"
 DISCORD_FILE = "discords.npz"
 PIPELINE_DIR = "pipeline"
 PAD_TO = 16
+# PyTorch intra-op threads up to which a window's score is independent of its micro-batch (see _model_scores);
+# the monitor and the demo cap the model's threads at this (scalowatch/cli_stream.py).
+BATCH_INDEPENDENT_THREADS = 2
 _SMALL_CUT = 4096  # values: below this, sliding_windows copies (see there)
 # The scalogram model computes in float32. A model input beyond this (a sensor value of 1e38, or an ordinary one
 # standardised by a tiny training spread) would overflow there — to inf in the cast, then NaN in the transform —
@@ -230,8 +233,11 @@ class FittedDetector:
         pass therefore runs on a multiple of :data:`PAD_TO` scalograms (the last one repeated; the transform before
         it needs no padding, see :meth:`models.transforms.cwt.Scalogram.magnitude`), so a window's score does not
         depend on the micro-batch it lands in (``tests/test_detector.py`` holds every split to exact
-        equality with one and with two threads). Limit: with three or more threads some batch sizes (e.g. 80, 160
-        windows) are split across threads differently and differ by ~1e-7 from other sizes.
+        equality with one and with two threads). Limit: with three or more threads some batch sizes are split
+        across threads differently (four threads: a batch of 80 moved a diffusion z by 6e-5 against the same window
+        scored alone), hence :data:`BATCH_INDEPENDENT_THREADS`. Running every pass on exactly 16 scalograms
+        removes the effect at any thread count but cost the monitor's detector 40 % of its throughput (5,000
+        against 8,100 samples/s), so the threads are capped instead.
         """
         x = np.asarray(windows, dtype=np.float32)
         raw, level, scale = [], [], []
