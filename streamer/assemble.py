@@ -49,4 +49,4 @@ def build_processor(
                                 fitter=fitter, loader=loader)
     return StreamProcessor(classes, registry, snapshots=m.snapshots, state_dir=Path(m.model_dir) / "_state",
                            train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s,
-                           max_streams=m.max_streams)
+                           max_streams=m.max_streams, max_step_samples=m.max_samples_per_round)

@@ -138,8 +138,8 @@ class MonitorSettings(_Section):
     # evicted (it is restored from its saved state when it sends again); when none is, a new stream's records are
     # dead-lettered as too_many_streams.
     max_streams: int = Field(10_000, gt=0)
-    # Samples taken in per poll round (records beyond it are read again next round), so one round of big
-    # records cannot outlast max.poll.interval.ms.
+    # Samples taken in per poll round (records beyond it are read again next round), and scored per round (whole
+    # streams, the rest next round), so one round cannot outlast max.poll.interval.ms.
     max_samples_per_round: int = Field(200_000, gt=0)
     # HTTP /healthz (liveness: the loop turned within health_stall_s) and /metrics (Prometheus) on this port;
     # None = off, 0 = any free port (streamer/health.py). A container needs health_host "0.0.0.0". The stall limit

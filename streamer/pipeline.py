@@ -181,7 +181,7 @@ class StreamProcessor:
         snapshots: bool = True,
         state_dir: str | Path | None = None,
         train_samples_for: Callable[[str, str], int] | None = None,
-        max_batch: int = 1024,
+        max_step_samples: int | None = None,
         max_skew_s: float = 30 * 86_400,
         max_streams: int = 10_000,
         wall_clock_ns: Callable[[], int] = time.time_ns,
@@ -191,7 +191,9 @@ class StreamProcessor:
         self.snapshots = snapshots
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.train_samples_for = train_samples_for
-        self.max_batch = max_batch
+        # Samples one step scores at most (None: all); at least one stream's are always scored.
+        self.max_step_samples = max_step_samples
+        self._step_from = 0  # where the next bounded step starts in the streams, so none waits behind the others
         self.max_skew_ns = int(max_skew_s * NS_PER_S)
         self.wall_clock_ns = wall_clock_ns
         self.max_streams = max_streams
@@ -518,15 +520,26 @@ class StreamProcessor:
         return self.classes[st.stream_class].detector.train_samples
 
     def step(self, force: bool = False) -> int:
-        """Start fits that are due, take finished ones, score every ready stream's pending samples.
-        Returns the number of samples scored. (``force`` is accepted for the callers' shutdown path; every call
-        scores everything that can be scored.)"""
+        """Start fits that are due, take finished ones, score ready streams' pending samples: whole streams, up to
+        ``max_step_samples`` (``force``: all of them, the shutdown path). Returns the number of samples scored.
+
+        Why bounded: the loop polls only between steps, and the group drops a member that has not polled for
+        ``max.poll.interval.ms``. When a shared detector becomes ready, every stream waiting for it brings its whole
+        training part at once (10,000 streams x 750 samples is 25 minutes of scoring on one core); a bounded step
+        scores them over many rounds, starting each where the last one stopped."""
         ready, failed = self.registry.poll()
         self.stats.fit_failures += len(failed)
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
-        for st in self._streams.values():
+        streams = list(self._streams.values())
+        start = self._step_from % len(streams) if streams and not force else 0
+        self._step_from = 0
+        taken = 0
+        for i, st in enumerate(streams[start:] + streams[:start]):
             if not st.segments or st.failed is not None:
                 continue
+            if not force and self.max_step_samples is not None and taken >= self.max_step_samples:
+                self._step_from = start + i  # the next step starts with this stream
+                break
             key = self.registry.key_for(st.stream_class, st.name)
             if st.state is None:
                 fitted = self.registry.detector(key)
@@ -537,7 +550,9 @@ class StreamProcessor:
                         self.registry.fit(key, train)
                     continue
                 st.state = fitted.new_state()
-            jobs.setdefault(key, []).append((st, np.concatenate([s.values for s in st.segments])))
+            values = np.concatenate([s.values for s in st.segments])
+            taken += values.size
+            jobs.setdefault(key, []).append((st, values))
         scored = 0
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]

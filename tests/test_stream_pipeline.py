@@ -832,3 +832,38 @@ def test_audio_restarts_anywhere_score_what_an_uninterrupted_run_scores(tmp_path
     np.testing.assert_allclose([got[t] for t in want], list(want.values()), rtol=0, atol=1e-9)
     extra = [v.reason for i, v in verdicts.items() if v is not None and ref_verdicts[i] is None]
     assert set(extra) <= {"late"} and (resend_rate > 0 or not extra)
+
+
+def test_a_step_scores_at_most_its_budget_and_the_next_one_goes_on_where_it_stopped(tmp_path):
+    """A step scored every ready stream's pending samples at once: when a detector became ready for many waiting
+    streams, one step could outlast max.poll.interval.ms and the group dropped the member. A step now stops after
+    ``max_samples_per_round`` samples (whole streams), the next starts with the first stream left, and the scores
+    are those of an unbounded run."""
+    series = {f"s{k}": stamped(values(420, seed=k)) for k in range(4)}
+    fitter = make(tmp_path)  # the four detectors, fitted and saved once; the runs below load them
+    for k, (name, samples) in enumerate(series.items()):
+        feed(fitter, name, samples[:TRAIN], part=k)
+    drain(fitter, DictStore())
+
+    def loaded(**kw):
+        proc = make(tmp_path, **kw)
+        for k, (name, samples) in enumerate(series.items()):
+            for off, (t, v) in enumerate(samples[:400]):
+                assert proc.add_sensor("sensor", [Sample(name, t, v)], (k, off)) is None
+        return proc
+
+    ref, ref_store = loaded(), DictStore()
+    drain(ref, ref_store)
+    for off, (t, v) in enumerate(series["s0"][400:], start=400):
+        ref.add_sensor("sensor", [Sample("s0", t, v)], (0, off))
+    drain(ref, ref_store)
+
+    proc, store = loaded(max_samples_per_round=500), DictStore()
+    assert proc.step() == 800  # two whole streams of 400: the second took the step past 500
+    for off, (t, v) in enumerate(series["s0"][400:], start=400):  # s0 sends on: s2 and s3 must not wait behind it
+        assert proc.add_sensor("sensor", [Sample("s0", t, v)], (0, off)) is None
+    assert proc.step() == 800 and proc.step() == 20 and proc.step() == 0
+    proc.flush(store)
+    got = {(p.tags["stream"], p.time_ns): p.fields["score"] for p in store.measurement(WINDOW_SCORE)}
+    want = {(p.tags["stream"], p.time_ns): p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
+    assert len(got) == 4 * 400 + 20 and got == want
