@@ -35,23 +35,6 @@ def limit_cpu_threads(threads: int) -> None:
     log.info("numeric thread pools limited to %d thread(s)", threads)
 
 
-def limit_model_threads() -> None:
-    """PyTorch's intra-op threads at most :data:`~models.detector.fitted.BATCH_INDEPENDENT_THREADS` (2).
-
-    Why: with more, the model's kernels split a batch across threads by its size, so a window's score would depend
-    on which windows share its micro-batch (6e-5 in z with four threads) and the monitor would no longer score
-    exactly what ``bench`` measured. The tiny scalogram models gain little from more threads; a machine with more
-    cores runs more workers of the group (``docs/streaming.md``)."""
-    import torch
-
-    from models.detector.fitted import BATCH_INDEPENDENT_THREADS
-
-    if torch.get_num_threads() > BATCH_INDEPENDENT_THREADS:
-        log.info("PyTorch intra-op threads %d -> %d (scores independent of micro-batches)", torch.get_num_threads(),
-                 BATCH_INDEPENDENT_THREADS)
-        torch.set_num_threads(BATCH_INDEPENDENT_THREADS)
-
-
 def build_monitor(settings, *, processor=None, on_snapshot=None):
     """The Kafka clients, sink and processor from ``settings``, wired into a :class:`~streamer.monitor.Monitor`."""
     from functools import partial
@@ -65,7 +48,6 @@ def build_monitor(settings, *, processor=None, on_snapshot=None):
     k, m = settings.kafka, settings.monitor
     if m.cpu_threads:
         limit_cpu_threads(m.cpu_threads)
-    limit_model_threads()
     topics = [k.sensor_topic, k.audio_topic]
     ensure_topics(settings, [*topics, k.dead_letter_topic, k.alerts_topic])
     processor = processor or build_processor(m)
@@ -163,7 +145,6 @@ def register(app: typer.Typer) -> None:
         """Replay bundled NAB series and a fan recording through the monitor into SQLite, then open the dashboard."""
         from streamer.demo import DemoConfig, run_demo
 
-        limit_model_threads()  # the demo's scores are bench nab's: see limit_model_threads
         cfg = DemoConfig(out_dir=out_dir, speed=speed, fresh=not keep_models)
         report = run_demo(cfg)
         typer.echo(report.text())

@@ -4,6 +4,7 @@ Kept apart from the loops so the monitor, the demo and ``bench --via monitor`` b
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,8 @@ from streamer.alerts import AlertPolicy
 from streamer.messages import AUDIO, SENSOR
 from streamer.model_registry import DetectorRegistry, Fitter, Loader
 from streamer.pipeline import StreamClassConfig, StreamProcessor
+
+log = logging.getLogger(__name__)
 
 
 def detector_configs(m) -> dict[str, DetectorConfig]:
@@ -35,6 +38,23 @@ def stream_classes(m) -> dict[str, StreamClassConfig]:
     }
 
 
+def limit_model_threads() -> None:
+    """PyTorch's intra-op threads at most :data:`~models.detector.fitted.BATCH_INDEPENDENT_THREADS` (2).
+
+    Why: with more, the model's kernels split a batch across threads by its size, so a window's score would depend
+    on which windows share its micro-batch (6e-5 in z with four threads) and a stream would no longer be scored the
+    same however its samples arrive. The tiny scalogram models gain little from more threads; a machine with more
+    cores runs more workers of the group (``docs/streaming.md``). Process-wide, as PyTorch's setting is."""
+    import torch
+
+    from models.detector.fitted import BATCH_INDEPENDENT_THREADS
+
+    if torch.get_num_threads() > BATCH_INDEPENDENT_THREADS:
+        log.info("PyTorch intra-op threads %d -> %d (scores independent of micro-batches)", torch.get_num_threads(),
+                 BATCH_INDEPENDENT_THREADS)
+        torch.set_num_threads(BATCH_INDEPENDENT_THREADS)
+
+
 def build_processor(
     m,
     *,
@@ -43,6 +63,7 @@ def build_processor(
     fitter: Fitter | None = None,
     loader: Loader | None = None,
 ) -> StreamProcessor:
+    limit_model_threads()  # every processor: the monitor, the demo, bench --via monitor
     classes = stream_classes(m)
     registry = DetectorRegistry(m.model_dir, {name: c.detector for name, c in classes.items()},
                                 shared=m.model_mode == "shared", background=background, device=m.device,

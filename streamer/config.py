@@ -98,7 +98,7 @@ class MonitorSettings(_Section):
     # (one per core). Workers of one group on one machine should split the cores between them (e.g. 1 each on 2
     # cores): idle BLAS threads spin, and two workers' pools fighting over the same cores cost more than they gain.
     # PyTorch's threads are capped at 2 whatever this says: with more, a window's score would depend on its
-    # micro-batch (scalowatch/cli_stream.py, limit_model_threads).
+    # micro-batch (streamer/assemble.py, limit_model_threads).
     cpu_threads: int = Field(0, ge=0)
     model_dir: Path = Path("checkpoints/default")
     # Detector presets per stream class: "nab" (operational metrics; the benchmarked default), "ucr", "audio".
@@ -138,8 +138,9 @@ class MonitorSettings(_Section):
     # evicted (it is restored from its saved state when it sends again); when none is, a new stream's records are
     # dead-lettered as too_many_streams.
     max_streams: int = Field(10_000, gt=0)
-    # Samples taken in per poll round (records beyond it are read again next round), and scored per round (whole
-    # streams, the rest next round), so one round cannot outlast max.poll.interval.ms.
+    # Samples taken in per poll round (records beyond it are read again next round), and about as many scored per
+    # round (whole streams: the one that crosses it is scored to its end; the rest next round), so a round's work
+    # stays bounded however many streams a detector becomes ready for (max.poll.interval.ms).
     max_samples_per_round: int = Field(200_000, gt=0)
     # HTTP /healthz (liveness: the loop turned within health_stall_s) and /metrics (Prometheus) on this port;
     # None = off, 0 = any free port (streamer/health.py). A container needs health_host "0.0.0.0". The stall limit

@@ -193,7 +193,7 @@ class StreamProcessor:
         self.train_samples_for = train_samples_for
         # Samples one step scores at most (None: all); at least one stream's are always scored.
         self.max_step_samples = max_step_samples
-        self._step_from = 0  # where the next bounded step starts in the streams, so none waits behind the others
+        self._step_from: tuple[str, str] | None = None  # the stream a bounded step stopped at: the next starts there
         self.max_skew_ns = int(max_skew_s * NS_PER_S)
         self.wall_clock_ns = wall_clock_ns
         self.max_streams = max_streams
@@ -531,24 +531,30 @@ class StreamProcessor:
         self.stats.fit_failures += len(failed)
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
         streams = list(self._streams.values())
-        start = self._step_from % len(streams) if streams and not force else 0
-        self._step_from = 0
+        start = 0
+        if not force and self._step_from in self._streams:
+            start = list(self._streams).index(self._step_from)
+        self._step_from = None
         taken = 0
-        for i, st in enumerate(streams[start:] + streams[:start]):
+        for st in streams[start:] + streams[:start]:
             if not st.segments or st.failed is not None:
                 continue
-            if not force and self.max_step_samples is not None and taken >= self.max_step_samples:
-                self._step_from = start + i  # the next step starts with this stream
-                break
             key = self.registry.key_for(st.stream_class, st.name)
+            fitted = None
             if st.state is None:
                 fitted = self.registry.detector(key)
-                if fitted is None:
+                if fitted is None:  # fits are started whatever the budget: they run in the background
                     need = self._train_samples(st)
                     if st.received >= need and self.registry.fit_due(key):
                         train = np.concatenate([s.values for s in st.segments])[:need]
                         self.registry.fit(key, train)
                     continue
+            if not force and self.max_step_samples is not None and taken >= self.max_step_samples:
+                if self._step_from is None:
+                    self._step_from = st.key  # the next step starts with the first stream left
+                continue
+            if st.state is None:
+                assert fitted is not None
                 st.state = fitted.new_state()
             values = np.concatenate([s.values for s in st.segments])
             taken += values.size

@@ -36,15 +36,17 @@ def test_cpu_threads_defaults_to_the_libraries_choice():
     assert MonitorSettings(cpu_threads=1).cpu_threads == 1
 
 
-def test_the_monitor_caps_pytorchs_threads_where_scores_stop_depending_on_micro_batches(torch_threads):
+def test_the_monitor_caps_pytorchs_threads_where_scores_stop_depending_on_micro_batches(torch_threads, tmp_path):
     """With more than two intra-op threads the model's kernels split a batch by its size: a window scored in a batch
-    of 80 moved by 6e-5 in z against the same window alone (four threads). The monitor and the demo cap them."""
+    of 80 moved by 6e-5 in z against the same window alone (four threads). Every processor (monitor, demo, bench
+    --via monitor) caps them."""
     import torch
 
-    from scalowatch.cli_stream import limit_model_threads
+    from streamer.assemble import build_processor, limit_model_threads
+    from streamer.config import MonitorSettings
 
     torch.set_num_threads(4)
-    limit_model_threads()
+    build_processor(MonitorSettings(model_dir=tmp_path / "models"), background=False)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
     limit_model_threads()  # fewer is left alone

@@ -859,11 +859,17 @@ def test_a_step_scores_at_most_its_budget_and_the_next_one_goes_on_where_it_stop
     drain(ref, ref_store)
 
     proc, store = loaded(max_samples_per_round=500), DictStore()
+    fresh = stamped(values(TRAIN, seed=9))  # a new stream whose training part is complete: its fit is due
+    for off, (t, v) in enumerate(fresh):
+        assert proc.add_sensor("sensor", [Sample("fresh", t, v)], (5, off)) is None
     assert proc.step() == 800  # two whole streams of 400: the second took the step past 500
+    # its fit was started in that step although the budget was spent (fits run aside)
+    assert not proc.registry.fit_due(proc.registry.key_for("sensor", "fresh"))
     for off, (t, v) in enumerate(series["s0"][400:], start=400):  # s0 sends on: s2 and s3 must not wait behind it
         assert proc.add_sensor("sensor", [Sample("s0", t, v)], (0, off)) is None
-    assert proc.step() == 800 and proc.step() == 20 and proc.step() == 0
+    assert proc.step() == 800 and proc.step() == 20 + TRAIN and proc.step() == 0
     proc.flush(store)
-    got = {(p.tags["stream"], p.time_ns): p.fields["score"] for p in store.measurement(WINDOW_SCORE)}
+    got = {(p.tags["stream"], p.time_ns): p.fields["score"] for p in store.measurement(WINDOW_SCORE)
+           if p.tags["stream"] != "fresh"}
     want = {(p.tags["stream"], p.time_ns): p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
     assert len(got) == 4 * 400 + 20 and got == want

@@ -38,7 +38,7 @@ DISCORD_FILE = "discords.npz"
 PIPELINE_DIR = "pipeline"
 PAD_TO = 16
 # PyTorch intra-op threads up to which a window's score is independent of its micro-batch (see _model_scores);
-# the monitor and the demo cap the model's threads at this (scalowatch/cli_stream.py).
+# every stream processor (monitor, demo, bench --via monitor) caps the threads at this (streamer/assemble.py).
 BATCH_INDEPENDENT_THREADS = 2
 _SMALL_CUT = 4096  # values: below this, sliding_windows copies (see there)
 # The scalogram model computes in float32. A model input beyond this (a sensor value of 1e38, or an ordinary one
