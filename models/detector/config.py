@@ -44,8 +44,8 @@ class DetectorConfig:
     series standardised with the training part, so the scalogram keeps each scale's amplitude).
 
     Channels beside the diffusion score: ``level_weight`` > 0 adds ``level_channels`` of level / scale (how far a
-    window's mean and log-std are from the training windows'); ``discord_scales`` z-normalised nearest-neighbour discords at
-    these fractions of the window (``discord@f``), ``value_discord_scales`` level-keeping ones (``value@fw``),
+    window's mean and log-std are from the training windows'); ``discord_scales`` z-normalised nearest-neighbour
+    discords at these fractions of the window (``discord@f``), ``value_discord_scales`` level-keeping ones (``value@fw``),
     both on a grid of ``discord_hop`` (0: a quarter of ``hop``); ``value_discords`` level-keeping discords of
     these lengths at every point (``value@m``); ``gaussian_channel`` NAB's windowed Gaussian |z|.
 
