@@ -45,9 +45,9 @@ class DetectorConfig:
 
     Channels beside the diffusion score: ``level_weight`` > 0 adds ``level_channels`` of level / scale (how far a
     window's mean and log-std are from the training windows'); ``discord_scales`` z-normalised nearest-neighbour
-    discords at these fractions of the window (``discord@f``), ``value_discord_scales`` level-keeping ones (``value@fw``),
-    both on a grid of ``discord_hop`` (0: a quarter of ``hop``); ``value_discords`` level-keeping discords of
-    these lengths at every point (``value@m``); ``gaussian_channel`` NAB's windowed Gaussian |z|.
+    discords at these fractions of the window (``discord@f``), ``value_discord_scales`` level-keeping ones
+    (``value@fw``), both on a grid of ``discord_hop`` (0: a quarter of ``hop``); ``value_discords`` level-keeping
+    discords of these lengths at every point (``value@m``); ``gaussian_channel`` NAB's windowed Gaussian |z|.
 
     Fusion: ``"max_z"`` outputs the largest channel z (``calibrate`` off: raw; on: one likelihood of it);
     ``"likelihood"`` calibrates each channel with its own likelihood and outputs the largest. After it (all
