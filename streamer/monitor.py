@@ -139,18 +139,14 @@ class Monitor:
         """Consume until ``stop`` is set (or, with ``idle_exit_s``, until nothing arrived for that long)."""
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         last_data = self.clock()
-        if self.on_snapshot is not None:  # the loop has started: from now on a round that never ends is a stall
-            self._last_snapshot = last_data
-            self.on_snapshot(self.snapshot())
+        self._publish(last_data)  # the loop has started: from now on a round that never ends is a stall
         done = threading.Event()
         threading.Thread(target=self._watch_poll, args=(done,), name="poll-watchdog", daemon=True).start()
         try:
             while not stop.is_set():
                 got = self.run_once()
                 now = self.clock()
-                if self.on_snapshot is not None and (self._last_snapshot is None or now - self._last_snapshot >= 1.0):
-                    self._last_snapshot = now
-                    self.on_snapshot(self.snapshot())
+                self._publish(now)
                 if now - self._last_status >= self.status_every_s:
                     self._last_status = now
                     self.log_status()
@@ -163,6 +159,12 @@ class Monitor:
             done.set()
             self.shutdown()
         return self.stats
+
+    def _publish(self, now: float) -> None:
+        """Hand ``on_snapshot`` the loop's counters, at most once a second."""
+        if self.on_snapshot is not None and (self._last_snapshot is None or now - self._last_snapshot >= 1.0):
+            self._last_snapshot = now
+            self.on_snapshot(self.snapshot())
 
     def snapshot(self) -> WorkerSnapshot:
         """The loop's counters and state now (call from the loop's thread: it reads the processor's streams)."""
