@@ -30,3 +30,27 @@ class ScoreBatch:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class AppendOnlySeries:
+    """The newest values of a series that only ever grows at its end: ``values`` are its elements
+    ``end - len(values)`` … ``end - 1``, and an element never changes once appended.
+
+    Why a type of its own in a detector's state: most of a stream's saved state is such series (the likelihood
+    histories, the windowed Gaussian's buffer: ~0.9 MB), and between two checkpoints only their newest elements
+    change. Saying so lets a checkpoint writer append those instead of rewriting the whole history.
+    """
+
+    values: np.ndarray
+    end: int
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 1:
+            raise ValueError(f"an append-only series is 1-D, got shape {self.values.shape}")
+        if self.end < self.values.size:
+            raise ValueError(f"end {self.end} < the {self.values.size} values held")
+
+    @property
+    def start(self) -> int:
+        return self.end - int(self.values.size)

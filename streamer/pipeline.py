@@ -28,10 +28,8 @@ before the next expected sample is ``late`` — unless the stream was restored a
 """
 from __future__ import annotations
 
-import base64
-import json
+import itertools
 import logging
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,12 +43,12 @@ from models.detector import DetectorConfig, DetectorState, FittedDetector, Windo
 from models.detector.online import Detections
 from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
-from streamer.durable import sync_directory
 from streamer.model_registry import DetectorRegistry, ModelKey, safe_name
 from streamer.offsets import Holds, Origin, merge_holds
 from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, score_point
 from streamer.points import ALERT, Point
 from streamer.sinks.base import SinkRejected
+from streamer.state_files import StateFiles, decode_samples, encode_samples
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +131,9 @@ class _Stream:
     crash would resume from a state that has not seen samples the broker no longer re-delivers."""
     failed: str | None = None
     """Why scoring this stream raised (see :meth:`StreamProcessor.step`); it is not scored or saved again here."""
+    lineage: int = 0
+    """Which detector state this is (a new number whenever ``state`` is replaced): its saved history is journaled
+    as a continuation only of the same lineage's (streamer/state_files.py)."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -203,6 +204,7 @@ class StreamProcessor:
         self._outbox: list[_Written] = []
         self._saver: ThreadPoolExecutor | None = None
         self._save_job: _SaveJob | None = None
+        self._state_files = StateFiles()
 
     # -- input ------------------------------------------------------------------------------------------------
     def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
@@ -394,14 +396,14 @@ class StreamProcessor:
         if path is None or not path.is_file():
             return
         try:
-            state = unpack_state(json.loads(path.read_text()))
+            state = self._state_files.read(path)
             if state.get("detector") is not None:
                 fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name), fresh=True)
                 if fitted is None:
                     raise CheckpointMismatchError("its detector is gone")
                 detector = fitted.new_state()
                 detector.load_state_dict(state["detector"])
-                st.state = detector
+                st.state, st.lineage = detector, next(_LINEAGES)
             st.alerts.load_state_dict(state["alerts"])
             st.received = int(state["received"])
             st.last_ts = st.skip_until_ts = state["last_ts"]
@@ -412,7 +414,7 @@ class StreamProcessor:
             st.audio_start_ns, st.audio_rate = state.get("audio_start_ns"), state.get("audio_rate")
             st.audio_index = int(state.get("audio_index", st.received))  # states from before gaps were kept
             if state.get("training") is not None:
-                ts, values = _decode_samples(state["training"])
+                ts, values = decode_samples(state["training"])
                 st.segments.append(_Segment(ts, values, None))
             st.on_disk = True
             log.info("stream %s/%s: %s restored at sample %d", st.stream_class, st.name,
@@ -421,7 +423,7 @@ class StreamProcessor:
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
-            path.unlink(missing_ok=True)
+            self._state_files.remove(path)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None, *, wait: bool = True) -> int:
         """Write the state of every stream (or of the streams of ``partitions``); returns how many.
@@ -435,9 +437,9 @@ class StreamProcessor:
         far, which then stop holding the commit. Without that, a stream that sent a few samples and fell silent
         would pin its partition's commit for ever, and every restart would re-read everything since.
 
-        The states are copied here (cheap) and encoded and written by one background thread unless ``wait``:
-        a stream's state grows to a megabyte of history, and a hundred of them written in the loop would stall
-        scoring for a second at every checkpoint. Until the files are durable their offsets stay held; a
+        The states are copied here (cheap) and encoded and written by one background thread unless ``wait``
+        (:class:`~streamer.state_files.StateFiles`: the histories are appended to a journal, the rest replaces
+        the JSON), so that a checkpoint of many streams does not stall scoring. Until the files are durable their offsets stay held; a
         checkpoint that finds the previous one still writing is skipped (returns 0). With ``wait`` it returns
         after the files are written and raises ``OSError`` if they could not be.
         """
@@ -447,7 +449,7 @@ class StreamProcessor:
         if self._save_job is not None:
             return 0  # the previous checkpoint is still being written
         parts = set(partitions) if partitions is not None else None
-        files: list[tuple[Path, dict]] = []
+        files: list[tuple[Path, dict, int]] = []
         held: list[Holds] = []
         streams: list[_Stream] = []
         for st in self._streams.values():
@@ -465,7 +467,7 @@ class StreamProcessor:
                 ts = np.concatenate([seg.ts_ns for seg in st.segments])
                 values = np.concatenate([seg.values for seg in st.segments])
                 state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
-                         "last_ts": st.last_ts, "training": _encode_samples(ts, values),
+                         "last_ts": st.last_ts, "training": encode_samples(ts, values),
                          **self._audio_fields(st, all_saved=True)}
                 held_here = merge_holds(dict(st.unsaved), st.holds().items())
                 for seg in st.segments:
@@ -483,12 +485,12 @@ class StreamProcessor:
             st.changed = False
             st.saving = True
             streams.append(st)
-            files.append((self._state_path(st.stream_class, st.name), state))  # type: ignore[arg-type]
+            files.append((self._state_path(st.stream_class, st.name), state, st.lineage))  # type: ignore[arg-type]
         if not files:
             return 0
         if self._saver is None:
             self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-save")
-        self._save_job = _SaveJob(self._saver.submit(_write_states, files), held, streams)
+        self._save_job = _SaveJob(self._saver.submit(self._state_files.write, files), held, streams)
         if wait:
             self._reap_save(block=True, raise_errors=True)
         return len(files)
@@ -555,7 +557,7 @@ class StreamProcessor:
                 continue
             if st.state is None:
                 assert fitted is not None
-                st.state = fitted.new_state()
+                st.state, st.lineage = fitted.new_state(), next(_LINEAGES)
             values = np.concatenate([s.values for s in st.segments])
             taken += values.size
             jobs.setdefault(key, []).append((st, values))
@@ -773,6 +775,9 @@ class StreamProcessor:
         return None if st is None else st.state
 
 
+_LINEAGES = itertools.count(1)
+
+
 @dataclass
 class _SaveJob:
     future: Future
@@ -781,79 +786,10 @@ class _SaveJob:
     streams: list[_Stream]
 
 
-def _write_states(files: list[tuple[Path, dict]]) -> None:
-    """Encode each stream's state, fsync it, atomically replace the old file and fsync the folder (the background
-    part of a checkpoint). Why the fsyncs: once this returns, the offsets a state covers are committed, so after a
-    power loss the file must already hold that state, not an empty or older one (a crash of the process alone
-    never needed them: the page cache survives it)."""
-    folders: set[Path] = set()
-    for path, state in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(pack_state(state)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        folders.add(path.parent)
-    for folder in folders:
-        sync_directory(folder)
-
-
-_PACKED = "__float64_b64__"
-
-
-def _b64(array: np.ndarray, dtype: str) -> str:
-    """The one array encoding of saved stream state: little-endian raw bytes, base64 (bit-exact, no JSON lists)."""
-    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode()
-
-
-def _unb64(text: str, dtype: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype=dtype)
-
-
-def pack_state(obj):
-    """A stream's state as JSON-ready data. Its float series (likelihood histories: 8,640 values per channel; the
-    Gaussian's buffer; the tail) are float64 arrays in the detector's state and become base64 float64: the same
-    numbers bit for bit, five times faster to write and read than JSON number lists and half the size. They read
-    back as lists of floats."""
-    if isinstance(obj, dict):
-        return {k: pack_state(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        if obj.dtype != np.float64 or obj.ndim != 1:
-            raise TypeError(f"stream state holds a {obj.dtype} array of shape {obj.shape}: only 1-D float64 packs")
-        return {_PACKED: _b64(obj, "<f8")}
-    if isinstance(obj, list):
-        return [pack_state(v) for v in obj]
-    return obj
-
-
-def unpack_state(obj):
-    if isinstance(obj, dict):
-        if len(obj) == 1 and _PACKED in obj:
-            return _unb64(obj[_PACKED], "<f8").tolist()
-        return {k: unpack_state(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [unpack_state(v) for v in obj]
-    return obj
-
-
 def audio_index(ts_ns: int, start_ns: int, rate: int) -> int:
     """The sample index of an audio time: the inverse of ``start_ns + index * 1e9 // rate`` (exact: the floor
     loses under a nanosecond, far less than a sample)."""
     return (2 * (ts_ns - start_ns) * rate + NS_PER_S) // (2 * NS_PER_S)  # rounded, in integers (days at 48 kHz)
-
-
-def _encode_samples(ts: np.ndarray, values: np.ndarray) -> dict[str, str]:
-    return {"ts_ns": _b64(ts, "<i8"), "values": _b64(values, "<f8")}
-
-
-def _decode_samples(blob: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    ts = _unb64(blob["ts_ns"], "<i8").astype(np.int64)
-    values = _unb64(blob["values"], "<f8").astype(np.float64)
-    if ts.size != values.size:
-        raise ValueError("saved training samples: timestamps and values differ in length")
-    return ts, values
 
 
 def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:

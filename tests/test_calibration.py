@@ -137,7 +137,25 @@ def test_matches_the_definition_in_any_chunking(options):
     np.testing.assert_allclose(together[1], _reference(x[::-1], one.config), rtol=0, atol=1e-12)
     assert one.state_dict() == chunked.state_dict()
     first = both.channel_states()[0]
-    assert first["history"].tolist() == one.state_dict()["history"] and first["count"] == one.state_dict()["count"]
+    assert first["history"].values.tolist() == one.state_dict()["history"] and first["count"] == one.state_dict()["count"]
+
+
+def test_the_saved_history_says_which_elements_of_the_growing_series_it_holds():
+    """A checkpoint appends only the history's new elements (streamer/state_files.py): ``end`` must count every
+    short mean that ever entered it — not the scores skipped at the start — and ``values`` must be its newest."""
+    cfg = LikelihoodConfig(historic_window=50, short_window=3, learning_period=5, skip_first=7)
+    x = np.random.default_rng(2).random(130)
+    like = AnomalyLikelihood(cfg)
+    ends = []
+    for i in range(0, 130, 13):
+        like.transform(x[i:i + 13])
+        ends.append(like.channel_states()[0]["history"])
+    short = np.convolve(x, np.ones(3) / 3)[:130]
+    short[:2] = [x[0], x[:2].mean()]
+    for k, series in enumerate(ends):
+        seen = 13 * (k + 1)
+        assert series.end == max(0, seen - 7) and series.values.size == min(series.end, 50)
+        np.testing.assert_allclose(series.values, short[7:seen][-50:], rtol=0, atol=1e-12)
 
 
 def test_channel_states_round_trip_in_the_one_channel_format():
@@ -146,7 +164,7 @@ def test_channel_states_round_trip_in_the_one_channel_format():
     whole = AnomalyLikelihood(learning_period=30, historic_window=200, channels=2).transform(pair)
     first = AnomalyLikelihood(learning_period=30, historic_window=200, channels=2)
     first.transform(pair[:, :350])
-    states = json.loads(json.dumps(first.channel_states(), default=np.ndarray.tolist))
+    states = json.loads(json.dumps(first.channel_states(), default=lambda a: getattr(a, "values", a).tolist()))
     single = AnomalyLikelihood()
     single.load_state_dict(states[1])
     np.testing.assert_allclose(single.transform(pair[1, 350:]), whole[1, 350:], rtol=0, atol=1e-12)

@@ -12,7 +12,7 @@ from models.detector import (PRESETS, DetectorConfig, FittedDetector, WindowScor
 from models.detector.online import Detections, OnlineGaussian, Suppressor
 from models.errors import CheckpointMismatchError, InputError
 from models.spatial_novelty import spatial_novelty
-from streamer.pipeline import pack_state, unpack_state
+from streamer.state_files import StateFiles, pack_state, unpack_state
 
 FAST = {"steps": 5, "max_train_windows": 64}
 
@@ -140,12 +140,18 @@ def test_scores_are_causal_prefixes_do_not_change_when_samples_are_appended(nab_
     np.testing.assert_array_equal(prefix, full[:950])
 
 
-def test_state_dict_resumes_a_stream_exactly_where_it_was(nab_fitted):
+@pytest.mark.parametrize("written", ["journaled", "inline"])
+def test_state_dict_resumes_a_stream_exactly_where_it_was(nab_fitted, tmp_path, written):
     x = _with_anomaly()
     whole = score_series(nab_fitted, x)["product"]
     state = nab_fitted.new_state()
     first = _chunked_state(nab_fitted, state, x[:700])
-    saved = unpack_state(json.loads(json.dumps(pack_state(state.state_dict()))))  # what the monitor writes
+    if written == "journaled":  # what the monitor writes
+        files = StateFiles()
+        files.write([(tmp_path / "s.json", state.state_dict(), 1)])
+        saved = files.read(tmp_path / "s.json")
+    else:  # a state file from before the journal
+        saved = unpack_state(json.loads(json.dumps(pack_state(state.state_dict()))))
     resumed = nab_fitted.new_state()
     resumed.load_state_dict(saved)
     rest = _chunked_state(nab_fitted, resumed, x[700:])

@@ -148,7 +148,9 @@ def test_restart_from_the_commit_with_a_checkpoint_loses_and_duplicates_nothing(
     proc.flush(store)
     assert proc.outbox_points == 0
     proc.save_states()  # a no-op when the last round's checkpoint already holds everything scored
-    assert (tmp_path / "run" / "models" / "_state" / "sensor" / "a.json").is_file()
+    folder = tmp_path / "run" / "models" / "_state" / "sensor"
+    # the histories went to one journal, appended at each checkpoint; the JSON keeps the rest (0.9 MB before)
+    assert len(list(folder.glob("a.*.journal"))) == 1 and (folder / "a.json").stat().st_size < 20_000
     assert tracker.committed_position(0) == 376  # the samples after the last step are still held
     resume = 300  # the last *successful* commit was older than the checkpoint (e.g. a commit failed)
     # crash: a new processor re-reads from the commit; what it already scored is skipped, the rest scored again
@@ -460,18 +462,18 @@ def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_r
 
 
 def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(tmp_path, monkeypatch):
-    """The monitor's periodic checkpoint encodes and writes states off the loop (a hundred streams' states are
-    ~100 MB of JSON); until they are durable, the commit must not pass what they cover."""
-    import streamer.pipeline as pipeline
+    """The monitor's periodic checkpoint encodes and writes states off the loop; until they are durable, the
+    commit must not pass what they cover."""
+    from streamer.state_files import StateFiles
 
     gate = threading.Event()
-    real = pipeline._write_states
+    real = StateFiles.write
 
-    def slow(files):
+    def slow(self, files):
         gate.wait(10)
-        real(files)
+        real(self, files)
 
-    monkeypatch.setattr(pipeline, "_write_states", slow)
+    monkeypatch.setattr(StateFiles, "write", slow)
     proc, store, tracker = make(tmp_path), DictStore(), OffsetTracker()
     samples = stamped(values(400))
     for off, (t, v) in enumerate(samples):
@@ -490,7 +492,9 @@ def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(t
 
 def test_a_checkpoint_is_on_disk_before_its_offsets_are_released(tmp_path, monkeypatch):
     """The offsets a saved state covers are committed right after the save: after a power loss the file must hold
-    that state, so each file is fsynced before it replaces the old one, and its folder after the rename."""
+    that state, so each file is fsynced before it replaces the old one, and its folder after the rename. The
+    journal holding its histories (and the journal's name in the folder) is durable before the JSON that
+    references it."""
     import os
 
     import streamer.pipeline as pipeline
@@ -509,7 +513,9 @@ def test_a_checkpoint_is_on_disk_before_its_offsets_are_released(tmp_path, monke
     assert proc.save_states(wait=True) == 1
     folder = tmp_path / "models" / "_state" / "sensor"
     # (the model's own publishing fsyncs come first, under models/sensor/: tests/test_model_registry.py)
-    assert [p for p in synced if p.startswith(str(folder))] == [str(folder / "a.tmp"), str(folder)]
+    (journal,) = folder.glob("a.*.journal")
+    assert [p for p in synced if p.startswith(str(folder))] == [str(journal), str(folder), str(folder / "a.tmp"),
+                                                                 str(folder)]
     assert (folder / "a.json").is_file() and not (folder / "a.tmp").exists()
 
 
@@ -562,7 +568,7 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
     worker stopped, and the stream's samples, already taken off it, were committed past by the shutdown."""
     from models.detector.fitted import FittedDetector as Fitted
     from models.detector.online import DetectorState
-    from streamer.pipeline import unpack_state
+    from streamer.state_files import StateFiles
 
     store, tracker = DictStore(), OffsetTracker()
     proc = make(tmp_path)
@@ -642,7 +648,7 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
     # when the failed round came after an unsaved one
     proc._streams[("sensor", "b")].changed = True
     proc.save_states()
-    state = unpack_state(json.loads(state_file.read_text()))
+    state = StateFiles().read(state_file)
     assert state["received"] <= scored_b and state["detector"]["channels"]["position"] <= scored_b
     assert state_file.read_bytes() != saved  # (it was saved after the first check, before the failure)
     assert proc.idle()  # a held stream waits for a restart: it does not keep a drain (the demo's, --idle-exit-s) busy

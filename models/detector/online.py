@@ -32,6 +32,8 @@ from models.calibration import AnomalyLikelihood, log_likelihoods, training_part
 from models.detector.channels import CHANNEL_WORDS, MODEL_CHANNELS, SPATIAL, channel_kind, describe_channel
 from models.detector.fitted import FittedDetector, WindowScores, sliding_windows
 from models.errors import CheckpointMismatchError, InputError
+from models.types import AppendOnlySeries
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -131,11 +133,14 @@ class OnlineGaussian:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "ref": self.ref, "buf": self._buf.copy(), "buf_start": self._buf_start}
+        # The buffer holds the stream's newest values: append-only (see AppendOnlySeries).
+        return {"count": self.count, "ref": self.ref, "buf": AppendOnlySeries(self._buf.copy(), end=self.count),
+                "buf_start": self._buf_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count, self.ref = int(state["count"]), float(state["ref"])
-        self._buf = np.asarray(state["buf"], dtype=np.float64)
+        buf = state["buf"]
+        self._buf = np.asarray(buf.values if isinstance(buf, AppendOnlySeries) else buf, dtype=np.float64)
         self._buf_start = int(state["buf_start"])
 
 

@@ -1,0 +1,225 @@
+"""Per-stream state files with an append-only journal (streamer/state_files.py): exact round trips, only new
+elements written, and a readable state whatever point a crash interrupts a write at."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from models.calibration import AnomalyLikelihood
+from models.detector.online import OnlineGaussian
+from models.types import AppendOnlySeries
+from streamer.state_files import COMPACT_RATIO, StateFileError, StateFiles, encode_samples, pack_state, read_journal
+
+
+class Stream:
+    """A detector-like state: nine likelihood histories, a Gaussian buffer, small inline parts."""
+
+    def __init__(self, seed: int = 0, window: int = 500) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.likelihood = AnomalyLikelihood(historic_window=window, learning_period=20, channels=9)
+        self.gaussian = OnlineGaussian(window=window // 2, step=10)
+        self.n = 0
+
+    def feed(self, n: int) -> None:
+        self.likelihood.transform(self.rng.random((9, n)))
+        self.gaussian.update(self.rng.normal(size=n))
+        self.n += n
+
+    def state(self) -> dict:
+        return {"received": self.n, "tail": self.rng.random(5), "label": "x",
+                "likelihoods": self.likelihood.channel_states(), "gaussian": self.gaussian.state_dict()}
+
+
+def same(read: dict, state: dict) -> None:
+    """``read`` holds exactly ``state``'s numbers (series as arrays, everything else as the inline encoding)."""
+    def walk(a, b):
+        if isinstance(b, AppendOnlySeries):
+            np.testing.assert_array_equal(np.asarray(a), b.values)
+        elif isinstance(b, np.ndarray):
+            np.testing.assert_array_equal(np.asarray(a), b)
+        elif isinstance(b, dict):
+            assert set(a) == set(b)
+            for k in b:
+                walk(a[k], b[k])
+        elif isinstance(b, list):
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                walk(x, y)
+        else:
+            assert a == b
+    walk(read, state)
+
+
+def journals(folder):
+    return sorted(p for p in folder.iterdir() if p.name.endswith(".journal"))
+
+
+def test_a_state_reads_back_bit_for_bit(tmp_path):
+    s = Stream()
+    s.feed(700)
+    state = s.state()
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", state, 1)])
+    same(files.read(tmp_path / "a.json"), state)
+    same(StateFiles().read(tmp_path / "a.json"), state)  # another process reads it too
+    assert len(journals(tmp_path)) == 1
+    assert (tmp_path / "a.json").stat().st_size < 5_000  # the series are in the journal, not the JSON
+
+
+def test_a_checkpoint_appends_only_what_is_new(tmp_path):
+    s = Stream()
+    s.feed(600)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    (journal,) = journals(tmp_path)
+    before = journal.stat().st_size
+    s.feed(7)
+    state = s.state()
+    files.write([(tmp_path / "a.json", state, 1)])
+    assert journals(tmp_path) == [journal]
+    grown = journal.stat().st_size - before
+    assert 10 * 7 * 8 <= grown < 10 * 7 * 8 + 10 * 120  # ten series x 7 new elements (+ record headers)
+    same(files.read(tmp_path / "a.json"), state)
+    s.feed(0)
+    files.write([(tmp_path / "a.json", s.state(), 1)])  # nothing new: nothing appended
+    assert journal.stat().st_size == before + grown
+
+
+def test_a_grown_journal_is_replaced_by_a_new_generation(tmp_path):
+    s = Stream(window=200)
+    files = StateFiles()
+    seen = set()
+    for _ in range(40):
+        s.feed(37)
+        state = s.state()
+        files.write([(tmp_path / "a.json", state, 1)])
+        (journal,) = journals(tmp_path)  # the old generation is gone once the JSON left it
+        seen.add(journal.name)
+        needed = 8 * (9 * 200 + 211)
+        assert journal.stat().st_size <= COMPACT_RATIO * max(needed, 64 * 1024) + 10 * (37 * 8 + 120)
+        same(files.read(tmp_path / "a.json"), state)
+    assert len(seen) > 1
+
+
+def test_a_crash_between_journal_and_json_leaves_the_previous_state_readable(tmp_path, monkeypatch):
+    s = Stream()
+    s.feed(600)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    s.feed(50)
+    durable = s.state()
+    files.write([(tmp_path / "a.json", durable, 1)])
+    s.feed(50)
+
+    def crash(self, target):
+        raise OSError("power cut")
+    with monkeypatch.context() as m:
+        m.setattr(type(tmp_path), "replace", crash)
+        with pytest.raises(OSError):
+            files.write([(tmp_path / "a.json", s.state(), 1)])  # the journal got the new records, the JSON not
+    same(StateFiles().read(tmp_path / "a.json"), durable)
+    s.feed(50)
+    state = s.state()
+    files.write([(tmp_path / "a.json", state, 1)])  # the same process goes on: a new generation
+    same(StateFiles().read(tmp_path / "a.json"), state)
+    assert len(journals(tmp_path)) == 1
+
+
+def test_a_torn_record_ends_the_journal_and_a_corrupt_referenced_one_is_an_error(tmp_path):
+    s = Stream()
+    s.feed(600)
+    state = s.state()
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", state, 1)])
+    (journal,) = journals(tmp_path)
+    whole = journal.read_bytes()
+    with open(journal, "ab") as fh:  # a crash mid-append: half a record after what the JSON references
+        fh.write(whole[:100])
+    same(files.read(tmp_path / "a.json"), state)
+    assert len(read_journal(journal)) == 10
+    broken = bytearray(whole)
+    broken[len(whole) // 2] ^= 0xFF
+    journal.write_bytes(bytes(broken))
+    with pytest.raises(StateFileError, match="lacks"):
+        files.read(tmp_path / "a.json")
+
+
+def test_a_new_lineage_never_continues_the_old_ones_series(tmp_path):
+    """A stream refitted (or re-created) in the same process has new series that may be longer than the old:
+    appending only the elements past the old end would splice two histories."""
+    old, new = Stream(seed=1), Stream(seed=2)
+    old.feed(300)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", old.state(), 1)])
+    new.feed(320)
+    state = new.state()
+    files.write([(tmp_path / "a.json", state, 2)])
+    same(files.read(tmp_path / "a.json"), state)
+    assert len(journals(tmp_path)) == 1
+
+
+def test_a_state_without_series_leaves_no_journal_behind(tmp_path):
+    s = Stream()
+    s.feed(300)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    training = {"detector": None, "training": encode_samples(np.arange(3), np.ones(3)), "received": 3}
+    StateFiles().write([(tmp_path / "a.json", training, 0)])  # another process: finds the old one from the JSON
+    assert journals(tmp_path) == []
+    assert StateFiles().read(tmp_path / "a.json") == json.loads(json.dumps(training))
+
+
+def test_an_inline_state_from_before_the_journal_still_reads(tmp_path):
+    s = Stream()
+    s.feed(300)
+    state = s.state()
+    (tmp_path / "a.json").write_text(json.dumps(pack_state(state)))
+    same(StateFiles().read(tmp_path / "a.json"), state)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", state, 1)])  # and is replaced by the journaled form
+    same(files.read(tmp_path / "a.json"), state)
+
+
+def test_remove_takes_only_this_streams_files(tmp_path):
+    files = StateFiles()
+    for name, seed in (("a", 1), ("a.b", 2)):
+        s = Stream(seed=seed)
+        s.feed(100)
+        files.write([(tmp_path / f"{name}.json", s.state(), seed)])
+    files.remove(tmp_path / "a.json")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".journal")) == ["a.b.json"]
+    assert len(journals(tmp_path)) == 1
+    StateFiles().read(tmp_path / "a.b.json")
+
+
+def test_a_journal_reference_cannot_leave_the_state_folder(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"journal": "../x.journal", "received": 1}))
+    with pytest.raises(StateFileError, match="invalid journal"):
+        StateFiles().read(tmp_path / "a.json")
+
+
+def test_a_failed_write_raises_and_the_next_one_starts_clean(tmp_path, monkeypatch):
+    s = Stream()
+    s.feed(300)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    s.feed(10)
+    durable = s.state()
+    files.write([(tmp_path / "a.json", durable, 1)])
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+    s.feed(10)
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            files.write([(tmp_path / "a.json", s.state(), 1)])
+    same(StateFiles().read(tmp_path / "a.json"), durable)
+    s.feed(10)
+    state = s.state()
+    files.write([(tmp_path / "a.json", state, 1)])
+    same(StateFiles().read(tmp_path / "a.json"), state)
+    assert len(journals(tmp_path)) == 1
