@@ -60,7 +60,7 @@ def build_monitor(settings, *, processor=None, on_snapshot=None):
         commit_interval_s=m.commit_interval_ms / 1000.0, state_checkpoint_s=m.state_checkpoint_s,
         retry_initial_s=m.sink_retry_initial_s,
         retry_max_s=m.sink_retry_max_s, max_backlog_samples=m.max_backlog_samples,
-        max_samples_per_round=m.max_samples_per_round,
+        max_samples_per_round=m.max_samples_per_round, shutdown_scoring_s=m.shutdown_scoring_s,
         probe_consumer=partial(make_consumer, settings, group_id=None, enable_auto_commit=False),
         poll_stall_exit_s=poll_stall_exit_s(settings), on_wedged=_exit_wedged, on_snapshot=on_snapshot,
     )

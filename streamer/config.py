@@ -142,6 +142,10 @@ class MonitorSettings(_Section):
     # round (whole streams: the one that crosses it is scored to its end; the rest next round), so a round's work
     # stays bounded however many streams a detector becomes ready for (max.poll.interval.ms).
     max_samples_per_round: int = Field(200_000, gt=0)
+    # On SIGTERM/SIGINT the worker scores what is pending for at most this long, then writes, checkpoints, commits
+    # and exits; what is left stays uncommitted and is scored after the restart. Keep it well inside the
+    # supervisor's grace period (Kubernetes terminationGracePeriodSeconds 30 s; compose stop_grace_period).
+    shutdown_scoring_s: float = Field(20.0, gt=0)
     # HTTP /healthz (liveness: the loop turned within health_stall_s) and /metrics (Prometheus) on this port;
     # None = off, 0 = any free port (streamer/health.py). A container needs health_host "0.0.0.0". The stall limit
     # defaults to the poll watchdog's (kafka.max_poll_interval_ms + 60 s): a group join may legitimately take

@@ -12,8 +12,12 @@ the group keeps us — ``max.poll.interval.ms`` counts time between polls), retr
 back-off and commits nothing until it succeeds. The same pause happens when too many samples wait to be scored.
 Fitting runs in a background thread (streamer/model_registry.py).
 
-Shutdown (SIGINT/SIGTERM set ``stop``): finish the batch in flight, score what can be scored, write, flush, save
-the stream states, commit, close.
+Shutdown (SIGINT/SIGTERM set ``stop``): finish the batch in flight, score what can be scored within
+``shutdown_scoring_s``, write, flush, save the stream states, commit, close. Why a limit: a supervisor kills a
+worker that outlives its grace period (Kubernetes: 30 s, Docker: 10 s), and a large backlog (up to
+``max_backlog_samples``, minutes of scoring) would be cut off before the write, the checkpoint and the commit —
+losing nothing, but redoing everything since the previous commit. Scored in small steps until the limit, what is
+scored is written and committed; the rest stays uncommitted and is scored after the restart.
 """
 from __future__ import annotations
 
@@ -34,6 +38,10 @@ from streamer.pipeline import StreamProcessor
 from streamer.sinks.base import SinkUnavailable
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_STEP_SAMPLES = 10_000
+"""Samples scored per step while shutting down (about a second of one core's work with the ``nab`` preset), so
+that the shutdown's time limit is checked often."""
 
 
 @dataclass
@@ -87,6 +95,7 @@ class Monitor:
         poll_stall_exit_s: float = 360.0,
         on_wedged: Callable[[], None] | None = None,
         on_snapshot: Callable[[WorkerSnapshot], None] | None = None,
+        shutdown_scoring_s: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.consumer = consumer
@@ -122,6 +131,7 @@ class Monitor:
         self._last_snapshot: float | None = None
         self._poll_started: float | None = None
         """Makes a group-less consumer with the same connection settings (see :meth:`_skip_unreadable`)."""
+        self.shutdown_scoring_s = shutdown_scoring_s
         self.clock = clock
         self.tracker = OffsetTracker()
         self.stats = MonitorStats()
@@ -475,11 +485,26 @@ class Monitor:
             log.info("%d partition(s) went to another member: dropped %d stream(s); their new owner resumes "
                      "from the last commit", len(keys), dropped)
 
+    def _score_before_exit(self) -> None:
+        """Score what is pending in steps of about a second or two of work, until done or ``shutdown_scoring_s``."""
+        deadline = self.clock() + self.shutdown_scoring_s
+        step = min(self.max_samples_per_round, SHUTDOWN_STEP_SAMPLES)
+        while True:
+            self.processor.step(max_samples=step)
+            if not self.processor.scoring_left:
+                return
+            if self.clock() >= deadline:
+                log.warning("shutdown: stopped scoring after %.0f s with %d sample(s) unscored; they stay "
+                            "uncommitted and are scored after the restart", self.shutdown_scoring_s,
+                            self.processor.backlog())
+                return
+
     def shutdown(self) -> None:
         """Finish what is in flight, write, commit, close. A store that is still down means no commit."""
-        log.info("shutting down: scoring buffered windows, writing, committing")
+        log.info("shutting down: scoring buffered windows (at most %.0f s), writing, committing",
+                 self.shutdown_scoring_s)
         try:
-            self.processor.step(force=True)
+            self._score_before_exit()
             self._sink_down_until = None
             self._write_and_commit(force_commit=True)
         except Exception:

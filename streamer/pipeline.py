@@ -521,9 +521,10 @@ class StreamProcessor:
             return max(48, int(self.train_samples_for(st.stream_class, st.name)))
         return self.classes[st.stream_class].detector.train_samples
 
-    def step(self, force: bool = False) -> int:
+    def step(self, force: bool = False, max_samples: int | None = None) -> int:
         """Start fits that are due, take finished ones, score ready streams' pending samples: whole streams, up to
-        ``max_step_samples`` (``force``: all of them, the shutdown path). Returns the number of samples scored.
+        ``max_samples`` (default ``max_step_samples``; ``force``: all of them, how the demo and the benchmarks
+        drain). Returns the number of samples scored; :attr:`scoring_left` says whether the budget left some.
 
         Why bounded: the loop polls only between steps, and the group drops a member that has not polled for
         ``max.poll.interval.ms``. When a shared detector becomes ready, every stream waiting for it brings its whole
@@ -534,6 +535,7 @@ class StreamProcessor:
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
         streams = list(self._streams.values())
         start = 0
+        budget = self.max_step_samples if max_samples is None else max_samples
         if not force and self._step_from in self._streams:
             start = list(self._streams).index(self._step_from)
         self._step_from = None
@@ -551,7 +553,7 @@ class StreamProcessor:
                         train = np.concatenate([s.values for s in st.segments])[:need]
                         self.registry.fit(key, train)
                     continue
-            if not force and self.max_step_samples is not None and taken >= self.max_step_samples:
+            if not force and budget is not None and taken >= budget:
                 if self._step_from is None:
                     self._step_from = st.key  # the next step starts with the first stream left
                 continue
@@ -758,6 +760,11 @@ class StreamProcessor:
             del self._streams[k]
         self._outbox = [item for item in self._outbox if not any(set(h) & parts for h in item.holds)]
         return len(gone)
+
+    @property
+    def scoring_left(self) -> bool:
+        """The last step stopped at its budget with ready streams' samples still unscored."""
+        return self._step_from is not None
 
     def stream_count(self) -> int:
         return len(self._streams)

@@ -102,6 +102,15 @@ def test_monitor_gets_every_setting_without_a_safe_default(compose, monkeypatch)
         assert settings.influx.token.get_secret_value()
 
 
+def test_the_monitor_is_given_time_to_score_write_and_commit_when_stopped(compose, monkeypatch):
+    """Docker's default stop grace (10 s) kills a worker before its shutdown's scoring limit (20 s) is over, and so
+    before its last write, checkpoint and commit."""
+    service = compose["services"]["monitor"]
+    grace = float(str(service["stop_grace_period"]).removesuffix("s"))
+    settings = _settings_from(_env(service), monkeypatch)
+    assert grace >= settings.monitor.shutdown_scoring_s + 15
+
+
 def test_hosts_and_ports_agree_between_services(compose, monkeypatch):
     services = compose["services"]
     settings = _settings_from(_env(services["monitor"]), monkeypatch)

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pytest
+
 from kafka.structs import TopicPartition
 
 from streamer.assemble import build_processor
@@ -243,3 +246,56 @@ def test_the_loop_publishes_its_counters_when_it_starts_and_then_at_most_once_a_
     assert len(published) == 4  # at 0 (the start), 1, 2 and 3 s
     assert published[0].records == 0 and published[-1].assigned_partitions == 2
     assert not published[-1].input_paused and published[-1].held_streams == 0
+
+
+class ListStore:
+    def __init__(self):
+        self.points = []
+
+    def write(self, points):
+        self.points.extend(points)
+
+
+@pytest.mark.parametrize("limit_s", [3.0, 1_000.0])
+def test_shutdown_scores_for_at_most_its_limit_and_commits_only_what_it_scored(tmp_path, monkeypatch, limit_s):
+    """SIGTERM scored every pending sample in one unbounded step: with a large backlog the supervisor's grace
+    period ran out before the write, the checkpoint and the commit. Now it scores in small steps until its limit;
+    what is scored is written and committed, the rest stays uncommitted for the restart."""
+    import streamer.monitor as monitor
+
+    fast = {"steps": 3, "max_train_windows": 32, "train_samples": 240}
+    proc = build_processor(MonitorSettings(model_dir=tmp_path / "models", sensor_detector_options=fast),
+                           background=False)
+    now = [0.0]
+    real_step = proc.step
+
+    def slow_step(*args, **kwargs):  # every step takes a second of the monitor's clock
+        now[0] += 1.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(proc, "step", slow_step)
+    monkeypatch.setattr(monitor, "SHUTDOWN_STEP_SAMPLES", 300)  # about one stream per step
+    consumer = ScriptedConsumer({tp(0)}, [])
+    consumer.close = lambda *a, **k: None
+    store = ListStore()
+    mon = Monitor(consumer, proc, store, topics=[TOPIC], class_of_topic=lambda topic: "sensor", dead_letters=None,
+                  shutdown_scoring_s=limit_s, clock=lambda: now[0])
+    rng = np.random.default_rng(0)
+    off = 0
+    for k in range(8):  # eight streams, one after the other on partition 0, each past its training part
+        for i in range(300):
+            proc.add_sensor("sensor", [_Sample(f"s{k}", (1_000_000 + i) * MINUTE, float(rng.normal()))],
+                            ((TOPIC, 0), off))
+            mon.tracker.seen((TOPIC, 0), off)
+            off += 1
+    real_step(max_samples=0)  # their detectors are fitted (fits start whatever the budget); nothing is scored
+    mon.shutdown()
+    scored = {p.tags["stream"] for p in store.points if p.measurement == "window_score"}
+    committed = consumer.commits[-1][tp(0)].offset if consumer.commits else 0
+    if limit_s > 100:
+        assert scored == {f"s{k}" for k in range(8)} and committed == off
+    else:
+        assert 2 <= len(scored) <= 5  # about three steps of one stream each, then it stopped
+        first_unscored = min(int(s[1:]) for s in {f"s{k}" for k in range(8)} - scored)
+        assert committed <= 300 * first_unscored  # nothing it did not score is committed
+        assert proc.backlog() > 0

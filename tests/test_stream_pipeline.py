@@ -497,8 +497,6 @@ def test_a_checkpoint_is_on_disk_before_its_offsets_are_released(tmp_path, monke
     references it."""
     import os
 
-    import streamer.pipeline as pipeline
-
     synced: list[str] = []
     real_fsync = os.fsync
 
@@ -506,7 +504,7 @@ def test_a_checkpoint_is_on_disk_before_its_offsets_are_released(tmp_path, monke
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    monkeypatch.setattr(pipeline.os, "fsync", spy)
+    monkeypatch.setattr(os, "fsync", spy)
     proc, store = make(tmp_path), DictStore()
     feed(proc, "a", stamped(values(400)), store=store)
     drain(proc, store)
