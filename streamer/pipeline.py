@@ -372,6 +372,7 @@ class StreamProcessor:
             return False
         victim = min(durable, key=lambda st: st.touched)
         del self._streams[victim.key]
+        self._state_files.forget(self._state_path(victim.stream_class, victim.name))  # type: ignore[arg-type]
         self.stats.evicted += 1
         log.debug("evicted stream %s/%s (cap of %d live streams)", victim.stream_class, victim.name,
                   self.max_streams)
@@ -395,6 +396,10 @@ class StreamProcessor:
         path = self._state_path(st.stream_class, st.name)
         if path is None or not path.is_file():
             return
+        if self._save_job is not None:
+            # A checkpoint may still be writing this stream's files (it was dropped by a rebalance, or evicted,
+            # and came back): read them once that write is whole.
+            self._reap_save(block=True)
         try:
             state = self._state_files.read(path)
             if state.get("detector") is not None:
@@ -419,11 +424,12 @@ class StreamProcessor:
             st.on_disk = True
             log.info("stream %s/%s: %s restored at sample %d", st.stream_class, st.name,
                      "detector and alert state" if st.state is not None else "training part", st.received)
-        except Exception:  # unreadable state costs the stream's history, never the stream
+        except Exception as exc:  # unreadable state costs the stream's history, never the stream
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
-            self._state_files.remove(path)
+            if not isinstance(exc, OSError):  # a disk error may pass; its next save replaces the file anyway
+                self._state_files.remove(path)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None, *, wait: bool = True) -> int:
         """Write the state of every stream (or of the streams of ``partitions``); returns how many.
@@ -758,6 +764,8 @@ class StreamProcessor:
         gone = [k for k, st in self._streams.items() if st.partitions & parts]
         for k in gone:
             del self._streams[k]
+            if self.state_dir is not None:
+                self._state_files.forget(self._state_path(*k))  # type: ignore[arg-type]
         self._outbox = [item for item in self._outbox if not any(set(h) & parts for h in item.holds)]
         return len(gone)
 

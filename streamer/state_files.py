@@ -14,9 +14,19 @@ Crash safety (the JSON is what a restart reads, so it may only reference what is
 - a journal is never rewritten in place: when it has grown to twice what the state needs, or the first time a
   series is written by this process, a new generation file is written whole, the JSON switches to it, and only
   then are the older generations deleted — so the file the durable JSON references is always intact;
-- every record carries a CRC: a torn record at a journal's end (power loss mid-append) ends the read there.
+- every record carries a CRC: a torn record at a journal's end (power loss mid-append) ends the read there;
+- a generation that a crash left unreferenced is deleted at the stream's first write in a later process, once it
+  is ``ORPHAN_AGE_S`` old.
 
-A state written by an older version (series inline in the JSON, base64 float64) still reads.
+Several workers share the folder (a rebalance moves a stream to another worker, which restores and then saves
+it). A write appends to the journal it remembers only while the JSON on disk still references it and its size
+is what this process left; otherwise — another worker moved the stream to a new generation, or a checkpoint that
+was still in flight when the stream left lands late — it writes a new generation whole, never recreating a
+deleted journal with only the newest elements. A reader that finds the referenced journal gone reads the JSON
+again (another worker switched generations between its two reads).
+
+A state written by an older version (series inline in the JSON, base64 float64) still reads; an older version
+cannot read a journaled state (it re-learns the stream's history), so a group is upgraded all at once.
 """
 from __future__ import annotations
 
@@ -26,6 +36,7 @@ import logging
 import os
 import re
 import struct
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -47,6 +58,10 @@ _CRC = struct.Struct("<I")
 COMPACT_RATIO = 2.0
 """A journal is rewritten as a new generation once it is this many times the size its state needs."""
 _MIN_COMPACT_BYTES = 64 * 1024
+ORPHAN_AGE_S = 600.0
+"""A generation no JSON references is deleted once it is this old (a crash left it; a younger one may be another
+worker's, written but not yet referenced)."""
+_GENERATION = re.compile(r"(.+)\.([0-9a-f]{32})\.journal")
 
 
 class StateFileError(ValueError):
@@ -146,11 +161,16 @@ class _Journal:
 class StateFiles:
     """Writes and reads the per-stream state files of one state folder.
 
-    ``write`` runs on one background thread at a time (the processor's checkpoint job); ``read`` and ``remove``
-    on the loop thread, for streams with no write in flight.
+    ``write`` runs on one background thread at a time (the processor's checkpoint job); ``read``, ``remove`` and
+    ``forget`` on the loop thread. Several workers may share the folder (a rebalance moves a stream and its files
+    to another worker); a write therefore trusts what it remembers of a journal only while the file on disk
+    still says the same (the JSON references it, its size is what this process left), and starts a new
+    generation otherwise.
     """
 
     _journals: dict[Path, _Journal] = field(default_factory=dict)
+    _swept: set[Path] = field(default_factory=set)
+    _listings: dict[Path, dict[str, list[str]]] = field(default_factory=dict)
 
     # -- writing ------------------------------------------------------------------------------------------------
     def write(self, files: list[tuple[Path, dict, Any]]) -> None:
@@ -161,11 +181,7 @@ class StateFiles:
         folders: set[Path] = set()
         for path, state, lineage in files:
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._write_one(path, state, lineage)
-            except BaseException:
-                self._journals.pop(path, None)  # the next write starts a clean generation
-                raise
+            self._write_one(path, state, lineage)  # after a failure the next write starts a new generation
             folders.add(path.parent)
         for folder in folders:
             sync_directory(folder)
@@ -173,60 +189,131 @@ class StateFiles:
     def _write_one(self, path: Path, state: dict, lineage: Any) -> None:
         series: dict[str, AppendOnlySeries] = {}
         doc = _split(state, "", series)
-        journal = self._journals.get(path)
-        previous = journal.file if journal is not None else _referenced_journal(path)
-        needed = 8 * sum(s.values.size for s in series.values())
-        if journal is not None and (journal.lineage != lineage or set(journal.ends) != set(series)
-                                    or any(s.end < journal.ends[k] for k, s in series.items())
-                                    or journal.size > max(COMPACT_RATIO * needed, _MIN_COMPACT_BYTES)):
-            journal = None
-        if not series:
-            journal = None
-        elif journal is None:  # a new generation, written whole
+        on_disk = _referenced_journal(path)  # what the durable JSON references (another worker may have moved on)
+        known = self._journals.pop(path, None)  # put back only once this write is whole
+        journal = None
+        if series and known is not None and self._continues(known, path, on_disk, series, lineage):
+            journal = self._append_new(known, path, series)  # None: the file went away meanwhile
+        created: Path | None = None
+        if series and journal is None:  # a new generation, written whole
             name = f"{path.stem}.{uuid.uuid4().hex}.journal"
             blob = b"".join(_record(k, s.start, s.values) for k, s in series.items())
-            _append(path.parent / name, blob, mode="wb")
-            sync_directory(path.parent)  # the new file's name is durable before a JSON references it
+            created = path.parent / name
+            try:
+                with open(created, "xb") as fh:
+                    _sync_write(fh, blob)
+                sync_directory(path.parent)  # the new file's name is durable before a JSON references it
+            except BaseException:
+                created.unlink(missing_ok=True)
+                raise
             journal = _Journal(lineage, name, {k: s.end for k, s in series.items()}, len(blob))
-        else:  # what is new since the last write
-            blob = b"".join(_record(k, max(journal.ends[k], s.start), s.values[max(journal.ends[k], s.start) - s.start:])
-                            for k, s in series.items() if s.end > journal.ends[k])
-            if blob:
-                _append(path.parent / journal.file, blob, mode="ab")
-            journal = _Journal(lineage, journal.file, {k: s.end for k, s in series.items()}, journal.size + len(blob))
         if journal is not None:
             doc["journal"] = journal.file
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(doc))
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        if journal is None:
-            self._journals.pop(path, None)
-        else:
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(doc))
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        except BaseException:
+            if created is not None:
+                created.unlink(missing_ok=True)  # no JSON references it
+            raise
+        if journal is not None:
             self._journals[path] = journal
-        if previous is not None and (journal is None or previous != journal.file):
-            sync_directory(path.parent)  # the JSON that stopped referencing it is durable before it goes
-            (path.parent / previous).unlink(missing_ok=True)
+        current = None if journal is None else journal.file
+        stale = {f for f in (on_disk, known.file if known is not None else None) if f is not None and f != current}
+        if path not in self._swept:  # once per stream and process: generations a crash left unreferenced
+            self._swept.add(path)
+            stale |= self._orphans(path, current)
+        if stale:
+            sync_directory(path.parent)  # the JSON that stopped referencing them is durable before they go
+            if _referenced_journal(path) == current:  # not switched to one of them by another worker meanwhile
+                for name in stale:
+                    (path.parent / name).unlink(missing_ok=True)
+
+    @staticmethod
+    def _continues(known: _Journal, path: Path, on_disk: str | None, series: dict[str, AppendOnlySeries],
+                   lineage: Any) -> bool:
+        """Whether this state's series may be appended to the journal this process last wrote."""
+        needed = 8 * sum(s.values.size for s in series.values())
+        return (known.lineage == lineage and known.file == on_disk and set(known.ends) == set(series)
+                and all(s.end >= known.ends[k] for k, s in series.items())
+                and known.size <= max(COMPACT_RATIO * needed, _MIN_COMPACT_BYTES)
+                and _size(path.parent / known.file) == known.size)
+
+    @staticmethod
+    def _append_new(known: _Journal, path: Path, series: dict[str, AppendOnlySeries]) -> _Journal | None:
+        """Append the elements new since ``known``; None if the file is gone (never re-created half empty)."""
+        parts = []
+        for k, s in series.items():
+            first = max(known.ends[k], s.start)  # after a gap longer than the series holds: from its oldest
+            if s.end > first:
+                parts.append(_record(k, first, s.values[first - s.start:]))
+        blob = b"".join(parts)
+        if blob:
+            try:
+                fd = os.open(path.parent / known.file, os.O_WRONLY | os.O_APPEND)
+            except FileNotFoundError:
+                return None
+            with os.fdopen(fd, "ab") as fh:
+                _sync_write(fh, blob)
+        return _Journal(known.lineage, known.file, {k: s.end for k, s in series.items()}, known.size + len(blob))
+
+    def _orphans(self, path: Path, keep: str | None) -> set[str]:
+        """Generations of ``path`` that no JSON references and that are older than ``ORPHAN_AGE_S`` (younger
+        ones may be another worker's, about to be referenced). The folder is listed once per process."""
+        listing = self._listings.get(path.parent)
+        if listing is None:
+            listing = self._listings[path.parent] = {}
+            with os.scandir(path.parent) as entries:
+                for entry in entries:
+                    m = _GENERATION.fullmatch(entry.name)
+                    if m:
+                        listing.setdefault(m.group(1), []).append(entry.name)
+        now = time.time()
+        out = set()
+        for name in listing.pop(path.stem, []):
+            try:
+                old = now - (path.parent / name).stat().st_mtime > ORPHAN_AGE_S
+            except FileNotFoundError:
+                continue
+            if name != keep and old:
+                out.add(name)
+        return out
+
+    def forget(self, path: Path) -> None:
+        """The stream left this worker (evicted, or its partition revoked): drop what is remembered of its journal.
+        Its next write here starts a new generation anyway (a new lineage); this only bounds the memory."""
+        self._journals.pop(path, None)
 
     # -- reading ------------------------------------------------------------------------------------------------
     def read(self, path: Path) -> dict:
         """The state written to ``path``; series come back as float64 arrays, inline ones as lists.
-        Raises :class:`StateFileError` (or ``OSError`` / ``ValueError``) if it cannot be given back whole."""
-        doc = json.loads(path.read_text())
-        file = doc.pop("journal", None) if isinstance(doc, dict) else None
-        if file is not None and (not isinstance(file, str) or Path(file).name != file):
-            raise StateFileError(f"{path}: invalid journal reference {file!r}")
-        records = read_journal(path.parent / file) if file is not None else []
-        return _join(unpack_state(doc), records, path)
+        Raises :class:`StateFileError` (or ``OSError`` / ``ValueError``) if it cannot be given back whole.
+
+        A journal that is missing is looked for again through a fresh read of the JSON: another worker may have
+        switched the state to a new generation, and deleted the old one, between the two reads."""
+        for attempt in range(3):
+            doc = json.loads(path.read_text())
+            file = doc.pop("journal", None) if isinstance(doc, dict) else None
+            if file is not None and (not isinstance(file, str) or Path(file).name != file):
+                raise StateFileError(f"{path}: invalid journal reference {file!r}")
+            try:
+                records = read_journal(path.parent / file) if file is not None else []
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise StateFileError(f"{path}: its journal {file} is missing") from None
+                continue
+            return _join(unpack_state(doc), records, path)
+        raise AssertionError("unreachable")
 
     def journal_files(self, path: Path) -> list[Path]:
         """Every journal generation of the state file ``path`` (not another stream's whose name extends it)."""
-        pattern = re.compile(re.escape(path.stem) + r"\.[0-9a-f]{32}\.journal")
         if not path.parent.is_dir():
             return []
-        return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
+        return [p for p in path.parent.iterdir() if (m := _GENERATION.fullmatch(p.name)) and m.group(1) == path.stem]
 
     def remove(self, path: Path) -> None:
         """Delete a stream's state: its JSON and every journal generation."""
@@ -236,11 +323,17 @@ class StateFiles:
         self._journals.pop(path, None)
 
 
-def _append(path: Path, blob: bytes, mode: str) -> None:
-    with open(path, mode) as fh:
-        fh.write(blob)
-        fh.flush()
-        os.fsync(fh.fileno())
+def _sync_write(fh: Any, blob: bytes) -> None:
+    fh.write(blob)
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 
 
 def _referenced_journal(path: Path) -> str | None:

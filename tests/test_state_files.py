@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -223,3 +224,150 @@ def test_a_failed_write_raises_and_the_next_one_starts_clean(tmp_path, monkeypat
     files.write([(tmp_path / "a.json", state, 1)])
     same(StateFiles().read(tmp_path / "a.json"), state)
     assert len(journals(tmp_path)) == 1
+
+
+def test_more_new_elements_than_a_series_holds_are_written_from_its_oldest(tmp_path):
+    s = Stream(window=200)
+    s.feed(300)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    s.feed(500)  # the history dropped values that were never written
+    state = s.state()
+    files.write([(tmp_path / "a.json", state, 1)])
+    same(StateFiles().read(tmp_path / "a.json"), state)
+
+
+def test_the_old_generation_stays_until_the_json_has_left_it(tmp_path, monkeypatch):
+    s = Stream(window=200)
+    files = StateFiles()
+    s.feed(300)
+    durable = s.state()
+    files.write([(tmp_path / "a.json", durable, 1)])
+
+    def crash(self, target):
+        raise OSError("power cut")
+    s.feed(10)
+    with monkeypatch.context() as m:
+        m.setattr(type(tmp_path), "replace", crash)
+        with pytest.raises(OSError):
+            files.write([(tmp_path / "a.json", s.state(), 2)])  # a new lineage: a new generation, then the crash
+    same(StateFiles().read(tmp_path / "a.json"), durable)
+    assert len(journals(tmp_path)) == 1  # the unreferenced new generation was removed
+
+
+def test_after_a_failed_write_the_next_one_starts_a_new_generation(tmp_path, monkeypatch):
+    s = Stream()
+    s.feed(300)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    (before,) = journals(tmp_path)
+    real = os.fsync
+    calls = []
+
+    def fail_second(fd):  # the journal's append is synced, the JSON's write is not
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(5, "I/O error")
+        real(fd)
+    s.feed(10)
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", fail_second)
+        with pytest.raises(OSError):
+            files.write([(tmp_path / "a.json", s.state(), 1)])
+    s.feed(10)
+    state = s.state()
+    files.write([(tmp_path / "a.json", state, 1)])
+    (after,) = journals(tmp_path)
+    assert after != before  # what the failed write appended is never built on
+    same(StateFiles().read(tmp_path / "a.json"), state)
+
+
+@pytest.mark.parametrize("change", ["fewer series", "a series went back"])
+def test_a_state_that_does_not_continue_the_journal_gets_a_new_generation(tmp_path, change):
+    s = Stream(window=200)
+    s.feed(300)
+    files = StateFiles()
+    files.write([(tmp_path / "a.json", s.state(), 1)])
+    (before,) = journals(tmp_path)
+    state = s.state()
+    if change == "fewer series":
+        del state["gaussian"]
+    else:
+        old = state["likelihoods"][0]["history"]
+        state["likelihoods"][0]["history"] = AppendOnlySeries(old.values[:-5], end=old.end - 5)
+    files.write([(tmp_path / "a.json", state, 1)])
+    (after,) = journals(tmp_path)
+    assert after != before
+    same(StateFiles().read(tmp_path / "a.json"), state)
+
+
+def test_a_stream_handed_to_another_worker_and_back_reads_and_leaves_one_journal(tmp_path):
+    """Two workers share the folder: A saves a stream, a rebalance gives it to B, which restores and saves it
+    (a new generation), then it comes back to A, whose memory of the journal is stale."""
+    a, b = StateFiles(), StateFiles()
+    s = Stream()
+    s.feed(300)
+    first = s.state()
+    a.write([(tmp_path / "a.json", first, 1)])
+    same(b.read(tmp_path / "a.json"), first)
+    s.feed(20)
+    b.write([(tmp_path / "a.json", s.state(), 7)])
+    s.feed(20)
+    state = s.state()
+    a.write([(tmp_path / "a.json", state, 1)])  # A's stale save (same lineage): must not append to B's file
+    same(StateFiles().read(tmp_path / "a.json"), state)
+    assert len(journals(tmp_path)) == 1
+
+
+def test_a_late_save_never_recreates_a_deleted_journal_half_empty(tmp_path, monkeypatch):
+    """A's checkpoint still in flight when B, the stream's new owner, has switched it to a new generation."""
+    a, b = StateFiles(), StateFiles()
+    s = Stream()
+    s.feed(300)
+    a.write([(tmp_path / "a.json", s.state(), 1)])
+    s.feed(20)
+    b.write([(tmp_path / "a.json", s.state(), 7)])  # deletes A's generation
+    s.feed(20)
+    state = s.state()
+    monkeypatch.setattr(StateFiles, "_continues", staticmethod(lambda *args: True))  # A checked before B switched
+    a.write([(tmp_path / "a.json", state, 1)])
+    same(StateFiles().read(tmp_path / "a.json"), state)
+
+
+def test_a_reader_follows_the_json_to_a_new_generation(tmp_path, monkeypatch):
+    import streamer.state_files as state_files
+
+    s = Stream()
+    s.feed(300)
+    StateFiles().write([(tmp_path / "a.json", s.state(), 1)])
+    s.feed(20)
+    state = s.state()
+    real = state_files.read_journal
+    switched = []
+
+    def switch_then_read(path):
+        if not switched:  # another worker writes a new generation between our two reads
+            switched.append(path)
+            StateFiles().write([(tmp_path / "a.json", state, 2)])
+        return real(path)
+    monkeypatch.setattr(state_files, "read_journal", switch_then_read)
+    same(StateFiles().read(tmp_path / "a.json"), state)
+    assert switched and not switched[0].exists()
+
+
+def test_generations_a_crash_left_behind_are_swept_once_old(tmp_path):
+    s = Stream()
+    s.feed(300)
+    StateFiles().write([(tmp_path / "a.json", s.state(), 1)])
+    old_orphan, young_orphan = tmp_path / f"a.{'0' * 32}.journal", tmp_path / f"a.{'1' * 32}.journal"
+    other_stream = tmp_path / f"a.b.{'2' * 32}.journal"
+    for f in (old_orphan, young_orphan, other_stream):
+        f.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for f in (old_orphan, other_stream):
+        os.utime(f, (hour_ago, hour_ago))
+    s.feed(10)
+    state = s.state()
+    StateFiles().write([(tmp_path / "a.json", state, 1)])  # a new process's first write of the stream
+    assert not old_orphan.exists() and young_orphan.exists() and other_stream.exists()
+    same(StateFiles().read(tmp_path / "a.json"), state)
