@@ -394,12 +394,15 @@ class StreamProcessor:
         collected samples back.
         """
         path = self._state_path(st.stream_class, st.name)
-        if path is None or not path.is_file():
+        if path is None:
             return
-        if self._save_job is not None:
-            # A checkpoint may still be writing this stream's files (it was dropped by a rebalance, or evicted,
-            # and came back): read them once that write is whole.
+        job = self._save_job
+        if job is not None and any(other.key == st.key for other in job.streams):
+            # A checkpoint is still writing this stream's files (it was dropped by a rebalance and came back at
+            # once): read them once that write is whole.
             self._reap_save(block=True)
+        if not path.is_file():
+            return
         try:
             state = self._state_files.read(path)
             if state.get("detector") is not None:

@@ -490,6 +490,36 @@ def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(t
     assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
 
 
+def test_a_stream_that_comes_back_while_its_checkpoint_is_written_is_restored_from_the_whole_files(tmp_path,
+                                                                                                  monkeypatch):
+    """A rebalance dropped the stream while a background checkpoint was still writing its files, and gave it back
+    at once: reading them mid-write found a switched journal generation, and the unreadable state was deleted."""
+    from streamer.state_files import StateFiles
+
+    gate = threading.Event()
+    real = StateFiles.write
+
+    def slow(self, files):
+        gate.wait(10)
+        real(self, files)
+
+    monkeypatch.setattr(StateFiles, "write", slow)
+    proc, store = make(tmp_path), DictStore()
+    samples = stamped(values(400))
+    for off, (t, v) in enumerate(samples):
+        proc.add_sensor("sensor", [Sample("a", t, v)], (0, off))
+    drain(proc, store)
+    drain(proc, store)
+    assert proc.save_states(wait=False) == 1
+    saved_position = proc.detections_of("sensor", "a").position
+    proc.drop_partitions([0])
+    threading.Timer(0.3, gate.set).start()
+    t, v = stamped(values(401))[-1]
+    assert proc.add_sensor("sensor", [Sample("a", t, v)], (0, 400)) is None  # back: restored once the write is whole
+    assert gate.is_set()
+    assert proc.detections_of("sensor", "a").position == saved_position
+
+
 def test_a_checkpoint_is_on_disk_before_its_offsets_are_released(tmp_path, monkeypatch):
     """The offsets a saved state covers are committed right after the save: after a power loss the file must hold
     that state, so each file is fsynced before it replaces the old one, and its folder after the rename. The
