@@ -140,6 +140,18 @@ class DetectorRegistry:
             log.exception("could not load the detector in %s; it will be fitted again", path)
         return found
 
+    def release(self, key: ModelKey) -> None:
+        """Drop ``key``'s detector from memory: no live stream uses it any more. It stays on disk and is loaded
+        again when one of its streams comes back. Why: with per-stream models every stream a worker had ever held
+        kept its detector (a U-Net and its reference windows) in memory, evicted and revoked streams included, so
+        memory grew with the streams seen rather than with the streams held (``max_streams``)."""
+        self._ready.pop(key, None)
+        self._looked.pop(key, None)
+
+    def loaded(self) -> int:
+        """Detectors in memory."""
+        return len(self._ready)
+
     def fitting(self, key: ModelKey) -> bool:
         return key in self._running
 

@@ -371,12 +371,23 @@ class StreamProcessor:
         if not durable:
             return False
         victim = min(durable, key=lambda st: st.touched)
-        del self._streams[victim.key]
-        self._state_files.forget(self._state_path(victim.stream_class, victim.name))  # type: ignore[arg-type]
+        self._forget_streams([victim.key])
         self.stats.evicted += 1
         log.debug("evicted stream %s/%s (cap of %d live streams)", victim.stream_class, victim.name,
                   self.max_streams)
         return True
+
+    def _forget_streams(self, keys: list[tuple[str, str]]) -> None:
+        """Take streams out of memory with what only they used: a detector no live stream shares, what the
+        state files remember of their journals."""
+        models = {self.registry.key_for(*k) for k in keys}
+        for k in keys:
+            del self._streams[k]
+            if self.state_dir is not None:
+                self._state_files.forget(self._state_path(*k))  # type: ignore[arg-type]
+        models -= {self.registry.key_for(st.stream_class, st.name) for st in self._streams.values()}
+        for key in models:
+            self.registry.release(key)
 
     # -- state across restarts and rebalances -----------------------------------------------------------------
     def _state_path(self, stream_class: str, stream: str) -> Path | None:
@@ -765,10 +776,7 @@ class StreamProcessor:
         """
         parts = set(partitions)
         gone = [k for k, st in self._streams.items() if st.partitions & parts]
-        for k in gone:
-            del self._streams[k]
-            if self.state_dir is not None:
-                self._state_files.forget(self._state_path(*k))  # type: ignore[arg-type]
+        self._forget_streams(gone)
         self._outbox = [item for item in self._outbox if not any(set(h) & parts for h in item.holds)]
         return len(gone)
 

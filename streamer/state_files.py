@@ -287,6 +287,7 @@ class StateFiles:
         """The stream left this worker (evicted, or its partition revoked): drop what is remembered of its journal.
         Its next write here starts a new generation anyway (a new lineage); this only bounds the memory."""
         self._journals.pop(path, None)
+        self._swept.discard(path)
 
     # -- reading ------------------------------------------------------------------------------------------------
     def read(self, path: Path) -> dict:

@@ -111,6 +111,18 @@ def test_the_monitor_is_given_time_to_score_write_and_commit_when_stopped(compos
     assert grace >= settings.monitor.shutdown_scoring_s + 15
 
 
+def test_the_monitor_holds_no_more_streams_than_its_memory_limit_fits(compose, monkeypatch):
+    """With the default cap (10,000 live streams, ~2.3 MB each with per-stream models) a 4 GiB worker was killed
+    for memory after about 1,400 busy streams, and again after every restart."""
+    service = compose["services"]["monitor"]
+    settings = _settings_from(_env(service), monkeypatch)
+    limit = str(service["deploy"]["resources"]["limits"]["memory"]).lower()
+    gib = float(limit.removesuffix("g")) if limit.endswith("g") else float(limit.removesuffix("m")) / 1024
+    per_stream_mb = 0.8 + (1.5 if settings.monitor.model_mode == "per_stream" else 0.0)
+    base_mb = 600  # the process with torch and one detector per class (about 450 MB RSS in the streaming benchmark)
+    assert base_mb + settings.monitor.max_streams * per_stream_mb <= gib * 1024
+
+
 def test_hosts_and_ports_agree_between_services(compose, monkeypatch):
     services = compose["services"]
     settings = _settings_from(_env(services["monitor"]), monkeypatch)

@@ -450,8 +450,10 @@ def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_r
     feed(proc, "a", samples[:350], store=store)
     drain(proc, store)
     proc.save_states()
+    assert proc.registry.loaded() == 1
     assert proc.add_sensor("sensor", [Sample("other", samples[0][0], 1.0)], (1, 0)) is None  # evicts "a"
     assert proc.stats.evicted == 1
+    assert proc.registry.loaded() == 0  # its detector left memory with it (loaded again when it comes back)
     proc.save_states()
     feed(proc, "a", samples, start=350, store=store)  # evicts "other", restores "a"
     drain(proc, store)
