@@ -39,9 +39,10 @@ from streamer.sinks.base import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_STEP_SAMPLES = 10_000
-"""Samples scored per step while shutting down (about a second of one core's work with the ``nab`` preset), so
-that the shutdown's time limit is checked often."""
+STEP_SAMPLES = 10_000
+"""Samples scored per processor step (about two seconds of one core's work with the ``nab`` preset): a round
+scores its share in such steps and looks at the stop signal between them, and the shutdown checks its time limit
+between them. A round's share is up to ``max_samples_per_round`` (200,000 by default: half a minute of scoring)."""
 
 
 @dataclass
@@ -143,10 +144,12 @@ class Monitor:
         self._last_status = clock()
         self._dirty = False  # something was read or written since the last commit
         self._revoked: set[TopicPartition] = set()  # revoked by a rebalance that has not settled yet
+        self._stop: threading.Event | None = None  # run()'s stop signal, looked at between a round's steps
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> MonitorStats:
         """Consume until ``stop`` is set (or, with ``idle_exit_s``, until nothing arrived for that long)."""
+        self._stop = stop
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
         last_data = self.clock()
         self._publish(last_data)  # the loop has started: from now on a round that never ends is a stall
@@ -259,9 +262,19 @@ class Monitor:
                 self._handle(InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value,
                                          list(rec.headers or []), rec.timestamp))
                 full = self.processor.stats.samples - first_samples >= self.max_samples_per_round
-        self.processor.step()
+        self._score_round()
         self._write_and_commit(force_commit=False)
         return n
+
+    def _score_round(self) -> None:
+        """Score up to ``max_samples_per_round`` in steps of ``STEP_SAMPLES``, stopping early on a stop signal: a
+        SIGTERM during a round with a large backlog would otherwise wait for the whole round before the shutdown
+        and its time limit began, and the supervisor's grace period could run out before the commit."""
+        left = self.max_samples_per_round
+        while True:
+            left -= self.processor.step(max_samples=max(1, min(left, STEP_SAMPLES)))
+            if not self.processor.scoring_left or left <= 0 or (self._stop is not None and self._stop.is_set()):
+                return
 
     def _handle(self, record: InputRecord) -> None:
         self.stats.records += 1
@@ -488,7 +501,7 @@ class Monitor:
     def _score_before_exit(self) -> None:
         """Score what is pending in steps of about a second or two of work, until done or ``shutdown_scoring_s``."""
         deadline = self.clock() + self.shutdown_scoring_s
-        step = min(self.max_samples_per_round, SHUTDOWN_STEP_SAMPLES)
+        step = max(1, min(self.max_samples_per_round, STEP_SAMPLES))  # a step of 1 still scores a whole stream
         while True:
             self.processor.step(max_samples=step)
             if not self.processor.scoring_left:

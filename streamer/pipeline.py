@@ -417,7 +417,12 @@ class StreamProcessor:
         try:
             state = self._state_files.read(path)
             if state.get("detector") is not None:
-                fitted = self.registry.detector(self.registry.key_for(st.stream_class, st.name), fresh=True)
+                key = self.registry.key_for(st.stream_class, st.name)
+                fitted = self.registry.detector(key, fresh=True)
+                if fitted is None and self.registry.directory(key).is_dir():
+                    # there but not loadable now (a passing error, or a half-written refit): keep the state file,
+                    # which the next save replaces anyway, rather than delete it
+                    raise DetectorUnavailable(f"its detector in {self.registry.directory(key)} could not be loaded")
                 if fitted is None:
                     raise CheckpointMismatchError("its detector is gone")
                 detector = fitted.new_state()
@@ -442,7 +447,7 @@ class StreamProcessor:
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
-            if not isinstance(exc, OSError):  # a disk error may pass; its next save replaces the file anyway
+            if not isinstance(exc, (OSError, DetectorUnavailable)):  # may pass; the next save replaces the file
                 self._state_files.remove(path)
 
     def save_states(self, partitions: Iterable[Hashable] | None = None, *, wait: bool = True) -> int:
@@ -554,6 +559,9 @@ class StreamProcessor:
         self.stats.fit_failures += len(failed)
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
         streams = list(self._streams.values())
+        if ready:  # a fit that finished after its streams left (a rebalance) is not kept in memory for nothing
+            for key in set(ready) - {self.registry.key_for(st.stream_class, st.name) for st in streams}:
+                self.registry.release(key)
         start = 0
         budget = self.max_step_samples if max_samples is None else max_samples
         if not force and self._step_from in self._streams:
@@ -802,6 +810,10 @@ class StreamProcessor:
 
 
 _LINEAGES = itertools.count(1)
+
+
+class DetectorUnavailable(RuntimeError):
+    """A restored stream's detector is on disk but could not be loaded just now."""
 
 
 @dataclass

@@ -274,7 +274,7 @@ def test_shutdown_scores_for_at_most_its_limit_and_commits_only_what_it_scored(t
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(proc, "step", slow_step)
-    monkeypatch.setattr(monitor, "SHUTDOWN_STEP_SAMPLES", 300)  # about one stream per step
+    monkeypatch.setattr(monitor, "STEP_SAMPLES", 300)  # about one stream per step
     consumer = ScriptedConsumer({tp(0)}, [])
     consumer.close = lambda *a, **k: None
     store = ListStore()
@@ -299,3 +299,31 @@ def test_shutdown_scores_for_at_most_its_limit_and_commits_only_what_it_scored(t
         first_unscored = min(int(s[1:]) for s in {f"s{k}" for k in range(8)} - scored)
         assert committed <= 300 * first_unscored  # nothing it did not score is committed
         assert proc.backlog() > 0
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_a_round_looks_at_the_stop_signal_between_its_steps(tmp_path, monkeypatch, stopping):
+    """A round may score up to max_samples_per_round (half a minute of one core by default); a SIGTERM arriving
+    meanwhile waited for all of it before the shutdown's own time limit even began."""
+    import threading
+
+    import streamer.monitor as monitor
+
+    fast = {"steps": 3, "max_train_windows": 32, "train_samples": 240}
+    proc = build_processor(MonitorSettings(model_dir=tmp_path / "models", sensor_detector_options=fast),
+                           background=False)
+    monkeypatch.setattr(monitor, "STEP_SAMPLES", 300)
+    mon = Monitor(ScriptedConsumer({tp(0)}, []), proc, ListStore(), topics=[TOPIC],
+                  class_of_topic=lambda topic: "sensor", dead_letters=None)
+    mon._stop = threading.Event()
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        for i in range(300):
+            proc.add_sensor("sensor", [_Sample(f"s{k}", (1_000_000 + i) * MINUTE, float(rng.normal()))],
+                            ((TOPIC, 0), 300 * k + i))
+    proc.step(max_samples=0)  # fitted, nothing scored
+    if stopping:
+        mon._stop.set()
+    mon._score_round()
+    scored = proc.stats.scored
+    assert scored == (300 if stopping else 6 * 300)

@@ -463,6 +463,48 @@ def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_r
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
+def test_a_fit_that_finishes_after_its_stream_left_does_not_stay_in_memory(tmp_path):
+    gate = threading.Event()
+
+    def slow_fit(train, config):
+        assert gate.wait(60)
+        return FittedDetector.fit(train, config)
+
+    proc = build_processor(settings(tmp_path), background=True, fitter=slow_fit)
+    feed(proc, "a", stamped(values(TRAIN + 10)))
+    proc.step()
+    assert proc.registry.fitting(("sensor", "a"))
+    assert proc.drop_partitions([0]) == 1  # revoked while its fit runs
+    gate.set()
+    proc.registry.wait()
+    proc.step()  # the next round takes the finished fit
+    assert proc.registry.loaded() == 0
+    assert (tmp_path / "models" / "sensor" / "a").is_dir()  # published: the new owner (or a return) loads it
+
+
+def test_a_detector_that_fails_to_load_once_costs_the_returning_stream_no_saved_state(tmp_path):
+    """An evicted stream's detector leaves memory with it, so its return loads it again; a passing load error
+    (too many open files) deleted the stream's saved state as if its detector were gone."""
+    failures = []
+
+    def loader(path):
+        if failures:
+            failures.pop()
+            raise OSError(24, "Too many open files")
+        return FittedDetector.load(path)
+
+    proc, store = build_processor(settings(tmp_path, max_streams=1), background=False, loader=loader), DictStore()
+    samples = stamped(values(400))
+    feed(proc, "a", samples[:350], store=store)
+    drain(proc, store)
+    proc.save_states()
+    assert proc.add_sensor("sensor", [Sample("other", samples[0][0], 1.0)], (1, 0)) is None  # evicts "a"
+    proc.save_states()
+    failures.append(1)
+    assert proc.add_sensor("sensor", [Sample("a", *samples[350])], (0, 350)) is None
+    assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
+
+
 def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(tmp_path, monkeypatch):
     """The monitor's periodic checkpoint encodes and writes states off the loop; until they are durable, the
     commit must not pass what they cover."""
