@@ -205,6 +205,7 @@ class StreamProcessor:
         self._saver: ThreadPoolExecutor | None = None
         self._save_job: _SaveJob | None = None
         self._state_files = StateFiles()
+        self._in_record: Mapping[tuple[str, str], Any] = {}  # streams with samples of the record being taken in
 
     # -- input ------------------------------------------------------------------------------------------------
     def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
@@ -220,6 +221,7 @@ class StreamProcessor:
         failed: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         horizon = self.wall_clock_ns() + self.max_skew_ns
+        self._in_record = batches  # at the cap, a stream this record has samples for is not evicted for the next
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
             if st is None:
@@ -254,6 +256,7 @@ class StreamProcessor:
             ts_list, values = batches.setdefault(st.key, ([], []))
             ts_list.append(ts)
             values.append(float(s.value))
+        self._in_record = {}
         for key, (ts_list, values) in batches.items():
             st = self._streams[key]
             self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
@@ -365,7 +368,7 @@ class StreamProcessor:
         if self.state_dir is None:
             return False
         durable = [st for st in self._streams.values()
-                   if not st.unsaved and not st.changed and not st.saving
+                   if not st.unsaved and not st.changed and not st.saving and st.key not in self._in_record
                    and not any(seg.origin is not None for seg in st.segments)
                    and (st.received == 0 or st.on_disk)]
         if not durable:

@@ -438,6 +438,17 @@ def test_live_streams_are_capped_durable_ones_evicted_and_restored_the_rest_dead
     assert [float(v) for seg in segments for v in seg.values] == [2.0, 7.0]
 
 
+def test_at_the_cap_a_record_never_evicts_a_stream_it_has_just_brought(tmp_path):
+    """A record with samples of two new streams at a cap of one: the second evicted the first (created by the
+    same record, nothing received yet), and taking in the record then raised — the whole record was
+    dead-lettered as a processing error."""
+    proc = make(tmp_path, max_streams=1)
+    t = stamped([1.0])[0][0]
+    refused = proc.add_sensor("sensor", [Sample("b", t, 1.0), Sample("a", t, 2.0)], (0, 0))
+    assert refused is not None and refused.reason == "too_many_streams" and "[1]" in refused.detail
+    assert [float(v) for seg in proc._streams[("sensor", "b")].segments for v in seg.values] == [1.0]
+
+
 def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_run(tmp_path):
     samples = stamped(values(500))
     ref_store = DictStore()
