@@ -58,12 +58,18 @@ def journals(folder):
     return sorted(p for p in folder.iterdir() if p.name.endswith(".journal"))
 
 
-def test_a_state_reads_back_bit_for_bit(tmp_path):
+def saved_once(tmp_path, n: int):
+    """A stream of ``n`` samples written once: (the writer, the state written)."""
     s = Stream()
-    s.feed(700)
+    s.feed(n)
     state = s.state()
     files = StateFiles()
     files.write([(tmp_path / "a.json", state, 1)])
+    return files, state
+
+
+def test_a_state_reads_back_bit_for_bit(tmp_path):
+    files, state = saved_once(tmp_path, 700)
     same(files.read(tmp_path / "a.json"), state)
     same(StateFiles().read(tmp_path / "a.json"), state)  # another process reads it too
     assert len(journals(tmp_path)) == 1
@@ -105,14 +111,20 @@ def test_a_grown_journal_is_replaced_by_a_new_generation(tmp_path):
     assert len(seen) > 1
 
 
-def test_a_crash_between_journal_and_json_leaves_the_previous_state_readable(tmp_path, monkeypatch):
+def saved_twice(tmp_path, first: int, then: int):
+    """A stream written twice by one writer: (the writer, the stream, the second — durable — state)."""
     s = Stream()
-    s.feed(600)
+    s.feed(first)
     files = StateFiles()
     files.write([(tmp_path / "a.json", s.state(), 1)])
-    s.feed(50)
+    s.feed(then)
     durable = s.state()
     files.write([(tmp_path / "a.json", durable, 1)])
+    return files, s, durable
+
+
+def test_a_crash_between_journal_and_json_leaves_the_previous_state_readable(tmp_path, monkeypatch):
+    files, s, durable = saved_twice(tmp_path, 600, 50)
     s.feed(50)
 
     def crash(self, target):
@@ -130,11 +142,7 @@ def test_a_crash_between_journal_and_json_leaves_the_previous_state_readable(tmp
 
 
 def test_a_torn_record_ends_the_journal_and_a_corrupt_referenced_one_is_an_error(tmp_path):
-    s = Stream()
-    s.feed(600)
-    state = s.state()
-    files = StateFiles()
-    files.write([(tmp_path / "a.json", state, 1)])
+    files, state = saved_once(tmp_path, 600)
     (journal,) = journals(tmp_path)
     whole = journal.read_bytes()
     with open(journal, "ab") as fh:  # a crash mid-append: half a record after what the JSON references
@@ -203,13 +211,7 @@ def test_a_journal_reference_cannot_leave_the_state_folder(tmp_path):
 
 
 def test_a_failed_write_raises_and_the_next_one_starts_clean(tmp_path, monkeypatch):
-    s = Stream()
-    s.feed(300)
-    files = StateFiles()
-    files.write([(tmp_path / "a.json", s.state(), 1)])
-    s.feed(10)
-    durable = s.state()
-    files.write([(tmp_path / "a.json", durable, 1)])
+    files, s, durable = saved_twice(tmp_path, 300, 10)
 
     def full_disk(fd):
         raise OSError(28, "No space left on device")

@@ -175,14 +175,19 @@ def test_a_late_sample_is_rejected_with_its_reason_and_a_repeated_timestamp_is_s
     assert proc._streams[("sensor", "a")].pending() == 4  # the repeated timestamp is a reading too
 
 
-def test_background_fitting_does_not_stall_other_streams(tmp_path):
+def gated_fits(tmp_path):
+    """A processor whose background fits wait until the returned event is set."""
     gate = threading.Event()
 
     def slow_fit(train, config):
         assert gate.wait(60)
         return FittedDetector.fit(train, config)
 
-    proc = build_processor(settings(tmp_path), background=True, fitter=slow_fit)
+    return build_processor(settings(tmp_path), background=True, fitter=slow_fit), gate
+
+
+def test_background_fitting_does_not_stall_other_streams(tmp_path):
+    proc, gate = gated_fits(tmp_path)
     store = DictStore()
     # Stream b already has a fitted detector on disk: it scores while a's fit waits.
     FittedDetector.fit(values(TRAIN, spike_at=10**6), proc.classes["sensor"].detector).save(
@@ -475,13 +480,7 @@ def test_an_evicted_scoring_stream_resumes_with_the_scores_of_an_uninterrupted_r
 
 
 def test_a_fit_that_finishes_after_its_stream_left_does_not_stay_in_memory(tmp_path):
-    gate = threading.Event()
-
-    def slow_fit(train, config):
-        assert gate.wait(60)
-        return FittedDetector.fit(train, config)
-
-    proc = build_processor(settings(tmp_path), background=True, fitter=slow_fit)
+    proc, gate = gated_fits(tmp_path)
     feed(proc, "a", stamped(values(TRAIN + 10)))
     proc.step()
     assert proc.registry.fitting(("sensor", "a"))
@@ -516,9 +515,8 @@ def test_a_detector_that_fails_to_load_once_costs_the_returning_stream_no_saved_
     assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
 
 
-def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(tmp_path, monkeypatch):
-    """The monitor's periodic checkpoint encodes and writes states off the loop; until they are durable, the
-    commit must not pass what they cover."""
+def gated_checkpoints(monkeypatch):
+    """Background checkpoints wait until the returned event is set before writing."""
     from streamer.state_files import StateFiles
 
     gate = threading.Event()
@@ -529,6 +527,13 @@ def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(t
         real(self, files)
 
     monkeypatch.setattr(StateFiles, "write", slow)
+    return gate
+
+
+def test_a_background_checkpoint_holds_its_offsets_until_the_files_are_written(tmp_path, monkeypatch):
+    """The monitor's periodic checkpoint encodes and writes states off the loop; until they are durable, the
+    commit must not pass what they cover."""
+    gate = gated_checkpoints(monkeypatch)
     proc, store, tracker = make(tmp_path), DictStore(), OffsetTracker()
     samples = stamped(values(400))
     for off, (t, v) in enumerate(samples):
@@ -549,16 +554,7 @@ def test_a_stream_that_comes_back_while_its_checkpoint_is_written_is_restored_fr
                                                                                                   monkeypatch):
     """A rebalance dropped the stream while a background checkpoint was still writing its files, and gave it back
     at once: reading them mid-write found a switched journal generation, and the unreadable state was deleted."""
-    from streamer.state_files import StateFiles
-
-    gate = threading.Event()
-    real = StateFiles.write
-
-    def slow(self, files):
-        gate.wait(10)
-        real(self, files)
-
-    monkeypatch.setattr(StateFiles, "write", slow)
+    gate = gated_checkpoints(monkeypatch)
     proc, store = make(tmp_path), DictStore()
     samples = stamped(values(400))
     for off, (t, v) in enumerate(samples):
