@@ -102,7 +102,7 @@ class DetectorRegistry:
     def directory(self, key: ModelKey) -> Path:
         return self.model_dir / safe_name(key[0]) / (SHARED if key[1] == SHARED_KEY else safe_name(key[1]))
 
-    def detector(self, key: ModelKey, fresh: bool = False) -> FittedDetector | None:
+    def detector(self, key: ModelKey, fresh: bool = False, retry_failed: bool = False) -> FittedDetector | None:
         """The fitted detector of ``key``: in memory, else loaded from disk, else None.
 
         A miss is looked at again, at most every ``LOOK_AGAIN_S`` (``fresh``, a restore: now, even while this
@@ -110,7 +110,7 @@ class DetectorRegistry:
         restored here must find it, or its state would be thrown away. Otherwise, while this registry fits ``key``,
         the disk is not looked at: its own result is on the way. A folder that could not be loaded is tried again
         when it changes, or after ``RELOAD_FAILED_S`` (``fresh`` too: one unloadable shared folder must not cost a
-        load per restored stream).
+        load per restored stream), or at once with ``retry_failed``.
         """
         found = self._ready.get(key)
         if found is not None or (key in self._running and not fresh):
@@ -129,7 +129,7 @@ class DetectorRegistry:
             return None
         stamp = (info.st_ino, info.st_mtime_ns)
         failed = self._unloadable.get(key)
-        if failed is not None and failed[0] == stamp and now - failed[1] < RELOAD_FAILED_S:
+        if failed is not None and failed[0] == stamp and now - failed[1] < RELOAD_FAILED_S and not retry_failed:
             return None
         try:
             found = self._ready[key] = self.loader(path)

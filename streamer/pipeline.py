@@ -220,8 +220,21 @@ class StreamProcessor:
         refused: list[int] = []
         failed: list[int] = []
         batches: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-        horizon = self.wall_clock_ns() + self.max_skew_ns
         self._in_record = batches  # at the cap, a stream this record has samples for is not evicted for the next
+        try:
+            self._take_sensor(stream_class, samples, origin, batches, late, future, refused, failed)
+        finally:
+            self._in_record = {}
+        for key, (ts_list, values) in batches.items():
+            st = self._streams[key]
+            self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
+        return self._sensor_rejection(late, future, refused, failed)
+
+    def _take_sensor(self, stream_class: str, samples: Sequence, origin: Origin,
+                     batches: dict[tuple[str, str], tuple[list[int], list[float]]], late: list[int],
+                     future: list[int], refused: list[int], failed: list[int]) -> None:
+        """Sort one record's samples into per-stream batches and the lists of refused ones (see add_sensor)."""
+        horizon = self.wall_clock_ns() + self.max_skew_ns
         for i, s in enumerate(samples):
             st = self._stream(stream_class, s.stream, "sensor")
             if st is None:
@@ -256,10 +269,9 @@ class StreamProcessor:
             ts_list, values = batches.setdefault(st.key, ([], []))
             ts_list.append(ts)
             values.append(float(s.value))
-        self._in_record = {}
-        for key, (ts_list, values) in batches.items():
-            st = self._streams[key]
-            self._append(st, np.asarray(ts_list, dtype=np.int64), np.asarray(values, dtype=np.float64), origin)
+
+    def _sensor_rejection(self, late: list[int], future: list[int], refused: list[int],
+                          failed: list[int]) -> Rejection | None:
         if failed:
             self.stats.rejected += 1
             return Rejection(STREAM_FAILED, f"sample(s) {failed}: scoring their stream failed; it is held until a "
@@ -420,12 +432,7 @@ class StreamProcessor:
         try:
             state = self._state_files.read(path)
             if state.get("detector") is not None:
-                key = self.registry.key_for(st.stream_class, st.name)
-                fitted = self.registry.detector(key, fresh=True)
-                if fitted is None and self.registry.directory(key).is_dir():
-                    # there but not loadable now (a passing error, or a half-written refit): keep the state file,
-                    # which the next save replaces anyway, rather than delete it
-                    raise DetectorUnavailable(f"its detector in {self.registry.directory(key)} could not be loaded")
+                fitted = self._restored_detector(self.registry.key_for(st.stream_class, st.name))
                 if fitted is None:
                     raise CheckpointMismatchError("its detector is gone")
                 detector = fitted.new_state()
@@ -450,8 +457,20 @@ class StreamProcessor:
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
-            if not isinstance(exc, (OSError, DetectorUnavailable)):  # may pass; the next save replaces the file
+            if not isinstance(exc, OSError):  # a disk error may pass; the next save replaces the file anyway
                 self._state_files.remove(path)
+
+    def _restored_detector(self, key: ModelKey) -> FittedDetector | None:
+        """The detector a restored state belongs to. An evicted or revoked stream's detector left memory with it,
+        so a stream's return loads it from disk; a load that fails while the folder is there (too many open
+        files, a moment without memory) is tried twice more before the stream's state is given up."""
+        fitted = self.registry.detector(key, fresh=True)
+        for pause in RELOAD_PAUSES_S:
+            if fitted is not None or not self.registry.directory(key).is_dir():
+                break
+            time.sleep(pause)
+            fitted = self.registry.detector(key, fresh=True, retry_failed=True)
+        return fitted
 
     def save_states(self, partitions: Iterable[Hashable] | None = None, *, wait: bool = True) -> int:
         """Write the state of every stream (or of the streams of ``partitions``); returns how many.
@@ -552,7 +571,8 @@ class StreamProcessor:
     def step(self, force: bool = False, max_samples: int | None = None) -> int:
         """Start fits that are due, take finished ones, score ready streams' pending samples: whole streams, up to
         ``max_samples`` (default ``max_step_samples``; ``force``: all of them, how the demo and the benchmarks
-        drain). Returns the number of samples scored; :attr:`scoring_left` says whether the budget left some.
+        drain). Returns the number of samples it took to score (a budget's measure: audio scores one point per
+        window, not per sample); :attr:`scoring_left` says whether the budget left some.
 
         Why bounded: the loop polls only between steps, and the group drops a member that has not polled for
         ``max.poll.interval.ms``. When a shared detector becomes ready, every stream waiting for it brings its whole
@@ -594,7 +614,6 @@ class StreamProcessor:
             values = np.concatenate([s.values for s in st.segments])
             taken += values.size
             jobs.setdefault(key, []).append((st, values))
-        scored = 0
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
             try:
@@ -609,8 +628,8 @@ class StreamProcessor:
                         parts.append(None)
             for (st, values), part in zip(items, parts):
                 if part is not None:
-                    scored += self._finish(st, values, part, fitted)
-        return scored
+                    self._finish(st, values, part, fitted)
+        return taken
 
     @staticmethod
     def _audio_fields(st: _Stream, all_saved: bool) -> dict[str, Any]:
@@ -648,14 +667,14 @@ class StreamProcessor:
         log.error("scoring stream %s/%s failed; it is held (its samples stay uncommitted) until a restart: %s",
                   st.stream_class, st.name, st.failed, exc_info=exc)
 
-    def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> int:
+    def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> None:
         assert st.state is not None
         segments = list(st.segments)
         try:
             out, n = self._points(st, segments, values, scores, fitted)
         except Exception as exc:  # noqa: BLE001 - see _fail: the segments (and their offsets) stay
             self._fail(st, exc)
-            return 0
+            return
         st.segments = deque()
         stamps = [s.stamp for s in segments if s.stamp is not None]
         if stamps:
@@ -667,7 +686,6 @@ class StreamProcessor:
         st.changed = True
         self.stats.scored += n
         self._outbox.append(out)
-        return n
 
     def _points(self, st: _Stream, segments: list[_Segment], values: np.ndarray, scores: WindowScores,
                 fitted: FittedDetector) -> tuple[_Written, int]:
@@ -813,10 +831,7 @@ class StreamProcessor:
 
 
 _LINEAGES = itertools.count(1)
-
-
-class DetectorUnavailable(RuntimeError):
-    """A restored stream's detector is on disk but could not be loaded just now."""
+RELOAD_PAUSES_S = (0.2, 1.0)
 
 
 @dataclass

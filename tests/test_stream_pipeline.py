@@ -492,9 +492,12 @@ def test_a_fit_that_finishes_after_its_stream_left_does_not_stay_in_memory(tmp_p
     assert (tmp_path / "models" / "sensor" / "a").is_dir()  # published: the new owner (or a return) loads it
 
 
-def test_a_detector_that_fails_to_load_once_costs_the_returning_stream_no_saved_state(tmp_path):
+def test_a_detector_that_fails_to_load_once_costs_the_returning_stream_nothing(tmp_path, monkeypatch):
     """An evicted stream's detector leaves memory with it, so its return loads it again; a passing load error
     (too many open files) deleted the stream's saved state as if its detector were gone."""
+    import streamer.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "RELOAD_PAUSES_S", (0.0, 0.0))
     failures = []
 
     def loader(path):
@@ -512,7 +515,7 @@ def test_a_detector_that_fails_to_load_once_costs_the_returning_stream_no_saved_
     proc.save_states()
     failures.append(1)
     assert proc.add_sensor("sensor", [Sample("a", *samples[350])], (0, 350)) is None
-    assert (tmp_path / "models" / "_state" / "sensor" / "a.json").is_file()
+    assert proc.detections_of("sensor", "a").position == 350  # restored, after a second try of the load
 
 
 def gated_checkpoints(monkeypatch):
@@ -958,3 +961,18 @@ def test_a_step_scores_at_most_its_budget_and_the_next_one_goes_on_where_it_stop
            if p.tags["stream"] != "fresh"}
     want = {(p.tags["stream"], p.time_ns): p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
     assert len(got) == 4 * 400 + 20 and got == want
+
+
+def test_a_steps_budget_counts_audio_samples_not_points(tmp_path):
+    """Audio scores one point per window (4,096 samples): a budget that counted points let a monitor round of
+    20,000 samples score every waiting stream whole (minutes of scoring between two polls)."""
+    proc = audio_processor(tmp_path)
+    t0 = 1_700_000_000 * S
+    for k in range(3):
+        x = fan(AUDIO_RATE * 3, seed=k)
+        assert proc.add_audio("audio", AudioChunk(f"fan{k}", t0, AUDIO_RATE, x), (k, 0)) is None
+    proc.step(max_samples=0)  # fits (per-stream models), nothing scored
+    proc.step(max_samples=0)
+    taken = proc.step(max_samples=20_000)
+    assert taken == AUDIO_RATE * 3 and proc.scoring_left  # one whole stream, in samples
+    assert proc.step(max_samples=20_000) == AUDIO_RATE * 3
