@@ -486,9 +486,9 @@ class StreamProcessor:
 
         The states are copied here (cheap) and encoded and written by one background thread unless ``wait``
         (:class:`~streamer.state_files.StateFiles`: the histories are appended to a journal, the rest replaces
-        the JSON), so that a checkpoint of many streams does not stall scoring. Until the files are durable their offsets stay held; a
-        checkpoint that finds the previous one still writing is skipped (returns 0). With ``wait`` it returns
-        after the files are written and raises ``OSError`` if they could not be.
+        the JSON), so that a checkpoint of many streams does not stall scoring. Until the files are durable their
+        offsets stay held; a checkpoint that finds the previous one still writing is skipped (returns 0). With
+        ``wait`` it returns after the files are written and raises ``OSError`` if they could not be.
         """
         if self.state_dir is None:
             return 0
