@@ -106,7 +106,7 @@ def test_a_grown_journal_is_replaced_by_a_new_generation(tmp_path):
         (journal,) = journals(tmp_path)  # the old generation is gone once the JSON left it
         seen.add(journal.name)
         needed = 8 * (9 * 200 + 211)
-        assert journal.stat().st_size <= COMPACT_RATIO * max(needed, 64 * 1024) + 10 * (37 * 8 + 120)
+        assert journal.stat().st_size <= (COMPACT_RATIO + 1) * max(needed, 64 * 1024) + 10 * (37 * 8 + 120)
         same(files.read(tmp_path / "a.json"), state)
     assert len(seen) > 1
 
@@ -226,6 +226,21 @@ def test_a_failed_write_raises_and_the_next_one_starts_clean(tmp_path, monkeypat
     files.write([(tmp_path / "a.json", state, 1)])
     same(StateFiles().read(tmp_path / "a.json"), state)
     assert len(journals(tmp_path)) == 1
+
+
+def test_streams_that_started_together_rewrite_their_journals_at_different_checkpoints(tmp_path):
+    streams = [Stream(seed=k, window=2000) for k in range(8)]
+    files = StateFiles()
+    rewrites: dict[int, int] = {}
+    for checkpoint in range(60):
+        for k, s in enumerate(streams):
+            s.feed(100)
+            before = {p.name for p in journals(tmp_path) if p.name.startswith(f"s{k}.")}
+            files.write([(tmp_path / f"s{k}.json", s.state(), k)])
+            after = {p.name for p in journals(tmp_path) if p.name.startswith(f"s{k}.")}
+            if before and after != before:
+                rewrites.setdefault(k, checkpoint)
+    assert len(rewrites) == 8 and len(set(rewrites.values())) >= 4  # the first rewrite of each, spread out
 
 
 def test_more_new_elements_than_a_series_holds_are_written_from_its_oldest(tmp_path):
