@@ -11,7 +11,7 @@ Crash safety (the JSON is what a restart reads, so it may only reference what is
 
 - the journal's appended records are fsynced *before* the JSON that references them is atomically replaced;
   records beyond the durable JSON's ``end`` (a crash between the two) are ignored by the reader;
-- a journal is never rewritten in place: when it has grown to twice what the state needs, or the first time a
+- a journal is never rewritten in place: when it has grown to 2–3 times what the state needs, or the first time a
   series is written by this process, a new generation file is written whole, the JSON switches to it, and only
   then are the older generations deleted — so the file the durable JSON references is always intact;
 - every record carries a CRC: a torn record at a journal's end (power loss mid-append) ends the read there;
