@@ -23,7 +23,7 @@ import numpy as np
 from scipy import special
 
 from models.errors import InputError
-from models.types import AppendOnlySeries
+from models.types import AppendOnlySeries, series_values
 
 _LOG_EPS = 1.0000000001
 _LOG_NORM = math.log(1.0000000001 - 1.0)  # log(1e-10) ~ -23.03
@@ -243,7 +243,7 @@ class AnomalyLikelihood:
         try:
             configs = [LikelihoodConfig(**s["config"]) for s in states]
             recent = [np.asarray(s["recent"], dtype=np.float64) for s in states]
-            history = [np.asarray(_values(s["history"]), dtype=np.float64) for s in states]
+            history = [np.asarray(series_values(s["history"]), dtype=np.float64) for s in states]
             counts = {int(s["count"]) for s in states}
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"invalid AnomalyLikelihood state: {exc}") from exc
@@ -259,11 +259,6 @@ class AnomalyLikelihood:
         self._append(hist, 0)
         self._hist_sum, self._hist_sq = hist.sum(axis=1), (hist * hist).sum(axis=1)
         self._count = counts.pop()
-
-
-def _values(series: Any) -> Any:
-    """A saved series' elements: an :class:`AppendOnlySeries`, or the plain list / array a file holds."""
-    return series.values if isinstance(series, AppendOnlySeries) else series
 
 
 def training_part_likelihood(train_points: int, channels: int = 1) -> AnomalyLikelihood:

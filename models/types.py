@@ -54,3 +54,9 @@ class AppendOnlySeries:
     @property
     def start(self) -> int:
         return self.end - int(self.values.size)
+
+
+def series_values(saved):
+    """A saved series' elements: an :class:`AppendOnlySeries`'s values, or the plain list / array a state file
+    from before the type (or a one-channel ``state_dict``) holds."""
+    return saved.values if isinstance(saved, AppendOnlySeries) else saved

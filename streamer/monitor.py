@@ -22,6 +22,7 @@ scored is written and committed; the rest stays uncommitted and is scored after 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -267,14 +268,21 @@ class Monitor:
         return n
 
     def _score_round(self) -> None:
-        """Score up to ``max_samples_per_round`` in steps of ``STEP_SAMPLES``, stopping early on a stop signal: a
-        SIGTERM during a round with a large backlog would otherwise wait for the whole round before the shutdown
-        and its time limit began, and the supervisor's grace period could run out before the commit."""
-        left = self.max_samples_per_round
+        """Score up to ``max_samples_per_round``, stopping early on a stop signal: a SIGTERM during a round with a
+        large backlog would otherwise wait for the whole round before the shutdown and its time limit began, and
+        the supervisor's grace period could run out before the commit."""
+        self._score_in_steps(self.max_samples_per_round, lambda: self._stop is not None and self._stop.is_set())
+
+    def _score_in_steps(self, budget: float, enough: Callable[[], bool]) -> bool:
+        """Score up to ``budget`` samples in steps of ``STEP_SAMPLES``, until nothing is left or ``enough()``
+        between two steps. Returns whether ready samples are left unscored."""
         while True:
-            left -= self.processor.step(max_samples=max(1, min(left, STEP_SAMPLES)))
-            if not self.processor.scoring_left or left <= 0 or (self._stop is not None and self._stop.is_set()):
-                return
+            step = max(1, int(min(budget, STEP_SAMPLES, self.max_samples_per_round)))  # 1 still takes a stream
+            budget -= self.processor.step(max_samples=step)
+            if not self.processor.scoring_left:
+                return False
+            if budget <= 0 or enough():
+                return True
 
     def _handle(self, record: InputRecord) -> None:
         self.stats.records += 1
@@ -499,18 +507,11 @@ class Monitor:
                      "from the last commit", len(keys), dropped)
 
     def _score_before_exit(self) -> None:
-        """Score what is pending in steps of about a second or two of work, until done or ``shutdown_scoring_s``."""
+        """Score what is pending, until done or ``shutdown_scoring_s``."""
         deadline = self.clock() + self.shutdown_scoring_s
-        step = max(1, min(self.max_samples_per_round, STEP_SAMPLES))  # a step of 1 still scores a whole stream
-        while True:
-            self.processor.step(max_samples=step)
-            if not self.processor.scoring_left:
-                return
-            if self.clock() >= deadline:
-                log.warning("shutdown: stopped scoring after %.0f s with %d sample(s) unscored; they stay "
-                            "uncommitted and are scored after the restart", self.shutdown_scoring_s,
-                            self.processor.backlog())
-                return
+        if self._score_in_steps(math.inf, lambda: self.clock() >= deadline):
+            log.warning("shutdown: stopped scoring after %.0f s with %d sample(s) unscored; they stay uncommitted "
+                        "and are scored after the restart", self.shutdown_scoring_s, self.processor.backlog())
 
     def shutdown(self) -> None:
         """Finish what is in flight, write, commit, close. A store that is still down means no commit."""

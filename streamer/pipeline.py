@@ -400,8 +400,11 @@ class StreamProcessor:
             del self._streams[k]
             if self.state_dir is not None:
                 self._state_files.forget(self._state_path(*k))  # type: ignore[arg-type]
-        models -= {self.registry.key_for(st.stream_class, st.name) for st in self._streams.values()}
-        for key in models:
+        self._release_unused(models)
+
+    def _release_unused(self, models: set[ModelKey]) -> None:
+        """Drop from memory those of ``models`` that no live stream uses (loaded again when one comes back)."""
+        for key in models - {self.registry.key_for(st.stream_class, st.name) for st in self._streams.values()}:
             self.registry.release(key)
 
     # -- state across restarts and rebalances -----------------------------------------------------------------
@@ -583,8 +586,7 @@ class StreamProcessor:
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
         streams = list(self._streams.values())
         if ready:  # a fit that finished after its streams left (a rebalance) is not kept in memory for nothing
-            for key in set(ready) - {self.registry.key_for(st.stream_class, st.name) for st in streams}:
-                self.registry.release(key)
+            self._release_unused(set(ready))
         start = 0
         budget = self.max_step_samples if max_samples is None else max_samples
         if not force and self._step_from in self._streams:

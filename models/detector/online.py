@@ -32,7 +32,7 @@ from models.calibration import AnomalyLikelihood, log_likelihoods, training_part
 from models.detector.channels import CHANNEL_WORDS, MODEL_CHANNELS, SPATIAL, channel_kind, describe_channel
 from models.detector.fitted import FittedDetector, WindowScores, sliding_windows
 from models.errors import CheckpointMismatchError, InputError
-from models.types import AppendOnlySeries
+from models.types import AppendOnlySeries, series_values
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,7 @@ class OnlineGaussian:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count, self.ref = int(state["count"]), float(state["ref"])
-        buf = state["buf"]
-        self._buf = np.asarray(buf.values if isinstance(buf, AppendOnlySeries) else buf, dtype=np.float64)
+        self._buf = np.asarray(series_values(state["buf"]), dtype=np.float64)
         self._buf_start = int(state["buf_start"])
 
 
