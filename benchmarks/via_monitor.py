@@ -21,7 +21,7 @@ from tqdm import tqdm
 from models.detector import FittedDetector
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
-from streamer.ingest import ingest
+from streamer.ingest import ingest, unscored_letters
 from streamer.messages import SENSOR
 from streamer.points import WINDOW_SCORE
 from streamer.replay import SeriesSource
@@ -64,11 +64,13 @@ def run_through_monitor(sources: Sequence[SeriesSource], train_samples: dict[str
                         dead += 1
                     if i % step_every == 0:
                         processor.step()
+                        dead += len(unscored_letters(processor))
                         processor.flush(sink)
                     bar.update(1)
             while True:
                 processor.registry.wait()
                 processor.step(force=True)
+                dead += len(unscored_letters(processor))
                 processor.flush(sink)
                 if processor.idle():
                     break

@@ -17,7 +17,7 @@ from pathlib import Path
 from models.detector import describe_channel
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
-from streamer.ingest import ingest
+from streamer.ingest import ingest, unscored_letters
 from streamer.messages import AUDIO, SENSOR
 from streamer.points import ALERT, WINDOW_SCORE
 from streamer.replay import ReplaySource, read_nab_csv, read_wav
@@ -136,12 +136,14 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, fitter=No
                     log.warning("dead letter %s@%d: %s %s", rec.topic, rec.offset, letter.reason, letter.detail)
                 if records % 64 == 0:
                     processor.step()
+                    dead += _log_unscored(processor)
                     processor.flush(sink)
                 bar.update(1)
         # End of the recordings: let running fits finish, then score everything still pending.
         while True:
             processor.registry.wait()
             processor.step(force=True)
+            dead += _log_unscored(processor)
             processor.flush(sink)
             if processor.idle():
                 break
@@ -157,6 +159,14 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, fitter=No
     report = DemoReport(store_path, time.monotonic() - started, records, dead, scored, alerts,
                         [{"stream": w.stream, "start_ns": w.start_ns, "end_ns": w.end_ns} for w in labels])
     return report
+
+
+def _log_unscored(processor) -> int:
+    letters = unscored_letters(processor)
+    for letter in letters:
+        log.warning("dead letter %s@%d: %s %s", letter.record.topic, letter.record.offset, letter.reason,
+                    letter.detail)
+    return len(letters)
 
 
 def _tags(row) -> dict:

@@ -9,7 +9,7 @@ the loop's data structures from another thread and costs the loop nothing.
 Liveness is "the loop turned recently" (``stall_s``; by default as long as a poll may legitimately take, a group
 join included). The loop publishes once as it starts; before that — loading models, waiting for the broker — the
 worker reports ``starting`` and counts as alive: restarting it would not bring a broker up. Streams
-held after a scoring failure, a paused input or a store that is down are reported (``scalowatch_held_streams``,
+quarantined after repeated scoring failures, a paused input or a store that is down are reported (``scalowatch_held_streams``,
 ``scalowatch_input_paused``, ``scalowatch_sink_down``) but do not fail the probe: a restart re-reads from the
 commit and fixes none of them, and a deterministic failure would turn into a restart loop.
 """
@@ -63,7 +63,7 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
     ("checkpoints", "stream-state checkpoints", "counter"),
     ("sink_failures", "failed writes to the store (each retried)", "counter"),
     ("live_streams", "streams in memory", "gauge"),
-    ("held_streams", "streams held after a scoring failure until a restart", "gauge"),
+    ("held_streams", "streams quarantined after repeated scoring failures, until a restart", "gauge"),
     ("backlog_samples", "samples of fitted streams waiting to be scored", "gauge"),
     ("assigned_partitions", "partitions assigned to this worker", "gauge"),
     ("input_paused", "1 while input is paused (store down or backlog full)", "gauge"),

@@ -5,7 +5,9 @@ undecodable or invalid messages (``streamer.messages`` reason codes: malformed_j
 bad_dtype, bad_sample_rate, too_large, …), records on a topic of no known stream class
 (``unknown_stream_class``), records without a key (``missing_key``), samples older than their stream's newest
 (``late``) or too far ahead (``bad_timestamp``), and — so that a bug can never crash the consumer or lose a
-record silently — any unexpected exception (``processing_error``, logged with its trace).
+record silently — any unexpected exception (``processing_error``, logged with its trace). Samples a stream took
+in but could not score (its scoring raised) come back from the processor and leave as ``scoring_failed`` letters
+(:func:`unscored_letters`), re-encoded in the input's wire format so that they can be inspected and replayed.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
-from streamer.messages import AUDIO, SENSOR, UNKNOWN_STREAM_CLASS, MessageError, decode
-from streamer.pipeline import StreamProcessor
+from streamer.messages import (AUDIO, SENSOR, UNKNOWN_STREAM_CLASS, MessageError, decode, encode_audio,
+                               encode_sensor_batch)
+from streamer.pipeline import SCORING_FAILED, FailedSamples, StreamProcessor
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +83,27 @@ def ingest(
     if rejection is not None:
         return DeadLetter(record, rejection.reason, rejection.detail)
     return None
+
+
+def unscored_letters(processor: StreamProcessor) -> list[DeadLetter]:
+    """Dead letters for the samples the processor gave up after scoring failures since the last call (see
+    ``StreamProcessor._fail``): one per input record they came from, at that record's place."""
+    return [_unscored_letter(failed) for failed in processor.take_unscored()]
+
+
+def _unscored_letter(failed: FailedSamples) -> DeadLetter:
+    headers: list[tuple[str, bytes | None]] = []
+    if failed.kind == "audio":
+        stamp = failed.stamp if failed.stamp is not None else int(failed.ts_ns[0])
+        value, headers = encode_audio(failed.stream, stamp, failed.values.astype("float32"),
+                                      failed.sample_rate or 1, dtype="float32")
+    else:
+        value = encode_sensor_batch(failed.stream, zip(failed.ts_ns.tolist(), failed.values.tolist()))
+    topic, partition, offset = "", -1, -1
+    if failed.origin is not None:  # None: samples restored from a saved training part (no record of their own)
+        part, offset = failed.origin
+        topic, partition = part if isinstance(part, tuple) else ("", int(part))
+    record = InputRecord(topic, partition, offset, failed.stream.encode(), value, list(headers))
+    detail = (f"{failed.values.size} sample(s) of {failed.stream_class}/{failed.stream} could not be scored: "
+              f"{failed.error}")
+    return DeadLetter(record, SCORING_FAILED, detail[:500])

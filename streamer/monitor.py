@@ -33,7 +33,7 @@ from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamer.health import WorkerSnapshot
-from streamer.ingest import DeadLetter, InputRecord, ingest
+from streamer.ingest import DeadLetter, InputRecord, ingest, unscored_letters
 from streamer.offsets import OffsetTracker
 from streamer.pipeline import StreamProcessor
 from streamer.sinks.base import SinkUnavailable
@@ -191,7 +191,7 @@ class Monitor:
             input_paused=self._paused, sink_down=self._sink_down_until is not None)
 
     def log_status(self) -> None:
-        """One line on how the worker is doing; a warning while streams are held after a scoring failure."""
+        """One line on how the worker is doing; a warning while streams are quarantined after scoring failures."""
         snap = self.snapshot()
         held = self.processor.held_streams()
         log.log(logging.WARNING if held else logging.INFO,
@@ -199,7 +199,8 @@ class Monitor:
                 "%d live streams, backlog %d samples, input %s%s", snap.records, snap.samples_scored,
                 snap.points_written, snap.dead_letters, snap.commits, snap.live_streams, snap.backlog_samples,
                 "paused" if snap.input_paused else "flowing",
-                f"; {len(held)} stream(s) held after a scoring failure until a restart: {', '.join(held[:5])}"
+                f"; {len(held)} stream(s) quarantined after repeated scoring failures until a restart: "
+                f"{', '.join(held[:5])}"
                 if held else "")
 
     def _watch_poll(self, done: threading.Event) -> None:
@@ -279,6 +280,8 @@ class Monitor:
         while True:
             step = max(1, int(min(budget, STEP_SAMPLES, self.max_samples_per_round)))  # 1 still takes a stream
             budget -= self.processor.step(max_samples=step)
+            for letter in unscored_letters(self.processor):
+                self._dead_letter(letter)
             if not self.processor.scoring_left:
                 return False
             if budget <= 0 or enough():

@@ -56,6 +56,9 @@ LATE = "late"
 BAD_TIMESTAMP = "bad_timestamp"
 TOO_MANY_STREAMS = "too_many_streams"
 STREAM_FAILED = "stream_failed"
+SCORING_FAILED = "scoring_failed"
+MAX_CONSECUTIVE_FAILURES = 3
+"""Scoring failures in a row (no batch of the stream scored in between) after which a stream is quarantined."""
 NS_PER_S = 1_000_000_000
 
 
@@ -77,6 +80,24 @@ class Rejection:
 
     reason: str
     detail: str
+
+
+@dataclass(frozen=True)
+class FailedSamples:
+    """The samples of one input record that their stream could not score (see :meth:`StreamProcessor._fail`):
+    the caller dead-letters them (``scoring_failed``), in the input's own wire format, before the commit passes
+    ``origin``."""
+
+    stream_class: str
+    stream: str
+    kind: str
+    ts_ns: np.ndarray
+    values: np.ndarray
+    origin: Origin | None
+    stamp: int | None
+    """Audio: the timestamp its chunk carried."""
+    sample_rate: int | None
+    error: str
 
 
 @dataclass
@@ -130,7 +151,11 @@ class _Stream:
     """Offsets of samples scored since the stream's state was last saved: the commit must not pass them, or a
     crash would resume from a state that has not seen samples the broker no longer re-delivers."""
     failed: str | None = None
-    """Why scoring this stream raised (see :meth:`StreamProcessor.step`); it is not scored or saved again here."""
+    """Why scoring this stream kept raising: it is quarantined (see :meth:`StreamProcessor._fail`), not scored or
+    saved again until a restart."""
+    careful: bool = False
+    """Its last batch failed: its pending samples are scored again one input record at a time (see
+    :meth:`StreamProcessor._fail`)."""
     lineage: int = 0
     """Which detector state this is (a new number whenever ``state`` is replaced): its saved history is journaled
     as a continuation only of the same lineage's (streamer/state_files.py)."""
@@ -206,6 +231,8 @@ class StreamProcessor:
         self._save_job: _SaveJob | None = None
         self._state_files = StateFiles()
         self._in_record: Mapping[tuple[str, str], Any] = {}  # streams with samples of the record being taken in
+        self._unscored: list[FailedSamples] = []  # given up after a scoring failure, until the caller takes them
+        self._failures: dict[tuple[str, str], int] = {}  # scoring failures in a row, per stream
 
     # -- input ------------------------------------------------------------------------------------------------
     def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
@@ -240,7 +267,7 @@ class StreamProcessor:
             if st is None:
                 refused.append(i)
                 continue
-            if st.failed is not None:  # held until a restart (see _fail): buffering on would only fill memory
+            if st.failed is not None:  # quarantined until a restart (see _fail): buffering on would only fill memory
                 failed.append(i)
                 continue
             st.partitions.add(origin[0])
@@ -274,7 +301,8 @@ class StreamProcessor:
                           failed: list[int]) -> Rejection | None:
         if failed:
             self.stats.rejected += 1
-            return Rejection(STREAM_FAILED, f"sample(s) {failed}: scoring their stream failed; it is held until a "
+            return Rejection(STREAM_FAILED, f"sample(s) {failed}: scoring their stream failed "
+                                            f"{MAX_CONSECUTIVE_FAILURES} times in a row; it is quarantined until a "
                                             "restart")
         if refused:
             self.stats.rejected += 1
@@ -298,7 +326,8 @@ class StreamProcessor:
             return Rejection(TOO_MANY_STREAMS, f"{self.max_streams} streams are live and none can be evicted")
         if st.failed is not None:
             self.stats.rejected += 1
-            return Rejection(STREAM_FAILED, "scoring this stream failed; it is held until a restart")
+            return Rejection(STREAM_FAILED, f"scoring this stream failed {MAX_CONSECUTIVE_FAILURES} times in a row; "
+                                            "it is quarantined until a restart")
         st.partitions.add(origin[0])
         values = np.asarray(chunk.samples, dtype=np.float64).ravel()
         rate = int(chunk.sample_rate)
@@ -398,6 +427,7 @@ class StreamProcessor:
         models = {self.registry.key_for(*k) for k in keys}
         for k in keys:
             del self._streams[k]
+            self._failures.pop(k, None)
             if self.state_dir is not None:
                 self._state_files.forget(self._state_path(*k))  # type: ignore[arg-type]
         self._release_unused(models)
@@ -584,6 +614,7 @@ class StreamProcessor:
         ready, failed = self.registry.poll()
         self.stats.fit_failures += len(failed)
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
+        careful: list[_Stream] = []
         streams = list(self._streams.values())
         if ready:  # a fit that finished after its streams left (a rebalance) is not kept in memory for nothing
             self._release_unused(set(ready))
@@ -615,7 +646,12 @@ class StreamProcessor:
                 st.state, st.lineage = fitted.new_state(), next(_LINEAGES)
             values = np.concatenate([s.values for s in st.segments])
             taken += values.size
-            jobs.setdefault(key, []).append((st, values))
+            if st.careful:
+                careful.append(st)
+            else:
+                jobs.setdefault(key, []).append((st, values))
+        for st in careful:
+            self._score_carefully(st)
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
             try:
@@ -658,26 +694,134 @@ class StreamProcessor:
         return {"audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index,
                 "audio_skip_until": mark}
 
-    def _fail(self, st: _Stream, exc: Exception) -> None:
-        """A stream whose scoring raised: a bug or an input no check foresaw. It must cost neither the worker (the
-        other streams score on) nor a sample: its samples stay held, so the commit never passes them, and its state
-        (perhaps half updated) is neither scored on nor saved. A restart resumes it from its last saved state.
-        Its later records are dead-lettered (``stream_failed``) rather than buffered: held samples count towards
-        the backlog that pauses every partition, which an audio stream would fill within a minute."""
-        st.failed = f"{type(exc).__name__}: {exc}"
+    def _fail(self, st: _Stream, exc: Exception, alerts: dict | None = None) -> None:
+        """A stream whose scoring raised: a bug, or an input no check foresaw. It must cost neither the worker (the
+        other streams score on) nor a sample, and it must not stall its partitions.
+
+        ``alerts`` None: the model failed, before anything changed, and the state stands. Else the failure came
+        after the detector state took the samples, which may have left it half updated: it is replaced — after a
+        first failure by the stream's last saved state, after a second one in a row by a fresh state of its fitted
+        detector (the saved state's tail of samples may hold what the scoring cannot take: a window reaches back
+        over earlier samples) — and the alert state goes back to ``alerts``, the one from before the batch. A
+        replaced state misses the samples scored since its last checkpoint (their points are written): a gap in
+        the detector's history, as after a crash. Either way the batch is scored again one input record at a time
+        (:meth:`_score_carefully`): a record that fails again is dead-lettered alone.
+
+        Before, a failed stream was held — its samples uncommitted until a restart, which re-read its partitions
+        and, the failure being deterministic more often than not, failed again at the same sample. A stream that
+        fails :data:`MAX_CONSECUTIVE_FAILURES` times in a row is quarantined instead of retried for ever."""
+        failures = self._count_failure(st)
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            self._quarantine(st, exc)
+            return
+        replaced = ""
+        if alerts is not None:
+            fitted = st.state.fitted  # type: ignore[union-attr]
+            state, which = self._replacement(st, fitted, saved=failures == 1)
+            st.state, st.lineage = state, next(_LINEAGES)
+            st.alerts.load_state_dict(alerts)
+            replaced = f"its state is replaced by {which}; "
+        st.careful = True
+        log.error("scoring stream %s/%s failed; %sits %d pending sample(s) are scored again one record at a time (a "
+                  "record that fails again is dead-lettered as %s): %s", st.stream_class, st.name, replaced,
+                  st.pending(), SCORING_FAILED, _error(exc), exc_info=exc)
+
+    def _count_failure(self, st: _Stream) -> int:
         self.stats.failed_streams += 1
-        log.error("scoring stream %s/%s failed; it is held (its samples stay uncommitted) until a restart: %s",
-                  st.stream_class, st.name, st.failed, exc_info=exc)
+        failures = self._failures[st.key] = self._failures.get(st.key, 0) + 1
+        return failures
+
+    def _replacement(self, st: _Stream, fitted: FittedDetector, *, saved: bool) -> tuple[DetectorState, str]:
+        """The stream's last saved detector state (``saved``, if its file holds one), else a fresh one; and which."""
+        fresh = fitted.new_state(), "a fresh one"
+        path = self._state_path(st.stream_class, st.name)
+        if not saved or path is None or not path.is_file():
+            return fresh
+        try:
+            state = self._state_files.read(path)
+            if state.get("detector") is None:  # a training part only: what it holds is pending again anyway
+                return fresh
+            restored = fitted.new_state()
+            restored.load_state_dict(state["detector"])
+            return restored, "its last saved one"
+        except Exception:  # noqa: BLE001 - an unreadable file costs the history, not the stream
+            log.exception("ignoring unreadable stream state %s", path)
+            return fresh
+
+    def _score_carefully(self, st: _Stream) -> None:
+        """Score a stream's pending samples one input record at a time, each from a copy of the state before it
+        (a few copies of ~1 MB: only after a failure), so that a record that fails is dead-lettered alone and the
+        state goes back to where it was before it. A second failure in the same pass also replaces the state by a
+        fresh one (see :meth:`_fail`); a third in a row quarantines the stream. Successes in between do not clear
+        the state's tail: a record without a window end of its own never reaches the model."""
+        assert st.state is not None
+        fitted = st.state.fitted
+        segments = list(st.segments)
+        failed_here = 0
+        for i, seg in enumerate(segments):
+            before, alerts = st.state.state_dict(), st.alerts.state_dict()
+            try:
+                part = window_scores_together(fitted, [(st.state, seg.values)])[0]
+                out, n = self._points(st, [seg], seg.values, part, fitted)
+            except Exception as exc:  # noqa: BLE001 - this record alone is given up
+                failures, failed_here = self._count_failure(st), failed_here + 1
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    st.segments = deque(segments[i:])
+                    self._quarantine(st, exc)
+                    return
+                st.state.load_state_dict(before)
+                st.alerts.load_state_dict(alerts)
+                if failed_here > 1:  # not this record alone: the state's tail (see _fail)
+                    st.state = fitted.new_state()
+                st.lineage = next(_LINEAGES)
+                self._give_up(st, [seg], exc)
+                log.error("scoring stream %s/%s failed again; %d sample(s) of one record dead-lettered (%s)%s: %s",
+                          st.stream_class, st.name, seg.values.size, SCORING_FAILED,
+                          ", its state replaced by a fresh one" if failed_here > 1 else "", _error(exc), exc_info=exc)
+                continue
+            self._scored(st, [seg], out, n)
+        st.segments = deque()
+        st.careful = False
+
+    def _give_up(self, st: _Stream, segments: list[_Segment], exc: Exception) -> None:
+        """Hand ``segments`` to the caller to be dead-lettered (:meth:`take_unscored`); until then they hold the
+        commit."""
+        rate = int(st.audio_rate) if st.audio_rate is not None else None
+        self._unscored.extend(FailedSamples(st.stream_class, st.name, st.kind, seg.ts_ns, seg.values, seg.origin,
+                                            seg.stamp, rate, _error(exc)) for seg in segments)
+
+    def _quarantine(self, st: _Stream, exc: Exception) -> None:
+        """Stop scoring a stream that keeps failing until a restart: its pending samples are dead-lettered
+        (``scoring_failed``), its later records too (``stream_failed``), and it holds nothing — the samples scored
+        since its last checkpoint are written, and a restart resumes it from that checkpoint."""
+        self._give_up(st, list(st.segments), exc)
+        log.error("scoring stream %s/%s failed %d times in a row; %d sample(s) dead-lettered, the stream is "
+                  "quarantined (its records dead-lettered) until a restart: %s", st.stream_class, st.name,
+                  MAX_CONSECUTIVE_FAILURES, st.pending(), _error(exc), exc_info=exc)
+        st.segments, st.failed, st.state, st.unsaved, st.changed, st.careful = deque(), _error(exc), None, {}, \
+            False, False
+
+    def take_unscored(self) -> list[FailedSamples]:
+        """The samples given up after scoring failures since the last call: dead-letter them before the next commit
+        (until taken, they hold the commit)."""
+        out, self._unscored = self._unscored, []
+        return out
 
     def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> None:
         assert st.state is not None
         segments = list(st.segments)
+        alerts = st.alerts.state_dict()  # a few numbers: the alert rule's state before this batch
         try:
             out, n = self._points(st, segments, values, scores, fitted)
-        except Exception as exc:  # noqa: BLE001 - see _fail: the segments (and their offsets) stay
-            self._fail(st, exc)
+        except Exception as exc:  # noqa: BLE001 - see _fail
+            self._fail(st, exc, alerts)
             return
         st.segments = deque()
+        self._scored(st, segments, out, n)
+
+    def _scored(self, st: _Stream, segments: list[_Segment], out: "_Written", n: int) -> None:
+        """Book ``segments`` as scored into ``out``'s points."""
+        self._failures.pop(st.key, None)
         stamps = [s.stamp for s in segments if s.stamp is not None]
         if stamps:
             st.scored_stamp = max(stamps if st.scored_stamp is None else [*stamps, st.scored_stamp])
@@ -785,7 +929,7 @@ class StreamProcessor:
         """Nothing left that another ``step`` could score and no fit running."""
         return not self.registry.training() and all(
             st.state is None and self.registry.detector(self.registry.key_for(st.stream_class, st.name)) is None
-            for st in self._streams.values() if st.segments and st.failed is None)  # a failed one waits for a restart
+            for st in self._streams.values() if st.segments and st.failed is None)
 
     def holds(self) -> Iterator[Holds]:
         """Lowest offsets (per partition) of everything not yet durably written."""
@@ -797,6 +941,7 @@ class StreamProcessor:
             yield st.unsaved
         for item in self._outbox:
             yield from item.holds
+        yield merge_holds({}, (u.origin for u in self._unscored if u.origin is not None))
 
     def drop_partitions(self, partitions: Iterable[Hashable]) -> int:
         """Forget the streams of revoked partitions: buffers, states, and their points not yet written.
@@ -809,6 +954,7 @@ class StreamProcessor:
         gone = [k for k, st in self._streams.items() if st.partitions & parts]
         self._forget_streams(gone)
         self._outbox = [item for item in self._outbox if not any(set(h) & parts for h in item.holds)]
+        self._unscored = [u for u in self._unscored if u.origin is None or u.origin[0] not in parts]
         return len(gone)
 
     @property
@@ -820,7 +966,7 @@ class StreamProcessor:
         return len(self._streams)
 
     def held_streams(self) -> list[str]:
-        """``class/stream`` of the streams held after a scoring failure (see :meth:`_fail`)."""
+        """``class/stream`` of the streams quarantined after repeated scoring failures (see :meth:`_fail`)."""
         return [f"{st.stream_class}/{st.name}" for st in list(self._streams.values()) if st.failed is not None]
 
     def partitions(self) -> set[Hashable]:
@@ -844,6 +990,10 @@ class _SaveJob:
     streams: list[_Stream]
 
 
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def audio_index(ts_ns: int, start_ns: int, rate: int) -> int:
     """The sample index of an audio time: the inverse of ``start_ns + index * 1e9 // rate`` (exact: the floor
     loses under a nanosecond, far less than a sample)."""
@@ -858,5 +1008,6 @@ def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:
     return float(np.sqrt(np.mean(tail * tail))) if tail.size else 0.0
 
 
-__all__ = ["BAD_TIMESTAMP", "Detections", "FlushResult", "LATE", "STREAM_FAILED", "TOO_MANY_STREAMS", "ProcessorStats", "Rejection", "StreamClassConfig",
+__all__ = ["BAD_TIMESTAMP", "Detections", "FailedSamples", "FlushResult", "LATE", "SCORING_FAILED",
+           "STREAM_FAILED", "TOO_MANY_STREAMS", "ProcessorStats", "Rejection", "StreamClassConfig",
            "StreamProcessor"]

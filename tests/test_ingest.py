@@ -61,3 +61,37 @@ def test_unexpected_errors_become_processing_error_dead_letters(tmp_path):
     p._streams[("sensor", "s")].segments = None  # a bug inside the processor, simulated by corrupt state
     letter = ingest(p, rec("sensors", encode_sensor("s", S, 1.0), offset=1), class_of)
     assert letter is not None and letter.reason == PROCESSING_ERROR and "AttributeError" in letter.detail
+
+
+def test_samples_a_stream_could_not_score_leave_as_records_that_decode_as_they_came(tmp_path):
+    """The processor hands back the samples of a batch whose scoring raised (StreamProcessor._fail); they leave as
+    ``scoring_failed`` dead letters at the place of the record they came from, in the input's wire format, so that
+    they can be read and replayed like any record (a dead letter of its own bytes would be unreadable)."""
+    from streamer.ingest import unscored_letters
+    from streamer.messages import decode_audio, decode_sensor
+    from streamer.pipeline import FailedSamples
+
+    p = processor(tmp_path)
+    stamp = 1_700_000_000_123_000_000
+    pcm = np.linspace(-0.5, 0.5, 800, dtype=np.float32)
+    ts = stamp + np.arange(800) * S // 16000
+    p._unscored = [
+        FailedSamples("sensor", "s", "sensor", np.array([5 * S, 6 * S + 1]), np.array([1.5, -2.25]),
+                      (("sensors", 3), 41), None, None, "RuntimeError: boom"),
+        FailedSamples("audio", "m", "audio", ts, pcm.astype(np.float64), (("audio", 0), 7), stamp, 16000,
+                      "ValueError: bad"),
+        FailedSamples("sensor", "s", "sensor", np.array([7 * S]), np.array([3.0]), None, None, None, "E: x"),
+    ]
+    sensor, audio, restored = unscored_letters(p)
+    assert unscored_letters(p) == []  # taken once
+    assert (sensor.reason, sensor.record.topic, sensor.record.partition, sensor.record.offset) == (
+        "scoring_failed", "sensors", 3, 41)
+    assert [(x.ts_ns, x.value) for x in decode_sensor(sensor.record.value, sensor.record.key)] == [
+        (5 * S, 1.5), (6 * S + 1, -2.25)]
+    assert "2 sample(s) of sensor/s" in sensor.detail and "RuntimeError: boom" in sensor.detail
+    chunk = decode_audio(audio.record.value, audio.record.headers, audio.record.key)
+    assert (chunk.stream, chunk.ts_ns, chunk.sample_rate) == ("m", stamp, 16000)
+    np.testing.assert_array_equal(chunk.samples, pcm)
+    assert (audio.record.topic, audio.record.offset) == ("audio", 7)
+    # samples restored from a saved training part have no record of their own
+    assert (restored.record.topic, restored.record.partition, restored.record.offset) == ("", -1, -1)

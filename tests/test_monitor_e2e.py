@@ -320,6 +320,58 @@ def test_bad_messages_go_to_dead_letter_good_ones_scored(kafka_broker, influx_se
         assert (value, reason, topic) in letters
 
 
+def test_a_record_whose_scoring_raises_is_dead_lettered_and_the_stream_goes_on(kafka_broker, influx_server, tmp_path,
+                                                                             monkeypatch):
+    """A sample the scoring cannot take (a bug, an input no check foresaw) held its stream, and its partition's
+    commit, until a restart that re-read the partition and failed again. On the real servers: the batch is scored
+    again record by record, the record that fails again reaches the dead-letter topic (``scoring_failed``,
+    re-encoded so that it decodes as it was sent), every other sample is scored into InfluxDB, and everything read
+    is committed."""
+    from kafka import KafkaConsumer
+    from kafka_read import read_topic
+
+    from models.detector.online import DetectorState
+    from streamer.messages import decode_sensor
+
+    poison = 7777.0
+    real_update = DetectorState.update
+
+    def update(self, samples, scores):
+        if np.any(samples == poison):
+            raise RuntimeError("the state cannot take this sample")
+        return real_update(self, samples, scores)
+
+    monkeypatch.setattr(DetectorState, "update", update)
+    settings = make_settings(kafka_broker, influx_server, tmp_path)
+    create_topics(settings)
+    stream = f"poison-{uuid.uuid4().hex[:6]}"
+    source = nab_source(stream, 450)
+    values = source.values.copy()
+    values[330] = poison
+    source = SeriesSource(source.path, stream, source.times_ns, values)
+    send(settings, [SeriesSource(JUMPSUP, stream, source.times_ns[:300], values[:300])])
+    mon = MonitorThread(settings).start()
+    last = int(source.times_ns[-1])
+    try:
+        wait_for(lambda: count(influx_server, stream) >= 300, 120, "the first 300 scores")
+        send(settings, [SeriesSource(JUMPSUP, stream, source.times_ns[300:400], values[300:400])])
+        wait_for(lambda: mon.monitor.stats.dead_letters >= 1, 120, "the failed record dead-lettered")
+        send(settings, [SeriesSource(JUMPSUP, stream, source.times_ns[400:], values[400:])])
+        wait_for(lambda: any(r["time"] == last for r in scores(influx_server, stream)), 120, "the last sample scored")
+    finally:
+        mon.join()
+    tracker = mon.monitor.tracker
+    read = [p for p in tracker.committed_positions() if p[0] == settings.kafka.sensor_topic]
+    assert read and all(tracker.committed_position(p) == tracker.highest_read(p) + 1 for p in read)
+    letters = read_topic(KafkaConsumer(bootstrap_servers=kafka_broker, group_id=None),
+                         settings.kafka.dead_letter_topic, mon.monitor.stats.dead_letters)
+    assert {dict(r.headers)["dlq.reason"] for r in letters} == {b"scoring_failed"}
+    given_up = sorted(x.ts_ns for r in letters for x in decode_sensor(r.value, r.key))
+    stored = sorted(r["time"] for r in scores(influx_server, stream))
+    assert int(source.times_ns[330]) in given_up and not set(given_up) & set(stored)
+    assert sorted(given_up + stored) == expected_times(source)  # nothing lost, nothing twice
+
+
 class _NotUtf8(str):
     """A header key whose wire bytes are not UTF-8 (kafka-python's producer encodes keys with ``str.encode``):
     the record the broker stores is what a non-Python client could send."""

@@ -209,7 +209,7 @@ def test_while_the_dead_letter_topic_is_down_nothing_is_committed_rounds_go_on_a
     assert consumer.paused_set == set()
 
 
-def test_the_status_line_names_held_streams_as_a_warning(tmp_path, caplog):
+def test_the_status_line_names_quarantined_streams_as_a_warning(tmp_path, caplog):
     consumer = ScriptedConsumer({tp(0), tp(1)}, [])
     mon, proc = monitor_holding(tmp_path, consumer)
     with caplog.at_level("INFO", logger="streamer.monitor"):
@@ -217,8 +217,8 @@ def test_the_status_line_names_held_streams_as_a_warning(tmp_path, caplog):
         proc._streams[("sensor", "b")].failed = "RuntimeError: boom"
         mon.log_status()
     first, second = [r for r in caplog.records if r.getMessage().startswith("status:")]
-    assert first.levelname == "INFO" and "2 live streams" in first.getMessage() and "held" not in first.getMessage()
-    assert second.levelname == "WARNING" and "1 stream(s) held" in second.getMessage()
+    assert first.levelname == "INFO" and "2 live streams" in first.getMessage() and "quarantined" not in first.getMessage()
+    assert second.levelname == "WARNING" and "1 stream(s) quarantined" in second.getMessage()
     assert "sensor/b" in second.getMessage()
 
 

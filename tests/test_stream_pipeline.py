@@ -644,30 +644,13 @@ def test_a_checkpoint_writes_only_the_streams_that_changed(tmp_path):
     assert proc.save_states() == 1
 
 
-@pytest.mark.parametrize("where", ["model", "state", "alerts"])
-def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path, monkeypatch, where):
-    """An exception from scoring one stream (a bug, an input no check foresaw) left the processor's step: the
-    worker stopped, and the stream's samples, already taken off it, were committed past by the shutdown."""
+def _poison_scoring(monkeypatch, where, poisoned, b):
+    """Make scoring raise on a sample equal to ``poisoned`` — in the model, in the detector state (after moving
+    it on: half updated) or in the alert rule (after the state took the samples)."""
     from models.detector.fitted import FittedDetector as Fitted
     from models.detector.online import DetectorState
-    from streamer.state_files import StateFiles
+    from streamer.alerts import AlertMachine
 
-    store, tracker = DictStore(), OffsetTracker()
-    proc = make(tmp_path)
-    a, b = stamped(values(400)), stamped(values(400, seed=1))
-    for off in range(300):
-        for part, stream, samples in ((0, "a", a), (1, "b", b)):
-            tracker.seen(part, off)
-            proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off))
-    proc.step()  # fits both
-    proc.step()
-    proc.flush(store)
-    scored_a = len(store.measurement(WINDOW_SCORE, "a"))
-    assert scored_a > 0 and len(store.measurement(WINDOW_SCORE, "b")) > 0
-    proc.save_states()
-    state_file = tmp_path / "models" / "_state" / "sensor" / "b.json"
-    saved = state_file.read_bytes()
-    poison = 7777.0
     if where == "model":
         real = Fitted.score_windows
 
@@ -677,13 +660,12 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
             return real(self, windows)
 
         monkeypatch.setattr(Fitted, "score_windows", score_windows)
-    elif where == "alerts":  # after the state took the samples: building the points raises
-        from streamer.alerts import AlertMachine
-
+    elif where == "alerts":
         real_alert = AlertMachine.update
+        poisoned_times = {t for t, v in b if v == poisoned}
 
         def alert_update(self, t, score, *args):
-            if self.stream == "b" and t == b[320][0]:
+            if self.stream == "b" and t in poisoned_times:
                 raise RuntimeError("the alert rule cannot take this score")
             return real_alert(self, t, score, *args)
 
@@ -692,48 +674,196 @@ def test_a_stream_whose_scoring_raises_is_held_and_the_others_score_on(tmp_path,
         real_update = DetectorState.update
 
         def update(self, samples, scores):
-            hit = np.flatnonzero(samples == poison)
+            hit = np.flatnonzero(samples == poisoned)
             if hit.size:  # half updated (its position moved on), then fails
                 self.channels.position += int(hit[0]) + 1
                 raise RuntimeError("the state cannot take this sample")
             return real_update(self, samples, scores)
 
         monkeypatch.setattr(DetectorState, "update", update)
-    verdicts_b = []
+
+
+def _two_streams_scored(tmp_path, tracker, store):
+    """Streams a (partition 0) and b (partition 1), 300 samples each, fitted, scored and checkpointed."""
+    proc = make(tmp_path)
+    a, b = stamped(values(400)), stamped(values(400, seed=1))
+    for off in range(300):
+        for part, stream, samples in ((0, "a", a), (1, "b", b)):
+            tracker.seen(part, off)
+            proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off))
+    proc.step()  # fits both
+    proc.step()
+    proc.flush(store)
+    assert len(store.measurement(WINDOW_SCORE, "a")) == len(store.measurement(WINDOW_SCORE, "b")) == 300
+    proc.save_states()
+    return proc, a, b
+
+
+@pytest.mark.parametrize("where", ["model", "state", "alerts"])
+def test_a_stream_whose_scoring_raises_dead_letters_what_fails_again_and_scores_on(tmp_path, monkeypatch, where):
+    """An exception from scoring one stream (a bug, an input no check foresaw) used to hold the stream until a
+    restart, and its samples held its partition's commit; the restart re-read the partition and, the failure
+    being deterministic, failed again at the same sample. Now the batch is scored again record by record, the
+    records that fail again are handed back to be dead-lettered (nothing lost, nothing held), and every stream
+    scores on and is committed past."""
+    from streamer.ingest import unscored_letters
+    from streamer.messages import decode_sensor
+
+    def rounds(proc, store, tracker, a, b, skip=None):
+        letters = []
+        for off in range(300, 400):
+            for part, stream, samples in ((0, "a", a), (1, "b", b)):
+                tracker.seen(part, off)
+                if (stream, off) == skip:
+                    continue
+                assert proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off)) is None
+            if off % 20 == 0:
+                proc.step()  # must not raise
+                if off == 320:  # the failed batch waits for its second pass: it still holds the commit
+                    assert tracker.positions(proc.holds()).get(1, tracker.committed_position(1)) == 301
+                letters += unscored_letters(proc)
+                proc.flush(store)
+                proc.save_states()
+                tracker.committed(tracker.positions(proc.holds()))
+        proc.step()
+        letters += unscored_letters(proc)
+        proc.flush(store)
+        proc.save_states()
+        tracker.committed(tracker.positions(proc.holds()))
+        return letters
+
+    ref_store, ref_tracker = DictStore(), OffsetTracker()
+    ref, a, b = _two_streams_scored(tmp_path / "ref", ref_tracker, ref_store)
+    assert rounds(ref, ref_store, ref_tracker, a, b, skip=("b", 320)) == []  # as if 320 had never come
+    want = {p.time_ns: p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE, "b")}
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path / "run", tracker, store)
+    poison = 7777.0
+    b = [(t, poison) if i == 320 else (t, v) for i, (t, v) in enumerate(b)]
+    _poison_scoring(monkeypatch, where, poison, b)
+    lineage = proc._streams[("sensor", "b")].lineage
+    letters = rounds(proc, store, tracker, a, b)
+    # The batch that failed is scored again one record at a time, and only what fails again is dead-lettered: the
+    # poisoned record where the state or the alert rule fails (the state goes back to its last saved one, then
+    # to its copy from before the record). The model fails on the records whose windows reach back over the
+    # poisoned sample: the first is dead-lettered and the state goes back to before it, which still holds the
+    # poisoned sample in its tail, so at the second the state is replaced by a fresh one, and scoring goes on.
+    failed = [x.record.offset for x in letters]
+    if where == "model":
+        assert len(failed) == 2 and 320 < failed[0] < 340 and failed[1] == failed[0] + 1
+    else:
+        assert failed == [320]
+    assert proc.stats.failed_streams == 1 + len(failed) and proc.held_streams() == []
+    # one letter per record, in the input's wire format
+    assert [(x.reason, x.record.partition) for x in letters] == [("scoring_failed", 1)] * len(failed)
+    assert [(s.ts_ns, s.value) for x in letters for s in decode_sensor(x.record.value, x.record.key)] == [
+        b[off] for off in failed]
+    assert "RuntimeError" in letters[-1].detail
+    # every other sample of b is scored, a's all, and nothing is held
+    scored_b = sorted(p.time_ns for p in store.measurement(WINDOW_SCORE, "b"))
+    assert scored_b == [t for off, (t, _) in enumerate(b) if off not in failed]
+    assert len(store.measurement(WINDOW_SCORE, "a")) == 400
+    assert tracker.committed_position(0) == tracker.committed_position(1) == 400
+    assert proc._streams[("sensor", "b")].lineage != lineage  # a state that went back is journaled anew
+    # b is scored as if the records dead-lettered had never come: the second pass starts from the state saved
+    # after 300 (state, alerts) or the untouched state (model), and a record that fails goes back to the state
+    # before it — up to the poisoned sample where the model keeps it in its state's tail and the state is replaced
+    got = {p.time_ns: p.fields["score"] for p in store.measurement(WINDOW_SCORE, "b")}
+    same = [t for t, _ in b[:320]] if where == "model" else list(want)
+    assert got.keys() >= set(same) and len(same) >= 320
+    assert [got[t] for t in same] == pytest.approx([want[t] for t in same], abs=1e-12)
+
+
+def test_a_stream_that_keeps_failing_is_quarantined_without_holding_the_commit(tmp_path, monkeypatch):
+    """A stream whose every batch fails (its saved state itself is what the scoring cannot take) is not retried
+    for ever: after three failures in a row it is quarantined until a restart — its later records dead-lettered
+    as ``stream_failed`` — and neither it nor its failed samples hold its partition's commit."""
+    from streamer.ingest import unscored_letters
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+    poison = 7777.0
+    b = [(t, poison) if i >= 320 else (t, v) for i, (t, v) in enumerate(b)]
+    _poison_scoring(monkeypatch, "state", poison, b)
+    letters, refused = [], []
     for off in range(300, 400):
         for part, stream, samples in ((0, "a", a), (1, "b", b)):
-            t, v = samples[off]
             tracker.seen(part, off)
-            r = proc.add_sensor("sensor", [Sample(stream, t, poison if (stream, off) == ("b", 320) else v)],
-                                (part, off))
-            if stream == "b":
-                verdicts_b.append(r)
-        if off % 20 == 0:
-            proc.step()  # must not raise
+            verdict = proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off))
+            if verdict is not None:
+                refused.append((stream, off, verdict.reason))
+        if off % 10 == 0:
+            proc.step()
+            letters += unscored_letters(proc)
             proc.flush(store)
             proc.save_states()
             tracker.committed(tracker.positions(proc.holds()))
     proc.step()
     proc.flush(store)
-    assert proc.stats.failed_streams == 1 and proc._streams[("sensor", "b")].failed
-    # once it failed, its records are dead-lettered instead of buffered (the backlog would pause every partition)
-    reasons = [r.reason if r else None for r in verdicts_b]
-    first_refused = reasons.index("stream_failed")
-    assert set(reasons[first_refused:]) == {"stream_failed"} and set(reasons[:first_refused]) == {None}
-    assert proc._streams[("sensor", "b")].pending() == 300 + first_refused - len(store.measurement(WINDOW_SCORE, "b"))
-    assert len(store.measurement(WINDOW_SCORE, "a")) == scored_a + 100  # the other stream scored on
-    scored_b = len(store.measurement(WINDOW_SCORE, "b"))  # one point per sample: offsets below this were scored
-    assert 300 <= scored_b <= 340
-    assert tracker.committed_position(1) <= scored_b  # nothing b did not score is committed
-    assert tracker.committed_position(0) > 380
-    # its saved state is the last one from before the failure: it never claims a sample it did not score, even
-    # when the failed round came after an unsaved one
-    proc._streams[("sensor", "b")].changed = True
     proc.save_states()
-    state = StateFiles().read(state_file)
-    assert state["received"] <= scored_b and state["detector"]["channels"]["position"] <= scored_b
-    assert state_file.read_bytes() != saved  # (it was saved after the first check, before the failure)
-    assert proc.idle()  # a held stream waits for a restart: it does not keep a drain (the demo's, --idle-exit-s) busy
+    tracker.committed(tracker.positions(proc.holds()))
+    # the batch 311-320 fails; scored again record by record, 320 fails, then 321 (the state is replaced by a
+    # fresh one), then 322: quarantined, its pending records (322-330) dead-lettered, its later ones refused
+    assert proc.stats.failed_streams == 4 and proc.held_streams() == ["sensor/b"]
+    assert [x.record.offset for x in letters] == list(range(320, 331))
+    assert refused == [("b", off, "stream_failed") for off in range(331, 400)]
+    scored_b = len(store.measurement(WINDOW_SCORE, "b"))
+    assert scored_b == 320  # every sample of b is scored, dead-lettered or refused: none is lost
+    assert tracker.committed_position(1) == 400 and tracker.committed_position(0) == 400
+    assert proc.idle()
+
+
+def test_an_audio_chunk_whose_scoring_raises_is_dead_lettered_alone_and_the_stream_scores_on(tmp_path, monkeypatch):
+    """The audio side of the record-by-record retry: only the chunk the state cannot take leaves (as a chunk that
+    decodes to its own samples and stamp), the chunks around it are scored as an uninterrupted run scores them,
+    and the stream's sample index goes on (no gap, no overlap)."""
+    from models.detector.online import DetectorState
+    from streamer.ingest import unscored_letters
+    from streamer.messages import decode_audio
+
+    n, size = AUDIO_RATE * 3, 4000
+    x = fan(n)
+    t0 = 1_700_000_000 * S
+    chunks = [AudioChunk("fan", t0 + start * S // AUDIO_RATE, AUDIO_RATE, x[start:start + size].copy())
+              for start in range(0, n, size)]
+    bad = 20  # past the training part (one second, about 11 chunks)
+    chunks[bad].samples[100] = 0.777
+
+    def run(proc, store):
+        letters = []
+        for i, c in enumerate(chunks):
+            assert proc.add_audio("audio", c, (0, i)) is None
+            if i % 4 == 3:
+                proc.step()
+                letters += unscored_letters(proc)
+                proc.flush(store)
+        drain(proc, store)
+        return letters + unscored_letters(proc)
+
+    ref_store = DictStore()
+    assert run(audio_processor(tmp_path / "ref"), ref_store) == []
+    want = {p.time_ns: p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE)}
+    real_update = DetectorState.update
+
+    def update(self, samples, scores):
+        if np.any(samples == np.float32(0.777)):
+            raise RuntimeError("the state cannot take this chunk")
+        return real_update(self, samples, scores)
+
+    monkeypatch.setattr(DetectorState, "update", update)
+    store = DictStore()
+    proc = audio_processor(tmp_path / "run")
+    letters = run(proc, store)
+    assert [x.record.offset for x in letters] == [bad]
+    chunk = decode_audio(letters[0].record.value, letters[0].record.headers, letters[0].record.key)
+    assert chunk.ts_ns == chunks[bad].ts_ns and np.array_equal(chunk.samples, chunks[bad].samples)
+    got = {p.time_ns: p.fields["score"] for p in store.measurement(WINDOW_SCORE)}
+    lo, hi = chunks[bad].ts_ns, chunks[bad + 1].ts_ns
+    before = [t for t in want if t < lo]
+    assert before and all(got[t] == pytest.approx(want[t], abs=1e-9) for t in before)
+    assert 0 <= max(want) - max(got) < 8192 * S // AUDIO_RATE  # scored to the end (one chunk fewer: the grid moved)
+    assert not [t for t in got if lo <= t < hi]  # the windows ending in the dead-lettered chunk are not scored
+    assert proc.stats.audio_gaps == 0 and proc.stats.rejected == 0
 
 
 @pytest.mark.parametrize("size", [1000, 40])
