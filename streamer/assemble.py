@@ -10,6 +10,7 @@ from typing import Callable
 
 from models.detector import PRESETS, DetectorConfig, preset
 from streamer.alerts import AlertPolicy
+from streamer.memory import default_max_streams
 from streamer.messages import AUDIO, SENSOR
 from streamer.model_registry import DetectorRegistry, Fitter, Loader
 from streamer.pipeline import StreamClassConfig, StreamProcessor
@@ -70,4 +71,5 @@ def build_processor(
                                 fitter=fitter, loader=loader)
     return StreamProcessor(classes, registry, snapshots=m.snapshots, state_dir=Path(m.model_dir) / "_state",
                            train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s,
-                           max_streams=m.max_streams, max_step_samples=m.max_samples_per_round)
+                           max_streams=m.max_streams or default_max_streams(m.model_mode == "per_stream"),
+                           max_step_samples=m.max_samples_per_round)

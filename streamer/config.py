@@ -136,8 +136,9 @@ class MonitorSettings(_Section):
     max_backlog_samples: int = Field(1_000_000, gt=0)
     # Streams kept in memory per worker. At the cap, the least recently active stream whose state is saved is
     # evicted (it is restored from its saved state when it sends again); when none is, a new stream's records are
-    # dead-lettered as too_many_streams.
-    max_streams: int = Field(10_000, gt=0)
+    # dead-lettered as too_many_streams. None: 10,000, or fewer where the worker's memory limit (its cgroup's,
+    # else the machine's) holds fewer (streamer/memory.py).
+    max_streams: int | None = Field(None, gt=0)
     # Samples taken in per poll round (records beyond it are read again next round), and about as many scored per
     # round (whole streams: the one that crosses it is scored to its end; the rest next round), so a round's work
     # stays bounded however many streams a detector becomes ready for (max.poll.interval.ms).

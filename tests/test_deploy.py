@@ -118,9 +118,10 @@ def test_the_monitor_holds_no_more_streams_than_its_memory_limit_fits(compose, m
     settings = _settings_from(_env(service), monkeypatch)
     limit = str(service["deploy"]["resources"]["limits"]["memory"]).lower()
     gib = float(limit.removesuffix("g")) if limit.endswith("g") else float(limit.removesuffix("m")) / 1024
-    per_stream_mb = 0.8 + (1.5 if settings.monitor.model_mode == "per_stream" else 0.0)
-    base_mb = 600  # the process with torch and one detector per class (about 450 MB RSS in the streaming benchmark)
-    assert base_mb + settings.monitor.max_streams * per_stream_mb <= gib * 1024
+    from streamer.memory import streams_that_fit
+
+    cap = settings.monitor.max_streams
+    assert cap is None or cap <= streams_that_fit(int(gib * 2**30), settings.monitor.model_mode == "per_stream")
 
 
 def test_hosts_and_ports_agree_between_services(compose, monkeypatch):

@@ -1,0 +1,72 @@
+"""How many streams a worker's memory holds: the default stream cap.
+
+Why: the cap (``MAX_STREAMS``) was 10,000 whatever the machine. A busy stream holds ~0.8 MB of detector state
+(likelihood histories) and, with per-stream models, ~1.5 MB of fitted detector, so 10,000 streams need ~25 GB; a
+smaller worker was killed for memory once enough streams had arrived, and again after every restart, which brought
+the same streams back — a crash loop rather than a refusal. Without an explicit cap the worker now holds no more
+streams than its memory limit fits (its container's cgroup limit, else the machine's memory), and a new stream
+beyond that evicts a saved one or is dead-lettered (``too_many_streams``) instead of costing the worker.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_STREAMS = 10_000
+PROCESS_BASE_MB = 600.0
+"""The worker without streams: torch, one detector per class, buffers (about 450 MB RSS in the streaming
+benchmark)."""
+STREAM_STATE_MB = 0.8
+"""One busy ``nab`` stream's detector state, measured 2026-12-06 with tracemalloc and the saved checkpoint's size."""
+STREAM_MODEL_MB = 1.5
+"""One fitted per-stream detector in memory (U-Net and reference windows), measured alike."""
+USABLE_FRACTION = 0.85
+"""Of the memory limit, what the streams may fill: fits and write batches need room beside them."""
+
+_CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_limit_bytes(cgroup_files: tuple[Path, ...] = _CGROUP_LIMITS) -> int | None:
+    """The memory this process may use: its cgroup's limit (v2, then v1) when one is set, else the machine's
+    physical memory; None where neither can be read."""
+    physical = _physical_bytes()
+    for path in cgroup_files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limit = int(text)
+            # cgroup v1 reports "no limit" as a number near 2**63; v2 as "max" (not digits)
+            if physical is None or limit < physical:
+                return limit
+    return physical
+
+
+def _physical_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def streams_that_fit(limit_bytes: int, per_stream_models: bool) -> int:
+    """Live streams a worker with ``limit_bytes`` of memory holds (at least one)."""
+    per_stream = STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)
+    room = limit_bytes / 2**20 * USABLE_FRACTION - PROCESS_BASE_MB
+    return max(1, int(room // per_stream))
+
+
+def default_max_streams(per_stream_models: bool, limit_bytes: int | None = None) -> int:
+    """The stream cap without an explicit ``MAX_STREAMS``: 10,000, or fewer where the memory limit fits fewer."""
+    limit = memory_limit_bytes() if limit_bytes is None else limit_bytes
+    if limit is None:
+        return DEFAULT_MAX_STREAMS
+    fit = streams_that_fit(limit, per_stream_models)
+    if fit < DEFAULT_MAX_STREAMS:
+        log.info("stream cap %d: what %.1f GiB of memory holds (%s; set MAX_STREAMS to choose)", fit, limit / 2**30,
+                 "per-stream models" if per_stream_models else "a shared model")
+    return min(DEFAULT_MAX_STREAMS, fit)

@@ -1,0 +1,40 @@
+"""The default stream cap follows the worker's memory limit (streamer/memory.py)."""
+from __future__ import annotations
+
+from streamer import memory
+from streamer.assemble import build_processor
+from streamer.config import MonitorSettings
+
+GIB = 2**30
+
+
+def test_the_limit_is_the_cgroups_when_it_is_set_else_the_machines(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "_physical_bytes", lambda: 64 * GIB)
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory.memory_limit_bytes((v2, v1)) == 64 * GIB  # neither file: the machine
+    v2.write_text("max\n")  # cgroup v2 without a limit
+    v1.write_text(f"{2**63 - 4096}\n")  # cgroup v1 without a limit
+    assert memory.memory_limit_bytes((v2, v1)) == 64 * GIB
+    v1.write_text(f"{4 * GIB}\n")
+    assert memory.memory_limit_bytes((v2, v1)) == 4 * GIB
+    v2.write_text(f"{2 * GIB}\n")
+    assert memory.memory_limit_bytes((v2, v1)) == 2 * GIB
+
+
+def test_a_small_worker_holds_fewer_streams_than_the_old_fixed_cap():
+    """10,000 streams with per-stream models need ~25 GB: a 4 GiB worker was killed for memory after about 1,400
+    busy streams, and again after every restart."""
+    four = memory.default_max_streams(per_stream_models=True, limit_bytes=4 * GIB)
+    assert 1_000 < four < 1_400
+    assert memory.PROCESS_BASE_MB + four * (memory.STREAM_STATE_MB + memory.STREAM_MODEL_MB) <= 4 * 1024
+    assert memory.default_max_streams(per_stream_models=False, limit_bytes=4 * GIB) > 2 * four  # no model each
+    assert memory.default_max_streams(per_stream_models=True, limit_bytes=64 * GIB) == memory.DEFAULT_MAX_STREAMS
+    assert memory.default_max_streams(per_stream_models=True, limit_bytes=512 * 2**20) == 1  # never none
+
+
+def test_the_processor_takes_the_memory_cap_unless_one_is_set(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "memory_limit_bytes", lambda: 4 * GIB)
+    fitting = memory.streams_that_fit(4 * GIB, per_stream_models=True)
+    assert build_processor(MonitorSettings(model_dir=tmp_path), background=False).max_streams == fitting
+    chosen = build_processor(MonitorSettings(model_dir=tmp_path, max_streams=5000), background=False)
+    assert chosen.max_streams == 5000
