@@ -15,6 +15,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Hashable
 
+import numpy as np
+
 from streamer.messages import (AUDIO, SENSOR, UNKNOWN_STREAM_CLASS, MessageError, decode, encode_audio,
                                encode_sensor_batch)
 from streamer.pipeline import SCORING_FAILED, FailedSamples, StreamProcessor
@@ -94,13 +96,18 @@ def unscored_letters(processor: StreamProcessor) -> list[DeadLetter]:
 def _unscored_letter(failed: FailedSamples) -> DeadLetter:
     headers: list[tuple[str, bytes | None]] = []
     if failed.kind == "audio":
-        stamp = failed.stamp if failed.stamp is not None else int(failed.ts_ns[0])
-        value, headers = encode_audio(failed.stream, stamp, failed.values.astype("float32"),
-                                      failed.sample_rate or 1, dtype="float32")
+        first = int(failed.ts_ns[0])
+        # The chunk's own stamp, unless the chunk lost samples already received (an overlap): then its first kept
+        # sample's time. A millisecond is how far a producer's stamp may sit from the sample count's time.
+        stamp = failed.stamp if failed.stamp is not None and abs(failed.stamp - first) <= 1_000_000 else first
+        pcm = failed.values * 32768.0
+        exact16 = bool(np.all(pcm == np.round(pcm)) and pcm.min() >= -32768 and pcm.max() <= 32767)  # int16 input
+        value, headers = encode_audio(failed.stream, stamp, failed.values.astype("float32"), failed.sample_rate or 1,
+                                      dtype="int16" if exact16 else "float32")
     else:
         value = encode_sensor_batch(failed.stream, zip(failed.ts_ns.tolist(), failed.values.tolist()))
     topic, partition, offset = "", -1, -1
-    if failed.origin is not None:  # None: samples restored from a saved training part (no record of their own)
+    if failed.origin is not None:  # None: samples of a training part a checkpoint saved (no record holds them)
         part, offset = failed.origin
         topic, partition = part if isinstance(part, tuple) else ("", int(part))
     record = InputRecord(topic, partition, offset, failed.stream.encode(), value, list(headers))

@@ -57,8 +57,10 @@ BAD_TIMESTAMP = "bad_timestamp"
 TOO_MANY_STREAMS = "too_many_streams"
 STREAM_FAILED = "stream_failed"
 SCORING_FAILED = "scoring_failed"
+FRESH = "a fresh one"
 MAX_CONSECUTIVE_FAILURES = 3
-"""Scoring failures in a row (no batch of the stream scored in between) after which a stream is quarantined."""
+"""Scoring failures in a row (nothing of the stream scored in between), one of them on a fresh detector state,
+after which a stream is quarantined."""
 NS_PER_S = 1_000_000_000
 
 
@@ -107,7 +109,8 @@ class _Segment:
     ts_ns: np.ndarray
     values: np.ndarray
     origin: Origin | None
-    """None once the samples are saved with the stream's state: they no longer hold the commit."""
+    """None once the samples are saved with the stream's state (a training part saved by a checkpoint, or restored
+    from one): they no longer hold the commit."""
     stamp: int | None = None
     """Audio: the timestamp its chunk carried (a restored stream skips re-read chunks by it, exactly)."""
 
@@ -156,6 +159,10 @@ class _Stream:
     careful: bool = False
     """Its last batch failed: its pending samples are scored again one input record at a time (see
     :meth:`StreamProcessor._fail`)."""
+    failures: int = 0
+    """Scoring failures in a row (a record or a batch scored resets it)."""
+    fresh: bool = False
+    """Its state was replaced by a fresh one since the failures in a row began."""
     lineage: int = 0
     """Which detector state this is (a new number whenever ``state`` is replaced): its saved history is journaled
     as a continuation only of the same lineage's (streamer/state_files.py)."""
@@ -194,7 +201,7 @@ class ProcessorStats:
     alerts_opened: int = 0
     audio_gaps: int = 0
     audio_overlap_samples: int = 0
-    failed_streams: int = 0
+    scoring_failures: int = 0
     evicted: int = 0
 
 
@@ -232,7 +239,6 @@ class StreamProcessor:
         self._state_files = StateFiles()
         self._in_record: Mapping[tuple[str, str], Any] = {}  # streams with samples of the record being taken in
         self._unscored: list[FailedSamples] = []  # given up after a scoring failure, until the caller takes them
-        self._failures: dict[tuple[str, str], int] = {}  # scoring failures in a row, per stream
 
     # -- input ------------------------------------------------------------------------------------------------
     def add_sensor(self, stream_class: str, samples: Sequence, origin: Origin) -> Rejection | None:
@@ -410,6 +416,7 @@ class StreamProcessor:
             return False
         durable = [st for st in self._streams.values()
                    if not st.unsaved and not st.changed and not st.saving and st.key not in self._in_record
+                   and st.failed is None  # quarantined until a restart, not until the stream is evicted
                    and not any(seg.origin is not None for seg in st.segments)
                    and (st.received == 0 or st.on_disk)]
         if not durable:
@@ -427,7 +434,6 @@ class StreamProcessor:
         models = {self.registry.key_for(*k) for k in keys}
         for k in keys:
             del self._streams[k]
-            self._failures.pop(k, None)
             if self.state_dir is not None:
                 self._state_files.forget(self._state_path(*k))  # type: ignore[arg-type]
         self._release_unused(models)
@@ -588,7 +594,7 @@ class StreamProcessor:
             st.on_disk = st.on_disk or error is None
         if error is not None:
             for st, holds in zip(job.streams, job.held):
-                if self._streams.get(st.key) is st:
+                if self._streams.get(st.key) is st and st.failed is None:  # a quarantined stream holds nothing
                     merge_holds(st.unsaved, holds.items())
                     st.changed = True
             log.warning("could not checkpoint stream states: %s", error)
@@ -709,33 +715,35 @@ class StreamProcessor:
 
         Before, a failed stream was held — its samples uncommitted until a restart, which re-read its partitions
         and, the failure being deterministic more often than not, failed again at the same sample. A stream that
-        fails :data:`MAX_CONSECUTIVE_FAILURES` times in a row is quarantined instead of retried for ever."""
-        failures = self._count_failure(st)
-        if failures >= MAX_CONSECUTIVE_FAILURES:
+        fails :data:`MAX_CONSECUTIVE_FAILURES` times in a row, a fresh state among the tries, is quarantined
+        instead of retried for ever (not evicted at the cap either: until a restart, or until a rebalance moves
+        it)."""
+        st.failures += 1
+        self.stats.scoring_failures += 1
+        if st.failures >= MAX_CONSECUTIVE_FAILURES and st.fresh:
             self._quarantine(st, exc)
             return
         replaced = ""
-        if alerts is not None:
-            fitted = st.state.fitted  # type: ignore[union-attr]
-            state, which = self._replacement(st, fitted, saved=failures == 1)
-            st.state, st.lineage = state, next(_LINEAGES)
-            st.alerts.load_state_dict(alerts)
+        fitted = st.state.fitted  # type: ignore[union-attr]
+        if st.failures > 1:  # whatever failed, the state's tail may be the cause
+            st.state, st.lineage, st.fresh = fitted.new_state(), next(_LINEAGES), True
+            replaced = "its state is replaced by a fresh one; "
+        elif alerts is not None:
+            state, which = self._replacement(st, fitted)
+            st.state, st.lineage, st.fresh = state, next(_LINEAGES), which == FRESH
             replaced = f"its state is replaced by {which}; "
+        if alerts is not None:
+            st.alerts.load_state_dict(alerts)
         st.careful = True
         log.error("scoring stream %s/%s failed; %sits %d pending sample(s) are scored again one record at a time (a "
                   "record that fails again is dead-lettered as %s): %s", st.stream_class, st.name, replaced,
                   st.pending(), SCORING_FAILED, _error(exc), exc_info=exc)
 
-    def _count_failure(self, st: _Stream) -> int:
-        self.stats.failed_streams += 1
-        failures = self._failures[st.key] = self._failures.get(st.key, 0) + 1
-        return failures
-
-    def _replacement(self, st: _Stream, fitted: FittedDetector, *, saved: bool) -> tuple[DetectorState, str]:
-        """The stream's last saved detector state (``saved``, if its file holds one), else a fresh one; and which."""
-        fresh = fitted.new_state(), "a fresh one"
+    def _replacement(self, st: _Stream, fitted: FittedDetector) -> tuple[DetectorState, str]:
+        """The stream's last saved detector state (if its file holds one), else a fresh one; and which."""
+        fresh = fitted.new_state(), FRESH
         path = self._state_path(st.stream_class, st.name)
-        if not saved or path is None or not path.is_file():
+        if path is None or not path.is_file():
             return fresh
         try:
             state = self._state_files.read(path)
@@ -751,9 +759,10 @@ class StreamProcessor:
     def _score_carefully(self, st: _Stream) -> None:
         """Score a stream's pending samples one input record at a time, each from a copy of the state before it
         (a few copies of ~1 MB: only after a failure), so that a record that fails is dead-lettered alone and the
-        state goes back to where it was before it. A second failure in the same pass also replaces the state by a
-        fresh one (see :meth:`_fail`); a third in a row quarantines the stream. Successes in between do not clear
-        the state's tail: a record without a window end of its own never reaches the model."""
+        state goes back to where it was before it. A second failure in a row, or in the same pass, also replaces the
+        state by a fresh one (see :meth:`_fail`; successes in between do not clear the state's tail: a record
+        without a window end of its own never reaches the model); a third in a row, with a fresh state tried,
+        quarantines the stream."""
         assert st.state is not None
         fitted = st.state.fitted
         segments = list(st.segments)
@@ -764,20 +773,22 @@ class StreamProcessor:
                 part = window_scores_together(fitted, [(st.state, seg.values)])[0]
                 out, n = self._points(st, [seg], seg.values, part, fitted)
             except Exception as exc:  # noqa: BLE001 - this record alone is given up
-                failures, failed_here = self._count_failure(st), failed_here + 1
-                if failures >= MAX_CONSECUTIVE_FAILURES:
+                st.failures, failed_here = st.failures + 1, failed_here + 1
+                self.stats.scoring_failures += 1
+                if st.failures >= MAX_CONSECUTIVE_FAILURES and st.fresh:
                     st.segments = deque(segments[i:])
                     self._quarantine(st, exc)
                     return
                 st.state.load_state_dict(before)
                 st.alerts.load_state_dict(alerts)
-                if failed_here > 1:  # not this record alone: the state's tail (see _fail)
-                    st.state = fitted.new_state()
+                fresh = st.failures > 1 or failed_here > 1  # not this record alone: the state's tail (see _fail)
+                if fresh:
+                    st.state, st.fresh = fitted.new_state(), True
                 st.lineage = next(_LINEAGES)
                 self._give_up(st, [seg], exc)
                 log.error("scoring stream %s/%s failed again; %d sample(s) of one record dead-lettered (%s)%s: %s",
                           st.stream_class, st.name, seg.values.size, SCORING_FAILED,
-                          ", its state replaced by a fresh one" if failed_here > 1 else "", _error(exc), exc_info=exc)
+                          ", its state replaced by a fresh one" if fresh else "", _error(exc), exc_info=exc)
                 continue
             self._scored(st, [seg], out, n)
         st.segments = deque()
@@ -821,7 +832,7 @@ class StreamProcessor:
 
     def _scored(self, st: _Stream, segments: list[_Segment], out: "_Written", n: int) -> None:
         """Book ``segments`` as scored into ``out``'s points."""
-        self._failures.pop(st.key, None)
+        st.failures, st.fresh = 0, False
         stamps = [s.stamp for s in segments if s.stamp is not None]
         if stamps:
             st.scored_stamp = max(stamps if st.scored_stamp is None else [*stamps, st.scored_stamp])
@@ -959,8 +970,9 @@ class StreamProcessor:
 
     @property
     def scoring_left(self) -> bool:
-        """The last step stopped at its budget with ready streams' samples still unscored."""
-        return self._step_from is not None
+        """The last step stopped at its budget with ready streams' samples still unscored, or left a failed batch
+        to be scored again (:meth:`_fail`)."""
+        return self._step_from is not None or any(st.careful for st in self._streams.values())
 
     def stream_count(self) -> int:
         return len(self._streams)

@@ -95,3 +95,27 @@ def test_samples_a_stream_could_not_score_leave_as_records_that_decode_as_they_c
     assert (audio.record.topic, audio.record.offset) == ("audio", 7)
     # samples restored from a saved training part have no record of their own
     assert (restored.record.topic, restored.record.partition, restored.record.offset) == ("", -1, -1)
+
+
+def test_an_audio_letter_keeps_int16_samples_as_int16_and_a_trimmed_chunk_at_its_first_kept_sample(tmp_path):
+    """A chunk that overlapped samples already received lost them before it was stored (its segment keeps the
+    chunk's own stamp for skipping re-reads): its letter went out at that stamp, every sample shifted back by the
+    overlap. And int16 input re-encoded as float32 doubled in size (past the dead-letter topic's limit for the
+    largest chunks)."""
+    from streamer.ingest import unscored_letters
+    from streamer.messages import decode_audio
+    from streamer.pipeline import FailedSamples
+
+    p = processor(tmp_path)
+    stamp = 1_700_000_000_000_000_000
+    ints = np.arange(-2000, 2000, dtype=np.int16)
+    pcm = ints.astype(np.float32) / np.float32(32768.0)  # what the decoder makes of int16
+    ts = stamp + (np.arange(4000) + 1000) * S // 16000  # the first 1,000 samples of the chunk were trimmed
+    p._unscored = [FailedSamples("audio", "m", "audio", ts, pcm.astype(np.float64), (("audio", 0), 9), stamp, 16000,
+                                 "E: x")]
+    (letter,) = unscored_letters(p)
+    headers = dict(letter.record.headers)
+    assert headers["dtype"] == b"int16" and len(letter.record.value) == 2 * 4000
+    chunk = decode_audio(letter.record.value, letter.record.headers, letter.record.key)
+    assert abs(chunk.ts_ns - int(ts[0])) < 1_000_000  # at its first kept sample (to the wire's resolution)
+    np.testing.assert_array_equal(chunk.samples, pcm)

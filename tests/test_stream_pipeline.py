@@ -665,9 +665,10 @@ def _poison_scoring(monkeypatch, where, poisoned, b):
         poisoned_times = {t for t, v in b if v == poisoned}
 
         def alert_update(self, t, score, *args):
+            decision = real_alert(self, t, score, *args)  # the rule's state moved on, then it fails
             if self.stream == "b" and t in poisoned_times:
                 raise RuntimeError("the alert rule cannot take this score")
-            return real_alert(self, t, score, *args)
+            return decision
 
         monkeypatch.setattr(AlertMachine, "update", alert_update)
     else:
@@ -736,6 +737,7 @@ def test_a_stream_whose_scoring_raises_dead_letters_what_fails_again_and_scores_
     ref, a, b = _two_streams_scored(tmp_path / "ref", ref_tracker, ref_store)
     assert rounds(ref, ref_store, ref_tracker, a, b, skip=("b", 320)) == []  # as if 320 had never come
     want = {p.time_ns: p.fields["score"] for p in ref_store.measurement(WINDOW_SCORE, "b")}
+    want_alerts = ref._streams[("sensor", "b")].alerts.state_dict()
     store, tracker = DictStore(), OffsetTracker()
     proc, a, b = _two_streams_scored(tmp_path / "run", tracker, store)
     poison = 7777.0
@@ -753,7 +755,7 @@ def test_a_stream_whose_scoring_raises_dead_letters_what_fails_again_and_scores_
         assert len(failed) == 2 and 320 < failed[0] < 340 and failed[1] == failed[0] + 1
     else:
         assert failed == [320]
-    assert proc.stats.failed_streams == 1 + len(failed) and proc.held_streams() == []
+    assert proc.stats.scoring_failures == 1 + len(failed) and proc.held_streams() == []
     # one letter per record, in the input's wire format
     assert [(x.reason, x.record.partition) for x in letters] == [("scoring_failed", 1)] * len(failed)
     assert [(s.ts_ns, s.value) for x in letters for s in decode_sensor(x.record.value, x.record.key)] == [
@@ -772,6 +774,8 @@ def test_a_stream_whose_scoring_raises_dead_letters_what_fails_again_and_scores_
     same = [t for t, _ in b[:320]] if where == "model" else list(want)
     assert got.keys() >= set(same) and len(same) >= 320
     assert [got[t] for t in same] == pytest.approx([want[t] for t in same], abs=1e-12)
+    if where != "model":  # the alert rule went back too: it has seen what the reference's has
+        assert proc._streams[("sensor", "b")].alerts.state_dict() == want_alerts
 
 
 def test_a_stream_that_keeps_failing_is_quarantined_without_holding_the_commit(tmp_path, monkeypatch):
@@ -804,13 +808,130 @@ def test_a_stream_that_keeps_failing_is_quarantined_without_holding_the_commit(t
     tracker.committed(tracker.positions(proc.holds()))
     # the batch 311-320 fails; scored again record by record, 320 fails, then 321 (the state is replaced by a
     # fresh one), then 322: quarantined, its pending records (322-330) dead-lettered, its later ones refused
-    assert proc.stats.failed_streams == 4 and proc.held_streams() == ["sensor/b"]
+    assert proc.stats.scoring_failures == 4 and proc.held_streams() == ["sensor/b"]
     assert [x.record.offset for x in letters] == list(range(320, 331))
     assert refused == [("b", off, "stream_failed") for off in range(331, 400)]
     scored_b = len(store.measurement(WINDOW_SCORE, "b"))
     assert scored_b == 320  # every sample of b is scored, dead-lettered or refused: none is lost
     assert tracker.committed_position(1) == 400 and tracker.committed_position(0) == 400
     assert proc.idle()
+
+
+def test_a_poisoned_state_tail_is_replaced_however_records_fall_into_steps(tmp_path, monkeypatch):
+    """One record per step (a slow sensor: one sample per round). The model fails on every window reaching back
+    over a sample it cannot take, which the state keeps in its tail: the batch failed (the state kept, untouched),
+    the second pass's first record failed and went back to that same state, the next one failed too — and the
+    stream was quarantined before a fresh state was ever tried, and again after every restart (the poisoned tail
+    was checkpointed). A fresh state is now always tried before a quarantine."""
+    from streamer.ingest import unscored_letters
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+    b = [(t, 7777.0) if i == 320 else (t, v) for i, (t, v) in enumerate(b)]
+    _poison_scoring(monkeypatch, "model", 7777.0, b)
+    letters = []
+    for off in range(300, 400):
+        for part, stream, samples in ((0, "a", a), (1, "b", b)):
+            tracker.seen(part, off)
+            assert proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off)) is None
+        proc.step()
+        letters += unscored_letters(proc)
+        proc.flush(store)
+        proc.save_states()
+        tracker.committed(tracker.positions(proc.holds()))
+    assert proc.held_streams() == [] and 1 <= len(letters) <= 2
+    assert tracker.committed_position(1) == 400
+    assert len(store.measurement(WINDOW_SCORE, "b")) == 400 - len(letters)
+
+
+def test_a_quarantined_stream_holds_nothing_even_when_a_checkpoint_of_it_fails(tmp_path, monkeypatch):
+    """A checkpoint covering the stream was being written when the stream was quarantined, and failed: its
+    offsets went back into the stream's unsaved ones, which a quarantined stream never saves or gives up — its
+    partition's commit stuck until a restart."""
+    from streamer.ingest import unscored_letters
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+
+    def feed(lo, hi, bb):
+        for off in range(lo, hi):
+            for part, stream, samples in ((0, "a", a), (1, "b", bb)):
+                tracker.seen(part, off)
+                proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off))
+
+    feed(300, 311, b)
+    proc.step()
+    proc.flush(store)
+    real_write = proc._state_files.write
+
+    def failing_write(files):
+        raise OSError("disk full (for a moment)")
+
+    monkeypatch.setattr(proc._state_files, "write", failing_write)
+    assert proc.save_states(wait=False) == 2  # its failure is seen only when the next checkpoint reaps it
+    b = [(t, 7777.0) if i >= 320 else (t, v) for i, (t, v) in enumerate(b)]
+    _poison_scoring(monkeypatch, "state", 7777.0, b)
+    feed(311, 331, b)
+    proc.step()  # the batch fails
+    proc.step()  # record by record: 320, 321 (fresh state), 322: quarantined
+    assert proc.held_streams() == ["sensor/b"]
+    unscored_letters(proc)
+    proc.flush(store)
+    monkeypatch.setattr(proc._state_files, "write", real_write)
+    feed(331, 340, b)
+    for _ in range(3):
+        proc.step()
+        unscored_letters(proc)
+        proc.flush(store)
+        proc.save_states()
+        tracker.committed(tracker.positions(proc.holds()))
+    assert tracker.committed_position(0) == tracker.committed_position(1) == 340
+
+
+def test_a_quarantined_stream_is_not_evicted_at_the_stream_cap(tmp_path, monkeypatch):
+    """Evicted, it came back from its checkpoint with its failures forgotten and scored again: the quarantine (and
+    the held-streams alert) ended silently, not at a restart."""
+    from streamer.ingest import unscored_letters
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+    b = [(t, 7777.0) if i >= 320 else (t, v) for i, (t, v) in enumerate(b)]
+    _poison_scoring(monkeypatch, "state", 7777.0, b)
+    for off in range(300, 331):
+        for part, stream, samples in ((1, "b", b), (0, "a", a)):
+            proc.add_sensor("sensor", [Sample(stream, *samples[off])], (part, off))
+        if off % 10 == 0:
+            proc.step()
+            unscored_letters(proc)
+            proc.flush(store)
+            proc.save_states()
+    assert proc.held_streams() == ["sensor/b"]
+    proc.step()
+    proc.flush(store)
+    proc.save_states()
+    proc.max_streams = 2
+    assert proc.add_sensor("sensor", [Sample("c", *a[0])], (2, 0)) is None  # room made by evicting a, not b
+    verdict = proc.add_sensor("sensor", [Sample("b", *b[331])], (1, 331))
+    assert proc.held_streams() == ["sensor/b"] and verdict is not None and verdict.reason == "stream_failed"
+
+
+def test_samples_given_up_hold_the_commit_until_taken_and_leave_with_their_partition(tmp_path, monkeypatch):
+    """The caller dead-letters what a step gave up before it commits; until it takes them they must hold the
+    commit, and a rebalance that takes their partition away takes them too (the new owner scores them again)."""
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+    b = [(t, 7777.0) if i == 305 else (t, v) for i, (t, v) in enumerate(b)]
+    _poison_scoring(monkeypatch, "state", 7777.0, b)
+    for off in range(300, 310):
+        tracker.seen(1, off)
+        proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
+    proc.step()  # the batch fails
+    proc.step()  # 305 fails again: given up, not yet taken
+    proc.flush(store)
+    proc.save_states()
+    assert tracker.positions(proc.holds())[1] == 305
+    proc.drop_partitions([1])
+    assert proc.take_unscored() == []
 
 
 def test_an_audio_chunk_whose_scoring_raises_is_dead_lettered_alone_and_the_stream_scores_on(tmp_path, monkeypatch):
