@@ -926,7 +926,9 @@ def test_samples_given_up_hold_the_commit_until_taken_and_leave_with_their_parti
         tracker.seen(1, off)
         proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
     proc.step()  # the batch fails
+    assert proc.scoring_left  # a loop that steps while anything is left (the shutdown's) scores it again
     proc.step()  # 305 fails again: given up, not yet taken
+    assert not proc.scoring_left
     proc.flush(store)
     proc.save_states()
     assert tracker.positions(proc.holds())[1] == 305
