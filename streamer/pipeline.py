@@ -650,14 +650,15 @@ class StreamProcessor:
             if st.state is None:
                 assert fitted is not None
                 st.state, st.lineage = fitted.new_state(), next(_LINEAGES)
+            if st.careful:  # scored after the others, with what is left of the budget
+                careful.append(st)
+                continue
             values = np.concatenate([s.values for s in st.segments])
             taken += values.size
-            if st.careful:
-                careful.append(st)
-            else:
-                jobs.setdefault(key, []).append((st, values))
+            jobs.setdefault(key, []).append((st, values))
         for st in careful:
-            self._score_carefully(st)
+            left = None if force or budget is None else max(1, budget - taken)
+            taken += self._score_carefully(st, left)
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
             try:
@@ -756,18 +757,23 @@ class StreamProcessor:
             log.exception("ignoring unreadable stream state %s", path)
             return fresh
 
-    def _score_carefully(self, st: _Stream) -> None:
+    def _score_carefully(self, st: _Stream, limit: int | None) -> int:
         """Score a stream's pending samples one input record at a time, each from a copy of the state before it
-        (a few copies of ~1 MB: only after a failure), so that a record that fails is dead-lettered alone and the
-        state goes back to where it was before it. A second failure in a row, or in the same pass, also replaces the
+        (copies of ~1 MB: only after a failure), so that a record that fails is dead-lettered alone and the state
+        goes back to where it was before it; up to ``limit`` samples (None: all; at least one record), the rest at
+        the next step. Returns the samples it took. A second failure in a row, or in the same pass, also replaces the
         state by a fresh one (see :meth:`_fail`; successes in between do not clear the state's tail: a record
         without a window end of its own never reaches the model); a third in a row, with a fresh state tried,
         quarantines the stream."""
         assert st.state is not None
         fitted = st.state.fitted
         segments = list(st.segments)
-        failed_here = 0
+        failed_here = taken = 0
         for i, seg in enumerate(segments):
+            if limit is not None and taken >= limit:
+                st.segments = deque(segments[i:])
+                return taken
+            taken += seg.values.size
             before, alerts = st.state.state_dict(), st.alerts.state_dict()
             try:
                 part = window_scores_together(fitted, [(st.state, seg.values)])[0]
@@ -778,7 +784,7 @@ class StreamProcessor:
                 if st.failures >= MAX_CONSECUTIVE_FAILURES and st.fresh:
                     st.segments = deque(segments[i:])
                     self._quarantine(st, exc)
-                    return
+                    return taken
                 st.state.load_state_dict(before)
                 st.alerts.load_state_dict(alerts)
                 fresh = st.failures > 1 or failed_here > 1  # not this record alone: the state's tail (see _fail)
@@ -793,6 +799,7 @@ class StreamProcessor:
             self._scored(st, [seg], out, n)
         st.segments = deque()
         st.careful = False
+        return taken
 
     def _give_up(self, st: _Stream, segments: list[_Segment], exc: Exception) -> None:
         """Hand ``segments`` to the caller to be dead-lettered (:meth:`take_unscored`); until then they hold the
@@ -808,7 +815,7 @@ class StreamProcessor:
         self._give_up(st, list(st.segments), exc)
         log.error("scoring stream %s/%s failed %d times in a row; %d sample(s) dead-lettered, the stream is "
                   "quarantined (its records dead-lettered) until a restart: %s", st.stream_class, st.name,
-                  MAX_CONSECUTIVE_FAILURES, st.pending(), _error(exc), exc_info=exc)
+                  st.failures, st.pending(), _error(exc), exc_info=exc)
         st.segments, st.failed, st.state, st.unsaved, st.changed, st.careful = deque(), _error(exc), None, {}, \
             False, False
 

@@ -927,6 +927,8 @@ def test_samples_given_up_hold_the_commit_until_taken_and_leave_with_their_parti
         proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
     proc.step()  # the batch fails
     assert proc.scoring_left  # a loop that steps while anything is left (the shutdown's) scores it again
+    assert proc.step(max_samples=3) == 3  # record by record, within the step's budget
+    assert proc.scoring_left and proc._streams[("sensor", "b")].pending() == 7
     proc.step()  # 305 fails again: given up, not yet taken
     assert not proc.scoring_left
     proc.flush(store)
