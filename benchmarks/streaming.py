@@ -236,6 +236,7 @@ def _member(settings, index: int, stop: "mp.Event", measure_from: "mp.Value", st
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s member{index} %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     from scalowatch.cli_stream import build_monitor
+    from streamer.monitor import LOOP_PHASES
 
     monitor = build_monitor(settings)
     timing = TimingSink(monitor.sink)
@@ -247,7 +248,7 @@ def _member(settings, index: int, stop: "mp.Event", measure_from: "mp.Value", st
     def update() -> None:
         processor = monitor.processor
         stats[:] = [processor.stats.samples, processor.stats.scored, rss_mib(), processor.stream_count(),
-                    len(monitor.consumer.assignment())]
+                    len(monitor.consumer.assignment()), *(monitor.stats.loop_seconds[k] for k in LOOP_PHASES)]
 
     while not stop.wait(1.0):
         timing.measure_from = measure_from.value
@@ -265,6 +266,7 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     """One case: ``members`` monitor processes in one consumer group (each what ``scalowatch monitor`` runs)
     against a producer process at ``streams`` × ``rate`` samples/s for ``seconds``."""
     from streamer.config import InfluxSettings, KafkaSettings, MonitorSettings, Settings, StoreSettings
+    from streamer.monitor import LOOP_PHASES
 
     uid = uuid.uuid4().hex[:6]
     monitor_kw = dict(model_dir=workdir / f"models-{kind}-{uid}", model_mode="shared", poll_timeout_ms=20,
@@ -292,7 +294,7 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
     ctx = mp.get_context("spawn")
     stop, reports = ctx.Event(), ctx.Queue()
     measure_from = ctx.Value("d", float("inf"))
-    stats = [ctx.Array("d", 5) for _ in range(members)]
+    stats = [ctx.Array("d", 5 + len(LOOP_PHASES)) for _ in range(members)]
     procs = [ctx.Process(target=_member, args=(settings, i, stop, measure_from, stats[i], reports))
              for i in range(members)]
     for proc in procs:
@@ -330,17 +332,25 @@ def run_case(kind: str, *, bootstrap: str, influx_url: str, database: str, strea
                     totals.add_sparse(*sparse)
                     finished += 1
 
+    def loop_seconds() -> list[float]:
+        return [sum(s[5 + i] for s in stats) for i in range(len(LOOP_PHASES))]
+
     def sample() -> None:
-        """Every ``sample_every`` s: memory, lag (samples produced but not yet consumed) and the interval's p99."""
+        """Every ``sample_every`` s: memory, lag (samples produced but not yet consumed), the interval's p99 and
+        where the members' loops spent the interval (seconds per phase, summed over the members)."""
         nonlocal interval
+        last_loop = loop_seconds()
         while not done.wait(sample_every):
             with lock:
                 taken, interval = interval, LatencyHistogram()
+            now_loop = loop_seconds()
             timeline.append({"t_s": round(time.time() - t_start, 1), "rss_mib": round(sum(s[2] for s in stats), 1),
                              "member_rss_mib": [round(s[2], 1) for s in stats],
                              "lag_samples": int(counter.value) - consumed(),
                              "points": taken.count, "p99_s": taken.percentile(99),
-                             "streams": int(sum(s[3] for s in stats))})
+                             "streams": int(sum(s[3] for s in stats)),
+                             "loop_s": {k: round(b - a, 2) for k, a, b in zip(LOOP_PHASES, last_loop, now_loop)}})
+            last_loop = now_loop
             log.info("%s: %s", kind, timeline[-1])
 
     done = threading.Event()

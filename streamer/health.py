@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from socketserver import ThreadingMixIn
 from typing import Callable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -51,6 +51,8 @@ class WorkerSnapshot:
     assigned_partitions: int
     input_paused: bool
     sink_down: bool
+    loop_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds the loop spent per phase since it started (poll, ingest, score, write, checkpoint, commit)."""
 
 
 # name, help, kind: the counters keep their names with Prometheus's "_total" added.
@@ -158,6 +160,11 @@ class _SnapshotCollector:
             value = float(getattr(snap, name))
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(f"scalowatch_{name}", help_text, value=value)
+        phases = CounterMetricFamily("scalowatch_loop_seconds", "seconds the monitor loop spent, per phase of its "
+                                     "round (where latency comes from)", labels=["phase"])
+        for phase, seconds in snap.loop_seconds.items():
+            phases.add_metric([phase], float(seconds))
+        yield phases
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):

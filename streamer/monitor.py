@@ -25,8 +25,9 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 from kafka import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError
@@ -56,6 +57,14 @@ class MonitorStats:
     paused_polls: int = 0
     checkpoints: int = 0
     deferred_records: int = 0
+    loop_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(LOOP_PHASES, 0.0))
+    """Where the loop's time went, per phase (:data:`LOOP_PHASES`): the first thing to read when latency rises."""
+
+
+LOOP_PHASES = ("poll", "ingest", "score", "write", "checkpoint", "commit")
+"""``poll``: waiting for and fetching records; ``ingest``: decoding them into streams (dead letters included);
+``score``: the detector; ``write``: the store; ``checkpoint``: copying stream states for the background writer;
+``commit``: confirming dead letters and alerts, and the offset commit."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -143,6 +152,7 @@ class Monitor:
         self._last_commit = clock()
         self._last_checkpoint = clock()
         self._last_status = clock()
+        self._status_seconds: dict[str, float] = {}  # loop_seconds at the last status line
         self._dirty = False  # something was read or written since the last commit
         self._revoked: set[TopicPartition] = set()  # revoked by a rebalance that has not settled yet
         self._stop: threading.Event | None = None  # run()'s stop signal, looked at between a round's steps
@@ -188,17 +198,22 @@ class Monitor:
             dead_letters=s.dead_letters, commits=s.commits, checkpoints=s.checkpoints, sink_failures=s.sink_failures,
             live_streams=self.processor.stream_count(), held_streams=len(self.processor.held_streams()),
             backlog_samples=self.processor.backlog(), assigned_partitions=len(self.consumer.assignment()),
-            input_paused=self._paused, sink_down=self._sink_down_until is not None)
+            input_paused=self._paused, sink_down=self._sink_down_until is not None,
+            loop_seconds=dict(s.loop_seconds))
 
     def log_status(self) -> None:
         """One line on how the worker is doing; a warning while streams are quarantined after scoring failures."""
         snap = self.snapshot()
         held = self.processor.held_streams()
+        spent = {k: v - self._status_seconds.get(k, 0.0) for k, v in snap.loop_seconds.items()}
+        self._status_seconds = dict(snap.loop_seconds)
+        total = sum(spent.values()) or 1.0
+        shares = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]))
         log.log(logging.WARNING if held else logging.INFO,
                 "status: %d records read, %d samples scored, %d points written, %d dead letters, %d commits, "
-                "%d live streams, backlog %d samples, input %s%s", snap.records, snap.samples_scored,
-                snap.points_written, snap.dead_letters, snap.commits, snap.live_streams, snap.backlog_samples,
-                "paused" if snap.input_paused else "flowing",
+                "%d live streams, backlog %d samples, input %s, time since the last status: %s%s", snap.records,
+                snap.samples_scored, snap.points_written, snap.dead_letters, snap.commits, snap.live_streams,
+                snap.backlog_samples, "paused" if snap.input_paused else "flowing", shares,
                 f"; {len(held)} stream(s) quarantined after repeated scoring failures until a restart: "
                 f"{', '.join(held[:5])}"
                 if held else "")
@@ -244,6 +259,7 @@ class Monitor:
             self._skip_unreadable(exc)
             return 0
         finally:
+            self.stats.loop_seconds["poll"] += time.monotonic() - self._poll_started
             self._poll_started = None
         if self._revoked:  # a cooperative rebalance may revoke without assigning anything
             self._settle_rebalance(set(self.consumer.assignment()), final=False)
@@ -254,19 +270,29 @@ class Monitor:
         n = 0
         first_samples = self.processor.stats.samples
         full = False
-        for tp, records in batch.items():
-            for rec in records:
-                if full:  # over this round's sample budget: read again from here next round
-                    self.consumer.seek(TopicPartition(rec.topic, rec.partition), rec.offset)
-                    self.stats.deferred_records += 1
-                    break
-                n += 1
-                self._handle(InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value,
-                                         list(rec.headers or []), rec.timestamp))
-                full = self.processor.stats.samples - first_samples >= self.max_samples_per_round
-        self._score_round()
+        with self._phase("ingest"):
+            for tp, records in batch.items():
+                for rec in records:
+                    if full:  # over this round's sample budget: read again from here next round
+                        self.consumer.seek(TopicPartition(rec.topic, rec.partition), rec.offset)
+                        self.stats.deferred_records += 1
+                        break
+                    n += 1
+                    self._handle(InputRecord(rec.topic, rec.partition, rec.offset, rec.key, rec.value,
+                                             list(rec.headers or []), rec.timestamp))
+                    full = self.processor.stats.samples - first_samples >= self.max_samples_per_round
+        with self._phase("score"):
+            self._score_round()
         self._write_and_commit(force_commit=False)
         return n
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stats.loop_seconds[name] += time.monotonic() - start
 
     def _score_round(self) -> None:
         """Score up to ``max_samples_per_round``, stopping early on a stop signal: a SIGTERM during a round with a
@@ -384,20 +410,36 @@ class Monitor:
         return True
 
     def _write_and_commit(self, force_commit: bool) -> None:
-        if not self._write():
+        with self._phase("write"):
+            written = self._write()
+        if not written:
             return
         now = self.clock()
         if not force_commit and (not self._dirty or now - self._last_commit < self.commit_interval_s):
             return
+        with self._phase("commit"):
+            confirmed = self._confirm_outputs()
+        if not confirmed:
+            return
+        with self._phase("checkpoint"):
+            self._checkpoint_states(now, force=force_commit)
+        with self._phase("commit"):
+            self._commit(now)
+
+    def _confirm_outputs(self) -> bool:
+        """Dead letters and alerts acknowledged: a record neither processed nor dead-lettered must not be
+        committed."""
         try:
             if self.dead_letters is not None:
                 self.dead_letters.flush(timeout_s=self.output_flush_timeout_s)
             if self.alerts is not None:
                 self.alerts.flush(timeout_s=self.output_flush_timeout_s)
-        except Exception as exc:  # a record neither processed nor dead-lettered must not be committed
+        except Exception as exc:  # noqa: BLE001 - whatever the producer raises, the commit waits
             log.warning("dead-letter/alert records not acknowledged (%s): not committing yet", exc)
-            return
-        self._checkpoint_states(now, force=force_commit)
+            return False
+        return True
+
+    def _commit(self, now: float) -> None:
         positions = self.tracker.positions(self.processor.holds())
         self._last_commit = now
         self._dirty = False

@@ -55,9 +55,14 @@ def test_metrics_carry_the_loops_counters_in_the_prometheus_format(clock):
     with HealthServer("127.0.0.1", 0, clock=lambda: clock[0]) as server:
         status, text = get(server, "/metrics")
         assert status == 200 and "scalowatch_records_total" not in text  # nothing to report before the loop runs
-        server.publish(snapshot(clock[0] - 2.5, held_streams=1, input_paused=True))
+        server.publish(snapshot(clock[0] - 2.5, held_streams=1, input_paused=True,
+                                loop_seconds={"poll": 1.5, "score": 7.25}))
         status, text = get(server, "/metrics")
-    values = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    families = list(text_string_to_metric_families(text))
+    values = {s.name: s.value for family in families for s in family.samples}
+    phases = {s.labels["phase"]: s.value for family in families for s in family.samples
+              if s.name == "scalowatch_loop_seconds_total"}
+    assert phases == {"poll": 1.5, "score": 7.25}
     assert values["scalowatch_records_total"] == 120 and values["scalowatch_samples_scored_total"] == 3000
     assert values["scalowatch_points_written_total"] == 2990 and values["scalowatch_dead_letters_total"] == 4
     assert values["scalowatch_held_streams"] == 1 and values["scalowatch_input_paused"] == 1

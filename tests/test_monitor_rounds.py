@@ -12,6 +12,7 @@ streams of exactly the partitions it was given.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,6 +220,7 @@ def test_the_status_line_names_quarantined_streams_as_a_warning(tmp_path, caplog
     first, second = [r for r in caplog.records if r.getMessage().startswith("status:")]
     assert first.levelname == "INFO" and "2 live streams" in first.getMessage() and "quarantined" not in first.getMessage()
     assert second.levelname == "WARNING" and "1 stream(s) quarantined" in second.getMessage()
+    assert "time since the last status: " in first.getMessage()  # where the loop's time went, by phase
     assert "sensor/b" in second.getMessage()
 
 
@@ -232,6 +234,7 @@ def test_the_loop_publishes_its_counters_when_it_starts_and_then_at_most_once_a_
     stop = threading.Event()
 
     def step(consumer):
+        time.sleep(0.01)  # the broker takes its time: the loop's poll phase counts it
         now[0] += 0.25  # four rounds a second
         if now[0] >= 3.0:
             stop.set()
@@ -246,6 +249,10 @@ def test_the_loop_publishes_its_counters_when_it_starts_and_then_at_most_once_a_
     assert len(published) == 4  # at 0 (the start), 1, 2 and 3 s
     assert published[0].records == 0 and published[-1].assigned_partitions == 2
     assert not published[-1].input_paused and published[-1].held_streams == 0
+    from streamer.monitor import LOOP_PHASES
+
+    seconds = published[-1].loop_seconds
+    assert tuple(seconds) == LOOP_PHASES and seconds["poll"] >= 0.01 * 11 and all(v >= 0 for v in seconds.values())
 
 
 class ListStore:
