@@ -26,24 +26,47 @@ STREAM_MODEL_MB = 1.5
 USABLE_FRACTION = 0.85
 """Of the memory limit, what the streams may fill: fits and write batches need room beside them."""
 
-_CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def memory_limit_bytes(cgroup_files: tuple[Path, ...] = _CGROUP_LIMITS) -> int | None:
-    """The memory this process may use: its cgroup's limit (v2, then v1) when one is set, else the machine's
-    physical memory; None where neither can be read."""
+def cgroup_limit_files(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = _CGROUP_ROOT) -> list[Path]:
+    """The memory-limit files of this process's cgroup and of every group above it, v2 (``memory.max``) and v1
+    (``memory.limit_in_bytes``): a container sees its own group at the root, a systemd unit (``MemoryMax=``) or a
+    host's cgroup namespace only below it, and a parent's limit binds its children."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    files = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, group = parts
+        if controllers == "":
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        rel = Path(group.lstrip("/"))
+        files += [base / p / name for p in (rel, *rel.parents)]
+    return files or [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+
+
+def memory_limit_bytes(cgroup_files: list[Path] | None = None) -> int | None:
+    """The memory this process may use: the tightest limit of its cgroups (v2 or v1) when one is set, else the
+    machine's physical memory; None where neither can be read."""
     physical = _physical_bytes()
-    for path in cgroup_files:
+    limits = [] if physical is None else [physical]
+    for path in cgroup_limit_files() if cgroup_files is None else cgroup_files:
         try:
             text = path.read_text().strip()
         except OSError:
             continue
-        if text.isdigit():
-            limit = int(text)
-            # cgroup v1 reports "no limit" as a number near 2**63; v2 as "max" (not digits)
-            if physical is None or limit < physical:
-                return limit
-    return physical
+        if text.isdigit():  # v2 says "max" where there is no limit; v1 a number near 2**63
+            limits.append(int(text))
+    return min(limits) if limits else None
 
 
 def _physical_bytes() -> int | None:

@@ -560,6 +560,11 @@ class StreamProcessor:
                     seg.origin = None
             elif not st.changed:
                 continue  # idle since its last save: the file already holds this state
+            elif any(seg.origin is None for seg in st.segments):
+                # Part of a saved training part is still to be scored (a failed batch scored again record by
+                # record): those samples hold no offset, only the file holds them, which must stay until they
+                # are scored. What was scored since stays held (unsaved).
+                continue
             else:
                 last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
@@ -620,7 +625,6 @@ class StreamProcessor:
         ready, failed = self.registry.poll()
         self.stats.fit_failures += len(failed)
         jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
-        careful: list[_Stream] = []
         streams = list(self._streams.values())
         if ready:  # a fit that finished after its streams left (a rebalance) is not kept in memory for nothing
             self._release_unused(set(ready))
@@ -630,7 +634,9 @@ class StreamProcessor:
             start = list(self._streams).index(self._step_from)
         self._step_from = None
         taken = 0
-        for st in streams[start:] + streams[:start]:
+        # A stream scoring a failed batch again record by record goes first: it holds its samples (and their
+        # partition's commit) until it is through, one record at a time where the budget is short.
+        for st in sorted(streams[start:] + streams[:start], key=lambda st: not st.careful):
             if not st.segments or st.failed is not None:
                 continue
             key = self.registry.key_for(st.stream_class, st.name)
@@ -650,15 +656,12 @@ class StreamProcessor:
             if st.state is None:
                 assert fitted is not None
                 st.state, st.lineage = fitted.new_state(), next(_LINEAGES)
-            if st.careful:  # scored after the others, with what is left of the budget
-                careful.append(st)
+            if st.careful:
+                taken += self._score_carefully(st, None if force or budget is None else budget - taken)
                 continue
             values = np.concatenate([s.values for s in st.segments])
             taken += values.size
             jobs.setdefault(key, []).append((st, values))
-        for st in careful:
-            left = None if force or budget is None else max(1, budget - taken)
-            taken += self._score_carefully(st, left)
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
             try:
@@ -733,6 +736,8 @@ class StreamProcessor:
             state, which = self._replacement(st, fitted)
             st.state, st.lineage, st.fresh = state, next(_LINEAGES), which == FRESH
             replaced = f"its state is replaced by {which}; "
+        if replaced:
+            st.changed = True  # the file may hold what failed: the next checkpoint replaces it, eviction waits
         if alerts is not None:
             st.alerts.load_state_dict(alerts)
         st.careful = True
@@ -790,7 +795,7 @@ class StreamProcessor:
                 fresh = st.failures > 1 or failed_here > 1  # not this record alone: the state's tail (see _fail)
                 if fresh:
                     st.state, st.fresh = fitted.new_state(), True
-                st.lineage = next(_LINEAGES)
+                st.lineage, st.changed = next(_LINEAGES), True
                 self._give_up(st, [seg], exc)
                 log.error("scoring stream %s/%s failed again; %d sample(s) of one record dead-lettered (%s)%s: %s",
                           st.stream_class, st.name, seg.values.size, SCORING_FAILED,

@@ -21,6 +21,27 @@ def test_the_limit_is_the_cgroups_when_it_is_set_else_the_machines(tmp_path, mon
     assert memory.memory_limit_bytes((v2, v1)) == 2 * GIB
 
 
+def test_the_limit_of_the_processs_own_cgroup_and_of_its_parents_counts(tmp_path, monkeypatch):
+    """A systemd unit's MemoryMax= (or a host's cgroup namespace) sits below the cgroup root: reading only the
+    root's files found no limit there and took the machine's memory."""
+    monkeypatch.setattr(memory, "_physical_bytes", lambda: 64 * GIB)
+    proc = tmp_path / "cgroup"
+    proc.write_text("12:pids:/system.slice/sw.service\n4:memory:/system.slice/sw.service\n0::/system.slice/sw.service\n")
+    root = tmp_path / "fs"
+    files = memory.cgroup_limit_files(proc, root)
+    assert files == [root / "memory/system.slice/sw.service/memory.limit_in_bytes",
+                     root / "memory/system.slice/memory.limit_in_bytes", root / "memory/memory.limit_in_bytes",
+                     root / "system.slice/sw.service/memory.max", root / "system.slice/memory.max",
+                     root / "memory.max"]
+    (root / "system.slice/sw.service").mkdir(parents=True)
+    (root / "system.slice/sw.service/memory.max").write_text("max\n")
+    (root / "system.slice/memory.max").write_text(f"{3 * GIB}\n")  # the parent's limit binds the unit
+    (root / "memory.max").write_text("max\n")
+    assert memory.memory_limit_bytes(files) == 3 * GIB
+    assert memory.cgroup_limit_files(tmp_path / "missing", root) == [root / "memory.max",
+                                                                     root / "memory/memory.limit_in_bytes"]
+
+
 def test_a_small_worker_holds_fewer_streams_than_the_old_fixed_cap():
     """10,000 streams with per-stream models need ~25 GB: a 4 GiB worker was killed for memory after about 1,400
     busy streams, and again after every restart."""

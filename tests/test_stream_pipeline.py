@@ -938,6 +938,118 @@ def test_samples_given_up_hold_the_commit_until_taken_and_leave_with_their_parti
     assert proc.take_unscored() == []
 
 
+def test_a_training_part_scored_again_record_by_record_stays_saved_until_it_is_scored(tmp_path, monkeypatch):
+    """A checkpoint had saved part of a training part (its records no longer held the commit); the batch failed
+    and was scored again record by record, cut by the step's budget; the next checkpoint saved the detector state,
+    so the file no longer held the rest of the training part, which nothing held either: after a restart it was
+    neither scored nor dead-lettered."""
+    from streamer.ingest import unscored_letters
+
+    store, tracker, letters = DictStore(), OffsetTracker(), []
+    b = stamped(values(300, seed=1))
+    b[290] = (b[290][0], 7777.0)
+
+    def take(proc, lo, hi):
+        for off in range(lo, hi):
+            tracker.seen(1, off)
+            assert proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off)) is None
+
+    def round_(proc, **kw):
+        proc.step(**kw)
+        letters.extend(unscored_letters(proc))
+        proc.flush(store)
+        proc.save_states()
+        tracker.committed(tracker.positions(proc.holds()))
+
+    proc = make(tmp_path)
+    take(proc, 0, 200)  # part of the training part, checkpointed: its records are committed
+    round_(proc)
+    assert tracker.committed_position(1) == 200
+    take(proc, 200, 300)
+    _poison_scoring(monkeypatch, "state", 7777.0, b)
+    round_(proc)  # the fit
+    round_(proc)  # the batch fails at 290
+    round_(proc, max_samples=50)  # record by record, within the budget: the rest of the training part pending
+    again = make(tmp_path)  # a restart from the commit
+    take(again, tracker.committed_position(1), 300)
+    drain(again, store)
+    letters.extend(unscored_letters(again))
+    scored = {p.time_ns for p in store.measurement(WINDOW_SCORE, "b")}
+    given_up = {x.record.offset for x in letters}
+    assert [off for off, (t, _) in enumerate(b) if t not in scored and off not in given_up] == []
+
+
+def test_streams_scored_again_record_by_record_keep_to_the_steps_budget(tmp_path, monkeypatch):
+    """After one failed step of a shared model every stream of it scores its batch again record by record: each
+    was given at least one record whatever the budget (a step of thousands of single-record passes)."""
+    from models.detector.fitted import FittedDetector as Fitted
+
+    proc, store = make(tmp_path, model_mode="shared"), DictStore()
+    series = {f"s{k}": stamped(values(320, seed=k)) for k in range(12)}
+    for k, (name, x) in enumerate(series.items()):
+        assert proc.add_sensor("sensor", [Sample(name, t, v) for t, v in x[:300]], (k, 0)) is None
+    drain(proc, store)
+    for off in range(300, 320):
+        for k, (name, x) in enumerate(series.items()):
+            assert proc.add_sensor("sensor", [Sample(name, *x[off])], (k, off)) is None
+    real, down = Fitted.score_windows, [True]
+
+    def score_windows(self, windows):
+        if down[0]:
+            raise RuntimeError("the device failed for a moment")
+        return real(self, windows)
+
+    monkeypatch.setattr(Fitted, "score_windows", score_windows)
+    proc.step()
+    assert sum(st.careful for st in proc._streams.values()) == 12
+    down[0] = False
+    assert proc.step(max_samples=5) == 5 and proc.scoring_left
+    drain(proc, store)
+    assert all(len(store.measurement(WINDOW_SCORE, name)) == 320 for name in series)
+
+
+def test_a_state_replaced_after_failures_is_saved_before_its_stream_can_be_evicted(tmp_path, monkeypatch):
+    """A fresh state replaced one whose checkpointed tail held what the model cannot take, but the stream was not
+    marked changed: at the stream cap it was evicted, came back from the poisoned checkpoint and failed again —
+    every later record dead-lettered, the failures forgotten with each eviction, never quarantined."""
+    from streamer.ingest import unscored_letters
+
+    store = DictStore()
+    proc = make(tmp_path)
+    a, b = stamped(values(500)), stamped(values(500, seed=1))
+    for off in range(300):
+        proc.add_sensor("sensor", [Sample("a", *a[off])], (0, off))
+        proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
+    proc.step()
+    proc.step()
+    proc.flush(store)
+    proc.save_states()
+    _poison_scoring(monkeypatch, "model", 7777.0, b)
+    proc.max_streams = 2
+    letters, poisoned_at, extra = [], None, stamped(values(50, seed=5))
+
+    def round_(part, stream, samples):
+        proc.add_sensor("sensor", [Sample(stream, *x) for x in samples], (part, samples[0][0]))
+        proc.step()
+        letters.extend(unscored_letters(proc))
+        proc.flush(store)
+        proc.save_states()
+
+    for k, lo in enumerate(range(300, 500, 10)):
+        rec = b[lo:lo + 10]
+        st = proc._streams.get(("sensor", "b"))
+        if poisoned_at is None and st is not None and st.state is not None:
+            ends = st.state.channels.window_ends(10) - st.state.position
+            if ends.size and ends.max() < 9:  # the poisoned sample comes after the record's last window: it scores
+                poisoned_at = lo + 9
+                rec = rec[:-1] + [(rec[-1][0], 7777.0)]
+        round_(1, "b", rec)
+        round_(0, "a", a[lo:lo + 10])
+        proc.add_sensor("sensor", [Sample(f"x{k}", *extra[0])], (2 + k, 0))  # a new stream at the cap
+    assert poisoned_at is not None and proc.stats.evicted > 0
+    assert [p for p in store.measurement(WINDOW_SCORE, "b") if p.time_ns > b[poisoned_at + 100][0]]
+
+
 def test_an_audio_chunk_whose_scoring_raises_is_dead_lettered_alone_and_the_stream_scores_on(tmp_path, monkeypatch):
     """The audio side of the record-by-record retry: only the chunk the state cannot take leaves (as a chunk that
     decodes to its own samples and stamp), the chunks around it are scored as an uninterrupted run scores them,
