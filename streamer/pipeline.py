@@ -542,12 +542,12 @@ class StreamProcessor:
             if (parts is not None and not st.partitions & parts) or st.failed is not None:
                 continue  # a failed stream's state may be half updated: its last saved one stands
             training = st.state is None
-            if training and (not any(seg.origin is not None for seg in st.segments)
+            if training and ((not any(seg.origin is not None for seg in st.segments) and not st.unsaved)
                              or st.received >= self._train_samples(st)):
-                # Nothing new since the last save; or the training part is complete and its fit due: then its
-                # records stay held, so that after a restart they are read again and bring the stream back (a
-                # stream is restored when it receives a sample; one whose samples were all saved and committed
-                # would never be).
+                # Nothing new since the last save (and no failed save to write again: its offsets came back into
+                # ``unsaved``); or the training part is complete and its fit due: then its records stay held, so
+                # that after a restart they are read again and bring the stream back (a stream is restored when it
+                # receives a sample; one whose samples were all saved and committed would never be).
                 continue
             if training:
                 ts = np.concatenate([seg.ts_ns for seg in st.segments])

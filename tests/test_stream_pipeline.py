@@ -630,6 +630,37 @@ def test_a_complete_training_part_stays_held_until_fitted_so_a_restart_brings_th
     assert tracker.positions(proc.holds()) == {0: 0}
 
 
+def test_a_failed_checkpoint_of_a_training_part_is_written_again_and_stops_holding_the_commit(tmp_path,
+                                                                                              monkeypatch):
+    """The checkpoint of a stream still collecting its training part failed (a full disk, for a moment): its
+    offsets went back to the stream, but the next checkpoints found "nothing new since the last save" and skipped
+    it, so a stream that had fallen silent pinned its partition's commit until a restart — what the training
+    part's save exists to prevent."""
+    from streamer.state_files import StateFiles
+
+    proc, tracker = make(tmp_path), OffsetTracker()
+    x = stamped(values(20))
+    for off in range(20):  # far fewer than its training part; then it falls silent
+        tracker.seen(0, off)
+        assert proc.add_sensor("sensor", [Sample("a", *x[off])], (0, off)) is None
+    proc.step()
+    real, full = StateFiles.write, [True]
+
+    def write(self, files):
+        if full[0]:
+            raise OSError("No space left on device")
+        return real(self, files)
+
+    monkeypatch.setattr(StateFiles, "write", write)
+    with pytest.raises(OSError):
+        proc.save_states(wait=True)
+    assert tracker.positions(proc.holds()) == {0: 0}
+    full[0] = False
+    proc.step()
+    proc.save_states(wait=True)
+    assert tracker.positions(proc.holds()) == {0: 20}
+
+
 def test_a_checkpoint_writes_only_the_streams_that_changed(tmp_path):
     """Idle streams keep their file: rewriting every stream's history at every checkpoint would not scale."""
     proc, store = make(tmp_path), DictStore()
