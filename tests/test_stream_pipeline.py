@@ -630,6 +630,19 @@ def test_a_complete_training_part_stays_held_until_fitted_so_a_restart_brings_th
     assert tracker.positions(proc.holds()) == {0: 0}
 
 
+def _failing_while_set(monkeypatch, owner, name, error):
+    """Make ``owner.name`` raise ``error`` while the returned flag's first element is true (a moment's outage)."""
+    real, failing = getattr(owner, name), [True]
+
+    def patched(self, *args, **kwargs):
+        if failing[0]:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, patched)
+    return failing
+
+
 def test_a_failed_checkpoint_of_a_training_part_is_written_again_and_stops_holding_the_commit(tmp_path,
                                                                                               monkeypatch):
     """The checkpoint of a stream still collecting its training part failed (a full disk, for a moment): its
@@ -644,14 +657,7 @@ def test_a_failed_checkpoint_of_a_training_part_is_written_again_and_stops_holdi
         tracker.seen(0, off)
         assert proc.add_sensor("sensor", [Sample("a", *x[off])], (0, off)) is None
     proc.step()
-    real, full = StateFiles.write, [True]
-
-    def write(self, files):
-        if full[0]:
-            raise OSError("No space left on device")
-        return real(self, files)
-
-    monkeypatch.setattr(StateFiles, "write", write)
+    full = _failing_while_set(monkeypatch, StateFiles, "write", OSError("No space left on device"))
     with pytest.raises(OSError):
         proc.save_states(wait=True)
     assert tracker.positions(proc.holds()) == {0: 0}
@@ -1023,14 +1029,7 @@ def test_streams_scored_again_record_by_record_keep_to_the_steps_budget(tmp_path
     for off in range(300, 320):
         for k, (name, x) in enumerate(series.items()):
             assert proc.add_sensor("sensor", [Sample(name, *x[off])], (k, off)) is None
-    real, down = Fitted.score_windows, [True]
-
-    def score_windows(self, windows):
-        if down[0]:
-            raise RuntimeError("the device failed for a moment")
-        return real(self, windows)
-
-    monkeypatch.setattr(Fitted, "score_windows", score_windows)
+    down = _failing_while_set(monkeypatch, Fitted, "score_windows", RuntimeError("the device failed for a moment"))
     proc.step()
     assert sum(st.careful for st in proc._streams.values()) == 12
     down[0] = False
