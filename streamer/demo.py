@@ -133,7 +133,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, fitter=No
                 letter = ingest(processor, rec, class_of)
                 if letter is not None:
                     dead += 1
-                    log.warning("dead letter %s@%d: %s %s", rec.topic, rec.offset, letter.reason, letter.detail)
+                    _log_letter(letter)
                 if records % 64 == 0:
                     processor.step()
                     dead += _log_unscored(processor)
@@ -164,9 +164,12 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, fitter=No
 def _log_unscored(processor) -> int:
     letters = unscored_letters(processor)
     for letter in letters:
-        log.warning("dead letter %s@%d: %s %s", letter.record.topic, letter.record.offset, letter.reason,
-                    letter.detail)
+        _log_letter(letter)
     return len(letters)
+
+
+def _log_letter(letter) -> None:
+    log.warning("dead letter %s@%d: %s %s", letter.record.topic, letter.record.offset, letter.reason, letter.detail)
 
 
 def _tags(row) -> dict:

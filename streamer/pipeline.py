@@ -57,7 +57,6 @@ BAD_TIMESTAMP = "bad_timestamp"
 TOO_MANY_STREAMS = "too_many_streams"
 STREAM_FAILED = "stream_failed"
 SCORING_FAILED = "scoring_failed"
-FRESH = "a fresh one"
 MAX_CONSECUTIVE_FAILURES = 3
 """Scoring failures in a row (nothing of the stream scored in between), one of them on a fresh detector state,
 after which a stream is quarantined."""
@@ -722,22 +721,16 @@ class StreamProcessor:
         fails :data:`MAX_CONSECUTIVE_FAILURES` times in a row, a fresh state among the tries, is quarantined
         instead of retried for ever (not evicted at the cap either: until a restart, or until a rebalance moves
         it)."""
-        st.failures += 1
-        self.stats.scoring_failures += 1
-        if st.failures >= MAX_CONSECUTIVE_FAILURES and st.fresh:
+        if self._failed_again(st):
             self._quarantine(st, exc)
             return
         replaced = ""
         fitted = st.state.fitted  # type: ignore[union-attr]
-        if st.failures > 1:  # whatever failed, the state's tail may be the cause
-            st.state, st.lineage, st.fresh = fitted.new_state(), next(_LINEAGES), True
-            replaced = "its state is replaced by a fresh one; "
-        elif alerts is not None:
-            state, which = self._replacement(st, fitted)
-            st.state, st.lineage, st.fresh = state, next(_LINEAGES), which == FRESH
-            replaced = f"its state is replaced by {which}; "
-        if replaced:
+        if st.failures > 1 or alerts is not None:  # after a second failure the state's tail may be the cause
+            saved = self._saved_state(st, fitted) if st.failures == 1 else None
+            st.state, st.lineage, st.fresh = saved or fitted.new_state(), next(_LINEAGES), saved is None
             st.changed = True  # the file may hold what failed: the next checkpoint replaces it, eviction waits
+            replaced = f"its state is replaced by {'a fresh one' if saved is None else 'its last saved one'}; "
         if alerts is not None:
             st.alerts.load_state_dict(alerts)
         st.careful = True
@@ -745,22 +738,28 @@ class StreamProcessor:
                   "record that fails again is dead-lettered as %s): %s", st.stream_class, st.name, replaced,
                   st.pending(), SCORING_FAILED, _error(exc), exc_info=exc)
 
-    def _replacement(self, st: _Stream, fitted: FittedDetector) -> tuple[DetectorState, str]:
-        """The stream's last saved detector state (if its file holds one), else a fresh one; and which."""
-        fresh = fitted.new_state(), FRESH
+    def _failed_again(self, st: _Stream) -> bool:
+        """Count one more scoring failure in a row; True when the stream is to be quarantined (a fresh state among
+        the tries)."""
+        st.failures += 1
+        self.stats.scoring_failures += 1
+        return st.failures >= MAX_CONSECUTIVE_FAILURES and st.fresh
+
+    def _saved_state(self, st: _Stream, fitted: FittedDetector) -> DetectorState | None:
+        """The stream's last saved detector state; None when its file holds none (or cannot be read)."""
         path = self._state_path(st.stream_class, st.name)
         if path is None or not path.is_file():
-            return fresh
+            return None
         try:
             state = self._state_files.read(path)
             if state.get("detector") is None:  # a training part only: what it holds is pending again anyway
-                return fresh
+                return None
             restored = fitted.new_state()
             restored.load_state_dict(state["detector"])
-            return restored, "its last saved one"
+            return restored
         except Exception:  # noqa: BLE001 - an unreadable file costs the history, not the stream
             log.exception("ignoring unreadable stream state %s", path)
-            return fresh
+            return None
 
     def _score_carefully(self, st: _Stream, limit: int | None) -> int:
         """Score a stream's pending samples one input record at a time, each from a copy of the state before it
@@ -784,9 +783,8 @@ class StreamProcessor:
                 part = window_scores_together(fitted, [(st.state, seg.values)])[0]
                 out, n = self._points(st, [seg], seg.values, part, fitted)
             except Exception as exc:  # noqa: BLE001 - this record alone is given up
-                st.failures, failed_here = st.failures + 1, failed_here + 1
-                self.stats.scoring_failures += 1
-                if st.failures >= MAX_CONSECUTIVE_FAILURES and st.fresh:
+                failed_here += 1
+                if self._failed_again(st):
                     st.segments = deque(segments[i:])
                     self._quarantine(st, exc)
                     return taken
