@@ -1038,6 +1038,41 @@ def test_streams_scored_again_record_by_record_keep_to_the_steps_budget(tmp_path
     assert all(len(store.measurement(WINDOW_SCORE, name)) == 320 for name in series)
 
 
+def test_a_failed_batch_of_many_small_records_is_scored_again_in_runs_not_one_record_at_a_time(tmp_path,
+                                                                                                  monkeypatch):
+    """A failed batch was scored again one record at a time, each from its own ~1 MB state copy and a padded model
+    pass: 18 times the batched cost with one-sample records, so that a round of such records (a slow sensor's
+    backlog after an outage) could outlast ``max.poll.interval.ms`` and the group dropped the worker, which
+    re-read the same records. Runs that halve when they fail and double when they succeed find the record that
+    fails with a few copies, and score the rest as one record at a time would."""
+    from models.detector.online import DetectorState
+    from streamer.ingest import unscored_letters
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+    more = stamped(values(1000, seed=1))
+    b = [(t, 7777.0) if i == 700 else (t, v) for i, (t, v) in enumerate(more)]
+    _poison_scoring(monkeypatch, "state", 7777.0, b)
+    for off in range(300, 1000):
+        proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
+    copies = [0]
+    real_copy = DetectorState.state_dict
+
+    def counted(self):
+        copies[0] += 1
+        return real_copy(self)
+
+    monkeypatch.setattr(DetectorState, "state_dict", counted)
+    proc.step(force=True)  # the batch fails, then is scored again
+    assert proc._streams[("sensor", "b")].careful
+    proc.step(force=True)
+    letters = unscored_letters(proc)
+    assert [x.record.offset for x in letters] == [700] and not proc.scoring_left
+    assert copies[0] <= 40  # one record at a time: 700 copies
+    proc.flush(store)
+    assert len(store.measurement(WINDOW_SCORE, "b")) == 999
+
+
 def test_a_state_replaced_after_failures_is_saved_before_its_stream_can_be_evicted(tmp_path, monkeypatch):
     """A fresh state replaced one whose checkpointed tail held what the model cannot take, but the stream was not
     marked changed: at the stream cap it was evicted, came back from the poisoned checkpoint and failed again —
