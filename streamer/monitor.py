@@ -61,10 +61,12 @@ class MonitorStats:
     """Where the loop's time went, per phase (:data:`LOOP_PHASES`): the first thing to read when latency rises."""
 
 
-LOOP_PHASES = ("poll", "ingest", "score", "write", "checkpoint", "commit")
+LOOP_PHASES = ("poll", "ingest", "score", "write", "checkpoint", "commit", "other")
 """``poll``: waiting for and fetching records; ``ingest``: decoding them into streams (dead letters included);
 ``score``: the detector; ``write``: the store; ``checkpoint``: copying stream states for the background writer;
-``commit``: confirming dead letters and alerts, and the offset commit."""
+``commit``: confirming dead letters and alerts, and the offset commit; ``other``: the rest of the loop — the
+paused input's short sleeps, settling a rebalance, deciding the pause, publishing health and the status line — so
+that the phases add up to the loop's time and their shares are of it."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -168,12 +170,15 @@ class Monitor:
         threading.Thread(target=self._watch_poll, args=(done,), name="poll-watchdog", daemon=True).start()
         try:
             while not stop.is_set():
+                started, counted = time.monotonic(), sum(self.stats.loop_seconds.values())
                 got = self.run_once()
                 now = self.clock()
                 self._publish(now)
                 if now - self._last_status >= self.status_every_s:
                     self._last_status = now
                     self.log_status()
+                seconds = self.stats.loop_seconds
+                seconds["other"] += max(0.0, time.monotonic() - started - (sum(seconds.values()) - counted))
                 if got or not self.consumer.assignment():  # idle time counts only once partitions are ours
                     last_data = now
                 elif idle_exit_s is not None and now - last_data >= idle_exit_s and self.processor.idle():
