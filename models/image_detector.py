@@ -64,10 +64,12 @@ class ImageDetectorConfig:
     image_size: int = 224
     space_layers: tuple[int, ...] = (4,)
     unet_base: int = 16
-    train_steps: int = 500
+    train_steps: int = 1000
     train_batch: int = 16
     lr: float = 1e-3
     t_start: int = 250
+    context_block: int = 4
+    noise_draws: int = 8
     sigma: float = 4.0
     ensemble: int = 2
     diffusion_weight: float = 0.5
@@ -86,8 +88,8 @@ class ImageDetectorConfig:
             raise ValueError("ensemble must be >= 1 (U-Nets in the diffusion channel)")
         if not 0.0 <= self.diffusion_weight <= 1.0:
             raise ValueError("diffusion_weight must be in [0, 1]")
-        if self.sigma < 0 or self.t_start < 0:
-            raise ValueError("sigma and t_start must be >= 0")
+        if self.sigma < 0 or self.t_start < 0 or self.context_block < 0 or self.noise_draws < 1:
+            raise ValueError("sigma, t_start and context_block must be >= 0, noise_draws >= 1")
         PatchCoreConfig.from_dict(self.patchcore)  # unknown kNN settings fail here, not after training
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +100,8 @@ class ImageDetectorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ImageDetectorConfig":
         reject_unknown_fields(cls, data)
+        if "context_block" not in data:  # saved before the context-conditioned channel: the clean start
+            data = {**data, "context_block": 0, "noise_draws": 1}
         return cls(**data)
 
 
@@ -142,9 +146,11 @@ class ImageDetector:
         c = self.config
         unet = UNetConfig.preset("feature", base_channels=c.unet_base, attention_levels=(2,))
         train = TrainConfig(steps=c.train_steps, batch_size=min(c.train_batch, n_images), lr=c.lr, seed=c.seed + member)
+        how = (dict(start="noised", n_noise=c.noise_draws, context_block=c.context_block) if c.context_block
+               else dict(start="clean"))
         return create_scorer("recon", unet=unet, train=train, space="feature", space_layers=c.space_layers,
-                             start="clean", t_start=c.t_start, lam=1.0, device=self.device,
-                             progress=self.progress, batch_size=c.score_batch, calibration_samples=32)
+                             t_start=c.t_start, lam=1.0, device=self.device, progress=self.progress,
+                             batch_size=c.score_batch, calibration_samples=32, **how)
 
     def fit(self, normal: torch.Tensor | np.ndarray) -> "ImageDetector":
         x = validate_batch(normal)

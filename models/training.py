@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from models.context import BlockMasks, condition
 from models.device import autocast, autocast_dtype
 from models.discriminator import DiscriminatorConfig, TimeConditionedDiscriminator
 from models.errors import InputError
@@ -149,8 +150,13 @@ def train_diffusion(
     config: TrainConfig,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    context: BlockMasks | None = None,
 ) -> TrainResult:
-    """Train ``unet`` (in place) on ``data`` [N, C, H, W]; return the EMA copy and the loss history."""
+    """Train ``unet`` (in place) on ``data`` [N, C, H, W]; return the EMA copy and the loss history.
+
+    ``context``: train a context-conditioned model (``unet.config.cond_channels`` = C + 1): each sample hides the
+    cells of a random mask, the model sees them noised and the rest clean (:func:`models.context.condition`), and
+    the loss counts the hidden cells only — what it learns is to denoise a block from its surroundings."""
     device = torch.device(device)
     in_channels = getattr(getattr(unet, "config", None), "in_channels", None)
     data = validate_training_data(data, in_channels).to(device)
@@ -169,6 +175,8 @@ def train_diffusion(
     use_amp = config.amp and autocast_dtype(device) is not None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and autocast_dtype(device) == torch.float16)
 
+    if context is not None and config.adversarial_weight > 0:
+        raise ValueError("a context-conditioned model is not trained adversarially")
     disc = disc_opt = None
     if config.adversarial_weight > 0:
         disc = TimeConditionedDiscriminator(
@@ -192,10 +200,17 @@ def train_diffusion(
         t = torch.randint(0, scheduler.num_train_timesteps, (x0.shape[0],), generator=gen, device=device)
         noise = torch.randn(x0.shape, generator=gen, device=device)
         x_t = scheduler.add_noise(x0, noise, t)
-        with autocast(device, enabled=use_amp):
-            eps_hat = unet(x_t, t)
-        eps_hat = eps_hat.float()
-        mse = F.mse_loss(eps_hat, noise)
+        if context is None:
+            with autocast(device, enabled=use_amp):
+                eps_hat = unet(x_t, t)
+            eps_hat = eps_hat.float()
+            mse = F.mse_loss(eps_hat, noise)
+        else:
+            hidden = context.sample(x0.shape[0], x0.shape[2], x0.shape[3], gen, device)
+            with autocast(device, enabled=use_amp):
+                eps_hat = unet(hidden * x_t, t, condition(x0, hidden))
+            eps_hat = eps_hat.float()
+            mse = ((eps_hat - noise) ** 2 * hidden).sum() / (hidden.sum() * x0.shape[1]).clamp_min(1.0)
         loss = mse
 
         if disc is not None:

@@ -45,6 +45,9 @@ class UNetConfig:
     use_wavelet_pyramid: bool = True
     dropout: float = 0.0
     time_conv_channels: int = 8
+    cond_channels: int = 0
+    """Channels of a conditioning input joined to x at the first convolution (a context-conditioned model: the
+    clean context and its mask, :mod:`models.context`); the output keeps ``in_channels``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_size", tuple(int(s) for s in self.sample_size))
@@ -52,6 +55,8 @@ class UNetConfig:
         object.__setattr__(self, "attention_levels", tuple(int(a) for a in self.attention_levels))
         if len(self.sample_size) != 2:
             raise ValueError(f"sample_size must be (H, W), got {self.sample_size}")
+        if self.cond_channels < 0:
+            raise ValueError(f"cond_channels must be >= 0, got {self.cond_channels}")
         if not self.channel_mults:
             raise ValueError("channel_mults must not be empty")
         factor = self.downsample_factor
@@ -191,7 +196,8 @@ class Upsample(nn.Module):
 
 
 class WaveletPyramidUNet(nn.Module):
-    """forward(x [N, C, H, W], t [N]) → ε̂ [N, C, H, W]; any H, W divisible by ``config.downsample_factor``."""
+    """forward(x [N, C, H, W], t [N], cond [N, cond_channels, H, W] if the config has any) → ε̂ [N, C, H, W]; any
+    H, W divisible by ``config.downsample_factor``."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -202,7 +208,7 @@ class WaveletPyramidUNet(nn.Module):
         n_levels = len(chans)
         temb_dim = 4 * base
         self.time_embedding = HybridTimeEmbedding(base, temb_dim, conv_channels=cfg.time_conv_channels)
-        self.conv_in = nn.Conv2d(cfg.in_channels, chans[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, chans[0], 3, padding=1)
 
         self.down_blocks = nn.ModuleList()
         self.down_attn = nn.ModuleList()
@@ -272,15 +278,22 @@ class WaveletPyramidUNet(nn.Module):
             raise ValueError(f"got {t.numel()} timesteps for a batch of {x.shape[0]}")
         return t
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor | None = None) -> torch.Tensor:
         t = self._check_input(x, t)
+        if (cond is None) != (self.config.cond_channels == 0):
+            raise ValueError(f"model takes {self.config.cond_channels} conditioning channel(s), got "
+                             f"{'none' if cond is None else cond.shape[1]}")
+        if cond is not None and (cond.shape[1] != self.config.cond_channels or cond.shape[0] != x.shape[0]
+                                 or cond.shape[2:] != x.shape[2:]):
+            raise ValueError(f"conditioning input of shape {tuple(cond.shape)} does not fit x {tuple(x.shape)} "
+                             f"with {self.config.cond_channels} channel(s)")
         temb = self.time_embedding(t)
         pyramid = (
             wavelet_pyramid(x, len(self.downsamplers), self.config.wavelet)
             if self.config.use_wavelet_pyramid and len(self.downsamplers)
             else []
         )
-        h = self.conv_in(x)
+        h = self.conv_in(x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1))
         skips: list[torch.Tensor] = []
         for level, (blocks, attns) in enumerate(zip(self.down_blocks, self.down_attn)):
             for block, attn in zip(blocks, attns):

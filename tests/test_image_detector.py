@@ -43,10 +43,12 @@ def test_channels_fuse_into_the_variants(detector, split):
     assert product.scores[labels == 1].min() > product.scores[labels == 0].max()
 
 
-def test_diffusion_channel_is_the_clean_start_recon_standardised_on_training_images(detector, split):
+def test_diffusion_channel_is_the_context_conditioned_recon_standardised_on_training_images(detector, split):
     assert len(detector.diffusion) == CONFIG.ensemble == 2
     for d in detector.diffusion:
-        assert d.params.start == "clean" and d.params.space == "feature" and d.params.lam == 1.0
+        assert d.params.start == "noised" and d.params.space == "feature" and d.params.lam == 1.0
+        assert d.params.context_block == CONFIG.context_block == 4 and d.params.n_noise == CONFIG.noise_draws == 8
+        assert d.unet_config.cond_channels == d.unet_config.in_channels + 1  # the clean context and its mask
     # Two U-Nets trained from consecutive seeds: different networks, and the channel is the mean of their maps.
     a, b = (m.model.state_dict() for m in detector.diffusion)
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
+from models.context import BlockMasks
 from models.device import autocast, resolve_device
 from models.errors import CheckpointMismatchError, InputError, NotFittedError
 from models.features import FeatureConfig, FeatureExtractor
@@ -227,14 +228,19 @@ class DiffusionScorer:
                 self._noise[key] = torch.randn(shape, generator=g).to(self.device)
         return self._noise[key]
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """ε̂(x_t, t) in float32, under the device's autocast."""
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """ε̂(x_t, t) in float32, under the device's autocast; ``cond`` for a context-conditioned model."""
         assert self.model is not None
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
         with autocast(self.device, enabled=self.params.amp):
-            out = self.model(x_t, t)
+            out = self.model(x_t, t, cond)
         return out.float()
+
+    def context_masks(self) -> BlockMasks | None:
+        """The masks a context-conditioned model is trained and scored with (:mod:`models.context`); None for a
+        model of whole inputs."""
+        return None
 
     # ------------------------------------------------------------------ fit
     def fit(self, normal: torch.Tensor | np.ndarray, reuse: "DiffusionScorer | None" = None) -> "DiffusionScorer":
@@ -272,6 +278,9 @@ class DiffusionScorer:
                 f"cannot reuse a model for {other.params.space} space on inputs {other.input_shape} "
                 f"for {self.params.space} space on inputs {self.input_shape}"
             )
+        if (other.unet_config.cond_channels > 0) != (self.context_masks() is not None):
+            raise CheckpointMismatchError("cannot reuse a context-conditioned model for a scorer of whole inputs, "
+                                          "or the other way round")
         if self.params.space == "feature":
             if other.params.space_layers != self.params.space_layers:
                 raise CheckpointMismatchError("cannot reuse a feature-space model built on other CNN blocks")
@@ -286,12 +295,15 @@ class DiffusionScorer:
 
     def _train(self, data: torch.Tensor, n_inputs: int) -> None:
         c, h, w = data.shape[1:]
-        self.unet_config = replace(self.unet_config, in_channels=int(c), sample_size=(int(h), int(w)))
+        context = self.context_masks()
+        self.unet_config = replace(self.unet_config, in_channels=int(c), sample_size=(int(h), int(w)),
+                                   cond_channels=0 if context is None else int(c) + 1)
         model = WaveletPyramidUNet(self.unet_config)
         log.info("training %s (%s space, %d samples of %s) for %d steps on %s",
                  self.name, self.params.space, n_inputs, tuple(data.shape[1:]), self.train_config.steps,
                  self.device)
-        result = train_diffusion(model, self.scheduler, data, self.train_config, self.device, self.progress)
+        result = train_diffusion(model, self.scheduler, data, self.train_config, self.device, self.progress,
+                                 context=context)
         self.model = result.model.to(self.device).eval()
         self.train_seconds = result.seconds
         self.train_losses = list(result.losses)

@@ -24,6 +24,13 @@ grows with how much fine detail the input has, not with how novel it is (the inv
 MVTec recon of ``benchmarks/README.md``). The clean start needs noise levels the network handles near clean
 inputs: t around where signal and noise have equal power (ᾱ_t ≈ 0.5, the default t_start = 250) — far above it
 the noiseless input is far from anything the network saw at that t (measured: MVTec bottle inverts at t = 700).
+
+``context_block > 0`` makes the model context-conditioned (the issue's imputation direction, as in ImDiffusion):
+trained to denoise blocks of cells given their clean surroundings (:mod:`models.context`), it scores each cell
+from the pattern that hides it, so the map compares a cell with what its *normal neighbourhood* predicts there,
+and a defect is never its own condition. It needs the noised start (a clean start would hand each hidden cell its
+own value) and several draws (``n_noise``) to average out the draw's denoising error. On MVTec bottle this beat
+both the clean start and the same noised draws without context (``benchmarks/README.md``).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from typing import Literal
 
 import torch
 
+from models.context import BlockMasks, condition
 from models.scorers.base import register
 from models.scorers.diffusion import DiffusionScorer, ScorerParams
 from models.scorers.maps import cosine_distance_map, l1_map
@@ -41,12 +49,16 @@ from models.training import TrainConfig
 @dataclass(frozen=True)
 class ReconParams(ScorerParams):
     """``t_start``: noising step t_s (0-based, of ``num_train_timesteps``). ``ddim_steps``: 0 = one-step x̂₀.
-    ``start``: ``noised`` (x_t drawn with the fixed noise field) or ``clean`` (√ᾱ_t·x₀, see the module doc)."""
+    ``start``: ``noised`` (x_t drawn with the fixed noise field) or ``clean`` (√ᾱ_t·x₀, see the module doc).
+    ``n_noise``: noise draws whose x̂₀ are averaged. ``context_block``: > 0 for a context-conditioned model that
+    denoises blocks of that many cells from their clean surroundings (:mod:`models.context`; see the module doc);
+    0 for a model of whole inputs."""
 
     t_start: int = 250
     ddim_steps: int = 0
     n_noise: int = 1
     start: Literal["noised", "clean"] = "noised"
+    context_block: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,15 +70,28 @@ class ReconParams(ScorerParams):
             raise ValueError(f"start must be 'noised' or 'clean', got {self.start!r}")
         if self.start == "clean" and self.n_noise != 1:
             raise ValueError("a clean start draws no noise: n_noise must be 1")
+        if self.context_block < 0:
+            raise ValueError("context_block must be >= 0")
+        if self.context_block and (self.start != "noised" or self.ddim_steps):
+            raise ValueError("a context-conditioned model scores from a noised start in one step: a clean start "
+                             "would show each hidden cell its own clean value")
 
 
 def reconstruct(scorer: DiffusionScorer, z: torch.Tensor, t_start: int, ddim_steps: int,
                 noise: torch.Tensor | None) -> torch.Tensor:
     """Take ``z`` to ``t_start`` — noised with ``noise``, or scaled without noise when it is None — and denoise
-    it: one step (ddim_steps=0) or a DDIM chain."""
+    it: one step (ddim_steps=0) or a DDIM chain. A context-conditioned model denoises each cell once, from the
+    mask pattern that hides it: the cell noised, its surroundings clean."""
     sched = scorer.scheduler
     t_start = min(t_start, sched.num_train_timesteps - 1)
     x_t = sched.scale_clean(z, t_start) if noise is None else sched.add_noise(z, noise.expand_as(z), t_start)
+    masks = scorer.context_masks()
+    if masks is not None:
+        out = torch.zeros_like(z)
+        for hidden in masks.patterns(z.shape[2], z.shape[3], device=z.device):
+            x0 = sched.pred_original_sample(x_t, scorer.eps(hidden * x_t, t_start, condition(z, hidden)), t_start)
+            out = out + hidden * x0
+        return out
     if ddim_steps <= 0:
         return sched.pred_original_sample(x_t, scorer.eps(x_t, t_start), t_start)
     steps = sched.ddim_timesteps(ddim_steps, start=t_start)
@@ -104,6 +129,10 @@ class ReconstructionTerms:
 class ReconScorer(ReconstructionTerms, DiffusionScorer):
     Params = ReconParams
     default_train = TrainConfig(steps=1500, batch_size=64, lr=1e-3)
+
+    def context_masks(self) -> BlockMasks | None:
+        block = self.params.context_block  # type: ignore[attr-defined]
+        return BlockMasks(block) if block else None
 
     def _terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.recon_terms(x)
