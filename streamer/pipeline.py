@@ -159,7 +159,7 @@ class _Stream:
     """Its last batch failed: its pending samples are scored again in runs of records, down to one (see
     :meth:`StreamProcessor._fail`)."""
     failures: int = 0
-    """Scoring failures in a row (a record or a batch scored resets it)."""
+    """Scoring failures in a row (a batch, or a run of records, scored resets it; a failed run does not count)."""
     fresh: bool = False
     """Its state was replaced by a fresh one since the failures in a row began."""
     lineage: int = 0
@@ -181,6 +181,9 @@ class _Stream:
 class _Written:
     points: list[Point]
     holds: list[Holds]
+    alerts_opened: int = 0
+    """Counted into the stats when the points are booked, not when built: a batch that fails after building some
+    is built again."""
 
 
 @dataclass(frozen=True)
@@ -768,10 +771,14 @@ class StreamProcessor:
 
         The records are scored in runs, each from a copy of the state before it (copies of ~1 MB: only after a
         failure): a run that fails goes back and is halved, one that succeeds doubles the next, and a single record
-        that fails is given up. Scores do not depend on how samples fall into runs. One record at a time, as
-        before, cost a state copy and a padded model pass per record — 5 to 18 times the batched cost with one-sample
-        records, so that a round's 200,000 such samples could outlast ``max.poll.interval.ms`` and the group would
-        drop the worker; runs cost about two batched passes plus a copy per halving.
+        that fails is given up. Scores do not depend on how samples fall into runs (to float rounding, as with
+        micro-batches). One record at a time, as before, cost a state copy per record and a padded model pass per
+        record that completes a window — 5 to 18 times the batched cost with one-sample records, so that a round's
+        200,000 such samples could outlast ``max.poll.interval.ms`` and the group would drop the worker. A run costs
+        one copy and one model pass; a failed run is work the step's budget does not count. With one poisoned
+        record that is about two batched passes and a copy per halving; with poisoned records every few dozen,
+        more passes than single records took (at most about 2·log₂ of their spacing per poisoned record), still
+        fewer copies.
 
         A second failure in a row, or in the same pass, also replaces the state by a fresh one (see :meth:`_fail`;
         successes in between do not clear the state's tail: a record without a window end of its own never reaches
@@ -871,6 +878,7 @@ class StreamProcessor:
             merge_holds(st.unsaved, origins)
         st.changed = True
         self.stats.scored += n
+        self.stats.alerts_opened += out.alerts_opened
         self._outbox.append(out)
 
     def _points(self, st: _Stream, segments: list[_Segment], values: np.ndarray, scores: WindowScores,
@@ -898,7 +906,7 @@ class StreamProcessor:
             if decision.changed is not None:
                 out.points.append(alert_point(decision.changed, st.stream_class))
                 if decision.changed.state is AlertState.OPEN:
-                    self.stats.alerts_opened += 1
+                    out.alerts_opened += 1
                     if self.snapshots:
                         snap = self._snapshot(st, extended, first + row, fitted, t)
                         if snap is not None:

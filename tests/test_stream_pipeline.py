@@ -1073,6 +1073,27 @@ def test_a_failed_batch_of_many_small_records_is_scored_again_in_runs_not_one_re
     assert len(store.measurement(WINDOW_SCORE, "b")) == 999
 
 
+def test_an_alert_opened_in_a_run_that_failed_later_is_counted_once(tmp_path, monkeypatch):
+    """A run of records is built into points before it can fail; the alerts it opened were counted then, and again
+    when the run, halved, was built once more."""
+    from streamer.ingest import unscored_letters
+
+    store, tracker = DictStore(), OffsetTracker()
+    proc, a, b = _two_streams_scored(tmp_path, tracker, store)
+    more = stamped(values(700, seed=1))  # an alert opens at the spike (450); 470 fails later in the same run
+    b = [(t, 7777.0) if i == 470 else (t, v) for i, (t, v) in enumerate(more)]
+    _poison_scoring(monkeypatch, "alerts", 7777.0, b)  # the alert rule fails after the points before it are built
+    opened_before = proc.stats.alerts_opened
+    for off in range(300, 700):
+        proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
+    proc.step(force=True)
+    proc.step(force=True)
+    assert [x.record.offset for x in unscored_letters(proc)] == [470]
+    written = proc.flush(store).alert_points
+    opened = [p for p in written if p.fields["state"] == "open"]
+    assert opened and proc.stats.alerts_opened - opened_before == len(opened)
+
+
 def test_a_state_replaced_after_failures_is_saved_before_its_stream_can_be_evicted(tmp_path, monkeypatch):
     """A fresh state replaced one whose checkpointed tail held what the model cannot take, but the stream was not
     marked changed: at the stream cap it was evicted, came back from the poisoned checkpoint and failed again —
