@@ -29,8 +29,9 @@ def mvtec_command(
                                 "diffusion_only)."),
     image_size: int = typer.Option(224, "--image-size", min=32, help="Square side images are resized to."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    train_steps: int = typer.Option(500, "--train-steps", min=1, help="U-Net training steps (the product's diffusion "
-                                    "channel and the diffusion scorers)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", min=1, help="U-Net training steps of the "
+                                              "product's diffusion channel and the diffusion scorers (default: "
+                                              "each one's own, the product's as `scalowatch train` runs it)."),
     no_fusion: bool = typer.Option(False, "--no-fusion", help="Skip the <diffusion>+knn fused variants."),
     train_limit: Optional[int] = typer.Option(None, "--train-limit", min=2, help="Only the first N training images (smoke runs)."),
     test_limit: Optional[int] = typer.Option(None, "--test-limit", min=1, help="Only the first N test images per type (smoke runs)."),

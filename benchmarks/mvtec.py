@@ -49,6 +49,10 @@ SHARED_MODEL_SCORERS = ("recon", "trend", "kl", "dynamic")
 TARGETS = {"image_auroc": 1.00, "pixel_auroc": 0.991, "pro": 0.972}
 
 
+RESEARCH_TRAIN_STEPS = 500
+"""Training steps of the five papers' scorers' shared U-Net unless ``--train-steps`` says otherwise."""
+
+
 @dataclass(frozen=True)
 class MVTecBenchConfig:
     """Everything that decides the numbers; saved into ``mvtec.json``.
@@ -60,13 +64,15 @@ class MVTecBenchConfig:
     ``calibration_samples``: training images each diffusion scorer uses for its per-term statistics (the
     scorers' default of 256 would mean every training image through trend's 8 forward+backward passes).
     ``ablate``: also report the product's ``without_diffusion`` and ``diffusion_only`` variants.
-    The product (``scalowatch``) takes ``image_size``, ``train_steps``, ``score_batch``, ``seed`` and ``patchcore``
-    from here and everything else from :class:`models.image_detector.ImageDetectorConfig`'s defaults.
+    The product (``scalowatch``) takes ``image_size``, ``score_batch``, ``seed``, ``patchcore`` and ``train_steps``
+    (when given) from here and everything else from :class:`models.image_detector.ImageDetectorConfig`'s defaults.
+    ``train_steps`` None: each model's own default — the product's (what ``scalowatch train`` uses), and
+    :data:`RESEARCH_TRAIN_STEPS` for the research scorers.
     """
 
     image_size: int = 224
     device: str = "auto"
-    train_steps: int = 500
+    train_steps: int | None = None
     train_batch: int = 16
     unet_base: int = 16
     space_layers: tuple[int, ...] = (4,)
@@ -90,8 +96,9 @@ class MVTecBenchConfig:
     def detector_config(self):
         from models.image_detector import ImageDetectorConfig
 
-        return ImageDetectorConfig(image_size=self.image_size, train_steps=self.train_steps,
-                                   score_batch=self.score_batch, seed=self.seed, patchcore=dict(self.patchcore))
+        steps = {} if self.train_steps is None else {"train_steps": self.train_steps}
+        return ImageDetectorConfig(image_size=self.image_size, score_batch=self.score_batch, seed=self.seed,
+                                   patchcore=dict(self.patchcore), **steps)
 
 
 @dataclass
@@ -166,7 +173,8 @@ def diffusion_kwargs(config: MVTecBenchConfig, progress: bool) -> dict[str, Any]
     from models.unet import UNetConfig
 
     unet = UNetConfig.preset("feature", base_channels=config.unet_base, attention_levels=(2,))
-    train = TrainConfig(steps=config.train_steps, batch_size=config.train_batch, lr=1e-3, seed=config.seed)
+    train = TrainConfig(steps=config.train_steps or RESEARCH_TRAIN_STEPS, batch_size=config.train_batch, lr=1e-3,
+                        seed=config.seed)
     return {"unet": unet, "train": train, "space": "feature", "space_layers": config.space_layers,
             "device": config.device, "progress": progress, "batch_size": config.score_batch,
             "calibration_samples": config.calibration_samples}

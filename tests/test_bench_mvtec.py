@@ -103,7 +103,7 @@ def test_product_detector_is_the_default_with_its_ablation_from_one_fit(category
     """scores.csv and maps/ are the product's; its ablation rows and the baseline come from the same fit."""
     from models.image_detector import ImageDetectorConfig
 
-    assert MVTecBenchConfig().train_steps == ImageDetectorConfig().train_steps  # bench default = product default
+    assert MVTecBenchConfig().detector_config() == ImageDetectorConfig()  # bench default = product default
     out = tmp_path / "out"
     res = _cli(["bench", "mvtec", "--data", str(category), "--out", str(out), "--image-size", "64", "--device", "cpu",
                 "--train-steps", "3", "--ablate", "--no-progress"])
