@@ -3,13 +3,17 @@
 
 Two channels on the same frozen EfficientNet-Lite0, each an anomaly map at the image's resolution:
 
-* **diffusion** — the ``recon`` scorer in feature space (standardised block-4 maps, 40×28×28 at 224 px) with a
-  *clean start* (``start="clean"``, :mod:`models.scorers.recon`): one U-Net step from √ᾱ_t·z at t = 250, map =
-  |z − x̂₀| averaged over channels. It estimates how far each location's features sit from where the normal
-  features are dense (Tweedie), from a model trained on the normal images only. ``ensemble`` U-Nets (default 2,
-  trained alike from consecutive seeds) each give their (training-z-scored) map and the channel is their mean: a
-  small CPU-sized U-Net trained 500 steps varies with its seed (bottle image AUROC 97.0 vs 99.9 for seeds 0 and
-  1), and the mean of two is better than either (``benchmarks/README.md``).
+* **diffusion** — the ``recon`` scorer in feature space (standardised block-4 maps, 40×28×28 at 224 px) on a
+  *context-conditioned* U-Net (``context_block`` = 4, :mod:`models.context`): trained 1,000 steps to denoise 4×4
+  blocks of cells given their clean surroundings, it scores every cell from the mask pattern that hides it —
+  the cell noised to t = 250, its neighbourhood clean — map = |z − x̂₀| averaged over channels and over
+  ``noise_draws`` = 8 fixed draws. Each location is judged against what its normal neighbourhood predicts there,
+  and a defect is never its own condition (a model denoising the whole map sees the defect in its input and
+  partly reproduces it). ``ensemble`` U-Nets (default 2, trained alike from consecutive seeds) each give their
+  (training-z-scored) map and the channel is their mean: a small CPU-sized U-Net varies with its seed, and the
+  mean of two is better than either. ``context_block`` = 0 is the earlier channel (the clean start, one step
+  from √ᾱ_t·z over the whole map), which detectors saved before this change keep; ``benchmarks/README.md``
+  compares the two.
 * **knn** — PatchCore-style nearest-neighbour distances (:mod:`models.baselines.patchcore`).
 
 Both maps are blurred alike (σ = 4 px at 224) and z-scored with statistics of *training* images (diffusion: a
@@ -54,8 +58,10 @@ class ImageDetectorConfig:
 
     ``space_layers``: EfficientNet blocks the U-Net runs on. ``unet_base``: U-Net base channels (the ``feature``
     preset, attention at the 7×7 level only). ``train_steps`` / ``train_batch`` / ``lr``: U-Net training.
-    ``t_start``: the clean start's noise step (ᾱ ≈ 0.5 under the default linear schedule: signal and noise of
-    equal power on standardised features). ``sigma``: blur of both maps in pixels at 224 px (scaled with the image).
+    ``t_start``: the noise step the cells are scored at (ᾱ ≈ 0.5 under the default linear schedule: signal and
+    noise of equal power on standardised features). ``context_block``: side of the blocks the context-conditioned
+    U-Nets fill in (0: U-Nets of the whole map scored from the clean start, the earlier channel).
+    ``noise_draws``: draws averaged per cell (context-conditioned channel). ``sigma``: blur of both maps in pixels at 224 px (scaled with the image).
     ``ensemble``: U-Nets whose maps are averaged (seeds ``seed``, ``seed + 1``, …). ``diffusion_weight``: w of the
     fusion. ``calibration_images``: training images that give the diffusion map's
     mean / std. ``score_batch``: images per forward pass. ``patchcore``: the kNN channel's settings.

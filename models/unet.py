@@ -46,8 +46,9 @@ class UNetConfig:
     dropout: float = 0.0
     time_conv_channels: int = 8
     cond_channels: int = 0
-    """Channels of a conditioning input joined to x at the first convolution (a context-conditioned model: the
-    clean context and its mask, :mod:`models.context`); the output keeps ``in_channels``."""
+    """Channels of a conditioning input joined to x (a context-conditioned model: the clean context and its mask,
+    :mod:`models.context`), at the first convolution and in the wavelet pyramid that feeds every level; the output
+    keeps ``in_channels``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample_size", tuple(int(s) for s in self.sample_size))
@@ -230,7 +231,7 @@ class WaveletPyramidUNet(nn.Module):
             if level < n_levels - 1:
                 self.downsamplers.append(Downsample(ch))
                 if cfg.use_wavelet_pyramid:
-                    self.wavelet_proj.append(nn.Conv2d(4 * cfg.in_channels, ch, 1))
+                    self.wavelet_proj.append(nn.Conv2d(4 * (cfg.in_channels + cfg.cond_channels), ch, 1))
 
         self.mid_block1 = ResBlock(ch, ch, temb_dim, cfg.dropout)
         self.mid_attn = SelfAttention2d(ch, cfg.attention_heads) if cfg.mid_attention else nn.Identity()
@@ -288,12 +289,13 @@ class WaveletPyramidUNet(nn.Module):
             raise ValueError(f"conditioning input of shape {tuple(cond.shape)} does not fit x {tuple(x.shape)} "
                              f"with {self.config.cond_channels} channel(s)")
         temb = self.time_embedding(t)
+        x = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)  # the condition enters at every level too
         pyramid = (
             wavelet_pyramid(x, len(self.downsamplers), self.config.wavelet)
             if self.config.use_wavelet_pyramid and len(self.downsamplers)
             else []
         )
-        h = self.conv_in(x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1))
+        h = self.conv_in(x)
         skips: list[torch.Tensor] = []
         for level, (blocks, attns) in enumerate(zip(self.down_blocks, self.down_attn)):
             for block, attn in zip(blocks, attns):
