@@ -7,9 +7,10 @@ Two channels on the same frozen EfficientNet-Lite0, each an anomaly map at the i
   *context-conditioned* U-Net (``context_block`` = 4, :mod:`models.context`): trained 1,000 steps to denoise 4×4
   blocks of cells given their clean surroundings, it scores every cell from the mask pattern that hides it —
   the cell noised to t = 250, its neighbourhood clean — map = |z − x̂₀| averaged over channels and over
-  ``noise_draws`` = 8 fixed draws. Each location is judged against what its normal neighbourhood predicts there,
-  and a defect is never its own condition (a model denoising the whole map sees the defect in its input and
-  partly reproduces it). ``ensemble`` U-Nets (default 2, trained alike from consecutive seeds) each give their
+  ``noise_draws`` = 8 fixed draws. Each location is judged by what the model, trained on normal images only,
+  predicts there from its clean neighbourhood and its own value under noise of equal power; its clean value is
+  never part of the condition (a model denoising the whole map sees a defect clean in its input and partly
+  reproduces it). ``ensemble`` U-Nets (default 2, trained alike from consecutive seeds) each give their
   (training-z-scored) map and the channel is their mean: a small CPU-sized U-Net varies with its seed, and the
   mean of two is better than either. ``context_block`` = 0 is the earlier channel (the clean start, one step
   from √ᾱ_t·z over the whole map), which detectors saved before this change keep; ``benchmarks/README.md``
@@ -22,7 +23,7 @@ fixed subset of the training images; kNN: leave-one-image-out distances), then f
 the image score is the maximum of the fused map. The same fit gives the ablation variants ``diffusion_only``
 (w = 1) and ``without_diffusion`` (w = 0), so what the diffusion model adds is measured on one model.
 
-Why fuse: the feature-space U-Net (base 16, 500 steps, sized for two CPU cores) localises at 28×28 upsampled,
+Why fuse: the feature-space U-Net (base 16, 1,000 steps, sized for two CPU cores) localises at 28×28 upsampled,
 while the kNN map is what makes thin defect outlines (MVTec's PRO) sharp. Measured in ``benchmarks/README.md``.
 """
 from __future__ import annotations
@@ -96,6 +97,11 @@ class ImageDetectorConfig:
             raise ValueError("diffusion_weight must be in [0, 1]")
         if self.sigma < 0 or self.t_start < 0 or self.context_block < 0 or self.noise_draws < 1:
             raise ValueError("sigma, t_start and context_block must be >= 0, noise_draws >= 1")
+        side = self.image_size // 8  # EfficientNet-Lite0 block 4 is at stride 8
+        if self.context_block and side < 2 * self.context_block:
+            raise ValueError(f"context_block {self.context_block} needs a feature map of at least "
+                             f"{2 * self.context_block} cells; image_size {self.image_size} gives {side}: one pattern "
+                             "would hide the whole map, with no context")
         PatchCoreConfig.from_dict(self.patchcore)  # unknown kNN settings fail here, not after training
 
     def to_dict(self) -> dict[str, Any]:

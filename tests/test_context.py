@@ -71,17 +71,25 @@ def test_a_conditioned_network_takes_its_condition_and_keeps_its_output_channels
         .cond_channels == 0  # checkpoints from before conditioning load unchanged
 
 
+class _OffOnVisibleCells(WaveletPyramidUNet):
+    """Predicts like its parent on the hidden cells and far off on the visible ones."""
+
+    def forward(self, x, t, cond=None):
+        out = super().forward(x, t, cond)
+        return out + 1000.0 * (1 - cond[:, -1:])
+
+
 def test_the_training_loss_counts_the_hidden_cells_only():
     """What the network predicts for the visible cells must not matter: it is never asked for them."""
     cfg = UNetConfig.preset("tiny", in_channels=1, cond_channels=2)
     data = torch.randn(16, 1, 16, 16)
     train = TrainConfig(steps=1, batch_size=16, amp=False, grad_clip=0.0)
-    torch.manual_seed(0)
-    net = WaveletPyramidUNet(cfg)
-    with torch.no_grad():  # a non-zero output, so that a loss on the visible cells would move the weights
-        net.conv_out.bias.fill_(0.5)
-    result = train_diffusion(net, NoiseScheduler(), data, train, progress=False, context=BlockMasks(4))
-    assert 0 < result.losses[0] < 10
+    losses = []
+    for cls in (WaveletPyramidUNet, _OffOnVisibleCells):
+        torch.manual_seed(0)
+        result = train_diffusion(cls(cfg), NoiseScheduler(), data, train, progress=False, context=BlockMasks(4))
+        losses.append(result.losses[0])
+    assert 0.5 < losses[0] < 2 and losses[1] == pytest.approx(losses[0], rel=1e-6)
     with pytest.raises(ValueError, match="adversarial"):
         train_diffusion(WaveletPyramidUNet(cfg), NoiseScheduler(), data,
                         TrainConfig(steps=1, adversarial_weight=0.1, amp=False), progress=False,
@@ -159,6 +167,12 @@ def test_context_recon_options_are_validated(context_recon, data):
         create_scorer("recon", unet="tiny", device="cpu", context_block=4, **FAST).fit(data["train"][:8], reuse=plain)
     with pytest.raises(CheckpointMismatchError, match="context"):
         create_scorer("recon", unet="tiny", device="cpu", **FAST).fit(data["train"][:8], reuse=context_recon)
+
+
+def test_an_image_too_small_for_the_blocks_is_refused():
+    with pytest.raises(ValueError, match="context_block"):
+        ImageDetectorConfig(image_size=32)  # a 4x4 feature map: one pattern would hide all of it
+    assert ImageDetectorConfig(image_size=32, context_block=2).context_block == 2
 
 
 def test_image_detectors_saved_before_the_context_channel_keep_their_clean_start():
