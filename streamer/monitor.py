@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Hashable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -67,6 +68,16 @@ LOOP_PHASES = ("poll", "ingest", "score", "write", "checkpoint", "commit", "othe
 ``commit``: confirming dead letters and alerts, and the offset commit; ``other``: the rest of the loop — the
 paused input's short sleeps, settling a rebalance, deciding the pause, publishing health and the status line — so
 that the phases add up to the loop's time and their shares are of it."""
+
+
+@dataclass(frozen=True)
+class _Retake:
+    """A kept partition read again from ``start`` after a rebalance dropped ``streams`` that needed its records;
+    up to ``until`` (the highest offset read before), only their records are taken."""
+
+    start: int
+    until: int
+    streams: frozenset
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -157,6 +168,7 @@ class Monitor:
         self._status_seconds: dict[str, float] = {}  # loop_seconds at the last status line
         self._dirty = False  # something was read or written since the last commit
         self._revoked: set[TopicPartition] = set()  # revoked by a rebalance that has not settled yet
+        self._retake: dict[Hashable, _Retake] = {}  # kept partitions read again for dropped streams (see _drop)
         self._stop: threading.Event | None = None  # run()'s stop signal, looked at between a round's steps
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -319,6 +331,12 @@ class Monitor:
                 return True
 
     def _handle(self, record: InputRecord) -> None:
+        again = self._retake.get(record.partition_key)
+        if again is not None:
+            if record.offset >= again.until:
+                del self._retake[record.partition_key]
+            if record.offset <= again.until and not self._taken_again(record, again):
+                return  # read again only for a dropped stream: this one's was taken the first time
         self.stats.records += 1
         self._dirty = True
         dead = ingest(self.processor, record, self.class_of_topic, max_bytes=self.max_bytes)
@@ -326,6 +344,17 @@ class Monitor:
             self._dead_letter(dead)
         # Only now: if anything above raised, the final commit of shutdown() must not pass this record.
         self.tracker.seen(record.partition_key, record.offset)
+
+    def _taken_again(self, record: InputRecord, again: "_Retake") -> bool:
+        """A record read again after a rebalance (see :meth:`_drop`) is taken only if it belongs to a stream that
+        was dropped; anything else there, a bad record included, was handled the first time."""
+        try:
+            stream_class = self.class_of_topic(record.topic)
+        except Exception:  # noqa: BLE001 - dead-lettered the first time
+            return False
+        if record.key is None:
+            return False
+        return (stream_class, record.key.decode("utf-8", errors="replace")) in again.streams
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         self.stats.dead_letters += 1
@@ -445,7 +474,8 @@ class Monitor:
         return True
 
     def _commit(self, now: float) -> None:
-        positions = self.tracker.positions(self.processor.holds())
+        retake = {key: again.start for key, again in self._retake.items()}  # not yet read again: still needed
+        positions = self.tracker.positions([*self.processor.holds(), retake])
         self._last_commit = now
         self._dirty = False
         if not positions:
@@ -542,19 +572,47 @@ class Monitor:
         kept = self._revoked & assignment if final else set()
         lost = self._revoked - assignment
         self._revoked = set() if final else self._revoked & assignment
-        for tp in kept:
-            top = self.tracker.highest_read((tp.topic, tp.partition))
-            if top is not None:
-                try:
-                    self.consumer.seek(tp, top + 1)
-                except ValueError:  # not assigned after all: treat as lost below
-                    lost.add(tp)
-        if lost:
-            keys = [(tp.topic, tp.partition) for tp in lost]
-            dropped = self.processor.drop_partitions(keys)
-            self.tracker.forget(keys)
-            log.info("%d partition(s) went to another member: dropped %d stream(s); their new owner resumes "
-                     "from the last commit", len(keys), dropped)
+        while True:
+            if lost:
+                self._drop(lost)
+            kept -= lost
+            kept |= {tp for tp in assignment - lost if (tp.topic, tp.partition) in self._retake}
+            refused = set()
+            for tp in kept:
+                key = (tp.topic, tp.partition)
+                top = self.tracker.highest_read(key)
+                if top is not None:
+                    again = self._retake.get(key)
+                    try:
+                        self.consumer.seek(tp, again.start if again is not None else top + 1)
+                    except ValueError:  # not assigned after all: treat as lost
+                        refused.add(tp)
+            if not refused:
+                return
+            lost = refused
+
+    def _drop(self, lost: set[TopicPartition]) -> None:
+        """Forget what the lost partitions brought. A forgotten stream that also needed records of a partition we
+        keep (one stream id in two partitions) has those records read again: the kept partition is sought back to
+        the first of them and, up to where this member had read, only that stream's records are taken again (the
+        others' were taken the first time)."""
+        keys = [(tp.topic, tp.partition) for tp in lost]
+        dropped = self.processor.drop_partitions(keys)
+        self.tracker.forget(keys)
+        for key in keys:
+            self._retake.pop(key, None)
+        for key, start in dropped.rewind.items():
+            top = self.tracker.highest_read(key)
+            if top is None or start > top:
+                continue
+            before = self._retake.get(key)
+            self._retake[key] = _Retake(min(start, before.start) if before else start,
+                                        max(top, before.until) if before else top,
+                                        dropped.streams | (before.streams if before else frozenset()))
+        log.info("%d partition(s) went to another member: dropped %d stream(s); their new owner resumes from the "
+                 "last commit%s", len(keys), dropped.count,
+                 f"; {len(dropped.streams)} of them also had records in partitions kept here, read again"
+                 if dropped.rewind else "")
 
     def _score_before_exit(self) -> None:
         """Score what is pending, until done or ``shutdown_scoring_s``."""

@@ -177,10 +177,23 @@ class _Stream:
         return merge_holds({}, (s.origin for s in self.segments if s.origin is not None))
 
 
+@dataclass(frozen=True)
+class DroppedStreams:
+    """What :meth:`StreamProcessor.drop_partitions` forgot."""
+
+    count: int
+    rewind: Holds
+    """For partitions that were *not* revoked: the lowest offset a forgotten stream still needed there (a stream
+    whose records came from a revoked partition and a kept one). Read the kept partition again from there."""
+    streams: frozenset[tuple[str, str]]
+    """(class, id) of the forgotten streams that need those records: only theirs are to be taken again."""
+
+
 @dataclass
 class _Written:
     points: list[Point]
     holds: list[Holds]
+    stream: tuple[str, str] = ("", "")
     alerts_opened: int = 0
     """Counted into the stats when the points are booked, not when built: a batch that fails after building some
     is built again."""
@@ -891,7 +904,7 @@ class StreamProcessor:
         extended = st.state.channels.extended(values)
         detections = st.state.update(values, scores)
         cfg = self.classes[st.stream_class]
-        out = _Written([], [])
+        out = _Written([], [], stream=st.key)
         rows = detections.positions - first
         scorer = fitted.config.scorer
         for i, row in enumerate(rows.tolist()):
@@ -991,19 +1004,40 @@ class StreamProcessor:
             yield from item.holds
         yield merge_holds({}, (u.origin for u in self._unscored if u.origin is not None))
 
-    def drop_partitions(self, partitions: Iterable[Hashable]) -> int:
+    def drop_partitions(self, partitions: Iterable[Hashable]) -> DroppedStreams:
         """Forget the streams of revoked partitions: buffers, states, and their points not yet written.
 
         Their new owner re-reads everything from the last committed offset and re-scores what these points
         held, so nothing is lost and nothing reaches the store (or the alerts topic) from two owners.
-        Returns the number of streams dropped.
+
+        A stream that also received records from a partition this member keeps (one stream id in two partitions)
+        is forgotten whole, so what it still needed there — samples unscored, unwritten or not yet in its saved
+        state — must be read again from that partition: :attr:`DroppedStreams.rewind` says from where. Before, they
+        were dropped and nothing held the kept partition's commit at them: lost.
         """
         parts = set(partitions)
         gone = [k for k, st in self._streams.items() if st.partitions & parts]
+        rewind: Holds = {}
+        again: set[tuple[str, str]] = set()
+        for key in gone:
+            st = self._streams[key]
+            needed = {p: o for p, o in merge_holds(dict(st.unsaved), st.holds().items()).items() if p not in parts}
+            if needed:
+                merge_holds(rewind, needed.items())
+                again.add(key)
         self._forget_streams(gone)
-        self._outbox = [item for item in self._outbox if not any(set(h) & parts for h in item.holds)]
+        kept_items = []
+        for item in self._outbox:
+            if any(set(h) & parts for h in item.holds):
+                needed = [(p, o) for h in item.holds for p, o in h.items() if p not in parts]
+                if needed:
+                    merge_holds(rewind, needed)
+                    again.add(item.stream)
+            else:
+                kept_items.append(item)
+        self._outbox = kept_items
         self._unscored = [u for u in self._unscored if u.origin is None or u.origin[0] not in parts]
-        return len(gone)
+        return DroppedStreams(len(gone), rewind, frozenset(again))
 
     @property
     def scoring_left(self) -> bool:

@@ -144,6 +144,48 @@ def test_cooperative_revocation_settles_at_the_next_round_without_an_assignment(
     assert mon.tracker.highest_read((TOPIC, 1)) is None
 
 
+def test_a_stream_in_two_partitions_is_read_again_from_the_kept_one_when_the_other_goes(tmp_path):
+    """Stream s has records in partitions 0 and 1 (producers with different partitioners), b only in 1. Partition 0
+    goes to another member: s is forgotten whole — its samples from partition 1 too, which nothing then held, so the
+    commit of partition 1 passed them (lost). Now partition 1 is held and read again from s's first record there,
+    and up to where this member had read only s's records are taken again: b's are not taken twice."""
+    from streamer.ingest import InputRecord
+    from streamer.messages import encode_sensor
+
+    def record(p, off, stream):  # partition 0 holds s's older samples
+        t = (1_000_000 + off + (0 if p == 1 else -100)) * MINUTE
+        return InputRecord(TOPIC, p, off, stream.encode(), encode_sensor(stream, t, float(off % 7)))
+
+    def cooperative_lose_0(c):
+        c.assigned = {tp(1)}
+        c.listener.on_partitions_revoked({tp(0)})
+
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [cooperative_lose_0])
+    proc = build_processor(MonitorSettings(model_dir=tmp_path / "models"), background=False)
+    mon = Monitor(consumer, proc, NoStore(), topics=[TOPIC], class_of_topic=lambda topic: "sensor",
+                  dead_letters=None)
+    consumer.listener = _Rebalance(mon)
+    first = {0: [record(0, off, "s") for off in range(30)],
+             1: [record(1, off, "s" if off % 2 == 0 else "b") for off in range(10, 70)]}
+    for p in (0, 1):
+        for rec in first[p]:
+            mon._handle(rec)
+    b = proc._streams[("sensor", "b")]
+    assert b.received == 30 and mon.tracker.highest_read((TOPIC, 1)) == 69
+    mon.run_once()  # the rebalance settles: partition 0 went elsewhere
+    assert ("sensor", "s") not in proc._streams and proc._streams[("sensor", "b")] is b
+    assert consumer.seeks[-1] == (tp(1), 10)  # read again from s's first record in partition 1
+    mon._commit(mon.clock())
+    assert all(c[tp(1)].offset <= 10 for c in consumer.commits if tp(1) in c)  # nothing of s's is passed
+    for rec in first[1]:  # partition 1 again, as the broker sends it after the seek
+        mon._handle(rec)
+    assert b.received == 30 and mon.stats.dead_letters == 0  # b's records were not taken twice (nor as late)
+    assert proc._streams[("sensor", "s")].received == 30  # s's records of partition 1 are back
+    assert (TOPIC, 1) not in mon._retake  # through: from here on every record is taken
+    mon._handle(record(1, 70, "b"))
+    assert b.received == 31
+
+
 def test_a_lost_membership_drops_everything(tmp_path):
     def lost(c):  # on_partitions_lost delegates to revoked; then the client clears its assignment
         c.listener.on_partitions_lost(set(c.assigned))

@@ -217,9 +217,34 @@ def test_drop_partitions_forgets_streams_and_their_holds(tmp_path):
     proc = make(tmp_path)
     feed(proc, "a", stamped(values(100)), part=0)
     feed(proc, "b", stamped(values(100)), part=1)
-    assert proc.drop_partitions([0]) == 1
+    assert proc.drop_partitions([0]).count == 1
     assert proc.stream_count() == 1
     assert all(0 not in h for h in proc.holds())
+
+
+def test_a_stream_with_records_in_a_kept_partition_says_what_to_read_again_when_dropped(tmp_path):
+    """One stream id in two partitions (producers with different partitioners): when one partition is revoked the
+    whole stream is forgotten, and what it still needed from the partition kept here was lost — nothing held its
+    commit. The drop now says from where to read the kept partition again, and for which stream."""
+    store, tracker = DictStore(), OffsetTracker()
+    proc = make(tmp_path)
+    x = stamped(values(400))
+    for off in range(300):  # the training part, from partitions 0 and 1 alternately; fitted, scored, written
+        proc.add_sensor("sensor", [Sample("s", *x[off])], (off % 2, off))
+        proc.add_sensor("sensor", [Sample("b", *stamped(values(400, seed=1))[off])], (1, 1000 + off))
+    drain(proc, store)
+    proc.save_states()
+    for off in range(300, 320):  # scored and written but not saved (unsaved), then pending
+        proc.add_sensor("sensor", [Sample("s", *x[off])], (off % 2, off))
+    drain(proc, store)
+    for off in range(320, 330):
+        proc.add_sensor("sensor", [Sample("s", *x[off])], (off % 2, off))
+    dropped = proc.drop_partitions([0])
+    assert dropped.count == 1 and proc.stream_count() == 1  # b stays
+    assert dropped.rewind == {1: 301} and dropped.streams == {("sensor", "s")}
+    assert all(0 not in h for h in proc.holds())
+    assert min(h.get(1, 10**9) for h in proc.holds()) >= 1000  # the processor no longer holds s's records ...
+    # ... so the caller must (the monitor holds and re-reads partition 1 from 301)
 
 
 def test_graceful_restart_keeps_an_open_alert(tmp_path):
@@ -484,7 +509,7 @@ def test_a_fit_that_finishes_after_its_stream_left_does_not_stay_in_memory(tmp_p
     feed(proc, "a", stamped(values(TRAIN + 10)))
     proc.step()
     assert proc.registry.fitting(("sensor", "a"))
-    assert proc.drop_partitions([0]) == 1  # revoked while its fit runs
+    assert proc.drop_partitions([0]).count == 1  # revoked while its fit runs
     gate.set()
     proc.registry.wait()
     proc.step()  # the next round takes the finished fit
