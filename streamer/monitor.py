@@ -70,14 +70,17 @@ paused input's short sleeps, settling a rebalance, deciding the pause, publishin
 that the phases add up to the loop's time and their shares are of it."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Retake:
-    """A kept partition read again from ``start`` after a rebalance dropped ``streams`` that needed its records;
-    up to ``until`` (the highest offset read before), only their records are taken."""
+    """A kept partition read again after a rebalance dropped streams that needed its records (see
+    :meth:`Monitor._drop`). Up to ``until`` (the highest offset read before) a record is taken again only if its stream
+    is in ``streams`` and its offset is at or past that stream's mark; marks move past what is taken, so a second
+    seek back never takes a record twice."""
 
-    start: int
+    next: int
+    """The next offset to read: where a seek puts the partition, and what its commit is held at meanwhile."""
     until: int
-    streams: frozenset
+    streams: dict
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -279,7 +282,9 @@ class Monitor:
             self.stats.loop_seconds["poll"] += time.monotonic() - self._poll_started
             self._poll_started = None
         if self._revoked:  # a cooperative rebalance may revoke without assigning anything
-            self._settle_rebalance(set(self.consumer.assignment()), final=False)
+            sought = self._settle_rebalance(set(self.consumer.assignment()), final=False)
+            if sought:  # fetched before the seek: the broker sends these partitions again from where they were sought
+                batch = {tp: recs for tp, recs in batch.items() if (tp.topic, tp.partition) not in sought}
         if self._paused:
             self.stats.paused_polls += 1
             if not batch:
@@ -335,8 +340,13 @@ class Monitor:
         if again is not None:
             if record.offset >= again.until:
                 del self._retake[record.partition_key]
-            if record.offset <= again.until and not self._taken_again(record, again):
-                return  # read again only for a dropped stream: this one's was taken the first time
+            if record.offset <= again.until:
+                again.next = max(again.next, record.offset + 1)
+                stream = self._stream_of(record)
+                mark = again.streams.get(stream)
+                if mark is None or record.offset < mark:
+                    return  # read again only for a dropped stream: this record was taken the first time
+                again.streams[stream] = record.offset + 1
         self.stats.records += 1
         self._dirty = True
         dead = ingest(self.processor, record, self.class_of_topic, max_bytes=self.max_bytes)
@@ -345,16 +355,16 @@ class Monitor:
         # Only now: if anything above raised, the final commit of shutdown() must not pass this record.
         self.tracker.seen(record.partition_key, record.offset)
 
-    def _taken_again(self, record: InputRecord, again: "_Retake") -> bool:
-        """A record read again after a rebalance (see :meth:`_drop`) is taken only if it belongs to a stream that
-        was dropped; anything else there, a bad record included, was handled the first time."""
+    def _stream_of(self, record: InputRecord) -> tuple[str, str] | None:
+        """(class, id) of a record read again after a rebalance (see :meth:`_drop`), as ``ingest`` would find it;
+        None for one it could not place (it was dead-lettered the first time)."""
         try:
             stream_class = self.class_of_topic(record.topic)
-        except Exception:  # noqa: BLE001 - dead-lettered the first time
-            return False
+        except Exception:  # noqa: BLE001
+            return None
         if record.key is None:
-            return False
-        return (stream_class, record.key.decode("utf-8", errors="replace")) in again.streams
+            return None
+        return (stream_class, record.key.decode("utf-8", errors="replace"))
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         self.stats.dead_letters += 1
@@ -474,7 +484,7 @@ class Monitor:
         return True
 
     def _commit(self, now: float) -> None:
-        retake = {key: again.start for key, again in self._retake.items()}  # not yet read again: still needed
+        retake = {key: again.next for key, again in self._retake.items()}  # not yet read again: still needed
         positions = self.tracker.positions([*self.processor.holds(), retake])
         self._last_commit = now
         self._dirty = False
@@ -550,7 +560,7 @@ class Monitor:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
         self._settle_rebalance(set(self.consumer.assignment()) | set(assigned))
 
-    def _settle_rebalance(self, assignment: set[TopicPartition], final: bool = True) -> None:
+    def _settle_rebalance(self, assignment: set[TopicPartition], final: bool = True) -> set[Hashable]:
         """Forget the streams of partitions that went to another member; keep reading the ones we kept.
 
         ``final``: the new assignment is known (the assigned listener). Between rounds (``final=False``) only a
@@ -567,52 +577,62 @@ class Monitor:
         when everything it scored is in the store, so the new owner — restoring the last saved state and reading
         from the last commit — redoes exactly what this member had not made durable (idempotent writes).
         A partition we keep is sought to where this member stopped reading, so its streams continue seamlessly
-        whether or not the client kept the fetch position across the rebalance.
+        whether or not the client kept the fetch position across the rebalance — or, when a dropped stream also had
+        records there, back to the first of them (:meth:`_drop`). Returns the partitions sought.
         """
         kept = self._revoked & assignment if final else set()
         lost = self._revoked - assignment
         self._revoked = set() if final else self._revoked & assignment
+        sought: set[Hashable] = set()
         while True:
-            if lost:
-                self._drop(lost)
+            changed = self._drop(lost) if lost else set()
             kept -= lost
-            kept |= {tp for tp in assignment - lost if (tp.topic, tp.partition) in self._retake}
             refused = set()
-            for tp in kept:
+            for tp in kept | {tp for tp in assignment - lost if (tp.topic, tp.partition) in changed}:
                 key = (tp.topic, tp.partition)
                 top = self.tracker.highest_read(key)
                 if top is not None:
                     again = self._retake.get(key)
                     try:
-                        self.consumer.seek(tp, again.start if again is not None else top + 1)
+                        self.consumer.seek(tp, again.next if again is not None else top + 1)
+                        sought.add(key)
                     except ValueError:  # not assigned after all: treat as lost
                         refused.add(tp)
             if not refused:
-                return
+                return sought
             lost = refused
 
-    def _drop(self, lost: set[TopicPartition]) -> None:
-        """Forget what the lost partitions brought. A forgotten stream that also needed records of a partition we
-        keep (one stream id in two partitions) has those records read again: the kept partition is sought back to
-        the first of them and, up to where this member had read, only that stream's records are taken again (the
+    def _drop(self, lost: set[TopicPartition]) -> set[Hashable]:
+        """Forget what the lost partitions brought; returns the kept partitions to read again.
+
+        A forgotten stream that also needed records of a partition we keep (one stream id in two partitions) has
+        them read again: the partition is sought back to the first of them and held there, and up to where this
+        member had read only such streams' records are taken again, each from its own first needed offset (the
         others' were taken the first time)."""
         keys = [(tp.topic, tp.partition) for tp in lost]
         dropped = self.processor.drop_partitions(keys)
         self.tracker.forget(keys)
         for key in keys:
             self._retake.pop(key, None)
-        for key, start in dropped.rewind.items():
+        changed: set[Hashable] = set()
+        for key, needed in dropped.rewind.items():
             top = self.tracker.highest_read(key)
-            if top is None or start > top:
+            needed = {stream: off for stream, off in needed.items() if top is not None and off <= top}
+            if not needed:
                 continue
-            before = self._retake.get(key)
-            self._retake[key] = _Retake(min(start, before.start) if before else start,
-                                        max(top, before.until) if before else top,
-                                        dropped.streams | (before.streams if before else frozenset()))
+            again = self._retake.get(key)
+            if again is None:
+                self._retake[key] = _Retake(min(needed.values()), top, dict(needed))  # type: ignore[arg-type]
+            else:  # a stream dropped again starts over from what it needs now
+                again.streams.update(needed)
+                again.next = min(again.next, *needed.values())
+                again.until = max(again.until, top)  # type: ignore[type-var]
+            changed.add(key)
         log.info("%d partition(s) went to another member: dropped %d stream(s); their new owner resumes from the "
                  "last commit%s", len(keys), dropped.count,
-                 f"; {len(dropped.streams)} of them also had records in partitions kept here, read again"
-                 if dropped.rewind else "")
+                 f"; {len(changed)} kept partition(s) read again for streams that also had records there"
+                 if changed else "")
+        return changed
 
     def _score_before_exit(self) -> None:
         """Score what is pending, until done or ``shutdown_scoring_s``."""

@@ -182,11 +182,9 @@ class DroppedStreams:
     """What :meth:`StreamProcessor.drop_partitions` forgot."""
 
     count: int
-    rewind: Holds
-    """For partitions that were *not* revoked: the lowest offset a forgotten stream still needed there (a stream
-    whose records came from a revoked partition and a kept one). Read the kept partition again from there."""
-    streams: frozenset[tuple[str, str]]
-    """(class, id) of the forgotten streams that need those records: only theirs are to be taken again."""
+    rewind: dict[Hashable, dict[tuple[str, str], int]]
+    """For partitions that were *not* revoked: per forgotten stream (class, id) that had records there too, the
+    lowest offset it still needed there. Read those records again."""
 
 
 @dataclass
@@ -1017,27 +1015,34 @@ class StreamProcessor:
         """
         parts = set(partitions)
         gone = [k for k, st in self._streams.items() if st.partitions & parts]
-        rewind: Holds = {}
-        again: set[tuple[str, str]] = set()
+        dropped = set(gone)
+        rewind: dict[Hashable, dict[tuple[str, str], int]] = {}
+
+        def needs(stream: tuple[str, str], origins: Iterable[Origin]) -> None:
+            for part, off in origins:
+                if part not in parts:
+                    per = rewind.setdefault(part, {})
+                    per[stream] = min(off, per.get(stream, off))
+
         for key in gone:
             st = self._streams[key]
-            needed = {p: o for p, o in merge_holds(dict(st.unsaved), st.holds().items()).items() if p not in parts}
-            if needed:
-                merge_holds(rewind, needed.items())
-                again.add(key)
+            needs(key, st.unsaved.items())
+            needs(key, st.holds().items())
+        job = self._save_job
+        if job is not None:  # a checkpoint still writing (it may fail, and its offsets would come back to no one)
+            for st, held in zip(job.streams, job.held):
+                if st.key in dropped and self._streams.get(st.key) is st:
+                    needs(st.key, held.items())
         self._forget_streams(gone)
         kept_items = []
         for item in self._outbox:
-            if any(set(h) & parts for h in item.holds):
-                needed = [(p, o) for h in item.holds for p, o in h.items() if p not in parts]
-                if needed:
-                    merge_holds(rewind, needed)
-                    again.add(item.stream)
+            if item.stream in dropped or any(set(h) & parts for h in item.holds):
+                needs(item.stream, (o for h in item.holds for o in h.items()))  # scored again after the re-read
             else:
                 kept_items.append(item)
         self._outbox = kept_items
         self._unscored = [u for u in self._unscored if u.origin is None or u.origin[0] not in parts]
-        return DroppedStreams(len(gone), rewind, frozenset(again))
+        return DroppedStreams(len(gone), rewind)
 
     @property
     def scoring_left(self) -> bool:
