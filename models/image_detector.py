@@ -62,7 +62,8 @@ class ImageDetectorConfig:
     ``t_start``: the noise step the cells are scored at (ᾱ ≈ 0.5 under the default linear schedule: signal and
     noise of equal power on standardised features). ``context_block``: side of the blocks the context-conditioned
     U-Nets fill in (0: U-Nets of the whole map scored from the clean start, the earlier channel).
-    ``noise_draws``: draws averaged per cell (context-conditioned channel). ``sigma``: blur of both maps in pixels at 224 px (scaled with the image).
+    ``noise_draws``: draws averaged per cell (context-conditioned channel). ``sigma``: blur of both maps in pixels
+    at 224 px (scaled with the image).
     ``ensemble``: U-Nets whose maps are averaged (seeds ``seed``, ``seed + 1``, …). ``diffusion_weight``: w of the
     fusion. ``calibration_images``: training images that give the diffusion map's
     mean / std. ``score_batch``: images per forward pass. ``patchcore``: the kNN channel's settings.

@@ -80,7 +80,7 @@ class _Retake:
     next: int
     """The next offset to read: where a seek puts the partition, and what its commit is held at meanwhile."""
     until: int
-    streams: dict
+    streams: dict[tuple[str, str], int]
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -618,15 +618,12 @@ class Monitor:
         for key, needed in dropped.rewind.items():
             top = self.tracker.highest_read(key)
             needed = {stream: off for stream, off in needed.items() if top is not None and off <= top}
-            if not needed:
+            if top is None or not needed:
                 continue
-            again = self._retake.get(key)
-            if again is None:
-                self._retake[key] = _Retake(min(needed.values()), top, dict(needed))  # type: ignore[arg-type]
-            else:  # a stream dropped again starts over from what it needs now
-                again.streams.update(needed)
-                again.next = min(again.next, *needed.values())
-                again.until = max(again.until, top)  # type: ignore[type-var]
+            again = self._retake.setdefault(key, _Retake(min(needed.values()), top, {}))
+            again.streams.update(needed)  # a stream dropped again starts over from what it needs now
+            again.next = min(again.next, *needed.values())
+            again.until = max(again.until, top)
             changed.add(key)
         log.info("%d partition(s) went to another member: dropped %d stream(s); their new owner resumes from the "
                  "last commit%s", len(keys), dropped.count,

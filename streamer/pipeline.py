@@ -191,7 +191,7 @@ class DroppedStreams:
 class _Written:
     points: list[Point]
     holds: list[Holds]
-    stream: tuple[str, str] = ("", "")
+    stream: tuple[str, str]
     alerts_opened: int = 0
     """Counted into the stats when the points are booked, not when built: a batch that fails after building some
     is built again."""
@@ -574,8 +574,8 @@ class StreamProcessor:
             elif not st.changed:
                 continue  # idle since its last save: the file already holds this state
             elif any(seg.origin is None for seg in st.segments):
-                # Part of a saved training part is still to be scored (a failed batch scored again record by
-                # record): those samples hold no offset, only the file holds them, which must stay until they
+                # Part of a saved training part is still to be scored (a failed batch scored again in runs of
+                # records): those samples hold no offset, only the file holds them, which must stay until they
                 # are scored. What was scored since stays held (unsaved).
                 continue
             else:
@@ -902,7 +902,7 @@ class StreamProcessor:
         extended = st.state.channels.extended(values)
         detections = st.state.update(values, scores)
         cfg = self.classes[st.stream_class]
-        out = _Written([], [], stream=st.key)
+        out = _Written([], [], st.key)
         rows = detections.positions - first
         scorer = fitted.config.scorer
         for i, row in enumerate(rows.tolist()):
@@ -1035,8 +1035,8 @@ class StreamProcessor:
                     needs(st.key, held.items())
         self._forget_streams(gone)
         kept_items = []
-        for item in self._outbox:
-            if item.stream in dropped or any(set(h) & parts for h in item.holds):
+        for item in self._outbox:  # an item with a revoked partition's offset is a dropped stream's
+            if item.stream in dropped:
                 needs(item.stream, (o for h in item.holds for o in h.items()))  # scored again after the re-read
             else:
                 kept_items.append(item)

@@ -78,20 +78,30 @@ class ReconParams(ScorerParams):
                              "would show each hidden cell its own clean value")
 
 
+Contexts = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def contexts_of(scorer: DiffusionScorer, z: torch.Tensor) -> Contexts | None:
+    """A context-conditioned model's (hidden mask, condition) pairs for ``z``, one per mask pattern; None for a
+    model of whole inputs. They do not depend on the noise draw: computed once for all of them."""
+    masks = scorer.context_masks()
+    if masks is None:
+        return None
+    return [(hidden, condition(z, hidden)) for hidden in masks.patterns(z.shape[2], z.shape[3], device=z.device)]
+
+
 def reconstruct(scorer: DiffusionScorer, z: torch.Tensor, t_start: int, ddim_steps: int,
-                noise: torch.Tensor | None) -> torch.Tensor:
+                noise: torch.Tensor | None, contexts: Contexts | None = None) -> torch.Tensor:
     """Take ``z`` to ``t_start`` — noised with ``noise``, or scaled without noise when it is None — and denoise
-    it: one step (ddim_steps=0) or a DDIM chain. A context-conditioned model denoises each cell once, from the
-    mask pattern that hides it: the cell noised, its surroundings clean."""
+    it: one step (ddim_steps=0) or a DDIM chain. A context-conditioned model (``contexts``, :func:`contexts_of`)
+    denoises each cell once, from the mask pattern that hides it: the cell noised, its surroundings clean."""
     sched = scorer.scheduler
     t_start = min(t_start, sched.num_train_timesteps - 1)
     x_t = sched.scale_clean(z, t_start) if noise is None else sched.add_noise(z, noise.expand_as(z), t_start)
-    masks = scorer.context_masks()
-    if masks is not None:
+    if contexts is not None:
         out = torch.zeros_like(z)
-        for hidden in masks.patterns(z.shape[2], z.shape[3], device=z.device):
-            x0 = sched.pred_original_sample(x_t, scorer.eps(hidden * x_t, t_start, condition(z, hidden)), t_start)
-            out = out + hidden * x0
+        for hidden, cond in contexts:
+            out = out + hidden * sched.pred_original_sample(x_t, scorer.eps(hidden * x_t, t_start, cond), t_start)
         return out
     if ddim_steps <= 0:
         return sched.pred_original_sample(x_t, scorer.eps(x_t, t_start), t_start)
@@ -110,9 +120,11 @@ class ReconstructionTerms:
     def recon_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         p = self.params  # type: ignore[attr-defined]
         z = self.to_space(x)  # type: ignore[attr-defined]
+        contexts = contexts_of(self, z)  # type: ignore[arg-type]
         recons = [
             reconstruct(self, z, p.t_start, p.ddim_steps,  # type: ignore[arg-type]
-                        None if p.start == "clean" else self.fixed_noise(tuple(z.shape[1:]), k))  # type: ignore[attr-defined]
+                        None if p.start == "clean" else self.fixed_noise(tuple(z.shape[1:]), k),  # type: ignore[attr-defined]
+                        contexts)
             for k in range(p.n_noise)
         ]
         z_hat = torch.stack(recons).mean(dim=0)
