@@ -153,13 +153,17 @@ class ImageDetector:
 
     def _new_diffusion(self, n_images: int, member: int):
         from models.scorers import create_scorer
+        from models.scorers.recon import ReconParams
         from models.training import TrainConfig
         from models.unet import UNetConfig
 
         c = self.config
         unet = UNetConfig.preset("feature", base_channels=c.unet_base, attention_levels=(2,))
         train = TrainConfig(steps=c.train_steps, batch_size=min(c.train_batch, n_images), lr=c.lr, seed=c.seed + member)
-        how = (dict(start="noised", n_noise=c.noise_draws, context_block=c.context_block) if c.context_block
+        # Each member draws its own noise fields (member 0 keeps the scorer's default seed): with shared fields the
+        # members' errors from one draw are correlated and the ensemble averages 8 draws, not 8 per member.
+        how = (dict(start="noised", n_noise=c.noise_draws, context_block=c.context_block,
+                    seed=ReconParams().seed + member) if c.context_block
                else dict(start="clean"))
         return create_scorer("recon", unet=unet, train=train, space="feature", space_layers=c.space_layers,
                              t_start=c.t_start, lam=1.0, device=self.device, progress=self.progress,
