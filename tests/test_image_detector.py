@@ -53,6 +53,12 @@ def test_diffusion_channel_is_the_context_conditioned_recon_standardised_on_trai
     a, b = (m.model.state_dict() for m in detector.diffusion)
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert [m.train_config.seed for m in detector.diffusion] == [CONFIG.seed, CONFIG.seed + 1]
+    # ... and each draws its own noise fields: shared fields would correlate the members' errors draw by draw.
+    first, second = detector.diffusion
+    shape = (40, 8, 8)
+    for k in range(CONFIG.noise_draws):
+        assert not any(torch.equal(first.fixed_noise(shape, k), second.fixed_noise(shape, j))
+                       for j in range(CONFIG.noise_draws))
     x = split[1].images[:3]
     mean = np.mean([m.score(x).maps for m in detector.diffusion], axis=0)
     raw = detector._diffusion_raw(x)
