@@ -157,3 +157,19 @@ def test_a_window_gets_the_same_image_alone_and_in_any_batch(torch_threads):
             parts = [tr.transform(x[i:i + split]) for i in range(0, 9, split)]
             assert torch.equal(torch.cat([p.images for p in parts]), whole.images), (length, split)
             assert torch.equal(torch.cat([p.scale for p in parts]), whole.scale), (length, split)
+
+
+def test_long_windows_never_hold_a_batch_of_full_resolution_magnitudes(monkeypatch):
+    """A window of 8,192 samples has 32 × 8,192 magnitudes (1 MB) before it is pooled to 16 × 16; a detector fitted
+    on 512 such windows held them all at once (1.9 GB peak). Long windows now go through magnitude, log and
+    pooling one at a time; short ones stay one batched step."""
+    seen: list[tuple[int, ...]] = []
+    original = Scalogram._resize
+    monkeypatch.setattr(Scalogram, "_resize", lambda self, img: seen.append(tuple(img.shape)) or original(self, img))
+    tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16)))
+    out = tr.transform(torch.randn(5, 8192, generator=torch.Generator().manual_seed(0)))
+    assert out.images.shape == (5, 1, 16, 16)
+    assert seen == [(1, 1, 32, 8192)] * 5
+    seen.clear()
+    tr.transform(torch.randn(5, 256, generator=torch.Generator().manual_seed(0)))
+    assert seen == [(5, 1, 32, 256)]

@@ -222,14 +222,23 @@ class Scalogram:
         if cfg.normalise == "window":
             x = (x - level[:, None]) / scale.clamp_min(1e-12)[:, None]
             x = torch.where(scale[:, None] > 1e-6 * (1 + level.abs()[:, None]), x, torch.zeros_like(x))
-        mag = self.magnitude(x.float())
-        img = torch.log(mag + cfg.log_floor) if cfg.log_magnitude else mag
-        img = self._resize(img.unsqueeze(1))
+        img = self._image(x.float())
         if cfg.normalise == "window":
             mu = img.mean(dim=(1, 2, 3), keepdim=True)
             sd = img.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
             img = torch.where(sd > 1e-6, (img - mu) / sd.clamp_min(1e-6), torch.zeros_like(img))
         return ScalogramOutput(images=img.contiguous(), level=level.float(), scale=scale.float())
+
+    def _image(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised windows (N, L) → resized (log-)magnitudes (N, 1, H, W). Long windows go one at a time through
+        the whole step, not only the FFT: their full-resolution magnitudes (S × L floats each, 0.5 MB for 8,192
+        samples) would otherwise all be held at once — a detector fitted on 512 such windows peaked at 1.9 GB."""
+        n, length = x.shape
+        if n > 1 and self._bank(length, x.device)[1] >= ONE_AT_A_TIME_FFT:
+            return torch.cat([self._image(x[i:i + 1]) for i in range(n)])
+        mag = self.magnitude(x)
+        img = torch.log(mag + self.config.log_floor) if self.config.log_magnitude else mag
+        return self._resize(img.unsqueeze(1))
 
     def _resize(self, img: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, L) → (N, 1, H, W): average pooling when shrinking (anti-aliased), bilinear when growing."""
