@@ -7,7 +7,7 @@ Two channels on the same frozen EfficientNet-Lite0, each an anomaly map at the i
   *context-conditioned* U-Net (``context_block`` = 4, :mod:`models.context`): trained 1,000 steps to denoise 4×4
   blocks of cells given their clean surroundings, it scores every cell from the mask pattern that hides it —
   the cell noised to t = 250, its neighbourhood clean — map = |z − x̂₀| averaged over channels and over
-  ``noise_draws`` = 8 fixed draws. Each location is judged by what the model, trained on normal images only,
+  ``noise_draws`` = 8 fixed draws (each U-Net its own). Each location is judged by what the model, trained on normal images only,
   predicts there from its clean neighbourhood and its own value under noise of equal power; its clean value is
   never part of the condition (a model denoising the whole map sees a defect clean in its input and partly
   reproduces it). ``ensemble`` U-Nets (default 2, trained alike from consecutive seeds) each give their
