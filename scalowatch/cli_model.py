@@ -38,6 +38,9 @@ META_FILE = "cli_model.json"
 SERIES, AUDIO, IMAGE = "series", "audio", "image"
 IMAGE_DETECTOR_DIR = "image_detector"
 IMAGE_DETECTOR_NAME = "scalowatch-image"
+#: Samples fed to the detector at a time by ``scalowatch score`` (65 s of 16 kHz audio): memory stays bounded however
+#: long the file is.
+SCORE_CHUNK = 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------------- errors
@@ -261,7 +264,11 @@ def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: P
     fitted = FittedDetector.load(model_dir, device=device)
     if sig.values.size < fitted.window:
         raise _fail(f"{path} has {sig.values.size} samples: too short for one window of {fitted.window}")
-    det = score_series(fitted, sig.values)["product"]
+    from tqdm.auto import tqdm
+
+    with tqdm(total=int(sig.values.size), desc="score", unit="sample", unit_scale=True, leave=False) as bar:
+        det = score_series(fitted, sig.values, chunk=SCORE_CHUNK,
+                           progress=lambda done: bar.update(done - bar.n))["product"]
     rows = det.positions
     values = np.array([det.channel_value(i) for i in range(len(det))])
     limit = threshold if threshold is not None else PRESETS[meta.preset].alert_threshold

@@ -130,7 +130,7 @@ def _wav(path, rate=8000, seconds=1.0, click_at=None):
     return path
 
 
-def test_wav_per_window_seconds_and_sample_rate_check(tmp_path):
+def test_wav_per_window_seconds_and_sample_rate_check(tmp_path, monkeypatch):
     path = _wav(tmp_path / "fan.wav", click_at=0.8)
     model = tmp_path / "m"
     res = _cli(["train", path, "--model-dir", model, "--train-end", "3000", "--window", "256", "--hop", "128",
@@ -153,6 +153,14 @@ def test_wav_per_window_seconds_and_sample_rate_check(tmp_path):
     score = np.array([float(r["score"]) for r in rows])
     hit = start[int(np.argmax(score))]
     assert 0.8 - 256 / 8000 <= hit <= 0.8 + 256 / 8000
+    # A long file is fed a chunk at a time (bounded memory): the same rows and scores as one pass.
+    import scalowatch.cli_model as cli_model
+    monkeypatch.setattr(cli_model, "SCORE_CHUNK", 1000)
+    res = _cli(["score", path, "--model-dir", model, "--out", tmp_path / "chunked.csv"])
+    assert res.exit_code == 0, res.output
+    chunked = list(csv.DictReader((tmp_path / "chunked.csv").open()))
+    assert [(r["start_s"], r["decided_by"]) for r in chunked] == [(r["start_s"], r["decided_by"]) for r in rows]
+    np.testing.assert_allclose([float(r["score"]) for r in chunked], score, rtol=0, atol=1e-8)
 
     other = _wav(tmp_path / "fast.wav", rate=16000)
     res = _cli(["score", other, "--model-dir", model, "--out", tmp_path / "x.csv"])

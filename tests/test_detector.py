@@ -232,6 +232,12 @@ def test_ablation_variants_fuse_the_same_channels_with_and_without_the_diffusion
     assert set(out["diffusion_only"].decided_by) <= {"diffusion", "none"}
     assert "diffusion" not in out["without_diffusion"].decided_by
     np.testing.assert_array_equal(out["product"].scores, score_series(nab_fitted, _with_anomaly())["product"].scores)
+    # Fed a chunk at a time (bounded memory), every variant keeps its own fusion state across the chunks.
+    fed = score_series(nab_fitted, _with_anomaly(), det.ablation_variants(), chunk=97)
+    for name, whole in out.items():
+        np.testing.assert_array_equal(fed[name].positions, whole.positions)
+        np.testing.assert_allclose(fed[name].scores, whole.scores, rtol=0, atol=1e-9, err_msg=name)
+        assert fed[name].decided_by == whole.decided_by, name
 
 
 def test_window_mode_scores_only_window_ends():
@@ -243,6 +249,11 @@ def test_window_mode_scores_only_window_ends():
     chunked = _chunked(fitted, x, np.full(100, 333))
     np.testing.assert_array_equal(chunked.positions, det.positions)
     np.testing.assert_allclose(chunked.scores, det.scores, rtol=0, atol=1e-9)
+    done: list[int] = []
+    fed = score_series(fitted, x, chunk=333, progress=done.append)["product"]  # what `scalowatch score` does
+    assert done == [*range(333, 4000, 333), 4000]
+    np.testing.assert_array_equal(fed.positions, det.positions)
+    np.testing.assert_array_equal(fed.scores, chunked.scores)
 
 
 
