@@ -38,8 +38,8 @@ META_FILE = "cli_model.json"
 SERIES, AUDIO, IMAGE = "series", "audio", "image"
 IMAGE_DETECTOR_DIR = "image_detector"
 IMAGE_DETECTOR_NAME = "scalowatch-image"
-#: Samples fed to the detector at a time by ``scalowatch score`` (65 s of 16 kHz audio): memory stays bounded however
-#: long the file is.
+#: Samples fed to the detector at a time by ``scalowatch score`` (65 s of 16 kHz audio): the scoring temporaries stay
+#: within a chunk, so memory grows with the file and its output rows only.
 SCORE_CHUNK = 1 << 20
 
 

@@ -232,6 +232,13 @@ def test_ablation_variants_fuse_the_same_channels_with_and_without_the_diffusion
     assert set(out["diffusion_only"].decided_by) <= {"diffusion", "none"}
     assert "diffusion" not in out["without_diffusion"].decided_by
     np.testing.assert_array_equal(out["product"].scores, score_series(nab_fitted, _with_anomaly())["product"].scores)
+    # Nothing to score, a row vector fed in chunks, a chunk of nothing.
+    empty = score_series(nab_fitted, np.zeros(0), det.ablation_variants(), chunk=10)
+    assert all(len(d) == 0 for d in empty.values())
+    row = score_series(nab_fitted, _with_anomaly()[None, :], chunk=97)["product"]
+    np.testing.assert_allclose(row.scores, out["product"].scores, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="chunk"):
+        score_series(nab_fitted, _with_anomaly(), chunk=0)
     # Fed a chunk at a time (bounded memory), every variant keeps its own fusion state across the chunks.
     fed = score_series(nab_fitted, _with_anomaly(), det.ablation_variants(), chunk=97)
     for name, whole in out.items():

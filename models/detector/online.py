@@ -207,7 +207,10 @@ class ChannelState:
         x, base = self.extended(samples)
         n = x.size - self._tail.size
         if n == 0:
-            return {name: np.zeros(0) for name in self.names}
+            empty = {name: np.zeros(0) for name in self.names}
+            if cfg.spatial_tolerance is not None:
+                empty[SPATIAL] = np.zeros(0)
+            return empty
         first, last = self.position, self.position + n - 1
         positions = np.arange(first, last + 1)
         ends = self.window_ends(n)
@@ -455,13 +458,16 @@ def score_series(fitted: FittedDetector, values: np.ndarray,
     """Every sample of a stream (training part first): the benchmarks' path, and ``scalowatch score``'s. ``variants``
     maps a name to the channels that may speak (None: all); every variant fuses the same channel values.
 
-    ``chunk``: feed the samples ``chunk`` at a time, as the monitor does, instead of all at once. Memory then stays
-    bounded by the chunk (all at once, every sample gets a few float64 temporaries and every window its model
-    input: an hour of 16 kHz audio took about 6 GB); the scores equal the whole-series ones up to float rounding
-    (module docstring). ``progress`` is called with the number of samples done after each chunk.
+    ``chunk``: feed the samples ``chunk`` at a time, as the monitor does, instead of all at once. The temporaries
+    then stay within the chunk — all at once, every sample gets a few float64 temporaries and every window its model
+    input (an hour of 16 kHz audio took about 6 GB) —, while the input and the rows returned still grow with the
+    series. The scores equal the whole-series ones up to float rounding (module docstring). ``progress`` is called
+    with the number of samples done after each chunk.
     """
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be >= 1 sample, got {chunk}")
     variants = variants or {"product": None}
-    x = np.asarray(values)
+    x = np.asarray(values).ravel()
     step = max(1, x.size if chunk is None else int(chunk))
     channel_state = ChannelState(fitted)
     fusions = {name: FusionState(fitted, channel_state.names, keep) for name, keep in variants.items()}
