@@ -4,7 +4,7 @@
 Two channels on the same frozen EfficientNet-Lite0, each an anomaly map at the image's resolution:
 
 * **diffusion** — the ``recon`` scorer in feature space (standardised block-4 maps, 40×28×28 at 224 px) on a
-  *context-conditioned* U-Net (``context_block`` = 4, :mod:`models.context`): trained 1,000 steps to denoise 4×4
+  *context-conditioned* U-Net (``context_block`` = 4, :mod:`models.context`): trained 2,000 steps to denoise 4×4
   blocks of cells given their clean surroundings, it scores every cell from the mask pattern that hides it —
   the cell noised to t = 250, its neighbourhood clean — map = |z − x̂₀| averaged over channels and over
   ``noise_draws`` = 8 fixed draws (each U-Net its own). Each location is judged by what the model, trained on normal images only,
@@ -23,7 +23,7 @@ fixed subset of the training images; kNN: leave-one-image-out distances), then f
 the image score is the maximum of the fused map. The same fit gives the ablation variants ``diffusion_only``
 (w = 1) and ``without_diffusion`` (w = 0), so what the diffusion model adds is measured on one model.
 
-Why fuse: the feature-space U-Net (base 16, 1,000 steps, sized for two CPU cores) localises at 28×28 upsampled,
+Why fuse: the feature-space U-Net (base 16, 2,000 steps, sized for two CPU cores) localises at 28×28 upsampled,
 while the kNN map is what makes thin defect outlines (MVTec's PRO) sharp. Measured in ``benchmarks/README.md``.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ class ImageDetectorConfig:
     image_size: int = 224
     space_layers: tuple[int, ...] = (4,)
     unet_base: int = 16
-    train_steps: int = 1000
+    train_steps: int = 2000
     train_batch: int = 16
     lr: float = 1e-3
     t_start: int = 250
