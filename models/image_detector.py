@@ -7,10 +7,10 @@ Two channels on the same frozen EfficientNet-Lite0, each an anomaly map at the i
   *context-conditioned* U-Net (``context_block`` = 4, :mod:`models.context`): trained 2,000 steps to denoise 4×4
   blocks of cells given their clean surroundings, it scores every cell from the mask pattern that hides it —
   the cell noised to t = 250, its neighbourhood clean — map = |z − x̂₀| averaged over channels and over
-  ``noise_draws`` = 8 fixed draws (each U-Net its own). Each location is judged by what the model, trained on normal images only,
-  predicts there from its clean neighbourhood and its own value under noise of equal power; its clean value is
-  never part of the condition (a model denoising the whole map sees a defect clean in its input and partly
-  reproduces it). ``ensemble`` U-Nets (default 2, trained alike from consecutive seeds) each give their
+  ``noise_draws`` = 8 fixed draws (each U-Net its own). Each location is judged by what the model, trained on
+  normal images only, predicts there from its clean neighbourhood and its own value under noise of equal power;
+  its clean value is never part of the condition (a model denoising the whole map sees a defect clean in its input
+  and partly reproduces it). ``ensemble`` U-Nets (default 2, trained alike from consecutive seeds) each give their
   (training-z-scored) map and the channel is their mean: a small CPU-sized U-Net varies with its seed, and the
   mean of two is better than either. ``context_block`` = 0 is the earlier channel (the clean start, one step
   from √ᾱ_t·z over the whole map), which detectors saved before this change keep; ``benchmarks/README.md``
@@ -161,7 +161,7 @@ class ImageDetector:
         unet = UNetConfig.preset("feature", base_channels=c.unet_base, attention_levels=(2,))
         train = TrainConfig(steps=c.train_steps, batch_size=min(c.train_batch, n_images), lr=c.lr, seed=c.seed + member)
         # Each member draws its own noise fields (member 0 keeps the scorer's default seed): with shared fields the
-        # members' errors from one draw are correlated and the ensemble averages 8 draws, not 8 per member.
+        # members' errors from one draw are correlated and two members average 8 draws, not 16.
         how = (dict(start="noised", n_noise=c.noise_draws, context_block=c.context_block,
                     seed=ReconParams().seed + member) if c.context_block
                else dict(start="clean"))
