@@ -190,21 +190,10 @@ class Scalogram:
         return self._banks[key]
 
     def magnitude(self, x: torch.Tensor) -> torch.Tensor:
-        """|W| for already validated, normalised windows (N, L) → (N, S, L), no resizing.
-
-        Why long windows go one at a time: from an FFT of :data:`ONE_AT_A_TIME_FFT` points on, PyTorch's CPU FFT
-        spreads a lone transform over several threads, so a window's coefficients would differ in the last bits
-        between a batch of one and a larger batch. Alone, a window is always transformed the same way, and the
-        loop costs nothing next to transforms that long. Shorter windows are transformed identically in a batch
-        and alone (``tests/test_cwt.py`` holds both to bitwise equality with one, two and four threads).
-        """
+        """|W| for already validated, normalised windows (N, L) → (N, S, L), no resizing. Windows from an FFT of
+        :data:`ONE_AT_A_TIME_FFT` points on are given one at a time by :meth:`_image` (why: there)."""
         n, length = x.shape
         bank, n_fft = self._bank(length, x.device)
-        if n > 1 and n_fft >= ONE_AT_A_TIME_FFT:
-            out = torch.empty((n, bank.shape[0], length), dtype=torch.float32, device=x.device)
-            for i in range(n):
-                out[i] = self.magnitude(x[i:i + 1])[0]
-            return out
         left = (n_fft - length) // 2
         right = n_fft - length - left
         # Reflect padding needs pad < L; longer FFTs (short windows) fall back to zeros beyond that.
@@ -235,8 +224,13 @@ class Scalogram:
     def _image(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised windows (N, L) → resized (log-)magnitudes (N, 1, H, W).
 
-        Long windows go one at a time through the whole step, not only the FFT, each image written straight into
-        one output tensor. Both for memory: their full-resolution magnitudes (1 MB for 32 scales × 8,192 samples)
+        Long windows go one at a time. For the bits: from an FFT of :data:`ONE_AT_A_TIME_FFT` points on, PyTorch's
+        CPU FFT spreads a lone transform over several threads, so a window's coefficients would differ in the last
+        bits between a batch of one and a larger batch; alone, a window is always transformed the same way, and the
+        loop costs nothing next to transforms that long. Shorter windows are transformed identically in a batch and
+        alone (``tests/test_cwt.py`` holds both to bitwise equality with one, two and four threads). And through the
+        whole step, not only the FFT, each image written straight into one output tensor, for memory: their
+        full-resolution magnitudes (1 MB for 32 scales × 8,192 samples)
         would otherwise all be held at once, and with glibc's allocator a list of small per-window results kept
         while megabyte buffers come and go grows the heap by about a buffer per window. The audio preset's fit
         (512 windows of 8,192) peaked at 2.7 GB and kept 2.2 GB; now 0.4 GB (``tests/test_cwt.py``)."""
