@@ -155,6 +155,11 @@ def _check_size(value: bytes, max_bytes: int | None) -> None:
         raise MessageError(TOO_LARGE, f"{len(value)} bytes > limit {max_bytes}")
 
 
+def stream_of_key(key: bytes | str) -> str:
+    """The stream id a record key names: UTF-8, undecodable bytes replaced (such a key still has a name)."""
+    return key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key
+
+
 def _check_stream(stream: object, key: bytes | str | None) -> str:
     if not isinstance(stream, str):
         raise MessageError(BAD_TYPE, f"stream must be a string, got {type(stream).__name__}")
@@ -163,7 +168,7 @@ def _check_stream(stream: object, key: bytes | str | None) -> str:
     if any(ord(c) < 32 or ord(c) == 127 for c in stream):
         raise MessageError(BAD_STREAM, f"stream id {stream!r} contains control characters")
     if key is not None:
-        key_text = key.decode("utf-8", errors="replace") if isinstance(key, bytes) else key
+        key_text = stream_of_key(key)
         if key_text != stream:
             raise MessageError(STREAM_MISMATCH, f"record key {key_text!r} != stream {stream!r}")
     return stream

@@ -36,6 +36,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from streamer.health import WorkerSnapshot
 from streamer.ingest import DeadLetter, InputRecord, ingest, unscored_letters
+from streamer.messages import stream_of_key
 from streamer.offsets import OffsetTracker
 from streamer.pipeline import StreamProcessor
 from streamer.sinks.base import SinkUnavailable
@@ -364,7 +365,7 @@ class Monitor:
             return None
         if record.key is None:
             return None
-        return (stream_class, record.key.decode("utf-8", errors="replace"))
+        return (stream_class, stream_of_key(record.key))
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         self.stats.dead_letters += 1
