@@ -80,21 +80,37 @@ class Series:
     values: np.ndarray
     labels: list[str]  # per point: ISO timestamp (CSV) or index (TXT); unused for audio
     sample_rate: int | None = None  # audio only
+    column: str | None = None  # the sensor column of a CSV of several sensors
 
 
-def load_series(path: Path) -> Series:
-    """CSV/TXT through the replay readers (same parsing and error messages as ``scalowatch replay``)."""
-    from streamer.replay import read_nab_csv, read_ucr_txt
+def load_series(path: Path, column: str | None = None) -> Series:
+    """CSV/TXT through the replay readers (same parsing and error messages as ``scalowatch replay``). A CSV of
+    several sensors needs ``column`` (one model per sensor, as the monitor keeps one stream per sensor); rows where
+    that sensor has no reading are left out, as a replay leaves them out of its stream."""
+    from streamer.replay import csv_header, is_nab_header, read_nab_csv, read_sensor_csv, read_ucr_txt
 
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
-        src = read_nab_csv(path, windows_file=None)
+        if is_nab_header(path):
+            if column not in (None, "value"):
+                raise _fail(f"{path} has one value column ('value'); --column {column!r} names none of it")
+            src, column = read_nab_csv(path, windows_file=None), None
+        else:
+            sensors = csv_header(path)[1:]
+            if column is None:
+                if len(sensors) != 1:
+                    raise _fail(f"{path} has {len(sensors)} value columns ({', '.join(sensors)}): choose one with "
+                                "--column")
+                column = sensors[0]
+            (src,) = read_sensor_csv(path, columns=[column])
         stamps = np.datetime_as_string(src.times_ns.astype("datetime64[ns]"), unit="s")
         labels = [str(s) for s in stamps]
     else:
+        if column is not None:
+            raise _fail(f"--column chooses a column of a CSV file; {path} is a one-value-per-line series")
         src = read_ucr_txt(path)
         labels = [str(i) for i in range(len(src.values))]
-    return Series(np.asarray(src.values, dtype=np.float64), labels)
+    return Series(np.asarray(src.values, dtype=np.float64), labels, column=column)
 
 
 def load_audio(path: Path) -> Series:
@@ -139,6 +155,7 @@ class ModelMeta:
     train_images: int | None = None
     train_seconds: float = 0.0
     version: str = ""
+    column: str | None = None  # the sensor column of a CSV of several sensors
     extra: dict[str, Any] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
@@ -180,11 +197,12 @@ def detector_config(kind: str, preset: str | None, *, scorer: str, steps: int | 
 
 def train_signal(path: Path, kind: str, model_dir: Path, *, preset: str | None, scorer: str, steps: int | None,
                  seed: int, adversarial: bool, device: str, window: int | None, hop: int | None, unet: str | None,
-                 train_end: int | None, train_fraction: float) -> tuple[ModelMeta, Any]:
+                 train_end: int | None, train_fraction: float,
+                 column: str | None = None) -> tuple[ModelMeta, Any]:
     """Series/audio: fit the detector on the training part and save it to ``model_dir`` (+ ``cli_model.json``)."""
     from models.detector import FittedDetector
 
-    sig = load_series(path) if kind == SERIES else load_audio(path)
+    sig = load_series(path, column) if kind == SERIES else load_audio(path)
     end = train_range(sig.values.size, train_end, train_fraction)
     if end < 48:
         raise _fail(f"the training part has {end} samples; the detector needs at least 48 "
@@ -195,7 +213,8 @@ def train_signal(path: Path, kind: str, model_dir: Path, *, preset: str | None, 
     version = fitted.save(model_dir)
     meta = ModelMeta(kind=kind, input=str(path), scorer=config.scorer, steps=config.steps, seed=seed,
                      adversarial=adversarial, preset=name, window=fitted.window, hop=fitted.hop, train_end=end,
-                     sample_rate=sig.sample_rate, train_seconds=fitted.summary.train_seconds, version=version)
+                     sample_rate=sig.sample_rate, train_seconds=fitted.summary.train_seconds, version=version,
+                     column=sig.column)
     meta.save(model_dir)
     return meta, fitted
 
@@ -253,12 +272,12 @@ class SignalScores:
 
 
 def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: Path, device: str,
-                 threshold: float | None) -> SignalScores:
+                 threshold: float | None, column: str | None = None) -> SignalScores:
     """Series → per-point CSV; audio → per-window CSV (seconds); alerts by the monitor's alert rule."""
     from models.detector import PRESETS, FittedDetector, describe_channel, score_series
     from streamer.alerts import AlertMachine, AlertPolicy, AlertState
 
-    sig = load_series(path) if kind == SERIES else load_audio(path)
+    sig = load_series(path, column or meta.column) if kind == SERIES else load_audio(path)
     if kind == AUDIO and sig.sample_rate != meta.sample_rate:
         raise _fail(f"{path} is sampled at {sig.sample_rate} Hz; the model was trained at {meta.sample_rate} Hz")
     fitted = FittedDetector.load(model_dir, device=device)
@@ -361,11 +380,15 @@ def register(app: typer.Typer) -> None:
                                                           "(default: nab for series, audio for WAV)."),
         unet: str = typer.Option(None, "--unet", help="Series/audio: U-Net preset (default: the preset's, tiny)."),
         image_size: int = typer.Option(224, "--image-size", help="Images: square side after resizing."),
+        column: str = typer.Option(None, "--column", help="Series: the sensor column of a CSV of several sensors "
+                                                          "(one model per sensor)."),
     ) -> None:
         """Train a model on the normal (training) part of a series, a WAV file or an image folder."""
         from models.scorers import available_scorers
 
         kind = detect_kind(input_path)
+        if column is not None and kind != SERIES:
+            raise _fail(f"--column chooses a sensor column of a CSV file; {input_path} is {kind}")
         if scorer not in available_scorers():
             raise _fail(f"unknown scorer {scorer!r}; available: {', '.join(sorted(available_scorers()))}")
         if steps is not None and steps < 1:
@@ -385,8 +408,8 @@ def register(app: typer.Typer) -> None:
                 return
             meta, fitted = train_signal(input_path, kind, model_dir, preset=preset, scorer=scorer, steps=steps,
                                         seed=seed, adversarial=adversarial, device=device, window=window, hop=hop,
-                                        unet=unet,
-                                        train_end=train_end, train_fraction=train_fraction)
+                                        unet=unet, train_end=train_end, train_fraction=train_fraction,
+                                        column=column)
         except typer.Exit:
             raise
         except _input_errors() as exc:
@@ -405,9 +428,13 @@ def register(app: typer.Typer) -> None:
                                                                   "preset's, the one its benchmark found)."),
         top: int = typer.Option(10, "--top", help="How many alerts (or highest images) to print."),
         maps_dir: Path = typer.Option(None, "--maps-dir", help="Images: also save each anomaly map as .npy here."),
+        column: str = typer.Option(None, "--column", help="Series: the sensor column of a CSV of several sensors "
+                                                          "(default: the one the model was trained on)."),
     ) -> None:
         """Score INPUT with a trained model: per-point (series), per-window (audio) or per-image CSV."""
         kind = detect_kind(input_path)
+        if column is not None and kind != SERIES:
+            raise _fail(f"--column chooses a sensor column of a CSV file; {input_path} is {kind}")
         meta = ModelMeta.load(model_dir)
         if meta.kind != kind:
             raise _fail(f"{model_dir} holds a model for {meta.kind} input ({meta.input}); {input_path} is {kind}")
@@ -422,7 +449,7 @@ def register(app: typer.Typer) -> None:
                 for i in order:
                     typer.echo(f"  {scores[i]:10.4f}  {names[i]}")
                 return
-            result = score_signal(input_path, kind, model_dir, meta, out, device, threshold)
+            result = score_signal(input_path, kind, model_dir, meta, out, device, threshold, column)
         except typer.Exit:
             raise
         except _input_errors() as exc:

@@ -1,4 +1,4 @@
-"""`scalowatch replay`: send recorded NAB / UCR / WAV files into Kafka (streamer/replay.py does the work)."""
+"""`scalowatch replay`: send recorded NAB / sensor CSV / UCR / WAV files into Kafka (streamer/replay.py does the work)."""
 from __future__ import annotations
 
 import logging
@@ -16,7 +16,8 @@ def register(app: typer.Typer) -> None:
 
 
 def replay_command(
-    files: list[Path] = typer.Argument(..., help="NAB .csv, UCR .txt/.txt.gz or .wav files.", show_default=False),
+    files: list[Path] = typer.Argument(..., help="NAB .csv (timestamp,value), .csv of several sensors (time first, "
+                                       "one stream per column), UCR .txt/.txt.gz or .wav files.", show_default=False),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers "
                                             "(default: SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS)."),
     topic: Optional[str] = typer.Option(None, "--topic", help="Topic for sensor series (default: settings)."),
@@ -32,6 +33,13 @@ def replay_command(
                                          "to back) (default: derived from each path)."),
     nab_windows: Optional[Path] = typer.Option(None, "--nab-windows", help="NAB combined_windows.json "
                                                "(default: found beside NAB's data/ folder)."),
+    column: Optional[list[str]] = typer.Option(None, "--column", help="Sensor CSVs: a column to replay (repeat the "
+                                               "option for several; default: every column but the label columns)."),
+    label_column: Optional[list[str]] = typer.Option(None, "--label-column", help="Sensor CSVs: a column flagging "
+                                                     "anomalous rows (non-zero); its runs become label windows of "
+                                                     "the file's streams and it is not replayed as a sensor."),
+    skip_column: Optional[list[str]] = typer.Option(None, "--skip-column", help="Sensor CSVs: a column not to "
+                                                    "replay (a text column of machine states, say)."),
     labels_to_store: bool = typer.Option(False, "--labels-to-store/--no-labels-to-store",
                                          help="Write known anomaly windows as label_window points."),
     store: Optional[str] = typer.Option(None, "--store", help="influx or sqlite (default: SCALOWATCH_STORE__KIND)."),
@@ -46,7 +54,7 @@ def replay_command(
 
     from streamer.config import Settings
     from streamer.kafka_io import ensure_topics, make_producer
-    from streamer.replay import ReplayError, open_source, replay
+    from streamer.replay import ReplayError, open_sources, replay
     from streamer.sinks.base import SinkError
 
     if store is not None and store not in ("influx", "sqlite"):
@@ -60,8 +68,10 @@ def replay_command(
     kafka = settings.kafka.model_copy(update={k: v for k, v in {
         "bootstrap_servers": bootstrap, "sensor_topic": topic, "audio_topic": audio_topic}.items() if v})
     try:
-        sources = [open_source(f, stream=stream, batch=batch, chunk_samples=chunk_samples,
-                               sample_period_ms=sample_period_ms, nab_windows=nab_windows) for f in files]
+        sources = [s for f in files for s in open_sources(
+            f, stream=stream, batch=batch, chunk_samples=chunk_samples, sample_period_ms=sample_period_ms,
+            nab_windows=nab_windows, columns=column or None, label_columns=label_column or (),
+            skip_columns=skip_column or ())]
     except (ReplayError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

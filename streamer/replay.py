@@ -1,4 +1,4 @@
-"""Replay recorded streams into Kafka: NAB CSV, UCR TXT (plain or .gz) and WAV files.
+"""Replay recorded streams into Kafka: NAB CSV, CSV files of several sensors, UCR TXT (plain or .gz) and WAV files.
 
 Why: the monitor is tested and demonstrated on labelled public recordings. Replaying them through the same topics
 and wire formats as live sensors (streamer/messages.py) exercises the real path end to end, and the known anomaly
@@ -21,6 +21,7 @@ import logging
 import math
 import time
 import warnings
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,37 +207,118 @@ def find_nab_windows(path: Path) -> Path | None:
     return candidate if candidate is not None and candidate.is_file() else None
 
 
-def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
-                 windows_file: Path | None = None, labels: bool = True, sort: bool = True) -> SeriesSource:
-    """``timestamp,value`` CSV (NAB): the project's one reader of this format (replay, demo, model CLI,
-    benchmarks). Label windows come from combined_windows.json (found automatically in the NAB layout, or given;
-    ``labels=False``: none). Rows out of time order are sorted (a replay sends them in time order); ``sort=False``
-    keeps the file's row order (NAB scores rows as the file lists them)."""
+CSV_DELIMITERS = ",;\t"
+_MISSING = {"", "nan", "NaN", "NAN", "null", "NULL", "NA", "N/A"}
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """A CSV file of readings, parsed once: the first column is the time, every other column one sensor.
+
+    ``values`` is (rows, columns) with NaN where a cell is empty (a sensor that did not report in that row);
+    ``lines`` the file line of each row, for error messages after parsing. Rows are in the file's order.
+    """
+
+    path: Path
+    time_column: str
+    names: list[str]
+    times_ns: np.ndarray
+    values: np.ndarray
+    lines: np.ndarray
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, self.names.index(name)]
+
+
+def _delimiter(header_line: str) -> str:
+    """The delimiter of a CSV file from its header: the one of ``,`` ``;`` TAB that occurs most (pandas'
+    ``sep=None`` sniffs the same way but only with its slow Python engine)."""
+    counts = {d: header_line.count(d) for d in CSV_DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_csv_table(path: Path, *, columns: Sequence[str] | None = None, missing_ok: bool = True) -> CsvTable:
+    """Parse a CSV of readings (the one parser of CSV files: NAB's ``timestamp,value`` is its one-column case).
+
+    The header is required; its first column holds timestamps (epoch milliseconds or ISO-8601, as in sensor
+    messages: :func:`streamer.messages.parse_timestamp`), the others numbers. ``columns``: parse only these value
+    columns (the rest may hold anything, such as text states). ``missing_ok``: an empty or NaN cell is a missing
+    reading (NaN) rather than an error. Infinite values are always an error: no sensor reads infinity.
+    """
     path = Path(path)
-    default_stream, label_key = _nab_stream_and_key(path)
-    times, values = [], []
     with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["timestamp", "value"]:
-            raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {header!r}")
-        for line_no, row in enumerate(reader, start=2):
+        delimiter, header = _parse_header(handle.readline(), path)
+        names = header[1:]
+        wanted = list(names) if columns is None else list(dict.fromkeys(columns))
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {names!r}")
+        index = [1 + names.index(c) for c in wanted]
+        times: list[int] = []
+        flat = array("d")  # 8 bytes a cell: a test bed's 50 sensors × 200,000 rows stay 80 MB, not a list's 400
+        lines: list[int] = []
+        for line_no, row in enumerate(csv.reader(handle, delimiter=delimiter), start=2):
             if not row or not "".join(row).strip():
                 continue
+            if len(row) != len(header):
+                raise ReplayError(f"{path}:{line_no}: {len(row)} field(s), the header has {len(header)}")
             try:
                 ts = parse_timestamp(row[0].strip())
-                value = float(row[1])
-            except (MessageError, ValueError, IndexError) as exc:
-                raise ReplayError(f"{path}:{line_no}: bad row {row!r} ({exc})") from None
-            if not math.isfinite(value):
-                raise ReplayError(f"{path}:{line_no}: value {row[1]!r} is not finite")
+            except MessageError as exc:
+                raise ReplayError(f"{path}:{line_no}: bad timestamp {row[0]!r} ({exc})") from None
+            parsed = []
+            for i in index:
+                cell = row[i].strip()
+                if cell in _MISSING:
+                    if not missing_ok:
+                        raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header[i]!r} is not "
+                                          "finite" if cell else f"{path}:{line_no}: column {header[i]!r} is empty")
+                    parsed.append(math.nan)
+                    continue
+                try:
+                    value = float(cell)
+                except ValueError:
+                    raise ReplayError(f"{path}:{line_no}: column {header[i]!r}: {row[i]!r} is not a number "
+                                      "(leave such columns out with --skip-column, or choose the sensors with "
+                                      "--column)") from None
+                if not math.isfinite(value):
+                    raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header[i]!r} is not finite")
+                parsed.append(value)
             times.append(ts)
-            values.append(value)
-    times_ns = np.asarray(times, dtype=np.int64)
-    if sort and len(times_ns) > 1 and np.any(np.diff(times_ns) < 0):
-        order = np.argsort(times_ns, kind="stable")
-        log.warning("%s: timestamps out of order; sorting them", path)
-        times_ns, values = times_ns[order], np.asarray(values)[order]
+            flat.extend(parsed)
+            lines.append(line_no)
+    values = np.frombuffer(flat, dtype=np.float64).reshape(len(times), len(index))
+    return CsvTable(path, header[0], wanted, np.asarray(times, dtype=np.int64), values,
+                    np.asarray(lines, dtype=np.int64))
+
+
+def _time_order(table: CsvTable, sort: bool) -> np.ndarray:
+    """Row order to send: by time (a replay sends in time order), stable; ``sort=False`` keeps the file's."""
+    if sort and len(table.times_ns) > 1 and np.any(np.diff(table.times_ns) < 0):
+        log.warning("%s: timestamps out of order; sorting them", table.path)
+        return np.argsort(table.times_ns, kind="stable")
+    return np.arange(len(table.times_ns))
+
+
+def is_nab_header(path: Path) -> bool:
+    """Whether a CSV file's header is NAB's ``timestamp,value`` (one stream) rather than several sensor columns."""
+    return [h.lower() for h in csv_header(path)] == ["timestamp", "value"]
+
+
+def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
+                 windows_file: Path | None = None, labels: bool = True, sort: bool = True) -> SeriesSource:
+    """``timestamp,value`` CSV (NAB), one stream: replay, demo, model CLI and benchmarks read it here. Every row
+    needs a finite value (NAB scores every row). Label windows come from combined_windows.json (found
+    automatically in the NAB layout, or given; ``labels=False``: none). Rows out of time order are sorted (a replay
+    sends them in time order); ``sort=False`` keeps the file's row order (NAB scores rows as the file lists them)."""
+    path = Path(path)
+    default_stream, label_key = _nab_stream_and_key(path)
+    table = read_csv_table(path, missing_ok=False)
+    if [table.time_column.lower(), *(n.lower() for n in table.names)] != ["timestamp", "value"]:
+        raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {[table.time_column, *table.names]!r}")
+    order = _time_order(table, sort)
+    times_ns, values = table.times_ns[order], table.values[order, 0]
     windows_file = windows_file or (find_nab_windows(path) if labels else None)
     ranges: list[tuple[int, int]] = []
     if windows_file is not None:
@@ -245,8 +327,89 @@ def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
         except (OSError, ValueError) as exc:
             raise ReplayError(f"{windows_file}: cannot read NAB windows ({exc})") from exc
         ranges = [(parse_timestamp(a), parse_timestamp(b)) for a, b in windows.get(label_key, [])]
-    return SeriesSource(path, stream or default_stream, times_ns, np.asarray(values), batch=batch,
+    return SeriesSource(path, stream or default_stream, times_ns, values, batch=batch,
                         label_source=f"nab:{label_key}", label_ranges=ranges)
+
+
+def _label_ranges(times_ns: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
+    """[time of the first, time of the last] row of every run of rows flagged anomalous."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [(int(times_ns[a]), int(times_ns[b - 1])) for a, b in zip(starts, stops)]
+
+
+def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, columns: Sequence[str] | None = None,
+                    label_columns: Sequence[str] = (), skip_columns: Sequence[str] = ()) -> list[SeriesSource]:
+    """A CSV of several sensors (a test bed's log: ``time,<sensor>,<sensor>,...``, delimited by ``,`` ``;`` or
+    TAB): one stream per value column, named ``<stream>/<column>`` (``stream`` defaults to ``<folder>/<file
+    stem>``, as for NAB and WAV files, so that same-named files of different folders stay apart).
+
+    ``columns``: the sensor columns to replay (default: every column that is neither a label column nor one of
+    ``skip_columns``, such as a text column of machine states).
+    ``label_columns``: columns flagging anomalous rows (non-zero = anomalous; a row flagged by any of them); each
+    run of flagged rows becomes a label window of every stream of the file. A missing cell is a sample that sensor did not report: that
+    stream skips the row. A column with no reading at all is left out with a warning (a dead sensor must not stop
+    the replay of the others).
+    """
+    path = Path(path)
+    prefix = stream or _nab_stream_and_key(path)[0]
+    label_columns = list(dict.fromkeys(label_columns))
+    names = csv_header(path)[1:]
+    unknown = [c for c in [*label_columns, *skip_columns] if c not in names]
+    if unknown:
+        raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {names!r}")
+    if columns is None:
+        columns = [n for n in names if n not in label_columns and n not in skip_columns]
+    overlap = set(columns) & set(label_columns)
+    if overlap:
+        raise ReplayError(f"{path}: column(s) {sorted(overlap)!r} named both as a sensor and as a label column")
+    if not columns:
+        raise ReplayError(f"{path}: no sensor column left to replay")
+    table = read_csv_table(path, columns=[*columns, *label_columns])
+    order = _time_order(table, sort=True)
+    times_ns = table.times_ns[order]
+    flagged = np.zeros(len(times_ns), dtype=bool)
+    for name in label_columns:  # a row is anomalous when any label column flags it (one window per run)
+        flagged |= np.nan_to_num(table.column(name)[order], nan=0.0) != 0
+    ranges = _label_ranges(times_ns, flagged)
+    sources = []
+    for name in columns:
+        values = table.column(name)[order]
+        present = ~np.isnan(values)
+        if not present.any():
+            log.warning("%s: column %r has no readings; it is not replayed", path, name)
+            continue
+        if not present.all():
+            log.info("%s: column %r misses %d of %d readings; its stream skips those rows", path, name,
+                     int((~present).sum()), values.size)
+        sources.append(SeriesSource(path, f"{prefix}/{name}", times_ns[present], values[present], batch=batch,
+                                    label_source=f"csv:{prefix}" + (f":{','.join(label_columns)}"
+                                                                     if label_columns else ""),
+                                    label_ranges=ranges))
+    if not sources:
+        raise ReplayError(f"{path}: none of the columns {list(columns)!r} has a reading")
+    return sources
+
+
+def _parse_header(first: str, path: Path) -> tuple[str, list[str]]:
+    """(delimiter, fields) of a CSV header line: a time column, then uniquely named value columns."""
+    if not first.strip():
+        raise ReplayError(f"{path}: empty file (expected a header such as 'timestamp,value')")
+    delimiter = _delimiter(first)
+    header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
+    if len(header) < 2:
+        raise ReplayError(f"{path}: expected a header with a time column and at least one value column "
+                          f"(delimited by ',', ';' or TAB), got {header!r}")
+    names = header[1:]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ReplayError(f"{path}: value column names must be non-empty and unique, got {names!r}")
+    return delimiter, header
+
+
+def csv_header(path: Path) -> list[str]:
+    """The header fields of a CSV file (time column first); ReplayError when it is not a valid header."""
+    with _open_text(Path(path)) as handle:
+        return _parse_header(handle.readline(), Path(path))[1]
 
 
 def read_ucr_txt(path: Path, *, stream: str | None = None, batch: int = 1, sample_period_ms: float = 10.0,
@@ -291,20 +454,30 @@ def read_wav(path: Path, *, stream: str | None = None, chunk_samples: int = 4096
     return WavSource(path, stream or default_stream, chunk_samples=chunk_samples, start_ns=start_ns)
 
 
-def open_source(path: str | Path, *, stream: str | None = None, batch: int = 1, chunk_samples: int = 4096,
-                sample_period_ms: float = 10.0, nab_windows: Path | None = None,
-                start_ns: int = DEFAULT_START_NS) -> ReplaySource:
-    """Pick the reader from the file name: ``.csv`` NAB, ``.txt``/``.txt.gz`` UCR, ``.wav`` audio."""
+def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1, chunk_samples: int = 4096,
+                 sample_period_ms: float = 10.0, nab_windows: Path | None = None, start_ns: int = DEFAULT_START_NS,
+                 columns: Sequence[str] | None = None, label_columns: Sequence[str] = (),
+                 skip_columns: Sequence[str] = ()) -> list[ReplaySource]:
+    """The streams of one file, the reader picked from its name: ``.csv`` with NAB's ``timestamp,value`` header
+    one stream, any other ``.csv`` one stream per sensor column (:func:`read_sensor_csv`), ``.txt``/``.txt.gz``
+    UCR, ``.wav`` audio. ``columns``/``label_columns``/``skip_columns`` apply to sensor CSVs only."""
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"{path}: no such file")
     name = path.name.lower()
-    if name.endswith(".csv") or name.endswith(".csv.gz"):
-        return read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)
+    is_csv = name.endswith(".csv") or name.endswith(".csv.gz")
+    if (columns or label_columns or skip_columns) and not (is_csv and not is_nab_header(path)):
+        raise ReplayError(f"{path}: --column, --label-column and --skip-column choose columns of a CSV file with "
+                          "several sensor columns; this file has one stream")
+    if is_csv:
+        if is_nab_header(path):
+            return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
+        return list(read_sensor_csv(path, stream=stream, batch=batch, columns=columns, label_columns=label_columns,
+                                    skip_columns=skip_columns))
     if name.endswith(".txt") or name.endswith(".txt.gz"):
-        return read_ucr_txt(path, stream=stream, batch=batch, sample_period_ms=sample_period_ms, start_ns=start_ns)
+        return [read_ucr_txt(path, stream=stream, batch=batch, sample_period_ms=sample_period_ms, start_ns=start_ns)]
     if name.endswith(".wav"):
-        return read_wav(path, stream=stream, chunk_samples=chunk_samples, start_ns=start_ns)
+        return [read_wav(path, stream=stream, chunk_samples=chunk_samples, start_ns=start_ns)]
     raise ReplayError(f"{path}: unknown file type (expected .csv, .txt, .txt.gz or .wav)")
 
 

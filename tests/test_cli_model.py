@@ -119,6 +119,33 @@ def test_txt_series_round_trip_with_the_ucr_preset(tmp_path):
     assert 450 <= int(np.argmax(score)) < 470 + 40 + 10
 
 
+def test_sensor_csv_column_is_one_series_like_its_own_nab_file(spiky_csv, tmp_path):
+    """A column of a CSV of several sensors trains and scores exactly like the same readings in a NAB file."""
+    path, values = spiky_csv
+    other = _sine(N_POINTS, seed=9)
+    stamps = [line.split(",")[0] for line in path.read_text().splitlines()[1:]]
+    bed = tmp_path / "bed.csv"
+    bed.write_text("datetime;flow;pressure;anomaly\n" + "".join(
+        f"{t};{b!r};{a!r};0\n" for t, a, b in zip(stamps, values.tolist(), other.tolist())))
+    runs = {}
+    for name, src, extra in (("nab", path, []), ("bed", bed, ["--column", "pressure"])):
+        model = tmp_path / f"m_{name}"
+        res = _cli(["train", src, "--model-dir", model, "--train-end", TRAIN_END, "--window", WINDOW, "--hop", HOP,
+                    *FAST, *extra])
+        assert res.exit_code == 0, res.output
+        out = tmp_path / f"scores_{name}.csv"
+        res = _cli(["score", src, "--model-dir", model, "--out", out])  # the column comes from the model
+        assert res.exit_code == 0, res.output
+        runs[name] = list(csv.DictReader(out.open()))
+    assert json.loads((tmp_path / "m_bed" / "cli_model.json").read_text())["column"] == "pressure"
+    assert runs["bed"] == runs["nab"]
+    _assert_clean_error(_cli(["train", bed, "--model-dir", tmp_path / "m"]),
+                        "3 value columns (flow, pressure, anomaly): choose one with --column")
+    _assert_clean_error(_cli(["train", bed, "--model-dir", tmp_path / "m", "--column", "speed"]), "no column(s)")
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--column", "flow"]),
+                        "one value column")
+
+
 def _wav(path, rate=8000, seconds=1.0, click_at=None):
     rng = np.random.default_rng(1)
     t = np.arange(int(rate * seconds)) / rate

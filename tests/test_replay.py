@@ -17,7 +17,7 @@ from streamer.kafka_io import make_consumer, make_producer
 from streamer.messages import decode_audio, decode_sensor, parse_timestamp
 from streamer.points import LABEL_WINDOW
 from streamer.replay import (
-    DEFAULT_START_NS, Pacer, ReplayError, interleave, open_source, plan, read_nab_csv, read_ucr_txt, read_wav,
+    DEFAULT_START_NS, Pacer, ReplayError, interleave, open_sources, plan, read_nab_csv, read_ucr_txt, read_wav,
     replay,
 )
 from streamer.sinks.sqlite import SQLiteSink
@@ -41,7 +41,7 @@ def write_nab(root: Path, category: str = "realTest", name: str = "machine", row
 # -------------------------------------------------------------------------------------------- readers
 def test_nab_reader_values_times_stream_and_windows(tmp_path):
     path = write_nab(tmp_path)
-    source = open_source(path)
+    (source,) = open_sources(path)
     assert source.stream == "realTest/machine" and source.stream_class == "sensor"
     messages = list(source.messages())
     assert len(messages) == 30
@@ -76,6 +76,79 @@ def test_nab_reader_rejects_bad_files(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(ReplayError, match=match):
         read_nab_csv(path)
+
+
+def write_test_bed(root: Path, delimiter: str = ";") -> Path:
+    """A pump test bed's log in SKAB's layout: ``<rig>/<run>.csv``, time first, sensors, 0/1 label columns."""
+    path = root / "valve1" / "0.csv"
+    path.parent.mkdir(parents=True)
+    rows = [["datetime", "Current", "Pressure", "Dead", "anomaly", "changepoint"]]
+    for i in range(12):
+        current = "" if i == 3 else repr(0.5 + i / 10)  # one reading missing
+        anomaly = "1.0" if i in (5, 6, 7, 10) else "0.0"
+        rows.append([f"2020-03-09 10:14:{30 + i:02d}", current, repr(float(i * 2)), "", anomaly,
+                     "1" if i == 5 else "0"])
+    path.write_text("\n".join(delimiter.join(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("delimiter", [";", ",", "\t"])
+def test_sensor_csv_one_stream_per_column_missing_readings_and_label_columns(tmp_path, caplog, delimiter):
+    path = write_test_bed(tmp_path, delimiter)
+    with caplog.at_level("WARNING", logger="streamer.replay"):
+        sources = open_sources(path, label_columns=["anomaly", "changepoint"])
+    assert [s.stream for s in sources] == ["valve1/0/Current", "valve1/0/Pressure"]
+    assert "'Dead' has no readings" in caplog.text  # a dead sensor is left out, not a failed replay
+    current, pressure = sources
+    t0 = parse_timestamp("2020-03-09T10:14:30Z")
+    assert pressure.times_ns.tolist() == [t0 + i * 1_000_000_000 for i in range(12)]
+    assert pressure.values.tolist() == [i * 2.0 for i in range(12)]
+    assert current.times_ns.tolist() == [t for i, t in enumerate(pressure.times_ns.tolist()) if i != 3]
+    assert current.values.tolist() == pytest.approx([0.5 + i / 10 for i in range(12) if i != 3])
+    samples = [x for m in current.messages() for x in decode_sensor(m.value, key=m.stream.encode())]
+    assert len(samples) == 11 and samples[0].stream == "valve1/0/Current"
+    for source in sources:  # runs of rows flagged by either label column, on every stream of the file
+        assert [(w.start_ns - t0, w.end_ns - t0) for w in source.label_windows()] == [
+            (5_000_000_000, 7_000_000_000), (10_000_000_000, 10_000_000_000)]
+        assert {w.source for w in source.label_windows()} == {"csv:valve1/0:anomaly,changepoint"}
+
+
+def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
+    path = tmp_path / "bed.csv"
+    path.write_text("time\ta\tstate\tb\n1000\t1\tRUN\t2\n3000\t3\tRUN\t4\n2000\t5\tSTOP\t6\n")
+    (b,) = open_sources(path, columns=["b"], stream="pump7")  # a text column is fine when not chosen
+    assert b.stream == "pump7/b" and b.label_windows() == []
+    assert b.times_ns.tolist() == [1_000_000_000, 2_000_000_000, 3_000_000_000]  # epoch ms, sorted by time
+    assert b.values.tolist() == [2.0, 6.0, 4.0]
+    with pytest.raises(ReplayError, match=r"'state'.*'RUN' is not a number.*--skip-column"):
+        open_sources(path)
+    assert [s.stream for s in open_sources(path, skip_columns=["state"])] == [f"{tmp_path.name}/bed/a",
+                                                                               f"{tmp_path.name}/bed/b"]
+    with pytest.raises(ReplayError, match=r"no column\(s\) \['mode'\]"):
+        open_sources(path, skip_columns=["mode"])
+    with pytest.raises(ReplayError, match=r"no column\(s\) \['c'\]; the value columns are \['a', 'state', 'b'\]"):
+        open_sources(path, columns=["c"])
+    with pytest.raises(ReplayError, match="both as a sensor and as a label"):
+        open_sources(path, columns=["a"], label_columns=["a"])
+    nab = write_nab(tmp_path / "nab")
+    with pytest.raises(ReplayError, match="this file has one stream"):
+        open_sources(nab, columns=["value"])
+
+
+@pytest.mark.parametrize("content,match", [
+    ("time;a\n2020-01-01 00:00:00;1\n2020-01-01 00:00:01;inf\n", ":3: value 'inf' of column 'a' is not finite"),
+    ("time;a;b\n2020-01-01 00:00:00;1\n", ":2: 2 field"),
+    ("time;a\nyesterday;1\n", ":2: bad timestamp"),
+    ("time;a;a\n2020-01-01 00:00:00;1;2\n", "unique"),
+    ("time;a\n", "no samples|has a reading"),
+    ("time;a\n2020-01-01 00:00:00;\n", "has a reading"),
+    ("", "empty file"),
+])
+def test_sensor_csv_rejects_bad_files(tmp_path, content, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ReplayError, match=match):
+        open_sources(path)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -129,13 +202,13 @@ def test_unknown_or_missing_files(tmp_path):
     other = tmp_path / "x.parquet"
     other.write_bytes(b"x")
     with pytest.raises(ReplayError, match="unknown file type"):
-        open_source(other)
+        open_sources(other)
     with pytest.raises(ReplayError, match="no such file"):
-        open_source(tmp_path / "missing.csv")
+        open_sources(tmp_path / "missing.csv")
     fake_wav = tmp_path / "fake.wav"
     fake_wav.write_bytes(b"RIFF0000WAVEjunk")
     with pytest.raises(ReplayError, match="WAV"):
-        open_source(fake_wav)
+        open_sources(fake_wav)
 
 
 # -------------------------------------------------------------------------------------------- planning
@@ -184,19 +257,19 @@ def test_pacer_sleeps_by_event_time_over_speed():
 
 
 def test_shared_nab_file_finds_official_windows(shared_data):
-    source = open_source(shared_data / "nab" / "data" / "realKnownCause" / "nyc_taxi.csv")
+    (source,) = open_sources(shared_data / "nab" / "data" / "realKnownCause" / "nyc_taxi.csv")
     assert source.stream == "realKnownCause/nyc_taxi"
     assert source.message_count() == 10320
     assert len(source.label_windows()) == 5
 
 
 def test_shared_ucr_and_mimii_files(shared_data):
-    ucr = open_source(shared_data / "ucr" / "006_UCR_Anomaly_DISTORTEDCIMIS44AirTemperature2_4000_5703_5727.txt",
+    (ucr,) = open_sources(shared_data / "ucr" / "006_UCR_Anomaly_DISTORTEDCIMIS44AirTemperature2_4000_5703_5727.txt",
                       sample_period_ms=60_000.0, batch=100)
     (window,) = ucr.label_windows()
     assert window.start_ns == DEFAULT_START_NS + 5703 * 60_000_000_000
     assert window.end_ns == DEFAULT_START_NS + 5726 * 60_000_000_000
-    wav = open_source(shared_data / "audio" / "mimii_fan_id00" / "abnormal" / "00000000.wav", chunk_samples=16_000)
+    (wav,) = open_sources(shared_data / "audio" / "mimii_fan_id00" / "abnormal" / "00000000.wav", chunk_samples=16_000)
     assert (wav.stream, wav.rate, wav.message_count()) == ("abnormal/00000000", 16_000, 10)
     first = next(wav.messages())
     assert decode_audio(first.value, first.headers, expected_sample_rate=16_000).samples.shape == (16_000,)
@@ -212,10 +285,10 @@ def test_replay_nab_and_wav_into_broker_and_read_back(kafka_broker, tmp_path):
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(kafka={"bootstrap_servers": kafka_broker, "sensor_topic": f"sensors-{suffix}",
                                "audio_topic": f"audio-{suffix}"})
-    nab = open_source(write_nab(tmp_path / "nab", rows=40))
+    (nab,) = open_sources(write_nab(tmp_path / "nab", rows=40))
     wav_path = tmp_path / "fan.wav"
     wavfile.write(wav_path, 16000, (np.sin(np.arange(5000) / 7) * 8000).astype(np.int16))
-    wav = open_source(wav_path, chunk_samples=1024)
+    (wav,) = open_sources(wav_path, chunk_samples=1024)
     sink = SQLiteSink(tmp_path / "store.sqlite")
     producer = make_producer(settings)
     stats = replay([nab, wav], producer, sensor_topic=settings.kafka.sensor_topic,
@@ -271,3 +344,29 @@ def test_replay_command_reports_bad_file(tmp_path):
     result = CliRunner().invoke(app, ["replay", str(bad), "--store", "postgres", "--labels-to-store"])
     assert result.exit_code == 1
     assert "--store must be influx or sqlite" in result.output
+
+
+@pytest.mark.integration
+def test_replay_command_sends_a_test_bed_csv_as_one_stream_per_sensor(kafka_broker, tmp_path, monkeypatch):
+    from scalowatch.cli import app
+
+    for name in ("SCALOWATCH_CONFIG", "SCALOWATCH_STORE__KIND"):
+        monkeypatch.delenv(name, raising=False)
+    topic = f"bed-{uuid.uuid4().hex[:8]}"
+    path = write_test_bed(tmp_path / "skab")
+    store = tmp_path / "labels.sqlite"
+    result = CliRunner().invoke(app, [
+        "replay", str(path), "--bootstrap", kafka_broker, "--topic", topic, "--batch", "4",
+        "--label-column", "anomaly", "--label-column", "changepoint", "--labels-to-store", "--store", "sqlite",
+        "--sqlite-path", str(store), "--no-progress", "--partitions", "2"])
+    assert result.exit_code == 0, result.output
+    assert "replayed 6 records (23 samples) of 2 stream(s)" in result.output  # 11 + 12 readings, 4 a record
+    settings = Settings(kafka={"bootstrap_servers": kafka_broker})
+    by_stream: dict[str, list] = {}
+    for r in _consume(settings, topic, 6):
+        for s in decode_sensor(r.value, key=r.key):
+            by_stream.setdefault(s.stream, []).append(s.value)
+    assert by_stream["valve1/0/Pressure"] == [i * 2.0 for i in range(12)]
+    assert by_stream["valve1/0/Current"] == pytest.approx([0.5 + i / 10 for i in range(12) if i != 3])
+    labels = SQLiteSink(store).read(LABEL_WINDOW)
+    assert sorted(p.tags["stream"] for p in labels) == ["valve1/0/Current"] * 2 + ["valve1/0/Pressure"] * 2
