@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 N_BLOCKS = 16
 BLOCK_CHANNELS = (16, 24, 24, 40, 40, 80, 80, 80, 112, 112, 112, 192, 192, 192, 192, 320)
+BLOCK_STRIDES = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32, 32, 32, 32)  # a block's map side = input side // stride
+
+
+def map_side(image_size: int, layers: tuple[int, ...]) -> int:
+    """Side of the feature map :meth:`FeatureExtractor.maps` returns for ``layers`` (the finest block's), known
+    before any image is seen, so that a configuration can be refused before training."""
+    return image_size // min(BLOCK_STRIDES[i] for i in layers)
 
 
 def default_weights_path() -> str:

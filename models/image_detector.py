@@ -40,6 +40,7 @@ import torch
 
 from models.baselines.patchcore import PatchCore, PatchCoreConfig
 from models.errors import CheckpointMismatchError, InputError, NotFittedError
+from models.features import N_BLOCKS, map_side
 from models.scorers.base import validate_batch
 from models.scorers.maps import gaussian_smooth
 from models.strict_fields import reject_unknown_fields
@@ -98,7 +99,10 @@ class ImageDetectorConfig:
             raise ValueError("diffusion_weight must be in [0, 1]")
         if self.sigma < 0 or self.t_start < 0 or self.context_block < 0 or self.noise_draws < 1:
             raise ValueError("sigma, t_start and context_block must be >= 0, noise_draws >= 1")
-        side = self.image_size // 8  # EfficientNet-Lite0 block 4 is at stride 8
+        if not self.space_layers or any(not 0 <= i < N_BLOCKS for i in self.space_layers):
+            raise ValueError(f"space_layers must name EfficientNet-Lite0 blocks 0..{N_BLOCKS - 1}, "
+                             f"got {list(self.space_layers)}")
+        side = map_side(self.image_size, self.space_layers)
         if self.context_block and side < 2 * self.context_block:
             raise ValueError(f"context_block {self.context_block} needs a feature map of at least "
                              f"{2 * self.context_block} cells; image_size {self.image_size} gives {side}: one pattern "

@@ -106,5 +106,12 @@ def test_clear_errors(detector, tmp_path):
         ImageDetectorConfig(ensemble=0)
     with pytest.raises(ValueError, match="diffusion_weight"):
         ImageDetectorConfig(diffusion_weight=1.5)
+    with pytest.raises(ValueError, match="blocks 0..15"):
+        ImageDetectorConfig(space_layers=(16,))
+    # The context needs a map of two blocks a side: block 4 is at stride 8, block 6 at 16 (64 px: 8 and 4 cells).
+    ImageDetectorConfig(image_size=64, space_layers=(4,), context_block=4)
+    with pytest.raises(ValueError, match="image_size 64 gives 4"):
+        ImageDetectorConfig(image_size=64, space_layers=(6,), context_block=4)
+    ImageDetectorConfig(image_size=64, space_layers=(4, 6), context_block=4)  # the finest block sets the map
     with pytest.raises(FileNotFoundError, match="image detector"):
         ImageDetector.load(tmp_path)
