@@ -85,19 +85,17 @@ class Series:
 
 def load_series(path: Path, column: str | None = None) -> Series:
     """CSV/TXT through the replay readers (same parsing and error messages as ``scalowatch replay``). A CSV of
-    several sensors needs ``column`` (one model per sensor, as the monitor keeps one stream per sensor); rows where
-    that sensor has no reading are left out, as a replay leaves them out of its stream."""
+    several sensors needs ``column`` (one model per sensor, as the monitor keeps one stream per sensor; a NAB file's
+    is ``value``); rows where that sensor has no reading are left out, as a replay leaves them out of its stream."""
     from streamer.replay import csv_header, is_nab_header, read_nab_csv, read_sensor_csv, read_ucr_txt
 
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
-        if is_nab_header(path):
-            if column not in (None, "value"):
-                raise _fail(f"{path} has one value column ('value'); --column {column!r} names none of it")
-            src, column = read_nab_csv(path, windows_file=None), None
+        if column is None and is_nab_header(path):
+            src = read_nab_csv(path, windows_file=None)
         else:
-            sensors = csv_header(path)[1:]
             if column is None:
+                sensors = csv_header(path).names
                 if len(sensors) != 1:
                     raise _fail(f"{path} has {len(sensors)} value columns ({', '.join(sensors)}): choose one with "
                                 "--column")

@@ -190,9 +190,10 @@ class WavSource(ReplaySource):
 
 # ---------------------------------------------------------------------------------------------------- readers
 def _open_text(path: Path) -> io.TextIOBase:
+    """UTF-8 text, plain or gzipped; a byte-order mark (as spreadsheet programs write) is not part of the text."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _nab_stream_and_key(path: Path) -> tuple[str, str]:
@@ -207,16 +208,18 @@ def find_nab_windows(path: Path) -> Path | None:
     return candidate if candidate is not None and candidate.is_file() else None
 
 
-CSV_DELIMITERS = ",;\t"
-_MISSING = {"", "nan", "NaN", "NAN", "null", "NULL", "NA", "N/A"}
+TIME_COLUMNS = ("timestamp", "datetime", "time", "date", "ts")
+_MISSING = {"", "null", "na", "n/a", "none"}  # besides any spelling of NaN
+_NORMAL_LABELS = {"", "0", "false", "normal", "ok", "no"}
+_PLAUSIBLE_FROM_NS = 631_152_000_000_000_000  # 1990-01-01: earlier times are more likely an index or epoch seconds
 
 
 @dataclass(frozen=True)
 class CsvTable:
-    """A CSV file of readings, parsed once: the first column is the time, every other column one sensor.
+    """A CSV file of readings, parsed once: a time column and one column per sensor, rows in the file's order.
 
     ``values`` is (rows, columns) with NaN where a cell is empty (a sensor that did not report in that row);
-    ``lines`` the file line of each row, for error messages after parsing. Rows are in the file's order.
+    ``flags`` holds each label column as booleans (row flagged anomalous).
     """
 
     path: Path
@@ -224,73 +227,129 @@ class CsvTable:
     names: list[str]
     times_ns: np.ndarray
     values: np.ndarray
-    lines: np.ndarray
+    flags: dict[str, np.ndarray]
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, self.names.index(name)]
 
 
+@dataclass(frozen=True)
+class CsvHeader:
+    """Where a CSV file's time and value columns are: ``fields`` as written, ``time`` the time column's index,
+    ``names`` the value columns (every other named column; an unnamed one is a row index a spreadsheet or pandas
+    wrote, not a sensor)."""
+
+    delimiter: str
+    fields: list[str]
+    time: int
+    names: list[str]
+    line: int = 1
+
+
 def _delimiter(header_line: str) -> str:
-    """The delimiter of a CSV file from its header: the one of ``,`` ``;`` TAB that occurs most (pandas'
-    ``sep=None`` sniffs the same way but only with its slow Python engine)."""
-    counts = {d: header_line.count(d) for d in CSV_DELIMITERS}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    """TAB or ``;`` when the header has one (a column name may hold a comma, rarely either of those), else ``,``."""
+    return "\t" if "\t" in header_line else ";" if ";" in header_line else ","
 
 
-def read_csv_table(path: Path, *, columns: Sequence[str] | None = None, missing_ok: bool = True) -> CsvTable:
-    """Parse a CSV of readings (the one parser of CSV files: NAB's ``timestamp,value`` is its one-column case).
+def _parse_header(handle, path: Path) -> CsvHeader:
+    first, line = "", 0
+    for line, first in enumerate(handle, start=1):  # blank lines before the header are not the header
+        if first.strip():
+            break
+    if not first.strip():
+        raise ReplayError(f"{path}: empty file (expected a header such as 'timestamp,value')")
+    delimiter = _delimiter(first)
+    fields = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
+    while len(fields) > 2 and not fields[-1]:  # a trailing delimiter
+        fields.pop()
+    lowered = [f.lower() for f in fields]
+    time = next((lowered.index(n) for n in TIME_COLUMNS if n in lowered), 0)
+    names = [f for i, f in enumerate(fields) if i != time and f]
+    if len(fields) < 2 or not names:
+        raise ReplayError(f"{path}: expected a header with a time column and at least one value column "
+                          f"(delimited by ',', ';' or TAB), got {fields!r}")
+    if len(set(names)) != len(names):
+        raise ReplayError(f"{path}: value column names must be unique, got {names!r}")
+    return CsvHeader(delimiter, fields, time, names, line)
 
-    The header is required; its first column holds timestamps (epoch milliseconds or ISO-8601, as in sensor
-    messages: :func:`streamer.messages.parse_timestamp`), the others numbers. ``columns``: parse only these value
-    columns (the rest may hold anything, such as text states). ``missing_ok``: an empty or NaN cell is a missing
-    reading (NaN) rather than an error. Infinite values are always an error: no sensor reads infinity.
+
+def csv_header(path: Path) -> CsvHeader:
+    """The layout of a CSV file's header; ReplayError when it is not a valid one."""
+    try:
+        with _open_text(Path(path)) as handle:
+            return _parse_header(handle, Path(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplayError(f"{path}: cannot read ({exc})") from exc
+
+
+def _is_flagged(cell: str) -> bool:
+    """A label cell: a non-zero number, or a word other than normal/ok/false/no (NORMAL vs BROKEN, RECOVERING)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell.lower() not in _NORMAL_LABELS
+    return value == value and value != 0.0  # NaN: not flagged
+
+
+def read_csv_table(path: Path, *, columns: Sequence[str] | None = None, label_columns: Sequence[str] = (),
+                   missing_ok: bool = True, hint: str = "") -> CsvTable:
+    """Parse a CSV of readings: the one parser of CSV files (NAB's ``timestamp,value`` is its one-column case).
+
+    The header is required. The time column is the first one named timestamp, datetime, time, date or ts (any
+    case), else the first column; its cells are ISO-8601 or epoch milliseconds, as in sensor messages
+    (:func:`streamer.messages.parse_timestamp`). ``columns``: the value columns to parse as numbers (default: all;
+    the others may hold anything, such as text states). ``label_columns``: columns flagging anomalous rows
+    (:func:`_is_flagged`). ``missing_ok``: an empty or NaN cell is a missing reading (NaN) rather than an error.
+    Infinite values are always an error: no sensor reads infinity. ``hint`` ends the message of a non-numeric cell.
     """
     path = Path(path)
-    with _open_text(path) as handle:
-        delimiter, header = _parse_header(handle.readline(), path)
-        names = header[1:]
-        wanted = list(names) if columns is None else list(dict.fromkeys(columns))
-        unknown = [c for c in wanted if c not in names]
-        if unknown:
-            raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {names!r}")
-        index = [1 + names.index(c) for c in wanted]
-        times: list[int] = []
-        flat = array("d")  # 8 bytes a cell: a test bed's 50 sensors × 200,000 rows stay 80 MB, not a list's 400
-        lines: list[int] = []
-        for line_no, row in enumerate(csv.reader(handle, delimiter=delimiter), start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != len(header):
-                raise ReplayError(f"{path}:{line_no}: {len(row)} field(s), the header has {len(header)}")
-            try:
-                ts = parse_timestamp(row[0].strip())
-            except MessageError as exc:
-                raise ReplayError(f"{path}:{line_no}: bad timestamp {row[0]!r} ({exc})") from None
-            parsed = []
-            for i in index:
-                cell = row[i].strip()
-                if cell in _MISSING:
-                    if not missing_ok:
-                        raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header[i]!r} is not "
-                                          "finite" if cell else f"{path}:{line_no}: column {header[i]!r} is empty")
-                    parsed.append(math.nan)
+    try:
+        with _open_text(path) as handle:
+            header = _parse_header(handle, path)
+            wanted = list(header.names) if columns is None else list(dict.fromkeys(columns))
+            unknown = [c for c in [*wanted, *label_columns] if c not in header.names]
+            if unknown:
+                raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {header.names!r}")
+            index = [header.fields.index(c) for c in wanted]
+            flag_index = [header.fields.index(c) for c in label_columns]
+            width = len(header.fields)
+            times: list[int] = []
+            flat = array("d")  # 8 bytes a cell: a test bed's 50 sensors × 200,000 rows stay 80 MB, not a list's 400
+            flags: list[list[bool]] = []
+            for line_no, row in enumerate(csv.reader(handle, delimiter=header.delimiter), start=header.line + 1):
+                if not row or not "".join(row).strip():
                     continue
+                while len(row) > width and not row[-1].strip():  # a trailing delimiter
+                    row.pop()
+                if len(row) < width:
+                    raise ReplayError(f"{path}:{line_no}: {len(row)} field(s), the header has {width}")
                 try:
-                    value = float(cell)
-                except ValueError:
-                    raise ReplayError(f"{path}:{line_no}: column {header[i]!r}: {row[i]!r} is not a number "
-                                      "(leave such columns out with --skip-column, or choose the sensors with "
-                                      "--column)") from None
-                if not math.isfinite(value):
-                    raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header[i]!r} is not finite")
-                parsed.append(value)
-            times.append(ts)
-            flat.extend(parsed)
-            lines.append(line_no)
+                    ts = parse_timestamp(row[header.time].strip())
+                except MessageError as exc:
+                    raise ReplayError(f"{path}:{line_no}: bad timestamp {row[header.time]!r} ({exc})") from None
+                for i in index:
+                    cell = row[i].strip()
+                    try:
+                        value = float(cell) if cell.lower() not in _MISSING else math.nan
+                    except ValueError:
+                        raise ReplayError(f"{path}:{line_no}: column {header.fields[i]!r}: {row[i]!r} is not a "
+                                          f"number{hint}") from None
+                    if math.isinf(value):
+                        raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header.fields[i]!r} is "
+                                          "not finite")
+                    if value != value and not missing_ok:
+                        raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header.fields[i]!r} is "
+                                          + ("not finite" if cell else "missing"))
+                    flat.append(value)
+                if flag_index:
+                    flags.append([_is_flagged(row[i].strip()) for i in flag_index])
+                times.append(ts)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplayError(f"{path}: cannot read ({exc})") from exc
     values = np.frombuffer(flat, dtype=np.float64).reshape(len(times), len(index))
-    return CsvTable(path, header[0], wanted, np.asarray(times, dtype=np.int64), values,
-                    np.asarray(lines, dtype=np.int64))
+    flag_array = np.asarray(flags, dtype=bool).reshape(len(times), len(flag_index))
+    return CsvTable(path, header.fields[header.time], wanted, np.asarray(times, dtype=np.int64), values,
+                    {name: flag_array[:, k] for k, name in enumerate(label_columns)})
 
 
 def _time_order(table: CsvTable, sort: bool) -> np.ndarray:
@@ -302,21 +361,27 @@ def _time_order(table: CsvTable, sort: bool) -> np.ndarray:
 
 
 def is_nab_header(path: Path) -> bool:
-    """Whether a CSV file's header is NAB's ``timestamp,value`` (one stream) rather than several sensor columns."""
-    return [h.lower() for h in csv_header(path)] == ["timestamp", "value"]
+    """Whether a CSV file starts with NAB's ``timestamp,value`` header: read as one stream, as before sensor CSVs
+    were (further columns ignored) unless columns are chosen explicitly."""
+    return [f.lower() for f in csv_header(path).fields[:2]] == ["timestamp", "value"]
 
 
 def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
                  windows_file: Path | None = None, labels: bool = True, sort: bool = True) -> SeriesSource:
-    """``timestamp,value`` CSV (NAB), one stream: replay, demo, model CLI and benchmarks read it here. Every row
-    needs a finite value (NAB scores every row). Label windows come from combined_windows.json (found
-    automatically in the NAB layout, or given; ``labels=False``: none). Rows out of time order are sorted (a replay
-    sends them in time order); ``sort=False`` keeps the file's row order (NAB scores rows as the file lists them)."""
+    """``timestamp,value`` CSV (NAB), one stream: replay, demo, model CLI and benchmarks read it here (further
+    columns, such as NAB's result files' scores, are ignored). Every row needs a finite value (NAB scores every
+    row). Label windows come from combined_windows.json (found automatically in the NAB layout, or given;
+    ``labels=False``: none). Rows out of time order are sorted (a replay sends them in time order); ``sort=False``
+    keeps the file's row order (NAB scores rows as the file lists them)."""
     path = Path(path)
     default_stream, label_key = _nab_stream_and_key(path)
-    table = read_csv_table(path, missing_ok=False)
-    if [table.time_column.lower(), *(n.lower() for n in table.names)] != ["timestamp", "value"]:
-        raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {[table.time_column, *table.names]!r}")
+    fields = csv_header(path).fields
+    if [f.lower() for f in fields[:2]] != ["timestamp", "value"]:
+        raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {fields!r}")
+    if len(fields) > 2:
+        log.warning("%s: columns %r after timestamp,value are ignored (a NAB file is one stream; choose columns "
+                    "with --column to read it as a log of several sensors)", path, fields[2:])
+    table = read_csv_table(path, columns=[fields[1]], missing_ok=False)
     order = _time_order(table, sort)
     times_ns, values = table.times_ns[order], table.values[order, 0]
     windows_file = windows_file or (find_nab_windows(path) if labels else None)
@@ -340,37 +405,48 @@ def _label_ranges(times_ns: np.ndarray, flags: np.ndarray) -> list[tuple[int, in
 
 def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, columns: Sequence[str] | None = None,
                     label_columns: Sequence[str] = (), skip_columns: Sequence[str] = ()) -> list[SeriesSource]:
-    """A CSV of several sensors (a test bed's log: ``time,<sensor>,<sensor>,...``, delimited by ``,`` ``;`` or
-    TAB): one stream per value column, named ``<stream>/<column>`` (``stream`` defaults to ``<folder>/<file
-    stem>``, as for NAB and WAV files, so that same-named files of different folders stay apart).
+    """A CSV of several sensors (a test bed's log: a time column and one column per sensor, delimited by ``,``
+    ``;`` or TAB): one stream per value column, named ``<stream>/<column>`` (``stream`` defaults to
+    ``<folder>/<file stem>``, as for NAB and WAV files, so that same-named files of different folders stay apart).
 
     ``columns``: the sensor columns to replay (default: every column that is neither a label column nor one of
-    ``skip_columns``, such as a text column of machine states).
-    ``label_columns``: columns flagging anomalous rows (non-zero = anomalous; a row flagged by any of them); each
-    run of flagged rows becomes a label window of every stream of the file. A missing cell is a sample that sensor did not report: that
-    stream skips the row. A column with no reading at all is left out with a warning (a dead sensor must not stop
-    the replay of the others).
+    ``skip_columns``, such as a text column of machine states). ``label_columns``: columns flagging anomalous rows
+    — a non-zero number, or a word other than normal/ok/false/no (NORMAL / BROKEN / RECOVERING) —; each run of rows
+    flagged by any of them becomes a label window of every stream of the file. A missing cell is a reading that
+    sensor did not send: that stream skips the row. A column with no reading at all is left out with a warning (a
+    dead sensor must not stop the replay of the others).
     """
     path = Path(path)
-    prefix = stream or _nab_stream_and_key(path)[0]
+    stem = path.name[:-len(".csv.gz")] if path.name.lower().endswith(".csv.gz") else path.stem
+    prefix = stream or (f"{path.parent.name}/{stem}" if path.parent.name else stem)
     label_columns = list(dict.fromkeys(label_columns))
-    names = csv_header(path)[1:]
+    names = csv_header(path).names
     unknown = [c for c in [*label_columns, *skip_columns] if c not in names]
     if unknown:
         raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {names!r}")
     if columns is None:
         columns = [n for n in names if n not in label_columns and n not in skip_columns]
-    overlap = set(columns) & set(label_columns)
-    if overlap:
-        raise ReplayError(f"{path}: column(s) {sorted(overlap)!r} named both as a sensor and as a label column")
+    columns = list(dict.fromkeys(columns))
+    for other, role in ((label_columns, "a label column"), (skip_columns, "a column to skip")):
+        overlap = sorted(set(columns) & set(other))
+        if overlap:
+            raise ReplayError(f"{path}: column(s) {overlap!r} named both as a sensor and as {role}")
     if not columns:
         raise ReplayError(f"{path}: no sensor column left to replay")
-    table = read_csv_table(path, columns=[*columns, *label_columns])
+    table = read_csv_table(path, columns=columns, label_columns=label_columns,
+                           hint=" (leave it out with --skip-column, or name it with --label-column if it flags "
+                                "anomalies)")
+    if not len(table.times_ns):
+        raise ReplayError(f"{path}: no samples")
+    if table.times_ns.min() < _PLAUSIBLE_FROM_NS:
+        log.warning("%s: the time column %r starts in %s; times are read as ISO-8601 or epoch *milliseconds* — is "
+                    "it a row index or epoch seconds?", path, table.time_column,
+                    np.datetime_as_string(np.datetime64(int(table.times_ns.min()), "ns"), unit="s"))
     order = _time_order(table, sort=True)
     times_ns = table.times_ns[order]
     flagged = np.zeros(len(times_ns), dtype=bool)
     for name in label_columns:  # a row is anomalous when any label column flags it (one window per run)
-        flagged |= np.nan_to_num(table.column(name)[order], nan=0.0) != 0
+        flagged |= table.flags[name][order]
     ranges = _label_ranges(times_ns, flagged)
     sources = []
     for name in columns:
@@ -389,27 +465,6 @@ def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, co
     if not sources:
         raise ReplayError(f"{path}: none of the columns {list(columns)!r} has a reading")
     return sources
-
-
-def _parse_header(first: str, path: Path) -> tuple[str, list[str]]:
-    """(delimiter, fields) of a CSV header line: a time column, then uniquely named value columns."""
-    if not first.strip():
-        raise ReplayError(f"{path}: empty file (expected a header such as 'timestamp,value')")
-    delimiter = _delimiter(first)
-    header = [h.strip() for h in next(csv.reader([first], delimiter=delimiter))]
-    if len(header) < 2:
-        raise ReplayError(f"{path}: expected a header with a time column and at least one value column "
-                          f"(delimited by ',', ';' or TAB), got {header!r}")
-    names = header[1:]
-    if any(not n for n in names) or len(set(names)) != len(names):
-        raise ReplayError(f"{path}: value column names must be non-empty and unique, got {names!r}")
-    return delimiter, header
-
-
-def csv_header(path: Path) -> list[str]:
-    """The header fields of a CSV file (time column first); ReplayError when it is not a valid header."""
-    with _open_text(Path(path)) as handle:
-        return _parse_header(handle.readline(), Path(path))[1]
 
 
 def read_ucr_txt(path: Path, *, stream: str | None = None, batch: int = 1, sample_period_ms: float = 10.0,
@@ -459,18 +514,18 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
                  columns: Sequence[str] | None = None, label_columns: Sequence[str] = (),
                  skip_columns: Sequence[str] = ()) -> list[ReplaySource]:
     """The streams of one file, the reader picked from its name: ``.csv`` with NAB's ``timestamp,value`` header
-    one stream, any other ``.csv`` one stream per sensor column (:func:`read_sensor_csv`), ``.txt``/``.txt.gz``
-    UCR, ``.wav`` audio. ``columns``/``label_columns``/``skip_columns`` apply to sensor CSVs only."""
+    one stream, any other ``.csv`` — or any with ``columns``/``label_columns``/``skip_columns`` — one stream per
+    sensor column (:func:`read_sensor_csv`), ``.txt``/``.txt.gz`` UCR, ``.wav`` audio."""
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"{path}: no such file")
     name = path.name.lower()
     is_csv = name.endswith(".csv") or name.endswith(".csv.gz")
-    if (columns or label_columns or skip_columns) and not (is_csv and not is_nab_header(path)):
-        raise ReplayError(f"{path}: --column, --label-column and --skip-column choose columns of a CSV file with "
-                          "several sensor columns; this file has one stream")
+    chosen = bool(columns or label_columns or skip_columns)
+    if chosen and not is_csv:
+        raise ReplayError(f"{path}: --column, --label-column and --skip-column choose columns of a CSV file")
     if is_csv:
-        if is_nab_header(path):
+        if not chosen and is_nab_header(path):
             return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
         return list(read_sensor_csv(path, stream=stream, batch=batch, columns=columns, label_columns=label_columns,
                                     skip_columns=skip_columns))

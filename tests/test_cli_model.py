@@ -143,7 +143,9 @@ def test_sensor_csv_column_is_one_series_like_its_own_nab_file(spiky_csv, tmp_pa
                         "3 value columns (flow, pressure, anomaly): choose one with --column")
     _assert_clean_error(_cli(["train", bed, "--model-dir", tmp_path / "m", "--column", "speed"]), "no column(s)")
     _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--column", "flow"]),
-                        "one value column")
+                        "no column(s) ['flow']; the value columns are ['value']")
+    _assert_clean_error(_cli(["score", path, "--model-dir", tmp_path / "m_bed", "--out", tmp_path / "o.csv"]),
+                        "no column(s) ['pressure']")  # the model's column, looked for in a NAB file
 
 
 def _wav(path, rate=8000, seconds=1.0, click_at=None):

@@ -120,7 +120,7 @@ def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
     assert b.stream == "pump7/b" and b.label_windows() == []
     assert b.times_ns.tolist() == [1_000_000_000, 2_000_000_000, 3_000_000_000]  # epoch ms, sorted by time
     assert b.values.tolist() == [2.0, 6.0, 4.0]
-    with pytest.raises(ReplayError, match=r"'state'.*'RUN' is not a number.*--skip-column"):
+    with pytest.raises(ReplayError, match=r"'state'.*'RUN' is not a number.*--skip-column.*--label-column"):
         open_sources(path)
     assert [s.stream for s in open_sources(path, skip_columns=["state"])] == [f"{tmp_path.name}/bed/a",
                                                                                f"{tmp_path.name}/bed/b"]
@@ -130,9 +130,53 @@ def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
         open_sources(path, columns=["c"])
     with pytest.raises(ReplayError, match="both as a sensor and as a label"):
         open_sources(path, columns=["a"], label_columns=["a"])
+    with pytest.raises(ReplayError, match="both as a sensor and as a column to skip"):
+        open_sources(path, columns=["a"], skip_columns=["a"])
+    assert len(open_sources(path, columns=["b", "b"])) == 1  # a column named twice is one stream, not two
     nab = write_nab(tmp_path / "nab")
-    with pytest.raises(ReplayError, match="this file has one stream"):
-        open_sources(nab, columns=["value"])
+    (value,) = open_sources(nab, columns=["value"])  # chosen columns read a NAB file as a log of sensors
+    assert value.stream == "realTest/machine/value" and value.label_windows() == []
+
+
+def test_sensor_csv_pump_layout_index_column_text_states_and_odd_cells(tmp_path, caplog):
+    """A wide pump log as pandas writes it: an unnamed index column first, the time column second, empty and
+    NaN-spelled cells, a text state column used as labels (NORMAL is normal, BROKEN / RECOVERING are not)."""
+    path = tmp_path / "pump" / "sensor.csv.gz"
+    path.parent.mkdir()
+    lines = [",timestamp,sensor_00,sensor_01,machine_status,"]  # a trailing delimiter
+    states = ["NORMAL", "NORMAL", "BROKEN", "RECOVERING", "NORMAL", "NORMAL"]
+    cells = ["1.5", "-nan", "Nan", "", "2.5", "NULL"]
+    for i, (state, cell) in enumerate(zip(states, cells)):
+        lines.append(f"{i},2018-04-01 00:0{i}:00,{cell},{i},{state}")
+    # a byte-order mark, blank lines before the header
+    path.write_bytes(gzip.compress(("\ufeff\n\n" + "\n".join(lines) + "\n").encode()))
+    s00, s01 = open_sources(path, label_columns=["machine_status"])
+    assert (s00.stream, s01.stream) == ("pump/sensor/sensor_00", "pump/sensor/sensor_01")
+    assert s00.values.tolist() == [1.5, 2.5] and s01.values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    t0 = parse_timestamp("2018-04-01T00:00:00Z")
+    assert [(w.start_ns - t0, w.end_ns - t0) for w in s01.label_windows()] == [(120_000_000_000, 180_000_000_000)]
+    with pytest.raises(ReplayError, match="'machine_status'.*'NORMAL' is not a number"):
+        open_sources(path)
+    epoch = tmp_path / "epoch.csv"
+    epoch.write_text("time\tTemp, C\tFlow, l/min\n1583748873\t1\t2\n1583748874\t3\t4\n")  # commas in names
+    with caplog.at_level("WARNING", logger="streamer.replay"):
+        temp, flow = open_sources(epoch)
+    assert (temp.stream.rsplit("/", 1)[1], flow.values.tolist()) == ("Temp, C", [2.0, 4.0])
+    assert "starts in 1970-01-19" in caplog.text and "epoch seconds" in caplog.text
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(ReplayError, match="cannot read"):
+        open_sources(broken)
+
+
+def test_nab_file_with_more_columns_bom_or_trailing_delimiters_is_still_one_stream(tmp_path, caplog):
+    path = tmp_path / "data" / "realTest" / "extra.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("\ufefftimestamp,value,anomaly_score,\n2015-01-01 00:00:00,1,0.5,\n2015-01-01 00:01:00,2,0.1\n")
+    with caplog.at_level("WARNING", logger="streamer.replay"):
+        (source,) = open_sources(path)
+    assert source.stream == "realTest/extra" and source.values.tolist() == [1.0, 2.0]
+    assert "['anomaly_score'] after timestamp,value are ignored" in caplog.text
 
 
 @pytest.mark.parametrize("content,match", [
@@ -140,7 +184,7 @@ def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
     ("time;a;b\n2020-01-01 00:00:00;1\n", ":2: 2 field"),
     ("time;a\nyesterday;1\n", ":2: bad timestamp"),
     ("time;a;a\n2020-01-01 00:00:00;1;2\n", "unique"),
-    ("time;a\n", "no samples|has a reading"),
+    ("time;a\n", "no samples"),
     ("time;a\n2020-01-01 00:00:00;\n", "has a reading"),
     ("", "empty file"),
 ])
