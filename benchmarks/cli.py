@@ -225,3 +225,94 @@ def ucr_command(
         f"{label} {row['accuracy']:.3f} (±100 {row['accuracy_pm100']:.3f})" for label, row in acc_table.items()
     )
     typer.echo(f"UCR ({len(report.files)} series, accuracy): {line} [{info.wall_seconds:.0f}s] -> {json_path}")
+
+
+@bench_app.command("testbed")
+def testbed_command(
+    data: Path = typer.Option(..., "--data", help="Folder of test-bed logs: .csv(.gz) files, a time column and one "
+                              "column per sensor (SKAB's layout), searched recursively."),
+    label_column: list[str] = typer.Option(..., "--label-column", help="Column flagging anomalous rows (non-zero, "
+                                           "or a word other than normal/ok/false/no); repeatable: SKAB's "
+                                           "--label-column anomaly."),
+    skip_column: Optional[list[str]] = typer.Option(None, "--skip-column", help="Column that is neither a sensor "
+                                                    "nor a label (repeatable)."),
+    out: Path = typer.Option(Path("benchmarks/out/testbed"), "--out", help="testbed.json, plots and one row file "
+                             "per detector and log (OUT/<label>/<log>.csv: time, label, score, alert) go here."),
+    scorer: Optional[list[str]] = typer.Option(
+        None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the product "
+        "('scalowatch', preset nab) and the windowed-Gaussian baseline."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N files (smoke runs)."),
+    via: str = typer.Option("detector", "--via", help="detector: score each sensor with the detector directly; "
+                            "monitor: replay every log through the monitor's processing path (one stream per "
+                            "sensor) and use the stored scores and alerts."),
+    ablate: bool = typer.Option(False, "--ablate", help="Rows product / without_diffusion / diffusion_only of the "
+                                "product detector, from the same fits."),
+    copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write testbed.json to this path."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Score a test bed's logs, each sensor a stream, the rig judged by its highest sensor (benchmarks/testbed.py)."""
+    from benchmarks.plots import plot_accuracy_bars
+    from benchmarks.runinfo import finish_run, start_run, write_json
+    from benchmarks.testbed import (
+        TESTBED_DEFAULT_DETECTORS, TESTBED_DETECTOR_DEFAULTS, find_testbed_files, load_testbed_file, run_testbed,
+        write_rows,
+    )
+    from models.errors import InputError
+
+    info, t0 = start_run()
+    try:
+        only_product = via == "monitor" or ablate
+        specs = _specs(scorer, ("scalowatch",) if only_product else TESTBED_DEFAULT_DETECTORS,
+                       TESTBED_DETECTOR_DEFAULTS)
+        paths = find_testbed_files(Path(data))[:limit]
+        files = [load_testbed_file(p, Path(data), label_column, skip_column or ()) for p in paths]
+        report = run_testbed(files, specs, ablate=ablate, via=via, progress=progress)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    finish_run(info, t0)
+    out = Path(out)
+    for label, rigs in report.rigs.items():
+        for f, rig in zip(files, rigs):
+            write_rows(out / label / f"{f.name.removesuffix('.gz').removesuffix('.csv')}.csv", f, rig)
+    plots = Path(plots_dir) if plots_dir else out / "plots"
+    table = {label: m.to_dict() for label, m in report.results.items()}
+    bars = {label: {k: (row[k] if row[k] is not None else float("nan")) for k in ("roc_auc", "f1", "event_recall")}
+            for label, row in table.items()}
+    pngs = [plot_accuracy_bars(bars, plots / "testbed.png", f"test bed ({len(files)} logs): ROC AUC, F1 and "
+                               "labelled runs alerted", keys=("roc_auc", "f1", "event_recall"))]
+    payload = {
+        "benchmark": "testbed",
+        "via": via,
+        "ablate": ablate,
+        "run": info.to_dict(),
+        "protocol": {
+            "streams": "one per sensor column (as `scalowatch replay FILE --label-column ...` sends them)",
+            "training": "each file's leading rows: min(floor(0.15 n), 750), never reaching its first labelled row",
+            "rig": "row score = the highest sensor score; a row alerts while any sensor's alert is open (the "
+                   "monitor's alert rule and the preset's threshold)",
+            "metrics": "pooled over the rows after each training part: ROC AUC of row scores; point-wise "
+                       "precision / recall / F1, FAR, MAR of alerting rows; labelled runs with an alert inside",
+            "label_columns": list(label_column),
+            "skip_columns": list(skip_column or ()),
+        },
+        "data": str(Path(data).resolve()),
+        "n_files": len(files),
+        "complete": limit is None,
+        "metrics": table,
+        "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
+        "files": [{"file": f.name, "rows": int(f.times_ns.size), "train_rows": f.train_rows,
+                   "labelled_rows": int(f.flagged.sum()), "sensors": [s.stream for s in f.sensors],
+                   "metrics": {label: per[f.name].to_dict() for label, per in report.per_file.items()}}
+                  for f in files],
+        "plots": [str(p) for p in pngs],
+    }
+    json_path = write_json(out / "testbed.json", payload)
+    if copy_json:
+        Path(copy_json).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(json_path, copy_json)
+    auc = {label: "-" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}" for label, row in table.items()}
+    line = " | ".join(f"{label} AUC {auc[label]} F1 {row['f1']:.3f} runs alerted {row['event_recall']:.2f}"
+                      for label, row in table.items())
+    typer.echo(f"test bed ({len(files)} logs): {line} [{info.wall_seconds:.0f}s] -> {json_path}")

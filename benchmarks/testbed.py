@@ -1,0 +1,270 @@
+"""``bench testbed``: logs of a test bed (CSV files with one column per sensor and label columns, SKAB's layout)
+through the product detector, one stream per sensor — what ``scalowatch replay FILE --label-column ...`` into
+``scalowatch monitor`` runs.
+
+Why a benchmark of its own: a rig's fault shows on some of its sensors, not all, and is labelled per row of the
+log. NAB's scoring of each sensor as a file of its own would count every sensor that stays quiet as a miss. Here
+the rig is judged as its operator sees it: a row's score is the highest of its sensors' scores, and a row is
+alerting while any of its sensors' alerts (the monitor's alert rule, the preset's threshold) is open.
+
+Protocol, the same for every file (no per-file tuning):
+- the training part is the file's leading rows, NAB's probationary length ``min(floor(0.15 n), 750)``, never
+  reaching the first labelled row; a sensor trains on its own readings in those rows;
+- scores are causal; every detector that does not output probabilities is calibrated by the anomaly likelihood
+  learnt on the training part (as ``bench nab``);
+- metrics over the rows after the training part, pooled over the files: ROC AUC of the row scores; at the alert
+  rule, point-wise precision / recall / F1 and the false-alarm (FAR) and missed-alarm (MAR) rates SKAB reports,
+  the fraction of labelled runs with an alert inside (and the mean delay, in rows, from a run's first row to its
+  first alerting row), and the alert runs that touch no labelled run.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.detectors import DetectorSpec
+from models.calibration import training_part_likelihood
+from models.errors import InputError
+from models.metrics import nab as nab_metrics
+from streamer.replay import ReplayError, SeriesSource, read_sensor_csv
+
+log = logging.getLogger(__name__)
+
+TESTBED_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian")
+TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {"scalowatch": {"preset": "nab"}}
+MIN_TRAIN_ROWS = 48  # the detector's least training part
+
+
+@dataclass
+class BedLog:
+    """One log: its rows' times (in time order), which rows are labelled anomalous, one source per sensor."""
+
+    name: str
+    times_ns: np.ndarray
+    flagged: np.ndarray
+    sensors: list[SeriesSource]
+    train_rows: int
+
+    def train_samples(self, sensor: SeriesSource) -> int:
+        """The sensor's readings inside the training rows."""
+        if self.train_rows >= self.times_ns.size:
+            return int(sensor.times_ns.size)
+        return int(np.searchsorted(sensor.times_ns, self.times_ns[self.train_rows], side="left"))
+
+
+def find_testbed_files(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of test-bed logs (.csv files)")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+    if not files:
+        raise InputError(f"{root}: no .csv files")
+    return files
+
+
+def load_testbed_file(path: Path, root: Path, label_columns: Sequence[str],
+                      skip_columns: Sequence[str] = ()) -> BedLog:
+    """The sensors of one log as the replay reads them (stream ``<relative path>/<column>``) and its row labels."""
+    name = str(Path(path).relative_to(root))
+    stem = name[: -len(".gz")] if name.lower().endswith(".gz") else name
+    stem = stem[: -len(".csv")] if stem.lower().endswith(".csv") else stem
+    try:
+        sensors = read_sensor_csv(path, stream=stem, label_columns=label_columns, skip_columns=skip_columns)
+    except ReplayError as exc:
+        raise InputError(str(exc)) from None
+    times = np.unique(np.concatenate([s.times_ns for s in sensors]))
+    flagged = np.zeros(times.size, dtype=bool)
+    for start, end in sensors[0].label_ranges:  # every stream of a file carries the file's label windows
+        flagged |= (times >= start) & (times <= end)
+    train = nab_metrics.probationary_length(times.size)
+    if flagged.any():
+        train = min(train, int(np.argmax(flagged)))
+    return BedLog(name, times, flagged, sensors, train)
+
+
+def _calibrated(det, values: np.ndarray, raw: np.ndarray, train: int) -> np.ndarray:
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.shape != values.shape or not np.all(np.isfinite(raw)):
+        raise InputError(f"expected {values.size} finite scores, got shape {raw.shape}")
+    return raw if det.output_is_probability else training_part_likelihood(train).transform(raw)
+
+
+def sensor_scores(spec: DetectorSpec, values: np.ndarray, train: int, ablate: bool) -> dict[str, np.ndarray]:
+    """One sensor's scores per variant (``product`` / ``without_diffusion`` / ``diffusion_only`` with
+    ``ablate``, else the detector's own label), from one fit on its training readings."""
+    det = spec.build()
+    det.fit(values[:train])
+    if ablate:
+        return {k: _calibrated(det, values, v, train) for k, v in det.score_variants(values).items()}
+    return {spec.label: _calibrated(det, values, det.score(values), train)}
+
+
+def alert_rows(stream: str, times_ns: np.ndarray, scores: np.ndarray, policy) -> np.ndarray:
+    """Per reading, whether the monitor's alert rule has the stream's alert open (:class:`streamer.alerts.AlertMachine`,
+    the rule the monitor applies to every stored score)."""
+    from streamer.alerts import AlertMachine
+
+    machine = AlertMachine(stream, policy)
+    return np.array([machine.update(int(t), float(s), float(s)).in_alert for t, s in zip(times_ns, scores)],
+                    dtype=bool)
+
+
+def row_view(file: BedLog, sensor: SeriesSource, per_reading: np.ndarray) -> np.ndarray:
+    """A sensor's per-reading values on the file's rows: each row takes the sensor's latest reading at or before
+    it (a row the sensor skipped keeps its previous value, as a dashboard shows it); 0 before the first."""
+    idx = np.searchsorted(sensor.times_ns, file.times_ns, side="right") - 1
+    out = np.zeros(file.times_ns.size, dtype=np.float64)
+    ok = idx >= 0
+    out[ok] = per_reading[idx[ok]]
+    return out
+
+
+@dataclass
+class RigScores:
+    """One detector (or variant) on one file: row scores (the highest sensor's) and alerting rows (any sensor's)."""
+
+    scores: np.ndarray
+    alerts: np.ndarray
+
+
+def write_rows(path: Path, file: BedLog, rig: RigScores) -> Path:
+    """One file's rows as the benchmark judged them (``time,label,in_training,score,alert``): anyone can re-score
+    a run from these without running a model."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamps = np.datetime_as_string(file.times_ns.astype("datetime64[ns]"), unit="ms")
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "label", "in_training", "score", "alert"])
+        for i, stamp in enumerate(stamps):
+            writer.writerow([stamp, int(file.flagged[i]), int(i < file.train_rows), f"{rig.scores[i]:.9g}",
+                             int(rig.alerts[i])])
+    return path
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+@dataclass
+class BedMetrics:
+    roc_auc: float | None
+    precision: float
+    recall: float
+    f1: float
+    far: float
+    mar: float
+    event_recall: float
+    events: int
+    false_alert_runs: int
+    mean_delay_rows: float | None
+    rows: int
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def metrics(files: Sequence[BedLog], rigs: Sequence[RigScores]) -> BedMetrics:
+    """Pooled over the files' rows after their training parts (see the module docstring)."""
+    from sklearn.metrics import roc_auc_score
+
+    y, s, a = [], [], []
+    events = false_runs = 0
+    delays: list[int] = []
+    for f, r in zip(files, rigs):
+        part = slice(f.train_rows, None)
+        y.append(f.flagged[part])
+        s.append(r.scores[part])
+        a.append(r.alerts[part])
+        labelled = _runs(f.flagged[part])
+        events += len(labelled)
+        delays += [int(np.argmax(r.alerts[part][i:j])) for i, j in labelled if r.alerts[part][i:j].any()]
+        false_runs += sum(not f.flagged[part][i:j].any() for i, j in _runs(r.alerts[part]))
+    y_all, s_all, a_all = np.concatenate(y), np.concatenate(s), np.concatenate(a)
+    tp = int((y_all & a_all).sum())
+    fp = int((~y_all & a_all).sum())
+    fn = int((y_all & ~a_all).sum())
+    tn = int((~y_all & ~a_all).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    auc = float(roc_auc_score(y_all, s_all)) if 0 < y_all.sum() < y_all.size else None
+    return BedMetrics(auc, precision, recall, f1, fp / (fp + tn) if fp + tn else 0.0,
+                          fn / (fn + tp) if fn + tp else 0.0, len(delays) / events if events else 0.0, events,
+                          false_runs, float(np.mean(delays)) if delays else None, int(y_all.size))
+
+
+@dataclass
+class BedReport:
+    files: list[BedLog]
+    results: dict[str, BedMetrics] = field(default_factory=dict)
+    per_file: dict[str, dict[str, BedMetrics]] = field(default_factory=dict)
+    rigs: dict[str, list[RigScores]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablate: bool = False,
+                via: str = "detector", progress: bool = True) -> BedReport:
+    """Score every file with every detector (``ablate``: the product's three variants from one fit; ``via
+    monitor``: the product replayed through the monitor's processing path, its stored scores and alerts)."""
+    from benchmarks.nab import PRODUCT_NAMES, product_options
+    from streamer.assemble import alert_policy
+    from streamer.config import MonitorSettings
+
+    if via not in ("detector", "monitor"):
+        raise InputError(f"via must be detector or monitor, got {via!r}")
+    if (ablate or via == "monitor") and [s.name for s in specs if s.name in PRODUCT_NAMES] != [s.name for s in specs]:
+        raise InputError("--ablate and --via monitor run the product detector only (e.g. --scorer scalowatch)")
+    short = [f.name for f in files if f.train_rows < MIN_TRAIN_ROWS]
+    if short:
+        raise InputError(f"training part under {MIN_TRAIN_ROWS} rows (a label too early, or too few rows): "
+                         f"{', '.join(short)}")
+    report = BedReport(list(files))
+    for spec in specs:
+        started = time.perf_counter()
+        preset = spec.kwargs.get("preset", "nab") if spec.name in PRODUCT_NAMES else "nab"
+        policy = alert_policy(MonitorSettings(), preset)
+        rigs: dict[str, list[RigScores]] = {}
+        if via == "monitor":
+            from benchmarks.via_monitor import at_times, run_through_monitor
+
+            preset, options = product_options(spec)
+            sources = [s for f in files for s in f.sensors]
+            train = {s.stream: f.train_samples(s) for f in files for s in f.sensors}
+            stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
+            for f in files:
+                got = [stored[s.stream] for s in f.sensors]
+                rigs.setdefault(spec.label, []).append(RigScores(
+                    np.max([at_times(g, f.times_ns, g.score) for g in got], axis=0),
+                    np.any([at_times(g, f.times_ns, g.alert.astype(np.float64)) > 0 for g in got], axis=0)))
+        else:
+            bar = tqdm(total=sum(len(f.sensors) for f in files), desc=f"testbed {spec.label}", unit="sensor",
+                       disable=not progress)
+            for f in files:
+                views: dict[str, tuple[list, list]] = {}
+                for s in f.sensors:
+                    for variant, scores in sensor_scores(spec, s.values, f.train_samples(s), ablate).items():
+                        alerts = alert_rows(s.stream, s.times_ns, scores, policy)
+                        sv, av = views.setdefault(variant, ([], []))
+                        sv.append(row_view(f, s, scores))
+                        av.append(row_view(f, s, alerts.astype(np.float64)) > 0)
+                    bar.update(1)
+                for variant, (sv, av) in views.items():
+                    rigs.setdefault(variant, []).append(RigScores(np.max(sv, axis=0), np.any(av, axis=0)))
+            bar.close()
+        seconds = time.perf_counter() - started
+        for label, per_file in rigs.items():
+            report.rigs[label] = per_file
+            report.results[label] = metrics(files, per_file)
+            report.per_file[label] = {f.name: metrics([f], [r]) for f, r in zip(files, per_file)}
+            report.seconds[label] = seconds
+            log.info("%s: %s (%.1f s)", label, report.results[label].to_dict(), seconds)
+    return report

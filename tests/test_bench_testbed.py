@@ -1,0 +1,107 @@
+"""`bench testbed`: a test bed's logs, one stream per sensor, the rig judged by its highest sensor; the monitor's
+path gives the detector's rows; the metrics are what they say."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.testbed import RigScores, BedLog, load_testbed_file, metrics
+from scalowatch.cli import app
+from testbed_data import SENSORS, make_testbed
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
+
+RUNNER = CliRunner()
+FAST = "scalowatch:steps=3,max_train_windows=32"
+LABEL = "scalowatch_steps-3_max_train_windows-32"
+
+
+def _rows(path):
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_log_is_one_stream_per_sensor_with_row_labels_and_a_training_part_before_them(tmp_path):
+    root = make_testbed(tmp_path / "bed", runs=1, rows=900, fault=(600, 680))
+    f = load_testbed_file(root / "valve1" / "0.csv", root, ["anomaly", "changepoint"])
+    assert [s.stream for s in f.sensors] == [f"valve1/0/{name}" for name in SENSORS]
+    assert f.times_ns.size == 900 and f.flagged.sum() == 80 and np.flatnonzero(f.flagged)[0] == 600
+    assert f.train_rows == 135  # NAB's probation, 0.15 n
+    early = load_testbed_file(make_testbed(tmp_path / "early", runs=1, rows=900, fault=(100, 150)) / "valve1" /
+                              "0.csv", tmp_path / "early", ["anomaly"])
+    assert early.train_rows == 100  # never past the first labelled row
+
+
+def test_metrics_of_a_hand_built_rig():
+    times = np.arange(20, dtype=np.int64)
+    flagged = np.zeros(20, dtype=bool)
+    flagged[8:12] = True   # run 1: rows 8-11
+    flagged[15:17] = True  # run 2: rows 15-16, never alerted
+    f = BedLog("x", times, flagged, [], train_rows=4)
+    alerts = np.zeros(20, dtype=bool)
+    alerts[10:13] = True   # rows 10, 11 hit run 1 two rows late; row 12 is a false row of the same alert run
+    alerts[5] = True       # a false alert run
+    scores = flagged.astype(float) * 0.9 + alerts * 0.05
+    m = metrics([f], [RigScores(scores, alerts)])
+    assert (m.rows, m.events, m.false_alert_runs) == (16, 2, 1)
+    assert m.precision == pytest.approx(2 / 4) and m.recall == pytest.approx(2 / 6)
+    assert m.f1 == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    assert m.far == pytest.approx(2 / 10) and m.mar == pytest.approx(4 / 6)
+    assert m.event_recall == 0.5 and m.mean_delay_rows == 2.0
+    assert m.roc_auc == pytest.approx(1.0)
+
+
+def test_via_monitor_gives_the_detectors_rows_and_alerts(tmp_path):
+    root = make_testbed(tmp_path / "bed", runs=2, rows=700, fault=(500, 560))
+    runs = {}
+    for via in ("detector", "monitor"):
+        out = tmp_path / via
+        res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly",
+                                  "--skip-column", "changepoint", "--out", str(out), "--scorer", FAST, "--via", via,
+                                  "--no-progress"])
+        assert res.exit_code == 0, res.output
+        runs[via] = out
+    for name in ("0", "1"):
+        det, mon = (_rows(runs[via] / LABEL / "valve1" / f"{name}.csv") for via in ("detector", "monitor"))
+        assert [r["time"] for r in det] == [r["time"] for r in mon] and len(det) == 700
+        np.testing.assert_allclose([float(r["score"]) for r in mon], [float(r["score"]) for r in det], atol=1e-9)
+        assert [r["alert"] for r in mon] == [r["alert"] for r in det]
+        assert sum(int(r["label"]) for r in det) == 60 and sum(int(r["in_training"]) for r in det) == 105
+    reports = {via: json.loads((runs[via] / "testbed.json").read_text()) for via in runs}
+    assert reports["monitor"]["metrics"] == reports["detector"]["metrics"]
+    assert reports["detector"]["files"][0]["sensors"] == [f"valve1/0/{s}" for s in SENSORS]
+
+
+def test_ablate_and_baselines_from_one_command(tmp_path):
+    root = make_testbed(tmp_path / "bed", runs=1, rows=600, fault=(400, 460))
+    out = tmp_path / "abl"
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--out",
+                              str(out), "--scorer", FAST, "--ablate", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "testbed.json").read_text())
+    assert set(report["metrics"]) == {"product", "without_diffusion", "diffusion_only"}
+    plain = tmp_path / "plain"
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--out",
+                              str(plain), "--scorer", FAST, "--scorer", "windowed_gaussian", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert _rows(out / "product" / "valve1" / "0.csv") == _rows(plain / LABEL / "valve1" / "0.csv")
+    baseline = json.loads((plain / "testbed.json").read_text())["metrics"]["windowed_gaussian"]
+    assert baseline["events"] == 1 and baseline["rows"] == 510
+    assert (plain / "plots" / "testbed.png").is_file()
+
+
+def test_clear_errors(tmp_path):
+    root = make_testbed(tmp_path / "bed", runs=1, rows=300, fault=(20, 40))
+    base = ["bench", "testbed", "--data", str(root), "--out", str(tmp_path / "o"), "--no-progress"]
+    res = RUNNER.invoke(app, [*base, "--label-column", "fault"])
+    assert res.exit_code == 2 and "no column(s) ['fault']" in res.output
+    res = RUNNER.invoke(app, [*base, "--label-column", "anomaly", "--scorer", FAST])
+    assert res.exit_code == 2 and "training part under 48 rows" in res.output and "valve1/0.csv" in res.output
+    res = RUNNER.invoke(app, [*base, "--label-column", "anomaly", "--scorer", "windowed_gaussian", "--ablate"])
+    assert res.exit_code == 2 and "product detector only" in res.output
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(tmp_path / "none"), "--label-column", "a"])
+    assert res.exit_code == 2 and "not a folder" in res.output
