@@ -232,12 +232,14 @@ def testbed_command(
     data: Path = typer.Option(..., "--data", help="Folder of test-bed logs: .csv(.gz) files, a time column and one "
                               "column per sensor (SKAB's layout), searched recursively."),
     label_column: list[str] = typer.Option(..., "--label-column", help="Column flagging anomalous rows (non-zero, "
-                                           "or a word other than normal/ok/false/no); repeatable: SKAB's "
-                                           "--label-column anomaly."),
+                                           "or a word other than normal/ok/false/no); repeatable. SKAB: --label-column "
+                                           "anomaly --skip-column changepoint (a changepoint column replayed as a "
+                                           "sensor would leak the labels into the scores)."),
     skip_column: Optional[list[str]] = typer.Option(None, "--skip-column", help="Column that is neither a sensor "
                                                     "nor a label (repeatable)."),
     out: Path = typer.Option(Path("benchmarks/out/testbed"), "--out", help="testbed.json, plots and one row file "
-                             "per detector and log (OUT/<label>/<log>.csv: time, label, score, alert) go here."),
+                             "per detector and log (OUT/<label>/<log>.csv: time, label, in_training, score, "
+                             "alert) go here; files below OUT are not read as logs."),
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the product "
         "('scalowatch', preset nab) and the windowed-Gaussian baseline."),
@@ -265,7 +267,8 @@ def testbed_command(
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else TESTBED_DEFAULT_DETECTORS,
                        TESTBED_DETECTOR_DEFAULTS)
-        paths = find_testbed_files(Path(data))[:limit]
+        found = find_testbed_files(Path(data), exclude=Path(out))
+        paths = found[:limit]
         files = [load_testbed_file(p, Path(data), label_column, skip_column or ()) for p in paths]
         report = run_testbed(files, specs, ablate=ablate, via=via, progress=progress)
     except InputError as exc:
@@ -275,7 +278,7 @@ def testbed_command(
     out = Path(out)
     for label, rigs in report.rigs.items():
         for f, rig in zip(files, rigs):
-            write_rows(out / label / f"{f.name.removesuffix('.gz').removesuffix('.csv')}.csv", f, rig)
+            write_rows(out / label / f"{f.name}.csv", f, rig)
     plots = Path(plots_dir) if plots_dir else out / "plots"
     table = {label: m.to_dict() for label, m in report.results.items()}
     bars = {label: {k: (row[k] if row[k] is not None else float("nan")) for k in ("roc_auc", "f1", "event_recall")}
@@ -299,7 +302,7 @@ def testbed_command(
         },
         "data": str(Path(data).resolve()),
         "n_files": len(files),
-        "complete": limit is None,
+        "complete": len(paths) == len(found),
         "metrics": table,
         "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
         "files": [{"file": f.name, "rows": int(f.times_ns.size), "train_rows": f.train_rows,
@@ -312,7 +315,10 @@ def testbed_command(
     if copy_json:
         Path(copy_json).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(json_path, copy_json)
-    auc = {label: "-" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}" for label, row in table.items()}
-    line = " | ".join(f"{label} AUC {auc[label]} F1 {row['f1']:.3f} runs alerted {row['event_recall']:.2f}"
+    def shown(value, digits: int = 3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    line = " | ".join(f"{label} AUC {shown(row['roc_auc'])} F1 {shown(row['f1'])} runs alerted "
+                      f"{shown(row['event_recall'], 2)}, false alert runs {row['false_alert_runs']}"
                       for label, row in table.items())
     typer.echo(f"test bed ({len(files)} logs): {line} [{info.wall_seconds:.0f}s] -> {json_path}")

@@ -32,7 +32,7 @@ from benchmarks.detectors import DetectorSpec
 from models.calibration import training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
-from streamer.replay import ReplayError, SeriesSource, read_sensor_csv
+from streamer.replay import ReplayError, SeriesSource, read_csv_table, read_sensor_csv
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class BedLog:
     """One log: its rows' times (in time order), which rows are labelled anomalous, one source per sensor."""
 
     name: str
+    path: Path
     times_ns: np.ndarray
     flagged: np.ndarray
     sensors: list[SeriesSource]
@@ -58,34 +59,73 @@ class BedLog:
         return int(np.searchsorted(sensor.times_ns, self.times_ns[self.train_rows], side="left"))
 
 
-def find_testbed_files(root: Path) -> list[Path]:
+def find_testbed_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every ``.csv``/``.csv.gz`` below ``root`` (but not below ``exclude``: a benchmark's own output folder)."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder of test-bed logs (.csv files)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz"))
+                   and not (skip is not None and p.resolve().is_relative_to(skip)))
     if not files:
         raise InputError(f"{root}: no .csv files")
     return files
 
 
+def log_name(path: Path, root: Path) -> str:
+    """A log's name: its path below the data folder without ``.csv``/``.csv.gz`` (any case) — the prefix of its
+    streams and the name of its row files."""
+    name = Path(path).relative_to(root).as_posix()
+    for suffix in (".gz", ".csv"):
+        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+    return name
+
+
 def load_testbed_file(path: Path, root: Path, label_columns: Sequence[str],
                       skip_columns: Sequence[str] = ()) -> BedLog:
-    """The sensors of one log as the replay reads them (stream ``<relative path>/<column>``) and its row labels."""
-    name = str(Path(path).relative_to(root))
-    stem = name[: -len(".gz")] if name.lower().endswith(".gz") else name
-    stem = stem[: -len(".csv")] if stem.lower().endswith(".csv") else stem
+    """The sensors of one log as the replay reads them (stream ``<log name>/<column>``) and its rows' labels.
+
+    The rows are the file's own, a row where no sensor has a reading included: its label counts, and the training
+    part must stop before it."""
+    name = log_name(path, root)
     try:
-        sensors = read_sensor_csv(path, stream=stem, label_columns=label_columns, skip_columns=skip_columns)
+        sensors = read_sensor_csv(path, stream=name, label_columns=label_columns, skip_columns=skip_columns)
+        table = read_csv_table(path, columns=[], label_columns=list(dict.fromkeys(label_columns)))
     except ReplayError as exc:
         raise InputError(str(exc)) from None
-    times = np.unique(np.concatenate([s.times_ns for s in sensors]))
+    order = np.argsort(table.times_ns, kind="stable")
+    times = table.times_ns[order]
     flagged = np.zeros(times.size, dtype=bool)
-    for start, end in sensors[0].label_ranges:  # every stream of a file carries the file's label windows
-        flagged |= (times >= start) & (times <= end)
+    for column in table.flags.values():
+        flagged |= column[order]
     train = nab_metrics.probationary_length(times.size)
     if flagged.any():
         train = min(train, int(np.argmax(flagged)))
-    return BedLog(name, times, flagged, sensors, train)
+    if train < times.size:  # a sensor silent after the training part has nothing to be judged on
+        silent = [s for s in sensors if s.times_ns[-1] < times[train]]
+        for s in silent:
+            log.warning("%s: sensor %s has no reading after the training part; it is left out of the rig",
+                        path, s.stream)
+        sensors = [s for s in sensors if s not in silent]
+        if not sensors:
+            raise InputError(f"{path}: no sensor has a reading after the training part ({train} rows)")
+    return BedLog(name, Path(path), times, flagged, sensors, train)
+
+
+def check_logs(files: Sequence[BedLog]) -> None:
+    """Refuse, before any model is fitted, what would make a result wrong: two logs whose streams would merge
+    (``x.csv`` beside ``x.csv.gz``), a sensor with too few training readings (the monitor would train it on
+    later readings, labelled ones included)."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.name in seen:
+            raise InputError(f"{seen[f.name]} and {f.path} would share the stream names {f.name}/…: keep one of them")
+        seen[f.name] = f.path
+    short = [f"{s.stream} ({f.train_samples(s)})" for f in files for s in f.sensors
+             if f.train_samples(s) < MIN_TRAIN_ROWS]
+    if short:
+        raise InputError(f"training part under {MIN_TRAIN_ROWS} readings (a label too early, too few rows, or a "
+                         f"sensor that starts late): {', '.join(short)}")
 
 
 def _calibrated(det, values: np.ndarray, raw: np.ndarray, train: int) -> np.ndarray:
@@ -156,13 +196,16 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 @dataclass
 class BedMetrics:
+    """None where a measure is undefined: no labelled rows (recall, F1, MAR, ROC AUC, runs alerted), no alert
+    (precision), no caught run (delay)."""
+
     roc_auc: float | None
-    precision: float
-    recall: float
-    f1: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
     far: float
-    mar: float
-    event_recall: float
+    mar: float | None
+    event_recall: float | None
     events: int
     false_alert_runs: int
     mean_delay_rows: float | None
@@ -193,13 +236,14 @@ def metrics(files: Sequence[BedLog], rigs: Sequence[RigScores]) -> BedMetrics:
     fp = int((~y_all & a_all).sum())
     fn = int((y_all & ~a_all).sum())
     tn = int((~y_all & ~a_all).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall) if precision + recall else 0.0) \
+        if precision is not None and recall is not None else (0.0 if recall is not None else None)
     auc = float(roc_auc_score(y_all, s_all)) if 0 < y_all.sum() < y_all.size else None
     return BedMetrics(auc, precision, recall, f1, fp / (fp + tn) if fp + tn else 0.0,
-                          fn / (fn + tp) if fn + tp else 0.0, len(delays) / events if events else 0.0, events,
-                          false_runs, float(np.mean(delays)) if delays else None, int(y_all.size))
+                      fn / (fn + tp) if fn + tp else None, len(delays) / events if events else None, events,
+                      false_runs, float(np.mean(delays)) if delays else None, int(y_all.size))
 
 
 @dataclass
@@ -223,10 +267,10 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
         raise InputError(f"via must be detector or monitor, got {via!r}")
     if (ablate or via == "monitor") and [s.name for s in specs if s.name in PRODUCT_NAMES] != [s.name for s in specs]:
         raise InputError("--ablate and --via monitor run the product detector only (e.g. --scorer scalowatch)")
-    short = [f.name for f in files if f.train_rows < MIN_TRAIN_ROWS]
-    if short:
-        raise InputError(f"training part under {MIN_TRAIN_ROWS} rows (a label too early, or too few rows): "
-                         f"{', '.join(short)}")
+    if ablate and (via != "detector" or len(specs) != 1):
+        raise InputError("--ablate needs --via detector and exactly one product detector (its variants share the "
+                         "result names product / without_diffusion / diffusion_only)")
+    check_logs(files)
     report = BedReport(list(files))
     for spec in specs:
         started = time.perf_counter()

@@ -283,11 +283,12 @@ def csv_header(path: Path) -> CsvHeader:
 
 
 def _is_flagged(cell: str) -> bool:
-    """A label cell: a non-zero number, or a word other than normal/ok/false/no (NORMAL vs BROKEN, RECOVERING)."""
+    """A label cell: a non-zero number, or a word other than normal/ok/false/no (NORMAL vs BROKEN, RECOVERING); an
+    empty or missing cell (NaN, NA, null) is not a label."""
     try:
         value = float(cell)
     except ValueError:
-        return cell.lower() not in _NORMAL_LABELS
+        return cell.lower() not in _NORMAL_LABELS and cell.lower() not in _MISSING
     return value == value and value != 0.0  # NaN: not flagged
 
 

@@ -3,13 +3,15 @@ path gives the detector's rows; the metrics are what they say."""
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.testbed import RigScores, BedLog, load_testbed_file, metrics
+from benchmarks.testbed import BedLog, RigScores, load_testbed_file, metrics
 from scalowatch.cli import app
 from testbed_data import SENSORS, make_testbed
 
@@ -41,7 +43,7 @@ def test_metrics_of_a_hand_built_rig():
     flagged = np.zeros(20, dtype=bool)
     flagged[8:12] = True   # run 1: rows 8-11
     flagged[15:17] = True  # run 2: rows 15-16, never alerted
-    f = BedLog("x", times, flagged, [], train_rows=4)
+    f = BedLog("x", Path("x.csv"), times, flagged, [], train_rows=4)
     alerts = np.zeros(20, dtype=bool)
     alerts[10:13] = True   # rows 10, 11 hit run 1 two rows late; row 12 is a false row of the same alert run
     alerts[5] = True       # a false alert run
@@ -79,14 +81,16 @@ def test_via_monitor_gives_the_detectors_rows_and_alerts(tmp_path):
 def test_ablate_and_baselines_from_one_command(tmp_path):
     root = make_testbed(tmp_path / "bed", runs=1, rows=600, fault=(400, 460))
     out = tmp_path / "abl"
-    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--out",
-                              str(out), "--scorer", FAST, "--ablate", "--no-progress"])
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly",
+                              "--skip-column", "changepoint", "--out", str(out), "--scorer", FAST, "--ablate",
+                              "--no-progress"])
     assert res.exit_code == 0, res.output
     report = json.loads((out / "testbed.json").read_text())
     assert set(report["metrics"]) == {"product", "without_diffusion", "diffusion_only"}
     plain = tmp_path / "plain"
-    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--out",
-                              str(plain), "--scorer", FAST, "--scorer", "windowed_gaussian", "--no-progress"])
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly",
+                              "--skip-column", "changepoint", "--out", str(plain), "--scorer", FAST, "--scorer",
+                              "windowed_gaussian", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert _rows(out / "product" / "valve1" / "0.csv") == _rows(plain / LABEL / "valve1" / "0.csv")
     baseline = json.loads((plain / "testbed.json").read_text())["metrics"]["windowed_gaussian"]
@@ -100,8 +104,65 @@ def test_clear_errors(tmp_path):
     res = RUNNER.invoke(app, [*base, "--label-column", "fault"])
     assert res.exit_code == 2 and "no column(s) ['fault']" in res.output
     res = RUNNER.invoke(app, [*base, "--label-column", "anomaly", "--scorer", FAST])
-    assert res.exit_code == 2 and "training part under 48 rows" in res.output and "valve1/0.csv" in res.output
+    assert res.exit_code == 2 and "training part under 48 readings" in res.output
+    assert "valve1/0/Current (20)" in res.output
     res = RUNNER.invoke(app, [*base, "--label-column", "anomaly", "--scorer", "windowed_gaussian", "--ablate"])
     assert res.exit_code == 2 and "product detector only" in res.output
+    res = RUNNER.invoke(app, [*base, "--label-column", "anomaly", "--scorer", FAST, "--ablate", "--via", "monitor"])
+    assert res.exit_code == 2 and "--ablate needs --via detector" in res.output
     res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(tmp_path / "none"), "--label-column", "a"])
     assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def _log(path: Path, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["time;A;B;anomaly", *rows]) + "\n")
+    return path
+
+
+def _stamp(i: int) -> str:
+    return f"2020-03-09 10:{i // 60:02d}:{i % 60:02d}"
+
+
+def test_rows_without_readings_count_and_odd_logs_are_refused_or_left_out(tmp_path, caplog):
+    rows = [f"{_stamp(i)};{i % 7};{i % 5};0" for i in range(400)]
+    rows[80] = f"{_stamp(80)};;;1"  # a labelled row where no sensor reports: it counts, and training stops there
+    root = tmp_path / "bed"
+    f = load_testbed_file(_log(root / "a" / "x.csv", rows), root, ["anomaly"])
+    assert (f.times_ns.size, int(f.flagged.sum()), f.train_rows) == (400, 1, 60)  # probation of 400 rows is 60
+    assert [s.values.size for s in f.sensors] == [399, 399]
+    na = load_testbed_file(_log(root / "b" / "na.csv", [r.replace(";0", ";NA") for r in rows]), root, ["anomaly"])
+    assert int(na.flagged.sum()) == 1  # NA, null, NaN and empty cells are no label
+    quiet = [f"{_stamp(i)};{i % 7};{i % 5 if i < 50 else ''};0" for i in range(400)]
+    with caplog.at_level("WARNING", logger="benchmarks.testbed"):
+        q = load_testbed_file(_log(root / "c" / "quiet.csv", quiet), root, ["anomaly"])
+    assert [s.stream for s in q.sensors] == ["c/quiet/A"] and "c/quiet/B has no reading after" in caplog.text
+
+    twins = tmp_path / "twins"
+    _log(twins / "x.csv", rows)
+    (twins / "x.csv.gz").write_bytes(gzip.compress((twins / "x.csv").read_bytes()))
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(twins), "--label-column", "anomaly", "--out",
+                              str(tmp_path / "o"), "--scorer", "windowed_gaussian", "--no-progress"])
+    assert res.exit_code == 2 and "would share the stream names x/" in res.output
+
+    late = [f"{_stamp(i)};{i % 7};{i % 5 if i >= 30 else ''};{int(200 <= i < 220)}" for i in range(400)]
+    for via, scorer in (("detector", "windowed_gaussian"), ("monitor", FAST)):  # refused before any fit
+        res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(_log(tmp_path / "late" / "l.csv", late).parent),
+                                  "--label-column", "anomaly", "--out", str(tmp_path / "o"), "--scorer", scorer,
+                                  "--via", via, "--no-progress"])
+        assert res.exit_code == 2 and "l/B (30)" in res.output, res.output
+
+
+def test_logs_without_labels_read_as_n_a_and_the_output_folder_is_not_data(tmp_path):
+    root = tmp_path / "bed"
+    _log(root / "x.csv", [f"{_stamp(i)};{i % 7};{i % 5};0" for i in range(400)])
+    out = root / "results"
+    for _ in range(2):  # the second run must not read the first run's row files as logs
+        res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--out",
+                                  str(out), "--scorer", "windowed_gaussian", "--no-progress"])
+        assert res.exit_code == 0, res.output
+    assert "AUC n/a F1 n/a runs alerted n/a" in res.output
+    report = json.loads((out / "testbed.json").read_text())
+    row = report["metrics"]["windowed_gaussian"]
+    assert (row["events"], row["event_recall"], row["recall"], row["roc_auc"]) == (0, None, None, None)
+    assert report["n_files"] == 1 and report["complete"] is True
