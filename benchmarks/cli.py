@@ -249,12 +249,16 @@ def testbed_command(
                             "sensor) and use the stored scores and alerts."),
     ablate: bool = typer.Option(False, "--ablate", help="Rows product / without_diffusion / diffusion_only of the "
                                 "product detector, from the same fits."),
+    examples: int = typer.Option(4, "--examples", min=0, help="How many logs to plot: sensors, labelled rows, "
+                                 "each detector's rig score and alerts."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write testbed.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score a test bed's logs, each sensor a stream, the rig judged by its highest sensor (benchmarks/testbed.py)."""
-    from benchmarks.plots import plot_accuracy_bars
+    import numpy as np
+
+    from benchmarks.plots import plot_accuracy_bars, plot_rig
     from benchmarks.runinfo import finish_run, start_run, write_json
     from benchmarks.testbed import (
         TESTBED_DEFAULT_DETECTORS, TESTBED_DETECTOR_DEFAULTS, find_testbed_files, load_testbed_file, run_testbed,
@@ -285,6 +289,12 @@ def testbed_command(
             for label, row in table.items()}
     pngs = [plot_accuracy_bars(bars, plots / "testbed.png", f"test bed ({len(files)} logs): ROC AUC, F1 and "
                                "labelled runs alerted", keys=("roc_auc", "f1", "event_recall"))]
+    for k in np.linspace(0, len(files) - 1, min(examples, len(files))).round().astype(int) if files else []:
+        f = files[int(k)]
+        pngs.append(plot_rig(f.times_ns, {s.stream.rsplit("/", 1)[-1]: (s.times_ns, s.values) for s in f.sensors},
+                             f.flagged, f.train_rows,
+                             {label: (rigs[int(k)].scores, rigs[int(k)].alerts) for label, rigs in report.rigs.items()},
+                             plots / f"rig_{f.name.replace('/', '_')}.png", f.name))
     payload = {
         "benchmark": "testbed",
         "via": via,

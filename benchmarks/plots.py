@@ -134,3 +134,39 @@ def plot_accuracy_bars(acc: Mapping[str, Mapping[str, float]], path: Path, title
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_rig(times_ns: np.ndarray, sensors: Mapping[str, tuple[np.ndarray, np.ndarray]], flagged: np.ndarray,
+             train_rows: int, rigs: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """One test-bed log: each sensor's readings (each z-scored on its own, stacked), then each detector's rig
+    score with its alerting rows marked; labelled rows shaded red, the training part grey. ``sensors``: name →
+    (times, values); ``rigs``: detector → (row scores, alerting rows)."""
+    t = (times_ns - times_ns[0]) / 1e9
+    fig, axes = plt.subplots(1 + len(rigs), 1, figsize=(11, 1.4 * len(rigs) + 2.6), sharex=True,
+                             gridspec_kw={"height_ratios": [2.2] + [1] * len(rigs)})
+    axes = np.atleast_1d(axes)
+    edges = np.diff(np.concatenate([[0], flagged.astype(np.int8), [0]]))
+    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    for ax in axes:
+        if train_rows:
+            ax.axvspan(t[0], t[min(train_rows, t.size - 1)], color="0.88", lw=0)
+        for a, b in runs:
+            ax.axvspan(t[a], t[b - 1] if b - 1 > a else t[a] + 0.5, color="tab:red", alpha=0.25, lw=0)
+    for k, (name, (st, sv)) in enumerate(sensors.items()):
+        z = (sv - np.mean(sv)) / (np.std(sv) or 1.0)
+        axes[0].plot((st - times_ns[0]) / 1e9, z / 8 + k, lw=0.5)
+    axes[0].set_yticks(range(len(sensors)))
+    axes[0].set_yticklabels(list(sensors), fontsize=6)
+    for ax, (name, (score, alerts)) in zip(axes[1:], rigs.items()):
+        ax.plot(t, score, lw=0.5, color="black")
+        if alerts.any():
+            ax.plot(t[alerts], score[alerts], "|", color="tab:orange", ms=6)
+        ax.set_ylabel(name, fontsize=7, rotation=0, ha="right")
+    axes[0].set_title(f"{title} (grey: training part, red: labelled rows, orange: alerting rows)", fontsize=9)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

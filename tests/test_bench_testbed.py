@@ -95,7 +95,7 @@ def test_ablate_and_baselines_from_one_command(tmp_path):
     assert _rows(out / "product" / "valve1" / "0.csv") == _rows(plain / LABEL / "valve1" / "0.csv")
     baseline = json.loads((plain / "testbed.json").read_text())["metrics"]["windowed_gaussian"]
     assert baseline["events"] == 1 and baseline["rows"] == 510
-    assert (plain / "plots" / "testbed.png").is_file()
+    assert (plain / "plots" / "testbed.png").is_file() and (plain / "plots" / "rig_valve1_0.png").is_file()
 
 
 def test_clear_errors(tmp_path):
