@@ -301,7 +301,8 @@ def testbed_command(
         "ablate": ablate,
         "run": info.to_dict(),
         "protocol": {
-            "streams": "one per sensor column (as `scalowatch replay FILE --label-column ...` sends them)",
+            "streams": "one per sensor column, named <log path below --data>/<column> (as `scalowatch replay "
+                       "FILE --stream <log path> --label-column ...` sends them)",
             "training": "each file's leading rows: min(floor(0.15 n), 750), never reaching its first labelled row",
             "rig": "row score = the highest sensor score; a row alerts while any sensor's alert is open (the "
                    "monitor's alert rule and the preset's threshold)",
@@ -315,6 +316,7 @@ def testbed_command(
         "complete": len(paths) == len(found),
         "metrics": table,
         "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
+        "alert_policy": report.policies,
         "files": [{"file": f.name, "rows": int(f.times_ns.size), "train_rows": f.train_rows,
                    "labelled_rows": int(f.flagged.sum()), "sensors": [s.stream for s in f.sensors],
                    "metrics": {label: per[f.name].to_dict() for label, per in report.per_file.items()}}
@@ -325,6 +327,7 @@ def testbed_command(
     if copy_json:
         Path(copy_json).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(json_path, copy_json)
+
     def shown(value, digits: int = 3) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 

@@ -145,8 +145,9 @@ def plot_rig(times_ns: np.ndarray, sensors: Mapping[str, tuple[np.ndarray, np.nd
     fig, axes = plt.subplots(1 + len(rigs), 1, figsize=(11, 1.4 * len(rigs) + 2.6), sharex=True,
                              gridspec_kw={"height_ratios": [2.2] + [1] * len(rigs)})
     axes = np.atleast_1d(axes)
-    edges = np.diff(np.concatenate([[0], flagged.astype(np.int8), [0]]))
-    runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+    from streamer.replay import flag_runs
+
+    runs = flag_runs(flagged)
     for ax in axes:
         if train_rows:
             ax.axvspan(t[0], t[min(train_rows, t.size - 1)], color="0.88", lw=0)

@@ -1,6 +1,7 @@
 """``bench testbed``: logs of a test bed (CSV files with one column per sensor and label columns, SKAB's layout)
 through the product detector, one stream per sensor — what ``scalowatch replay FILE --label-column ...`` into
-``scalowatch monitor`` runs.
+``scalowatch monitor`` runs (the streams named by the log's path below the data folder, as ``--stream`` names
+them, so that logs of nested folders stay apart).
 
 Why a benchmark of its own: a rig's fault shows on some of its sensors, not all, and is labelled per row of the
 log. NAB's scoring of each sensor as a file of its own would count every sensor that stays quiet as a miss. Here
@@ -19,6 +20,7 @@ Protocol, the same for every file (no per-file tuning):
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,7 +34,8 @@ from benchmarks.detectors import DetectorSpec
 from models.calibration import training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
-from streamer.replay import ReplayError, SeriesSource, read_csv_table, read_sensor_csv
+from benchmarks.via_monitor import latest_at
+from streamer.replay import ReplayError, SeriesSource, flag_runs, read_sensor_log
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +92,10 @@ def load_testbed_file(path: Path, root: Path, label_columns: Sequence[str],
     part must stop before it."""
     name = log_name(path, root)
     try:
-        sensors = read_sensor_csv(path, stream=name, label_columns=label_columns, skip_columns=skip_columns)
-        table = read_csv_table(path, columns=[], label_columns=list(dict.fromkeys(label_columns)))
+        read = read_sensor_log(path, stream=name, label_columns=label_columns, skip_columns=skip_columns)
     except ReplayError as exc:
         raise InputError(str(exc)) from None
-    order = np.argsort(table.times_ns, kind="stable")
-    times = table.times_ns[order]
-    flagged = np.zeros(times.size, dtype=bool)
-    for column in table.flags.values():
-        flagged |= column[order]
+    times, flagged, sensors = read.times_ns, read.flagged, read.sources
     train = nab_metrics.probationary_length(times.size)
     if flagged.any():
         train = min(train, int(np.argmax(flagged)))
@@ -156,13 +154,9 @@ def alert_rows(stream: str, times_ns: np.ndarray, scores: np.ndarray, policy) ->
 
 
 def row_view(file: BedLog, sensor: SeriesSource, per_reading: np.ndarray) -> np.ndarray:
-    """A sensor's per-reading values on the file's rows: each row takes the sensor's latest reading at or before
-    it (a row the sensor skipped keeps its previous value, as a dashboard shows it); 0 before the first."""
-    idx = np.searchsorted(sensor.times_ns, file.times_ns, side="right") - 1
-    out = np.zeros(file.times_ns.size, dtype=np.float64)
-    ok = idx >= 0
-    out[ok] = per_reading[idx[ok]]
-    return out
+    """A sensor's per-reading values on the file's rows (:func:`benchmarks.via_monitor.latest_at`, the rule the
+    monitor path's stored points are read with)."""
+    return latest_at(sensor.times_ns, file.times_ns, per_reading)
 
 
 @dataclass
@@ -189,21 +183,16 @@ def write_rows(path: Path, file: BedLog, rig: RigScores) -> Path:
     return path
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
-
-
 @dataclass
 class BedMetrics:
-    """None where a measure is undefined: no labelled rows (recall, F1, MAR, ROC AUC, runs alerted), no alert
-    (precision), no caught run (delay)."""
+    """None where a measure is undefined: no labelled rows (recall, F1, MAR, ROC AUC, runs alerted), no normal
+    rows (FAR, ROC AUC), no alert (precision), no caught run (delay)."""
 
     roc_auc: float | None
     precision: float | None
     recall: float | None
     f1: float | None
-    far: float
+    far: float | None
     mar: float | None
     event_recall: float | None
     events: int
@@ -227,10 +216,10 @@ def metrics(files: Sequence[BedLog], rigs: Sequence[RigScores]) -> BedMetrics:
         y.append(f.flagged[part])
         s.append(r.scores[part])
         a.append(r.alerts[part])
-        labelled = _runs(f.flagged[part])
+        labelled = flag_runs(f.flagged[part])
         events += len(labelled)
         delays += [int(np.argmax(r.alerts[part][i:j])) for i, j in labelled if r.alerts[part][i:j].any()]
-        false_runs += sum(not f.flagged[part][i:j].any() for i, j in _runs(r.alerts[part]))
+        false_runs += sum(not f.flagged[part][i:j].any() for i, j in flag_runs(r.alerts[part]))
     y_all, s_all, a_all = np.concatenate(y), np.concatenate(s), np.concatenate(a)
     tp = int((y_all & a_all).sum())
     fp = int((~y_all & a_all).sum())
@@ -241,7 +230,7 @@ def metrics(files: Sequence[BedLog], rigs: Sequence[RigScores]) -> BedMetrics:
     f1 = (2 * precision * recall / (precision + recall) if precision + recall else 0.0) \
         if precision is not None and recall is not None else (0.0 if recall is not None else None)
     auc = float(roc_auc_score(y_all, s_all)) if 0 < y_all.sum() < y_all.size else None
-    return BedMetrics(auc, precision, recall, f1, fp / (fp + tn) if fp + tn else 0.0,
+    return BedMetrics(auc, precision, recall, f1, fp / (fp + tn) if fp + tn else None,
                       fn / (fn + tp) if fn + tp else None, len(delays) / events if events else None, events,
                       false_runs, float(np.mean(delays)) if delays else None, int(y_all.size))
 
@@ -253,6 +242,7 @@ class BedReport:
     per_file: dict[str, dict[str, BedMetrics]] = field(default_factory=dict)
     rigs: dict[str, list[RigScores]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    policies: dict[str, dict] = field(default_factory=dict)
 
 
 def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablate: bool = False,
@@ -274,7 +264,9 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
     report = BedReport(list(files))
     for spec in specs:
         started = time.perf_counter()
-        preset = spec.kwargs.get("preset", "nab") if spec.name in PRODUCT_NAMES else "nab"
+        # The monitor's alert rule for the detector's preset (a baseline: the default sensor preset's), with the
+        # monitor's alert settings as this environment sets them — recorded in the report.
+        preset = product_options(spec)[0] if spec.name in PRODUCT_NAMES else MonitorSettings().sensor_preset
         policy = alert_policy(MonitorSettings(), preset)
         rigs: dict[str, list[RigScores]] = {}
         if via == "monitor":
@@ -306,6 +298,7 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
             bar.close()
         seconds = time.perf_counter() - started
         for label, per_file in rigs.items():
+            report.policies[label] = dataclasses.asdict(policy)
             report.rigs[label] = per_file
             report.results[label] = metrics(files, per_file)
             report.per_file[label] = {f.name: metrics([f], [r]) for f, r in zip(files, per_file)}

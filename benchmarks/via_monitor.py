@@ -99,8 +99,14 @@ def run_through_monitor(sources: Sequence[SeriesSource], train_samples: dict[str
 
 def at_times(stored: StoredScores, times_ns: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each row takes the latest stored value at or before its time (0 before the first)."""
-    idx = np.searchsorted(stored.time_ns, times_ns, side="right") - 1
-    out = np.zeros(times_ns.size)
+    return latest_at(stored.time_ns, times_ns, values)
+
+
+def latest_at(sample_times_ns: np.ndarray, row_times_ns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Values given at ``sample_times_ns`` (sorted) seen on rows: each row takes the latest value at or before its
+    time, 0 before the first (a row a stream skipped keeps its previous value, as a dashboard shows it)."""
+    idx = np.searchsorted(sample_times_ns, row_times_ns, side="right") - 1
+    out = np.zeros(row_times_ns.size)
     ok = idx >= 0
     out[ok] = values[idx[ok]]
     return out

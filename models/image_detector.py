@@ -40,7 +40,7 @@ import torch
 
 from models.baselines.patchcore import PatchCore, PatchCoreConfig
 from models.errors import CheckpointMismatchError, InputError, NotFittedError
-from models.features import N_BLOCKS, map_side
+from models.features import FeatureConfig, map_side
 from models.scorers.base import validate_batch
 from models.scorers.maps import gaussian_smooth
 from models.strict_fields import reject_unknown_fields
@@ -99,9 +99,7 @@ class ImageDetectorConfig:
             raise ValueError("diffusion_weight must be in [0, 1]")
         if self.sigma < 0 or self.t_start < 0 or self.context_block < 0 or self.noise_draws < 1:
             raise ValueError("sigma, t_start and context_block must be >= 0, noise_draws >= 1")
-        if not self.space_layers or any(not 0 <= i < N_BLOCKS for i in self.space_layers):
-            raise ValueError(f"space_layers must name EfficientNet-Lite0 blocks 0..{N_BLOCKS - 1}, "
-                             f"got {list(self.space_layers)}")
+        FeatureConfig(layers=self.space_layers)  # unknown blocks fail here, not after the kNN bank is built
         side = map_side(self.image_size, self.space_layers)
         if self.context_block and side < 2 * self.context_block:
             raise ValueError(f"context_block {self.context_block} needs a feature map of at least "

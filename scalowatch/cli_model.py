@@ -87,20 +87,14 @@ def load_series(path: Path, column: str | None = None) -> Series:
     """CSV/TXT through the replay readers (same parsing and error messages as ``scalowatch replay``). A CSV of
     several sensors needs ``column`` (one model per sensor, as the monitor keeps one stream per sensor; a NAB file's
     is ``value``); rows where that sensor has no reading are left out, as a replay leaves them out of its stream."""
-    from streamer.replay import csv_header, is_nab_header, read_nab_csv, read_sensor_csv, read_ucr_txt
+    from streamer.replay import ColumnChoiceError, read_csv_series, read_ucr_txt
 
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz")):
-        if column is None and is_nab_header(path):
-            src = read_nab_csv(path, windows_file=None)
-        else:
-            if column is None:
-                sensors = csv_header(path).names
-                if len(sensors) != 1:
-                    raise _fail(f"{path} has {len(sensors)} value columns ({', '.join(sensors)}): choose one with "
-                                "--column")
-                column = sensors[0]
-            (src,) = read_sensor_csv(path, columns=[column])
+        try:
+            src, column = read_csv_series(path, column)
+        except ColumnChoiceError as exc:
+            raise _fail(f"{exc} with --column") from None
         stamps = np.datetime_as_string(src.times_ns.astype("datetime64[ns]"), unit="s")
         labels = [str(s) for s in stamps]
     else:

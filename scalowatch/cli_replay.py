@@ -1,4 +1,4 @@
-"""`scalowatch replay`: send recorded NAB / sensor CSV / UCR / WAV files into Kafka (streamer/replay.py does the work)."""
+"""`scalowatch replay`: send recorded NAB, sensor-log CSV, UCR and WAV files into Kafka (streamer/replay.py works)."""
 from __future__ import annotations
 
 import logging
@@ -30,14 +30,17 @@ def replay_command(
     sample_period_ms: float = typer.Option(10.0, "--sample-period-ms", min=0.000001,
                                            help="Sample period given to UCR files (they have no timestamps)."),
     stream: Optional[str] = typer.Option(None, "--stream", help="Stream id for every file (then they play back "
-                                         "to back) (default: derived from each path)."),
-    nab_windows: Optional[Path] = typer.Option(None, "--nab-windows", help="NAB combined_windows.json "
+                                         "to back); for a CSV of several sensors the prefix of its streams, "
+                                         "<stream>/<column> (default: derived from each path)."),
+    nab_windows: Optional[Path] = typer.Option(None, "--nab-windows", help="NAB files: combined_windows.json "
                                                "(default: found beside NAB's data/ folder)."),
     column: Optional[list[str]] = typer.Option(None, "--column", help="Sensor CSVs: a column to replay (repeat the "
-                                               "option for several; default: every column but the label columns)."),
+                                               "option for several; default: every column but the label and "
+                                               "skipped ones)."),
     label_column: Optional[list[str]] = typer.Option(None, "--label-column", help="Sensor CSVs: a column flagging "
-                                                     "anomalous rows (non-zero); its runs become label windows of "
-                                                     "the file's streams and it is not replayed as a sensor."),
+                                                     "anomalous rows (a non-zero number, or a word other than "
+                                                     "normal/ok/false/no); its runs become label windows of the "
+                                                     "file's streams and it is not replayed as a sensor."),
     skip_column: Optional[list[str]] = typer.Option(None, "--skip-column", help="Sensor CSVs: a column not to "
                                                     "replay (a text column of machine states, say)."),
     labels_to_store: bool = typer.Option(False, "--labels-to-store/--no-labels-to-store",

@@ -43,6 +43,10 @@ class ReplayError(ValueError):
     """A file cannot be replayed (unknown type, unreadable row, ...), or records were not delivered."""
 
 
+class ColumnChoiceError(ReplayError):
+    """A tool that takes one series was given a log of several sensors without naming one."""
+
+
 @dataclass(frozen=True)
 class Outgoing:
     """One Kafka record to send (timestamps already shifted)."""
@@ -84,7 +88,7 @@ class ReplaySource:
 
 
 class SeriesSource(ReplaySource):
-    """Scalar samples (NAB, UCR) sent as sensor JSON, ``batch`` samples per message."""
+    """Scalar samples (NAB, UCR, a sensor column of a log) sent as sensor JSON, ``batch`` samples per message."""
 
     def __init__(self, path: Path, stream: str, times_ns: np.ndarray, values: np.ndarray, *, batch: int = 1,
                  label_source: str = "", label_ranges: Sequence[tuple[int, int]] = ()):
@@ -196,10 +200,18 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def stream_prefix(path: Path) -> str:
+    """The stream id a recorded file gets by default: ``<folder>/<name without .csv/.csv.gz/.txt/.wav>``, so that
+    same-named files of different folders stay apart (a sensor CSV's streams are ``<prefix>/<column>``)."""
+    path = Path(path)
+    stem = path.name[: -len(".csv.gz")] if path.name.lower().endswith(".csv.gz") else path.stem
+    return f"{path.parent.name}/{stem}" if path.parent.name else stem
+
+
 def _nab_stream_and_key(path: Path) -> tuple[str, str]:
     """("realKnownCause/nyc_taxi", "realKnownCause/nyc_taxi.csv") for a file in NAB's data/<category>/ layout."""
     category = path.parent.name
-    return (f"{category}/{path.stem}", f"{category}/{path.name}") if category else (path.stem, path.name)
+    return stream_prefix(path), (f"{category}/{path.name}" if category else path.name)
 
 
 def find_nab_windows(path: Path) -> Path | None:
@@ -263,7 +275,7 @@ def _parse_header(handle, path: Path) -> CsvHeader:
     while len(fields) > 2 and not fields[-1]:  # a trailing delimiter
         fields.pop()
     lowered = [f.lower() for f in fields]
-    time = next((lowered.index(n) for n in TIME_COLUMNS if n in lowered), 0)
+    time = next((i for i, f in enumerate(lowered) if f in TIME_COLUMNS), 0)
     names = [f for i, f in enumerate(fields) if i != time and f]
     if len(fields) < 2 or not names:
         raise ReplayError(f"{path}: expected a header with a time column and at least one value column "
@@ -292,22 +304,22 @@ def _is_flagged(cell: str) -> bool:
     return value == value and value != 0.0  # NaN: not flagged
 
 
-def read_csv_table(path: Path, *, columns: Sequence[str] | None = None, label_columns: Sequence[str] = (),
-                   missing_ok: bool = True, hint: str = "") -> CsvTable:
+def read_csv_table(path: Path, *, columns: Sequence[str], label_columns: Sequence[str] = (),
+                   missing_ok: bool = True) -> CsvTable:
     """Parse a CSV of readings: the one parser of CSV files (NAB's ``timestamp,value`` is its one-column case).
 
     The header is required. The time column is the first one named timestamp, datetime, time, date or ts (any
     case), else the first column; its cells are ISO-8601 or epoch milliseconds, as in sensor messages
-    (:func:`streamer.messages.parse_timestamp`). ``columns``: the value columns to parse as numbers (default: all;
-    the others may hold anything, such as text states). ``label_columns``: columns flagging anomalous rows
+    (:func:`streamer.messages.parse_timestamp`). ``columns``: the value columns to parse as numbers (the others
+    may hold anything, such as text states). ``label_columns``: columns flagging anomalous rows
     (:func:`_is_flagged`). ``missing_ok``: an empty or NaN cell is a missing reading (NaN) rather than an error.
-    Infinite values are always an error: no sensor reads infinity. ``hint`` ends the message of a non-numeric cell.
+    Infinite values are always an error: no sensor reads infinity.
     """
     path = Path(path)
     try:
         with _open_text(path) as handle:
             header = _parse_header(handle, path)
-            wanted = list(header.names) if columns is None else list(dict.fromkeys(columns))
+            wanted = list(dict.fromkeys(columns))
             unknown = [c for c in [*wanted, *label_columns] if c not in header.names]
             if unknown:
                 raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {header.names!r}")
@@ -334,7 +346,8 @@ def read_csv_table(path: Path, *, columns: Sequence[str] | None = None, label_co
                         value = float(cell) if cell.lower() not in _MISSING else math.nan
                     except ValueError:
                         raise ReplayError(f"{path}:{line_no}: column {header.fields[i]!r}: {row[i]!r} is not a "
-                                          f"number{hint}") from None
+                                          "number (leave such a column out, or name it as a label column if it flags "
+                                          "anomalies)") from None
                     if math.isinf(value):
                         raise ReplayError(f"{path}:{line_no}: value {row[i]!r} of column {header.fields[i]!r} is "
                                           "not finite")
@@ -380,8 +393,8 @@ def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
     if [f.lower() for f in fields[:2]] != ["timestamp", "value"]:
         raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {fields!r}")
     if len(fields) > 2:
-        log.warning("%s: columns %r after timestamp,value are ignored (a NAB file is one stream; choose columns "
-                    "with --column to read it as a log of several sensors)", path, fields[2:])
+        log.warning("%s: columns %r after timestamp,value are ignored (a NAB file is one stream; choose its "
+                    "columns to read it as a log of several sensors)", path, fields[2:])
     table = read_csv_table(path, columns=[fields[1]], missing_ok=False)
     order = _time_order(table, sort)
     times_ns, values = table.times_ns[order], table.values[order, 0]
@@ -397,20 +410,31 @@ def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
                         label_source=f"nab:{label_key}", label_ranges=ranges)
 
 
-def _label_ranges(times_ns: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
-    """[time of the first, time of the last] row of every run of rows flagged anomalous."""
-    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
-    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    return [(int(times_ns[a]), int(times_ns[b - 1])) for a, b in zip(starts, stops)]
+def flag_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of every run of True in a row mask (labelled rows, alerting rows)."""
+    edges = np.diff(np.concatenate([[0], np.asarray(mask).astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, columns: Sequence[str] | None = None,
-                    label_columns: Sequence[str] = (), skip_columns: Sequence[str] = ()) -> list[SeriesSource]:
+@dataclass(frozen=True)
+class SensorLog:
+    """A log of several sensors as read: every row's time (time order), whether a label column flags it, and one
+    source per sensor that has readings. The benchmark of test beds judges rows; the replay sends ``sources``."""
+
+    path: Path
+    prefix: str
+    times_ns: np.ndarray
+    flagged: np.ndarray
+    sources: list[SeriesSource]
+
+
+def read_sensor_log(path: Path, *, stream: str | None = None, batch: int = 1, columns: Sequence[str] | None = None,
+                    label_columns: Sequence[str] = (), skip_columns: Sequence[str] = ()) -> SensorLog:
     """A CSV of several sensors (a test bed's log: a time column and one column per sensor, delimited by ``,``
     ``;`` or TAB): one stream per value column, named ``<stream>/<column>`` (``stream`` defaults to
-    ``<folder>/<file stem>``, as for NAB and WAV files, so that same-named files of different folders stay apart).
+    :func:`stream_prefix`).
 
-    ``columns``: the sensor columns to replay (default: every column that is neither a label column nor one of
+    ``columns``: the sensor columns (default: every column that is neither a label column nor one of
     ``skip_columns``, such as a text column of machine states). ``label_columns``: columns flagging anomalous rows
     — a non-zero number, or a word other than normal/ok/false/no (NORMAL / BROKEN / RECOVERING) —; each run of rows
     flagged by any of them becomes a label window of every stream of the file. A missing cell is a reading that
@@ -418,8 +442,7 @@ def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, co
     dead sensor must not stop the replay of the others).
     """
     path = Path(path)
-    stem = path.name[:-len(".csv.gz")] if path.name.lower().endswith(".csv.gz") else path.stem
-    prefix = stream or (f"{path.parent.name}/{stem}" if path.parent.name else stem)
+    prefix = stream or stream_prefix(path)
     label_columns = list(dict.fromkeys(label_columns))
     names = csv_header(path).names
     unknown = [c for c in [*label_columns, *skip_columns] if c not in names]
@@ -433,10 +456,8 @@ def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, co
         if overlap:
             raise ReplayError(f"{path}: column(s) {overlap!r} named both as a sensor and as {role}")
     if not columns:
-        raise ReplayError(f"{path}: no sensor column left to replay")
-    table = read_csv_table(path, columns=columns, label_columns=label_columns,
-                           hint=" (leave it out with --skip-column, or name it with --label-column if it flags "
-                                "anomalies)")
+        raise ReplayError(f"{path}: no sensor column left")
+    table = read_csv_table(path, columns=columns, label_columns=label_columns)
     if not len(table.times_ns):
         raise ReplayError(f"{path}: no samples")
     if table.times_ns.min() < _PLAUSIBLE_FROM_NS:
@@ -448,13 +469,13 @@ def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, co
     flagged = np.zeros(len(times_ns), dtype=bool)
     for name in label_columns:  # a row is anomalous when any label column flags it (one window per run)
         flagged |= table.flags[name][order]
-    ranges = _label_ranges(times_ns, flagged)
+    ranges = [(int(times_ns[a]), int(times_ns[b - 1])) for a, b in flag_runs(flagged)]
     sources = []
     for name in columns:
         values = table.column(name)[order]
         present = ~np.isnan(values)
         if not present.any():
-            log.warning("%s: column %r has no readings; it is not replayed", path, name)
+            log.warning("%s: column %r has no readings; it is left out", path, name)
             continue
         if not present.all():
             log.info("%s: column %r misses %d of %d readings; its stream skips those rows", path, name,
@@ -465,7 +486,22 @@ def read_sensor_csv(path: Path, *, stream: str | None = None, batch: int = 1, co
                                     label_ranges=ranges))
     if not sources:
         raise ReplayError(f"{path}: none of the columns {list(columns)!r} has a reading")
-    return sources
+    return SensorLog(path, prefix, times_ns, flagged, sources)
+
+
+def read_csv_series(path: Path, column: str | None = None) -> tuple[SeriesSource, str | None]:
+    """One series of a CSV file, for tools that take one (``scalowatch train``/``score``): a NAB file's values, or
+    ``column`` of a log of several sensors (``None``: its only sensor); returns it with the column read (``None``
+    for a NAB file)."""
+    if column is None and is_nab_header(path):
+        return read_nab_csv(path, windows_file=None), None
+    if column is None:
+        sensors = csv_header(path).names
+        if len(sensors) != 1:
+            raise ColumnChoiceError(f"{path} has {len(sensors)} value columns ({', '.join(sensors)}): name one")
+        column = sensors[0]
+    (source,) = read_sensor_log(path, columns=[column]).sources
+    return source, column
 
 
 def read_ucr_txt(path: Path, *, stream: str | None = None, batch: int = 1, sample_period_ms: float = 10.0,
@@ -515,8 +551,9 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
                  columns: Sequence[str] | None = None, label_columns: Sequence[str] = (),
                  skip_columns: Sequence[str] = ()) -> list[ReplaySource]:
     """The streams of one file, the reader picked from its name: ``.csv`` with NAB's ``timestamp,value`` header
-    one stream, any other ``.csv`` — or any with ``columns``/``label_columns``/``skip_columns`` — one stream per
-    sensor column (:func:`read_sensor_csv`), ``.txt``/``.txt.gz`` UCR, ``.wav`` audio."""
+    one stream (``nab_windows`` its labels), any other ``.csv`` — or any with ``columns``/``label_columns``/
+    ``skip_columns`` — one stream per sensor column (:func:`read_sensor_log`), ``.txt``/``.txt.gz`` UCR, ``.wav``
+    audio."""
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"{path}: no such file")
@@ -528,8 +565,8 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
     if is_csv:
         if not chosen and is_nab_header(path):
             return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
-        return list(read_sensor_csv(path, stream=stream, batch=batch, columns=columns, label_columns=label_columns,
-                                    skip_columns=skip_columns))
+        return list(read_sensor_log(path, stream=stream, batch=batch, columns=columns, label_columns=label_columns,
+                                    skip_columns=skip_columns).sources)
     if name.endswith(".txt") or name.endswith(".txt.gz"):
         return [read_ucr_txt(path, stream=stream, batch=batch, sample_period_ms=sample_period_ms, start_ns=start_ns)]
     if name.endswith(".wav"):

@@ -140,7 +140,7 @@ def test_sensor_csv_column_is_one_series_like_its_own_nab_file(spiky_csv, tmp_pa
     assert json.loads((tmp_path / "m_bed" / "cli_model.json").read_text())["column"] == "pressure"
     assert runs["bed"] == runs["nab"]
     _assert_clean_error(_cli(["train", bed, "--model-dir", tmp_path / "m"]),
-                        "3 value columns (flow, pressure, anomaly): choose one with --column")
+                        "3 value columns (flow, pressure, anomaly): name one with --column")
     _assert_clean_error(_cli(["train", bed, "--model-dir", tmp_path / "m", "--column", "speed"]), "no column(s)")
     _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--column", "flow"]),
                         "no column(s) ['flow']; the value columns are ['value']")

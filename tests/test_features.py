@@ -23,6 +23,19 @@ def test_maps_and_pooled_shapes(extractor):
     assert extractor.channels == 64
 
 
+@pytest.mark.parametrize("size", [64, 100])
+def test_block_strides_and_channels_are_the_backbones(size):
+    """map_side and BLOCK_CHANNELS are tables (configurations are checked before any image is seen): they must say
+    what the backbone does."""
+    from models.features import BLOCK_CHANNELS, N_BLOCKS, map_side
+
+    ex = FeatureExtractor(FeatureConfig(layers=tuple(range(N_BLOCKS))), device="cpu")
+    blocks = ex.block_maps(torch.zeros(1, 3, size, size))
+    assert [b.shape[1] for b in blocks] == list(BLOCK_CHANNELS)
+    assert [b.shape[-1] for b in blocks] == [map_side(size, (i,)) for i in range(N_BLOCKS)]
+    assert map_side(size, (4, 6)) == blocks[4].shape[-1]  # the finest block sets the map
+
+
 def test_map_and_input_size_options():
     ex = FeatureExtractor(FeatureConfig(layers=(1, 3, 5), input_size=64, map_size=8), device="cpu")
     out = ex.maps(torch.randn(3, 1, 32, 32))

@@ -106,7 +106,7 @@ def test_clear_errors(detector, tmp_path):
         ImageDetectorConfig(ensemble=0)
     with pytest.raises(ValueError, match="diffusion_weight"):
         ImageDetectorConfig(diffusion_weight=1.5)
-    with pytest.raises(ValueError, match="blocks 0..15"):
+    with pytest.raises(ValueError, match=r"block indices \[16\] outside 0..15"):
         ImageDetectorConfig(space_layers=(16,))
     # The context needs a map of two blocks a side: block 4 is at stride 8, block 6 at 16 (64 px: 8 and 4 cells).
     ImageDetectorConfig(image_size=64, space_layers=(4,), context_block=4)

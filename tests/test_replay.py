@@ -120,7 +120,7 @@ def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
     assert b.stream == "pump7/b" and b.label_windows() == []
     assert b.times_ns.tolist() == [1_000_000_000, 2_000_000_000, 3_000_000_000]  # epoch ms, sorted by time
     assert b.values.tolist() == [2.0, 6.0, 4.0]
-    with pytest.raises(ReplayError, match=r"'state'.*'RUN' is not a number.*--skip-column.*--label-column"):
+    with pytest.raises(ReplayError, match=r"'state'.*'RUN' is not a number \(leave such a column out, or name"):
         open_sources(path)
     assert [s.stream for s in open_sources(path, skip_columns=["state"])] == [f"{tmp_path.name}/bed/a",
                                                                                f"{tmp_path.name}/bed/b"]
@@ -414,3 +414,16 @@ def test_replay_command_sends_a_test_bed_csv_as_one_stream_per_sensor(kafka_brok
     assert by_stream["valve1/0/Current"] == pytest.approx([0.5 + i / 10 for i in range(12) if i != 3])
     labels = SQLiteSink(store).read(LABEL_WINDOW)
     assert sorted(p.tags["stream"] for p in labels) == ["valve1/0/Current"] * 2 + ["valve1/0/Pressure"] * 2
+
+
+def test_replay_command_refuses_bad_column_choices_before_connecting(tmp_path):
+    """Column options are checked when the files are read, before any broker is contacted (none runs here)."""
+    from scalowatch.cli import app
+
+    path = write_test_bed(tmp_path)
+    for extra, message in ((["--column", "Flow"], "no column(s) ['Flow']"),
+                           (["--label-column", "status"], "no column(s) ['status']"),
+                           (["--column", "Current", "--skip-column", "Current"], "as a column to skip")):
+        result = CliRunner().invoke(app, ["replay", str(path), "--bootstrap", "127.0.0.1:1", "--no-progress",
+                                          *extra])
+        assert result.exit_code == 1 and message in result.output, result.output
