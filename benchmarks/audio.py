@@ -417,6 +417,7 @@ def plot_audio(report: AudioReport, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from benchmarks.plots import save_figure
     from models.metrics.classification import roc_curve
 
     labels = report.labels
@@ -439,9 +440,4 @@ def plot_audio(report: AudioReport, path: Path) -> Path:
     axes[1].set_ylabel("clip score (min-max scaled per scorer)")
     axes[1].set_title("test clip scores")
     axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)

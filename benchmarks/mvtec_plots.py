@@ -14,6 +14,7 @@ from models.metrics.classification import roc_curve
 
 
 def _plt():
+    """pyplot on the Agg backend, imported on first use (the report module must not need matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,6 +33,8 @@ def _thin(fpr: np.ndarray, tpr: np.ndarray, n: int = 2000) -> tuple[np.ndarray, 
 
 def plot_roc(report: MVTecReport, path: Path) -> Path:
     plt = _plt()
+    from benchmarks.plots import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     masks = report.test.masks.numpy().astype(bool)
     for run in report.runs:
@@ -49,12 +52,7 @@ def plot_roc(report: MVTecReport, path: Path) -> Path:
         ax.legend(fontsize=7, loc="lower right")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 def pick_examples(defect_types: list[str], per_type: int = 2) -> list[int]:
@@ -72,6 +70,8 @@ def plot_overlays(report: MVTecReport, path: Path, per_type: int = 2) -> Path:
     from models.transforms.image import denormalise_imagenet
 
     plt = _plt()
+    from benchmarks.plots import save_figure
+
     test = report.test
     rows = pick_examples(test.defect_types, per_type)
     runs = report.runs
@@ -102,9 +102,4 @@ def plot_overlays(report: MVTecReport, path: Path, per_type: int = 2) -> Path:
         ax.set_yticks([])
     fig.suptitle(f"MVTec {report.category}: anomaly maps (colour scale fixed per scorer; score under each)",
                  fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=80)

@@ -11,6 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    """Lay out, write (creating the folder) and close a benchmark figure: every picture of the benchmarks ends so."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def plot_nab_per_file(
     per_file: Mapping[str, Mapping[str, float]], path: Path, title: str = "NAB raw score per file (standard profile)"
 ) -> Path:
@@ -38,12 +48,7 @@ def plot_nab_per_file(
     axes[0][0].invert_yaxis()
     fig.suptitle(title, fontsize=9)
     fig.supxlabel("raw NAB score", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_scoreboard(table: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
@@ -63,12 +68,7 @@ def plot_scoreboard(table: Mapping[str, Mapping[str, float]], path: Path, title:
     ax.axhline(0.0, color="black", lw=0.6)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_series_scores(
@@ -106,12 +106,7 @@ def plot_series_scores(
             ax.axvline(predictions[name], color="tab:green", lw=1.0)
     axes[0].set_title(title, fontsize=9)
     axes[-1].set_xlabel("index")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_accuracy_bars(acc: Mapping[str, Mapping[str, float]], path: Path, title: str,
@@ -128,12 +123,7 @@ def plot_accuracy_bars(acc: Mapping[str, Mapping[str, float]], path: Path, title
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_rig(times_ns: np.ndarray, sensors: Mapping[str, tuple[np.ndarray, np.ndarray]], flagged: np.ndarray,
@@ -165,9 +155,4 @@ def plot_rig(times_ns: np.ndarray, sensors: Mapping[str, tuple[np.ndarray, np.nd
         ax.set_ylabel(name, fontsize=7, rotation=0, ha="right")
     axes[0].set_title(f"{title} (grey: training part, red: labelled rows, orange: alerting rows)", fontsize=9)
     axes[-1].set_xlabel("seconds")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
