@@ -20,10 +20,9 @@ Protocol, the same for every file (no per-file tuning):
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -31,17 +30,17 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.detectors import DetectorSpec
+from benchmarks.via_monitor import latest_at
 from models.calibration import training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
-from benchmarks.via_monitor import latest_at
 from streamer.replay import ReplayError, SeriesSource, flag_runs, read_sensor_log
 
 log = logging.getLogger(__name__)
 
 TESTBED_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian")
 TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {"scalowatch": {"preset": "nab"}}
-MIN_TRAIN_ROWS = 48  # the detector's least training part
+MIN_TRAIN_ROWS = 48  # the detector's least training part, in readings of a sensor
 
 
 @dataclass
@@ -298,7 +297,7 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
             bar.close()
         seconds = time.perf_counter() - started
         for label, per_file in rigs.items():
-            report.policies[label] = dataclasses.asdict(policy)
+            report.policies[label] = asdict(policy)
             report.rigs[label] = per_file
             report.results[label] = metrics(files, per_file)
             report.per_file[label] = {f.name: metrics([f], [r]) for f, r in zip(files, per_file)}
