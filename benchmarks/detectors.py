@@ -13,7 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from models.baselines import SERIES_DETECTORS, SeriesDetector, create_series_detector
+from models.calibration import training_part_likelihood
 from models.errors import InputError
 
 # Modules that register extra series detectors (e.g. the diffusion scorers' series adapter).
@@ -97,3 +100,17 @@ def parse_spec(text: str, defaults: dict[str, dict[str, Any]] | None = None) -> 
     except (TypeError, ValueError) as exc:
         raise InputError(f"{text!r}: {exc}") from None
     return spec
+
+
+def calibrated_scores(det: SeriesDetector, raw, train: int, n: int, where: str) -> np.ndarray:
+    """A fitted detector's scores of ``n`` points as probabilities, the rule every series benchmark applies: as they
+    are when the detector outputs probabilities (checked to lie in [0, 1]), else through the anomaly likelihood
+    learnt on the first ``train`` points (NAB's own detectors calibrate so). ``where`` names the run in errors."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.shape != (n,) or not np.all(np.isfinite(raw)):
+        raise InputError(f"{where}: expected {n} finite scores, got shape {raw.shape}")
+    if det.output_is_probability:
+        if np.any(raw < 0) or np.any(raw > 1):
+            raise InputError(f"{where}: the detector claims probabilities but scored outside [0, 1]")
+        return raw
+    return training_part_likelihood(train).transform(raw)

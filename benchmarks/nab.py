@@ -20,9 +20,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import DetectorSpec
+from benchmarks.detectors import DetectorSpec, calibrated_scores
 from benchmarks.nab_files import NabCorpus, NabSeries, result_path, window_labels, write_result_file
-from models.calibration import training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
 
@@ -92,29 +91,20 @@ def detect_via_monitor(spec: DetectorSpec, corpus: NabCorpus, keys: Sequence[str
 
 def ablation_scores(spec: DetectorSpec, series: NabSeries) -> dict[str, np.ndarray]:
     """product / without_diffusion / diffusion_only anomaly scores of one file, from one fit."""
+    n, probation = len(series), nab_metrics.probationary_length(len(series))
     det = spec.build()
-    det.fit(series.values[: nab_metrics.probationary_length(len(series))])
-    out = {k: np.asarray(v, dtype=np.float64) for k, v in det.score_variants(series.values).items()}
-    if not det.output_is_probability:
-        probation = nab_metrics.probationary_length(len(series))
-        out = {k: training_part_likelihood(probation).transform(v) for k, v in out.items()}
-    return out
+    det.fit(series.values[:probation])
+    return {k: calibrated_scores(det, v, probation, n, f"{spec.label} ({k}) on {series.key}")
+            for k, v in det.score_variants(series.values).items()}
 
 
 def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np.ndarray]:
     """(raw scores, NAB anomaly_score in [0, 1]) for one file."""
-    n = len(series)
-    probation = nab_metrics.probationary_length(n)
+    n, probation = len(series), nab_metrics.probationary_length(len(series))
     det = spec.build()
     det.fit(series.values[:probation])
     raw = np.asarray(det.score(series.values), dtype=np.float64)
-    if raw.shape != (n,) or not np.all(np.isfinite(raw)):
-        raise InputError(f"{spec.label} on {series.key}: expected {n} finite scores, got shape {raw.shape}")
-    if getattr(det, "output_is_probability", False):
-        if np.any(raw < 0) or np.any(raw > 1):
-            raise InputError(f"{spec.label} claims probabilities but scored outside [0, 1] on {series.key}")
-        return raw, raw
-    return raw, training_part_likelihood(probation).transform(raw)
+    return raw, calibrated_scores(det, raw, probation, n, f"{spec.label} on {series.key}")
 
 
 @dataclass

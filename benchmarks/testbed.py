@@ -29,9 +29,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import DetectorSpec
+from benchmarks.detectors import DetectorSpec, calibrated_scores
 from benchmarks.via_monitor import latest_at
-from models.calibration import training_part_likelihood
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
 from streamer.replay import ReplayError, SeriesSource, flag_runs, read_sensor_log
@@ -125,21 +124,15 @@ def check_logs(files: Sequence[BedLog]) -> None:
                          f"sensor that starts late): {', '.join(short)}")
 
 
-def _calibrated(det, values: np.ndarray, raw: np.ndarray, train: int) -> np.ndarray:
-    raw = np.asarray(raw, dtype=np.float64)
-    if raw.shape != values.shape or not np.all(np.isfinite(raw)):
-        raise InputError(f"expected {values.size} finite scores, got shape {raw.shape}")
-    return raw if det.output_is_probability else training_part_likelihood(train).transform(raw)
-
-
-def sensor_scores(spec: DetectorSpec, values: np.ndarray, train: int, ablate: bool) -> dict[str, np.ndarray]:
+def sensor_scores(spec: DetectorSpec, sensor: SeriesSource, train: int, ablate: bool) -> dict[str, np.ndarray]:
     """One sensor's scores per variant (``product`` / ``without_diffusion`` / ``diffusion_only`` with
-    ``ablate``, else the detector's own label), from one fit on its training readings."""
+    ``ablate``, else the detector's own label), from one fit on its training readings, calibrated as in every
+    series benchmark (:func:`benchmarks.detectors.calibrated_scores`)."""
     det = spec.build()
-    det.fit(values[:train])
-    if ablate:
-        return {k: _calibrated(det, values, v, train) for k, v in det.score_variants(values).items()}
-    return {spec.label: _calibrated(det, values, det.score(values), train)}
+    det.fit(sensor.values[:train])
+    raw = det.score_variants(sensor.values) if ablate else {spec.label: det.score(sensor.values)}
+    return {k: calibrated_scores(det, v, train, sensor.values.size, f"{spec.label} ({k}) on {sensor.stream}")
+            for k, v in raw.items()}
 
 
 def alert_rows(stream: str, times_ns: np.ndarray, scores: np.ndarray, policy) -> np.ndarray:
@@ -150,12 +143,6 @@ def alert_rows(stream: str, times_ns: np.ndarray, scores: np.ndarray, policy) ->
     machine = AlertMachine(stream, policy)
     return np.array([machine.update(int(t), float(s), float(s)).in_alert for t, s in zip(times_ns, scores)],
                     dtype=bool)
-
-
-def row_view(file: BedLog, sensor: SeriesSource, per_reading: np.ndarray) -> np.ndarray:
-    """A sensor's per-reading values on the file's rows (:func:`benchmarks.via_monitor.latest_at`, the rule the
-    monitor path's stored points are read with)."""
-    return latest_at(sensor.times_ns, file.times_ns, per_reading)
 
 
 @dataclass
@@ -226,8 +213,7 @@ def metrics(files: Sequence[BedLog], rigs: Sequence[RigScores]) -> BedMetrics:
     tn = int((~y_all & ~a_all).sum())
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
-    f1 = (2 * precision * recall / (precision + recall) if precision + recall else 0.0) \
-        if precision is not None and recall is not None else (0.0 if recall is not None else None)
+    f1 = 2 * tp / (2 * tp + fp + fn) if recall is not None else None  # the harmonic mean, 0 without an alert
     auc = float(roc_auc_score(y_all, s_all)) if 0 < y_all.sum() < y_all.size else None
     return BedMetrics(auc, precision, recall, f1, fp / (fp + tn) if fp + tn else None,
                       fn / (fn + tp) if fn + tp else None, len(delays) / events if events else None, events,
@@ -236,7 +222,6 @@ def metrics(files: Sequence[BedLog], rigs: Sequence[RigScores]) -> BedMetrics:
 
 @dataclass
 class BedReport:
-    files: list[BedLog]
     results: dict[str, BedMetrics] = field(default_factory=dict)
     per_file: dict[str, dict[str, BedMetrics]] = field(default_factory=dict)
     rigs: dict[str, list[RigScores]] = field(default_factory=dict)
@@ -260,18 +245,18 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
         raise InputError("--ablate needs --via detector and exactly one product detector (its variants share the "
                          "result names product / without_diffusion / diffusion_only)")
     check_logs(files)
-    report = BedReport(list(files))
+    settings = MonitorSettings()
+    report = BedReport()
     for spec in specs:
         started = time.perf_counter()
         # The monitor's alert rule for the detector's preset (a baseline: the default sensor preset's), with the
         # monitor's alert settings as this environment sets them — recorded in the report.
-        preset = product_options(spec)[0] if spec.name in PRODUCT_NAMES else MonitorSettings().sensor_preset
-        policy = alert_policy(MonitorSettings(), preset)
+        preset, options = product_options(spec) if spec.name in PRODUCT_NAMES else (settings.sensor_preset, {})
+        policy = alert_policy(settings, preset)
         rigs: dict[str, list[RigScores]] = {}
         if via == "monitor":
             from benchmarks.via_monitor import at_times, run_through_monitor
 
-            preset, options = product_options(spec)
             sources = [s for f in files for s in f.sensors]
             train = {s.stream: f.train_samples(s) for f in files for s in f.sensors}
             stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
@@ -286,11 +271,11 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
             for f in files:
                 views: dict[str, tuple[list, list]] = {}
                 for s in f.sensors:
-                    for variant, scores in sensor_scores(spec, s.values, f.train_samples(s), ablate).items():
+                    for variant, scores in sensor_scores(spec, s, f.train_samples(s), ablate).items():
                         alerts = alert_rows(s.stream, s.times_ns, scores, policy)
-                        sv, av = views.setdefault(variant, ([], []))
-                        sv.append(row_view(f, s, scores))
-                        av.append(row_view(f, s, alerts.astype(np.float64)) > 0)
+                        sv, av = views.setdefault(variant, ([], []))  # on the file's rows, as the monitor path
+                        sv.append(latest_at(s.times_ns, f.times_ns, scores))
+                        av.append(latest_at(s.times_ns, f.times_ns, alerts.astype(np.float64)) > 0)
                     bar.update(1)
                 for variant, (sv, av) in views.items():
                     rigs.setdefault(variant, []).append(RigScores(np.max(sv, axis=0), np.any(av, axis=0)))

@@ -379,8 +379,7 @@ def register(app: typer.Typer) -> None:
         from models.scorers import available_scorers
 
         kind = detect_kind(input_path)
-        if column is not None and kind != SERIES:
-            raise _fail(f"--column chooses a sensor column of a CSV file; {input_path} is {kind}")
+        _check_column(column, kind, input_path)
         if scorer not in available_scorers():
             raise _fail(f"unknown scorer {scorer!r}; available: {', '.join(sorted(available_scorers()))}")
         if steps is not None and steps < 1:
@@ -425,8 +424,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score INPUT with a trained model: per-point (series), per-window (audio) or per-image CSV."""
         kind = detect_kind(input_path)
-        if column is not None and kind != SERIES:
-            raise _fail(f"--column chooses a sensor column of a CSV file; {input_path} is {kind}")
+        _check_column(column, kind, input_path)
         meta = ModelMeta.load(model_dir)
         if meta.kind != kind:
             raise _fail(f"{model_dir} holds a model for {meta.kind} input ({meta.input}); {input_path} is {kind}")
@@ -451,6 +449,11 @@ def register(app: typer.Typer) -> None:
                    f"{meta.window}) -> {out}; {len(result.alerts)} alert(s)")
         for label, peak, why in result.alerts[:top]:
             typer.echo(f"  alert at {label}  score {peak:.6f}  ({why})")
+
+
+def _check_column(column: str | None, kind: str, path: Path) -> None:
+    if column is not None and kind != SERIES:
+        raise _fail(f"--column chooses a sensor column of a CSV file; {path} is {kind}")
 
 
 def _check_device(device: str) -> None:

@@ -421,8 +421,6 @@ class SensorLog:
     """A log of several sensors as read: every row's time (time order), whether a label column flags it, and one
     source per sensor that has readings. The benchmark of test beds judges rows; the replay sends ``sources``."""
 
-    path: Path
-    prefix: str
     times_ns: np.ndarray
     flagged: np.ndarray
     sources: list[SeriesSource]
@@ -486,7 +484,7 @@ def read_sensor_log(path: Path, *, stream: str | None = None, batch: int = 1, co
                                     label_ranges=ranges))
     if not sources:
         raise ReplayError(f"{path}: none of the columns {list(columns)!r} has a reading")
-    return SensorLog(path, prefix, times_ns, flagged, sources)
+    return SensorLog(times_ns, flagged, sources)
 
 
 def read_csv_series(path: Path, column: str | None = None) -> tuple[SeriesSource, str | None]:
@@ -542,8 +540,7 @@ def read_ucr_txt(path: Path, *, stream: str | None = None, batch: int = 1, sampl
 def read_wav(path: Path, *, stream: str | None = None, chunk_samples: int = 4096,
              start_ns: int = DEFAULT_START_NS) -> WavSource:
     path = Path(path)
-    default_stream = f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
-    return WavSource(path, stream or default_stream, chunk_samples=chunk_samples, start_ns=start_ns)
+    return WavSource(path, stream or stream_prefix(path), chunk_samples=chunk_samples, start_ns=start_ns)
 
 
 def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1, chunk_samples: int = 4096,
@@ -561,7 +558,7 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
     is_csv = name.endswith(".csv") or name.endswith(".csv.gz")
     chosen = bool(columns or label_columns or skip_columns)
     if chosen and not is_csv:
-        raise ReplayError(f"{path}: --column, --label-column and --skip-column choose columns of a CSV file")
+        raise ReplayError(f"{path}: sensor, label and skipped columns can be chosen in a CSV file only")
     if is_csv:
         if not chosen and is_nab_header(path):
             return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
