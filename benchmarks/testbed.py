@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from benchmarks.detectors import DetectorSpec, calibrated_scores
 from benchmarks.via_monitor import latest_at
+from models.detector import MIN_TRAIN_SAMPLES
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
 from streamer.replay import ReplayError, SeriesSource, flag_runs, read_sensor_log
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 TESTBED_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian")
 TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {"scalowatch": {"preset": "nab"}}
-MIN_TRAIN_ROWS = 48  # the detector's least training part, in readings of a sensor
 
 
 @dataclass
@@ -110,17 +110,17 @@ def load_testbed_file(path: Path, root: Path, label_columns: Sequence[str],
 
 def check_logs(files: Sequence[BedLog]) -> None:
     """Refuse, before any model is fitted, what would make a result wrong: two logs whose streams would merge
-    (``x.csv`` beside ``x.csv.gz``), a sensor with too few training readings (the monitor would train it on
-    later readings, labelled ones included)."""
+    (``x.csv`` beside ``x.csv.gz``), a sensor with too few training readings for the detector (the monitor's path
+    would stop at that sensor, after the others' fits; here all are named at once)."""
     seen: dict[str, Path] = {}
     for f in files:
         if f.name in seen:
             raise InputError(f"{seen[f.name]} and {f.path} would share the stream names {f.name}/…: keep one of them")
         seen[f.name] = f.path
     short = [f"{s.stream} ({f.train_samples(s)})" for f in files for s in f.sensors
-             if f.train_samples(s) < MIN_TRAIN_ROWS]
+             if f.train_samples(s) < MIN_TRAIN_SAMPLES]
     if short:
-        raise InputError(f"training part under {MIN_TRAIN_ROWS} readings (a label too early, too few rows, or a "
+        raise InputError(f"training part under {MIN_TRAIN_SAMPLES} readings (a label too early, too few rows, or a "
                          f"sensor that starts late): {', '.join(short)}")
 
 

@@ -39,7 +39,8 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 
-from models.detector import DetectorConfig, DetectorState, FittedDetector, WindowScores, window_scores_together
+from models.detector import (MIN_TRAIN_SAMPLES, DetectorConfig, DetectorState, FittedDetector, WindowScores,
+                             window_scores_together)
 from models.detector.online import Detections
 from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
@@ -621,9 +622,16 @@ class StreamProcessor:
 
     # -- scoring ----------------------------------------------------------------------------------------------
     def _train_samples(self, st: _Stream) -> int:
-        if self.train_samples_for is not None:
-            return max(48, int(self.train_samples_for(st.stream_class, st.name)))
-        return self.classes[st.stream_class].detector.train_samples
+        """How many of the stream's first samples its detector fits on. A per-stream hook (the demo's and the
+        benchmarks' training parts) that asks for fewer than a detector can fit on is refused: lengthening it would
+        train on samples the caller counts as the test part."""
+        if self.train_samples_for is None:
+            return self.classes[st.stream_class].detector.train_samples
+        need = int(self.train_samples_for(st.stream_class, st.name))
+        if need < MIN_TRAIN_SAMPLES:
+            raise ValueError(f"stream {st.stream_class}/{st.name}: a training part of {need} samples is too short "
+                             f"(the detector needs at least {MIN_TRAIN_SAMPLES})")
+        return need
 
     def step(self, force: bool = False, max_samples: int | None = None) -> int:
         """Start fits that are due, take finished ones, score ready streams' pending samples: whole streams, up to

@@ -1454,3 +1454,20 @@ def test_a_steps_budget_counts_audio_samples_not_points(tmp_path):
     taken = proc.step(max_samples=20_000)
     assert taken == AUDIO_RATE * 3 and proc.scoring_left  # one whole stream, in samples
     assert proc.step(max_samples=20_000) == AUDIO_RATE * 3
+
+
+def test_a_training_part_hook_below_the_detectors_minimum_is_refused_not_lengthened(tmp_path):
+    """The demo's and the benchmarks' per-stream training parts: one the detector cannot fit on is an error naming the
+    stream; before, it was silently lengthened to 48 samples, which trained on the caller's test part."""
+    proc = build_processor(settings(tmp_path), background=False, train_samples_for=lambda cls, stream: 30)
+    for off, (t, v) in enumerate(stamped(values(60))):
+        assert proc.add_sensor("sensor", [Sample("short", t, v)], (0, off)) is None
+    with pytest.raises(ValueError, match=r"sensor/short: a training part of 30 samples is too short \(.*48"):
+        proc.step(force=True)
+    ok = build_processor(settings(tmp_path / "ok"), background=False, train_samples_for=lambda cls, stream: 48)
+    for off, (t, v) in enumerate(stamped(values(60))):
+        ok.add_sensor("sensor", [Sample("exact", t, v)], (0, off))
+    drain(ok, DictStore())
+    assert ok.stats.scored == 60
+    fitted = ok.registry.detector(ok.registry.key_for("sensor", "exact"))
+    assert fitted is not None and fitted.summary.train_points == 48  # the hook's length, not the preset's 240

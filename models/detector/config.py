@@ -28,6 +28,8 @@ SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
 FUSIONS = ("max_z", "likelihood")
 CONFIG_FILE = "detector.json"
 DEFAULT_LEVEL_CHANNELS = ("level", "scale")
+MIN_TRAIN_SAMPLES = 48
+"""The shortest training part a detector fits on: three windows of the smallest length (16)."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ class DetectorConfig:
             raise ValueError("need 16 <= min_window <= max_window")
         if self.hop < 1 or not 0.0 <= self.hop_fraction <= 1.0:
             raise ValueError("hop must be >= 1 and hop_fraction in [0, 1]")
-        if self.train_samples < 48:
-            raise ValueError("train_samples must be >= 48 (three windows of the smallest length)")
+        if self.train_samples < MIN_TRAIN_SAMPLES:
+            raise ValueError(f"train_samples must be >= {MIN_TRAIN_SAMPLES} (three windows of the smallest length)")
         if self.max_train_windows < 2 or self.steps < 1 or self.batch_size < 1 or self.score_batch < 1:
             raise ValueError("max_train_windows >= 2, steps, batch_size and score_batch >= 1 required")
         if self.level_weight < 0:

@@ -23,7 +23,7 @@ import torch
 
 from models.baselines import as_series
 from models.baselines.period import dominant_period
-from models.detector.config import DetectorConfig
+from models.detector.config import MIN_TRAIN_SAMPLES, DetectorConfig
 from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
 from models.errors import CheckpointMismatchError, InputError
 from models.pipeline import ScalogramPipeline
@@ -182,7 +182,7 @@ class FittedDetector:
         """Fit on a stream's training part (samples in arrival order). Deterministic for a given config on the
         CPU (fp32); ``device="cuda"`` trains and scores on a GPU."""
         cfg = config
-        x = as_series(train, "training part", min_length=16 * 3)
+        x = as_series(train, "training part", min_length=MIN_TRAIN_SAMPLES)
         w = choose_window(cfg, x)
         n_windows = x.size - w + 1
         stride = max(1, math.ceil(n_windows / cfg.max_train_windows))
