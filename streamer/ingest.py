@@ -111,6 +111,9 @@ def _unscored_letter(failed: FailedSamples) -> DeadLetter:
         part, offset = failed.origin
         topic, partition = part if isinstance(part, tuple) else ("", int(part))
     record = InputRecord(topic, partition, offset, failed.stream.encode(), value, list(headers))
-    detail = (f"{failed.values.size} sample(s) of {failed.stream_class}/{failed.stream} could not be scored: "
+    source = "" if failed.origin is not None else (
+        " (restored from the stream's saved training part: their records were committed at a checkpoint, so the "
+        "letter has no source offset)")
+    detail = (f"{failed.values.size} sample(s) of {failed.stream_class}/{failed.stream} could not be scored{source}: "
               f"{failed.error}")
     return DeadLetter(record, SCORING_FAILED, detail[:500])
