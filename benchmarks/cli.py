@@ -261,8 +261,7 @@ def testbed_command(
     from benchmarks.plots import plot_accuracy_bars, plot_rig
     from benchmarks.runinfo import finish_run, start_run, write_json
     from benchmarks.testbed import (
-        TESTBED_DEFAULT_DETECTORS, TESTBED_DETECTOR_DEFAULTS, find_testbed_files, load_testbed_file, run_testbed,
-        write_rows,
+        TESTBED_DEFAULT_DETECTORS, TESTBED_DETECTOR_DEFAULTS, find_testbed_files, load_testbed, run_testbed, write_rows,
     )
     from models.errors import InputError
 
@@ -273,7 +272,7 @@ def testbed_command(
                        TESTBED_DETECTOR_DEFAULTS)
         found = find_testbed_files(Path(data), exclude=Path(out))
         paths = found[:limit]
-        files = [load_testbed_file(p, Path(data), label_column, skip_column or ()) for p in paths]
+        files = load_testbed(paths, Path(data), label_column, skip_column or ())
         report = run_testbed(files, specs, ablate=ablate, via=via, progress=progress)
     except InputError as exc:
         _fail(str(exc))

@@ -34,7 +34,7 @@ from benchmarks.via_monitor import latest_at
 from models.detector import MIN_TRAIN_SAMPLES
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
-from streamer.replay import ReplayError, SeriesSource, flag_runs, read_sensor_log
+from streamer.replay import ReplayError, SeriesSource, columns_in_none, flag_runs, read_sensor_log
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,19 @@ def log_name(path: Path, root: Path) -> str:
     for suffix in (".gz", ".csv"):
         name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
     return name
+
+
+def load_testbed(paths: Sequence[Path], root: Path, label_columns: Sequence[str],
+                 skip_columns: Sequence[str] = ()) -> list[BedLog]:
+    """Every log of ``paths`` (:func:`load_testbed_file`). A log may lack the label columns (SKAB's anomaly-free
+    log: all its rows count as normal), but a label or skipped column that no log has is refused as a typo."""
+    try:
+        absent = columns_in_none(paths, [*label_columns, *skip_columns])
+    except ReplayError as exc:
+        raise InputError(str(exc)) from None
+    if absent:
+        raise InputError(f"no log under {root} has the column(s) {absent!r}")
+    return [load_testbed_file(p, root, label_columns, skip_columns) for p in paths]
 
 
 def load_testbed_file(path: Path, root: Path, label_columns: Sequence[str],

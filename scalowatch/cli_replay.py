@@ -57,7 +57,7 @@ def replay_command(
 
     from streamer.config import Settings
     from streamer.kafka_io import ensure_topics, make_producer
-    from streamer.replay import ReplayError, open_sources, replay
+    from streamer.replay import ReplayError, columns_in_none, open_sources, replay
     from streamer.sinks.base import SinkError
 
     if store is not None and store not in ("influx", "sqlite"):
@@ -71,6 +71,9 @@ def replay_command(
     kafka = settings.kafka.model_copy(update={k: v for k, v in {
         "bootstrap_servers": bootstrap, "sensor_topic": topic, "audio_topic": audio_topic}.items() if v})
     try:
+        absent = columns_in_none(files, [*(label_column or ()), *(skip_column or ())])
+        if absent:
+            raise ReplayError(f"no file has the column(s) {absent!r}")
         sources = [s for f in files for s in open_sources(
             f, stream=stream, batch=batch, chunk_samples=chunk_samples, sample_period_ms=sample_period_ms,
             nab_windows=nab_windows, columns=column or None, label_columns=label_column or (),

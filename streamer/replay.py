@@ -435,17 +435,23 @@ def read_sensor_log(path: Path, *, stream: str | None = None, batch: int = 1, co
     ``columns``: the sensor columns (default: every column that is neither a label column nor one of
     ``skip_columns``, such as a text column of machine states). ``label_columns``: columns flagging anomalous rows
     — a non-zero number, or a word other than normal/ok/false/no (NORMAL / BROKEN / RECOVERING) —; each run of rows
-    flagged by any of them becomes a label window of every stream of the file. A missing cell is a reading that
+    flagged by any of them becomes a label window of every stream of the file. Label and skipped columns the file
+    lacks are passed over (a file without any label column is unlabelled, with a warning); whoever reads several
+    files checks that each name is in one of them (:func:`columns_in_none`). A missing cell is a reading that
     sensor did not send: that stream skips the row. A column with no reading at all is left out with a warning (a
     dead sensor must not stop the replay of the others).
     """
     path = Path(path)
     prefix = stream or stream_prefix(path)
-    label_columns = list(dict.fromkeys(label_columns))
     names = csv_header(path).names
-    unknown = [c for c in [*label_columns, *skip_columns] if c not in names]
-    if unknown:
-        raise ReplayError(f"{path}: no column(s) {unknown!r}; the value columns are {names!r}")
+    # A folder of logs may hold files without some label or skipped columns (SKAB's anomaly-free log has no
+    # ``anomaly`` column): such a file's rows are unlabelled. A name no file has is a typo: see columns_in_none.
+    requested = list(dict.fromkeys(label_columns))
+    label_columns = [c for c in requested if c in names]
+    skip_columns = [c for c in skip_columns if c in names]
+    if requested and not label_columns:
+        log.warning("%s has no label column %s: its rows are read as unlabelled (normal)", path,
+                    " or ".join(repr(c) for c in requested))
     if columns is None:
         columns = [n for n in names if n not in label_columns and n not in skip_columns]
     columns = list(dict.fromkeys(columns))
@@ -485,6 +491,13 @@ def read_sensor_log(path: Path, *, stream: str | None = None, batch: int = 1, co
     if not sources:
         raise ReplayError(f"{path}: none of the columns {list(columns)!r} has a reading")
     return SensorLog(times_ns, flagged, sources)
+
+
+def columns_in_none(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
+    """Of ``names`` (label or skipped columns chosen for a set of files), those that none of the CSV files among
+    ``paths`` has: a misspelt name, which :func:`read_sensor_log` alone cannot tell from a file without labels."""
+    headers = [set(csv_header(p).names) for p in paths if Path(p).name.lower().endswith((".csv", ".csv.gz"))]
+    return [n for n in dict.fromkeys(names) if headers and not any(n in h for h in headers)]
 
 
 def read_csv_series(path: Path, column: str | None = None) -> tuple[SeriesSource, str | None]:

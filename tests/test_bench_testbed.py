@@ -102,7 +102,7 @@ def test_clear_errors(tmp_path):
     root = make_testbed(tmp_path / "bed", runs=1, rows=300, fault=(20, 40))
     base = ["bench", "testbed", "--data", str(root), "--out", str(tmp_path / "o"), "--no-progress"]
     res = RUNNER.invoke(app, [*base, "--label-column", "fault"])
-    assert res.exit_code == 2 and "no column(s) ['fault']" in res.output
+    assert res.exit_code == 2 and "has the column(s) ['fault']" in res.output
     res = RUNNER.invoke(app, [*base, "--label-column", "anomaly", "--scorer", FAST])
     assert res.exit_code == 2 and "training part under 48 readings" in res.output
     assert "valve1/0/Current (20)" in res.output
@@ -166,3 +166,31 @@ def test_logs_without_labels_read_as_n_a_and_the_output_folder_is_not_data(tmp_p
     row = report["metrics"]["windowed_gaussian"]
     assert (row["events"], row["event_recall"], row["recall"], row["roc_auc"]) == (0, None, None, None)
     assert report["n_files"] == 1 and report["complete"] is True
+
+
+def test_skabs_layout_with_its_unlabelled_anomaly_free_log(tmp_path):
+    """SKAB's data folder: labelled runs beside ``anomaly-free/anomaly-free.csv``, which has no ``anomaly`` or
+    ``changepoint`` column. The documented command runs on the whole folder; that log's rows count as normal."""
+    root = make_testbed(tmp_path / "bed", runs=1, rows=600, fault=(400, 460))
+    free = root / "anomaly-free" / "anomaly-free.csv"
+    free.parent.mkdir()
+    rng = np.random.default_rng(3)
+    free.write_text("\n".join(["datetime;" + ";".join(SENSORS), *(
+        f"{_stamp(i)};" + ";".join(f"{v:.5f}" for v in rng.normal([0.2, 1.5, 0.8, 70.0], 0.01)) for i in range(500))])
+        + "\n")
+    out = tmp_path / "out"
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--skip-column",
+                              "changepoint", "--out", str(out), "--scorer", "windowed_gaussian", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "testbed.json").read_text())
+    files = {f["file"]: f for f in report["files"]}
+    assert set(files) == {"anomaly-free/anomaly-free", "valve1/0"}
+    assert files["anomaly-free/anomaly-free"]["labelled_rows"] == 0
+    assert files["valve1/0"]["labelled_rows"] == 60
+    judged = {name: f["rows"] - f["train_rows"] for name, f in files.items()}
+    assert report["metrics"]["windowed_gaussian"]["rows"] == sum(judged.values())  # the normal log's rows count
+    rows = _rows(out / "windowed_gaussian" / "anomaly-free" / "anomaly-free.csv")
+    assert len(rows) == 500 and {r["label"] for r in rows} == {"0"}
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--skip-column",
+                              "change_point", "--out", str(out), "--scorer", "windowed_gaussian", "--no-progress"])
+    assert res.exit_code == 2 and "has the column(s) ['change_point']" in res.output  # a typo, not a missing label

@@ -17,8 +17,8 @@ from streamer.kafka_io import make_consumer, make_producer
 from streamer.messages import decode_audio, decode_sensor, parse_timestamp
 from streamer.points import LABEL_WINDOW
 from streamer.replay import (
-    DEFAULT_START_NS, Pacer, ReplayError, interleave, open_sources, plan, read_nab_csv, read_ucr_txt, read_wav,
-    replay,
+    DEFAULT_START_NS, Pacer, ReplayError, columns_in_none, interleave, open_sources, plan, read_nab_csv,
+    read_sensor_log, read_ucr_txt, read_wav, replay,
 )
 from streamer.sinks.sqlite import SQLiteSink
 
@@ -124,8 +124,9 @@ def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
         open_sources(path)
     assert [s.stream for s in open_sources(path, skip_columns=["state"])] == [f"{tmp_path.name}/bed/a",
                                                                                f"{tmp_path.name}/bed/b"]
-    with pytest.raises(ReplayError, match=r"no column\(s\) \['mode'\]"):
-        open_sources(path, skip_columns=["mode"])
+    # a label or skipped column this file lacks is passed over (a folder's other files may have it; a name no file
+    # has is refused by whoever reads the folder: columns_in_none)
+    assert [s.stream for s in open_sources(path, skip_columns=["state", "mode"], stream="p")] == ["p/a", "p/b"]
     with pytest.raises(ReplayError, match=r"no column\(s\) \['c'\]; the value columns are \['a', 'state', 'b'\]"):
         open_sources(path, columns=["c"])
     with pytest.raises(ReplayError, match="both as a sensor and as a label"):
@@ -136,6 +137,27 @@ def test_sensor_csv_column_choice_stream_prefix_and_time_order(tmp_path):
     nab = write_nab(tmp_path / "nab")
     (value,) = open_sources(nab, columns=["value"])  # chosen columns read a NAB file as a log of sensors
     assert value.stream == "realTest/machine/value" and value.label_windows() == []
+
+
+def test_a_log_without_the_label_columns_is_unlabelled_and_a_name_in_no_file_is_a_typo(tmp_path, caplog):
+    """SKAB's folder holds ``anomaly-free/anomaly-free.csv`` without its ``anomaly`` and ``changepoint`` columns: with
+    ``--label-column anomaly --skip-column changepoint`` for the folder, that log is read as unlabelled (a warning),
+    not refused; a name that no file of the set has is the user's typo and is refused."""
+    labelled = write_test_bed(tmp_path / "bed")
+    free = tmp_path / "bed" / "anomaly-free" / "anomaly-free.csv"
+    free.parent.mkdir(parents=True)
+    free.write_text("datetime;Current;Pressure\n2020-03-09 10:00:00;0.5;1\n2020-03-09 10:00:01;0.6;2\n")
+    with caplog.at_level("WARNING", logger="streamer.replay"):
+        log = read_sensor_log(free, label_columns=["anomaly"], skip_columns=["changepoint"])
+    assert not log.flagged.any() and [s.stream for s in log.sources] == [
+        "anomaly-free/anomaly-free/Current", "anomaly-free/anomaly-free/Pressure"]
+    assert all(s.label_windows() == [] for s in log.sources)
+    assert "has no label column 'anomaly': its rows are read as unlabelled" in caplog.text
+    assert read_sensor_log(labelled, label_columns=["anomaly"], skip_columns=["changepoint"]).flagged.any()
+    assert columns_in_none([labelled, free], ["anomaly", "changepoint"]) == []
+    assert columns_in_none([free], ["anomaly", "changepoint"]) == ["anomaly", "changepoint"]
+    assert columns_in_none([labelled, free, tmp_path / "x.wav"], ["anomaly", "anomoly"]) == ["anomoly"]
+    assert columns_in_none([tmp_path / "x.wav"], ["anomaly"]) == []  # no CSV: other readers refuse column options
 
 
 def test_sensor_csv_pump_layout_index_column_text_states_and_odd_cells(tmp_path, caplog):
@@ -422,7 +444,8 @@ def test_replay_command_refuses_bad_column_choices_before_connecting(tmp_path):
 
     path = write_test_bed(tmp_path)
     for extra, message in ((["--column", "Flow"], "no column(s) ['Flow']"),
-                           (["--label-column", "status"], "no column(s) ['status']"),
+                           (["--label-column", "status"], "no file has the column(s) ['status']"),
+                           (["--skip-column", "Mode"], "no file has the column(s) ['Mode']"),
                            (["--column", "Current", "--skip-column", "Current"], "as a column to skip")):
         result = CliRunner().invoke(app, ["replay", str(path), "--bootstrap", "127.0.0.1:1", "--no-progress",
                                           *extra])
