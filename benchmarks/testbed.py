@@ -39,7 +39,7 @@ from streamer.replay import ReplayError, SeriesSource, columns_in_none, flag_run
 log = logging.getLogger(__name__)
 
 TESTBED_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian")
-TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {"scalowatch": {"preset": "nab"}}
+TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {"scalowatch": {"preset": "rig"}}
 
 
 @dataclass
@@ -295,7 +295,7 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
             bar.close()
         seconds = time.perf_counter() - started
         for label, per_file in rigs.items():
-            report.policies[label] = asdict(policy)
+            report.policies[label] = {"preset": preset, **asdict(policy)}
             report.rigs[label] = per_file
             report.results[label] = metrics(files, per_file)
             report.per_file[label] = {f.name: metrics([f], [r]) for f, r in zip(files, per_file)}

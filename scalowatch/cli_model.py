@@ -368,7 +368,7 @@ def register(app: typer.Typer) -> None:
         steps: int = typer.Option(None, "--steps", help="Training steps (default: the preset's; images: the image detector's)."),
         adversarial: bool = typer.Option(False, "--adversarial", help="Train with the ADDM adversarial loss."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
-        preset: str = typer.Option(None, "--preset", help="Series/audio detector preset: nab, ucr or audio "
+        preset: str = typer.Option(None, "--preset", help="Series/audio detector preset: nab, rig, ucr or audio "
                                                           "(default: nab for series, audio for WAV)."),
         unet: str = typer.Option(None, "--unet", help="Series/audio: U-Net preset (default: the preset's, tiny)."),
         image_size: int = typer.Option(224, "--image-size", help="Images: square side after resizing."),

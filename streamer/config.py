@@ -101,7 +101,8 @@ class MonitorSettings(_Section):
     # micro-batch (streamer/assemble.py, limit_model_threads).
     cpu_threads: int = Field(0, ge=0)
     model_dir: Path = Path("checkpoints/default")
-    # Detector presets per stream class: "nab" (operational metrics; the benchmarked default), "ucr", "audio".
+    # Detector presets per stream class: "nab" (operational metrics; the benchmarked default), "rig" (a machine's
+    # sensors judged row by row: nab without its spatial rule and one-alert-per-edge suppression), "ucr", "audio".
     sensor_preset: str = "nab"
     audio_preset: str = "audio"
     sensor_detector_options: dict[str, Any] = Field(default_factory=dict)

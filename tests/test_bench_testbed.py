@@ -194,3 +194,23 @@ def test_skabs_layout_with_its_unlabelled_anomaly_free_log(tmp_path):
     res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--skip-column",
                               "change_point", "--out", str(out), "--scorer", "windowed_gaussian", "--no-progress"])
     assert res.exit_code == 2 and "has the column(s) ['change_point']" in res.output  # a typo, not a missing label
+
+
+def test_the_rig_preset_keeps_an_alert_open_while_a_fault_lasts(tmp_path):
+    """``bench testbed`` runs the ``rig`` preset by default (what docs/streaming.md tells a rig's operator to set):
+    its alerts stay open over much of a fault, where the ``nab`` preset's one detection per rising edge closes them
+    after the first row and its spatial rule fires on the temperature's slow drift (the README's figures)."""
+    root = make_testbed(tmp_path / "bed", runs=2, rows=700, fault=(500, 560))
+    found = {}
+    for name, scorer in (("rig", FAST), ("nab", FAST.replace("scalowatch:", "scalowatch:preset=nab,"))):
+        out = tmp_path / name
+        res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly",
+                                  "--skip-column", "changepoint", "--out", str(out), "--scorer", scorer,
+                                  "--no-progress"])
+        assert res.exit_code == 0, res.output
+        report = json.loads((out / "testbed.json").read_text())
+        ((label, found[name]),) = report["metrics"].items()
+        assert report["alert_policy"][label]["preset"] == name
+    assert found["rig"]["event_recall"] == 1.0 and found["rig"]["recall"] > 0.3
+    assert found["rig"]["false_alert_runs"] == 0 and found["rig"]["roc_auc"] > 0.9
+    assert found["nab"]["recall"] < 0.1 < found["rig"]["recall"]

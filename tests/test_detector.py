@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -63,6 +64,14 @@ def test_presets_nab_ucr_and_audio_exist_and_round_trip_through_json(tmp_path):
     assert preset("nab").calibrate and preset("nab").fusion == "likelihood"
     assert preset("ucr").discord_scales == (1.0, 0.5) and not preset("ucr").calibrate
     assert preset("audio").score_every == "window"
+
+
+def test_the_rig_preset_is_nab_without_nabs_scoring_conventions():
+    """Everything a rig's sensors are scored with is nab's (one benchmarked configuration, one threshold); only the
+    spatial rule and the one-detection-per-edge suppression, which serve NAB's first-detection scoring, are off."""
+    nab, rig = PRESETS["nab"], PRESETS["rig"]
+    assert rig.config == replace(nab.config, spatial_tolerance=None, suppress_fraction=0.0) != nab.config
+    assert rig.alert_threshold == nab.alert_threshold
 
 
 def test_bad_settings_are_refused_with_the_name_of_the_setting(tmp_path):
