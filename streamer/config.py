@@ -261,8 +261,10 @@ def as_env(settings: "Settings", base: Mapping[str, str] | None = None) -> dict[
     return env
 
 
-# Variables with the prefix that belong to other components (read directly, not through Settings).
-FOREIGN_ENV_PREFIXES = ("SCALOWATCH_DASHBOARD_",)
+# Variables with the prefix that belong to other components (read directly, not through Settings): the dashboard's,
+# and deploy/compose.yaml's own (the token it hands the services, the published address, the data folder).
+FOREIGN_ENV_PREFIXES = ("SCALOWATCH_DASHBOARD_", "SCALOWATCH_INFLUX_TOKEN", "SCALOWATCH_BIND_ADDRESS",
+                        "SCALOWATCH_DATA")
 
 
 def unknown_env_names(environ: Mapping[str, str]) -> list[str]:

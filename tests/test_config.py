@@ -107,11 +107,15 @@ def test_env_names_cover_every_leaf_field():
 def test_unknown_top_level_names_are_warned_about(monkeypatch, caplog):
     monkeypatch.setenv("SCALOWATCH_KAFKA_GROUP_ID", "oops")  # one underscore: not a nested name
     monkeypatch.setenv("SCALOWATCH_DASHBOARD_STORE", "sqlite")  # the dashboard's own variable
+    compose = ("SCALOWATCH_INFLUX_TOKEN", "SCALOWATCH_BIND_ADDRESS", "SCALOWATCH_DATA")  # deploy/README.md exports them
+    for name in compose:
+        monkeypatch.setenv(name, "x")
     with caplog.at_level(logging.WARNING, logger="streamer.config"):
         settings = Settings()
     assert settings.kafka.group_id == "scalowatch-monitor"
     assert "SCALOWATCH_KAFKA_GROUP_ID" in caplog.text
     assert "SCALOWATCH_DASHBOARD_STORE" not in caplog.text
+    assert not any(name in caplog.text for name in compose)
 
 
 def test_settings_travel_to_a_child_process_as_env_and_come_back_equal(monkeypatch):
