@@ -33,8 +33,9 @@ import torch
 
 from models.errors import InputError
 from models.metrics.classification import pro_score, roc_auc
-from models.transforms.image import ImageConfig, MVTecSplit, load_mvtec_test, load_mvtec_train
+from models.transforms.image import ImageConfig, MVTecSplit, load_mvtec_test, load_mvtec_train, mask_file
 from models.types import ScoreBatch
+from streamer.image_results import ImageResult, write_image_results
 
 log = logging.getLogger(__name__)
 
@@ -343,17 +344,15 @@ def write_scores_and_maps(report: MVTecReport, out: Path) -> dict[str, Path]:
             if base != out:
                 body = ["path,score"] + [f"{p},{run.scores[i]:.6g}" for i, p in enumerate(rel)]
                 (base / "scores.csv").write_text("\n".join(body) + "\n")
-    # The dashboard's Images page reads this (docs/store-schema.md, image_result columns).
-    rows = ["category,defect,path,score,map_path,mask_path"]
-    root = report.data.resolve()
+    # The dashboard's Images page opens this (the product's scores and maps).
+    results = []
     for i, p in enumerate(rel):
         defect = report.test.defect_types[i]
-        mask = root / "ground_truth" / defect / f"{Path(p).stem}_mask.png"
-        rows.append(",".join([report.category, defect, str(Path(report.test.files[i]).resolve()),
-                              f"{primary.scores[i]:.6g}", str(Path("maps") / Path(p).with_suffix(".npy")),
-                              str(mask) if defect != "good" and mask.exists() else ""]))
-    (out / "image_results.csv").write_text("\n".join(rows) + "\n")
-    written["image_results"] = out / "image_results.csv"
+        mask = mask_file(report.data, defect, p)
+        results.append(ImageResult(report.category, defect, Path(report.test.files[i]), float(primary.scores[i]),
+                                   out / "maps" / Path(p).with_suffix(".npy"),
+                                   mask if defect != "good" and mask.exists() else None))
+    written["image_results"] = write_image_results(out, results)
     return written
 
 

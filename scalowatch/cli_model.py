@@ -310,7 +310,9 @@ def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: P
 
 def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device: str,
                  maps_dir: Path | None) -> tuple[list[str], np.ndarray]:
-    """Every test image (MVTec) or every image of the folder → ``path,score`` CSV (+ one .npy map each)."""
+    """Every test image (MVTec) or every image of the folder → ``path,score`` CSV; with ``maps_dir`` one .npy map
+    each and ``maps_dir/image_results.csv``, which the dashboard's Images page opens (the picture, the map over it,
+    the ground-truth mask of an MVTec category)."""
     from tqdm.auto import tqdm
 
     from models.image_detector import ImageDetector
@@ -344,6 +346,18 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
         writer.writerow(["path", "score"])
         for name, s in zip(rel, scores):
             writer.writerow([name, f"{s:.6g}"])
+    if maps_dir is not None:
+        from models.transforms.image import mask_file
+        from streamer.image_results import ImageResult, write_image_results
+
+        results = []
+        for f, name, s in zip(files, rel, scores):
+            mvtec = Path(name).parts[0] == "test" and len(Path(name).parts) == 3  # test/<defect>/<image>
+            defect = Path(name).parts[1] if mvtec else ""
+            mask = mask_file(root, defect, f) if mvtec and defect != "good" else None
+            results.append(ImageResult(root.resolve().name, defect, f, float(s), (maps_dir / name).with_suffix(".npy"),
+                                       mask if mask is not None and mask.is_file() else None))
+        write_image_results(maps_dir, results)
     return rel, scores
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,6 +214,16 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     for r in rows:
         m = np.load((maps / r["path"]).with_suffix(".npy"))
         assert m.shape == (64, 64) and m.dtype == np.float32
+    # ... and the maps folder opens on the dashboard's Images page: picture, map and mask of every scored image
+    from dashboards.imaging import load_results_folder
+
+    shown = load_results_folder(maps)
+    assert shown["path"].tolist() == [str((root / r["path"]).resolve()) for r in rows]
+    assert shown["category"].tolist() == ["widget"] * 4 and shown["defect"].tolist() == ["good"] * 2 + ["paint"] * 2
+    np.testing.assert_allclose(shown["score"], [float(r["score"]) for r in rows])
+    assert all(np.load(p).shape == (64, 64) for p in shown["map_path"])
+    assert shown["mask_path"].tolist()[:2] == ["", ""]
+    assert all(p.endswith("_mask.png") and Path(p).is_file() for p in shown["mask_path"].tolist()[2:])
 
     assert meta["scorer"] == "scalowatch-image"
     # What the CLI trains is what bench mvtec measures: the same detector configuration.

@@ -121,6 +121,11 @@ def load_mvtec_train(category_dir: str | Path, config: ImageConfig | None = None
     return load_folder(Path(category_dir) / "train" / "good", config, limit)
 
 
+def mask_file(category_dir: str | Path, defect: str, image: str | Path) -> Path:
+    """Where MVTec AD keeps the ground-truth mask of ``image``, a test image of type ``defect``."""
+    return Path(category_dir) / "ground_truth" / defect / f"{Path(image).stem}_mask.png"
+
+
 def load_mvtec_test(category_dir: str | Path, config: ImageConfig | None = None,
                     limit_per_type: int | None = None, allow_missing_masks: bool = False) -> MVTecSplit:
     """``<category>/test/<type>`` with masks from ``<category>/ground_truth/<type>/<stem>_mask.png``.
@@ -139,7 +144,7 @@ def load_mvtec_test(category_dir: str | Path, config: ImageConfig | None = None,
     for type_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
         for f in image_files(type_dir)[:limit_per_type]:
             defective = type_dir.name != "good"
-            mask_path = root / "ground_truth" / type_dir.name / f"{f.stem}_mask.png" if defective else None
+            mask_path = mask_file(root, type_dir.name, f) if defective else None
             whole_image = False
             if mask_path is not None and not mask_path.exists():
                 if not allow_missing_masks:

@@ -1,0 +1,50 @@
+"""The file of scored images that the dashboard's Images page opens: ``image_results.csv``, one row per image with
+the ``image_result`` columns of docs/store-schema.md (category, defect, path, score, map_path, mask_path).
+
+Why a file and one writer: ``bench mvtec`` and ``scalowatch score`` on an image folder both produce it, and the
+page (``dashboards/imaging.py``) reads it from any folder it is pointed at. Paths below the file's folder are
+written relative to it (the folder can move), others absolute; the csv module quotes what needs quoting (a comma
+in a file name).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_RESULTS_FILE = "image_results.csv"
+IMAGE_RESULT_COLUMNS = ("category", "defect", "path", "score", "map_path", "mask_path")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    category: str
+    defect: str
+    path: Path
+    score: float
+    map_path: Path | None = None
+    mask_path: Path | None = None
+
+
+def write_image_results(folder: Path, results: Sequence[ImageResult]) -> Path:
+    """``folder/image_results.csv`` with one row per result; returns its path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = folder.resolve()
+
+    def where(p: Path | None) -> str:
+        if p is None:
+            return ""
+        full = Path(p).resolve()
+        return full.relative_to(base).as_posix() if full.is_relative_to(base) else os.fspath(full)
+
+    target = folder / IMAGE_RESULTS_FILE
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(IMAGE_RESULT_COLUMNS)
+        for r in results:
+            writer.writerow([r.category, r.defect, where(r.path), f"{r.score:.6g}", where(r.map_path),
+                             where(r.mask_path)])
+    return target
