@@ -242,7 +242,7 @@ def testbed_command(
                              "alert) go here; files below OUT are not read as logs."),
     scorer: Optional[list[str]] = typer.Option(
         None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the product "
-        "('scalowatch', preset nab) and the windowed-Gaussian baseline."),
+        "('scalowatch', preset rig) and the windowed-Gaussian baseline."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N files (smoke runs)."),
     via: str = typer.Option("detector", "--via", help="detector: score each sensor with the detector directly; "
                             "monitor: replay every log through the monitor's processing path (one stream per "
@@ -271,8 +271,7 @@ def testbed_command(
         specs = _specs(scorer, ("scalowatch",) if only_product else TESTBED_DEFAULT_DETECTORS,
                        TESTBED_DETECTOR_DEFAULTS)
         found = find_testbed_files(Path(data), exclude=Path(out))
-        paths = found[:limit]
-        files = load_testbed(paths, Path(data), label_column, skip_column or ())
+        files = load_testbed(found, Path(data), label_column, skip_column or (), limit=limit)
         report = run_testbed(files, specs, ablate=ablate, via=via, progress=progress)
     except InputError as exc:
         _fail(str(exc))
@@ -312,7 +311,7 @@ def testbed_command(
         },
         "data": str(Path(data).resolve()),
         "n_files": len(files),
-        "complete": len(paths) == len(found),
+        "complete": len(files) == len(found),
         "metrics": table,
         "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
         "alert_policy": report.policies,

@@ -39,7 +39,9 @@ from streamer.replay import ReplayError, SeriesSource, columns_in_none, flag_run
 log = logging.getLogger(__name__)
 
 TESTBED_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian")
-TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {"scalowatch": {"preset": "rig"}}
+# Every product detector (the scalowatch one and its single-scorer variants) runs the rig preset here.
+TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {name: {"preset": "rig"} for name in (
+    "scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend", "diffusion-dynamic", "diffusion-adversarial")}
 
 
 @dataclass
@@ -83,16 +85,17 @@ def log_name(path: Path, root: Path) -> str:
 
 
 def load_testbed(paths: Sequence[Path], root: Path, label_columns: Sequence[str],
-                 skip_columns: Sequence[str] = ()) -> list[BedLog]:
-    """Every log of ``paths`` (:func:`load_testbed_file`). A log may lack the label columns (SKAB's anomaly-free
-    log: all its rows count as normal), but a label or skipped column that no log has is refused as a typo."""
+                 skip_columns: Sequence[str] = (), limit: int | None = None) -> list[BedLog]:
+    """The first ``limit`` logs of ``paths`` (:func:`load_testbed_file`). A log may lack the label columns (SKAB's
+    anomaly-free log: all its rows count as normal), but a label or skipped column that no log of the folder has —
+    all of ``paths``, not only the first ``limit`` — is refused as a typo."""
     try:
         absent = columns_in_none(paths, [*label_columns, *skip_columns])
     except ReplayError as exc:
         raise InputError(str(exc)) from None
     if absent:
         raise InputError(f"no log under {root} has the column(s) {absent!r}")
-    return [load_testbed_file(p, root, label_columns, skip_columns) for p in paths]
+    return [load_testbed_file(p, root, label_columns, skip_columns) for p in paths[:limit]]
 
 
 def load_testbed_file(path: Path, root: Path, label_columns: Sequence[str],
@@ -295,7 +298,9 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
             bar.close()
         seconds = time.perf_counter() - started
         for label, per_file in rigs.items():
-            report.policies[label] = {"preset": preset, **asdict(policy)}
+            # A baseline has no preset: its alert rule takes the threshold of the monitor's sensor preset.
+            report.policies[label] = {"preset": preset if spec.name in PRODUCT_NAMES else None,
+                                      "threshold_of_preset": preset, **asdict(policy)}
             report.rigs[label] = per_file
             report.results[label] = metrics(files, per_file)
             report.per_file[label] = {f.name: metrics([f], [r]) for f, r in zip(files, per_file)}

@@ -377,7 +377,7 @@ def register(app: typer.Typer) -> None:
         train_fraction: float = typer.Option(0.15, "--train-fraction",
                                              help="Series/audio: train on this leading fraction (no --train-end)."),
         window: int = typer.Option(None, "--window", help="Series/audio: window length in samples (default: "
-                                                          "the preset's; nab/ucr: the training part's period)."),
+                                                          "the preset's; nab/rig/ucr: the training part's period)."),
         hop: int = typer.Option(None, "--hop", help="Series/audio: diffusion window stride (default: the preset's)."),
         steps: int = typer.Option(None, "--steps", help="Training steps (default: the preset's; images: the image detector's)."),
         adversarial: bool = typer.Option(False, "--adversarial", help="Train with the ADDM adversarial loss."),

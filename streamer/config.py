@@ -261,15 +261,16 @@ def as_env(settings: "Settings", base: Mapping[str, str] | None = None) -> dict[
     return env
 
 
-# Variables with the prefix that belong to other components (read directly, not through Settings): the dashboard's,
-# and deploy/compose.yaml's own (the token it hands the services, the published address, the data folder).
-FOREIGN_ENV_PREFIXES = ("SCALOWATCH_DASHBOARD_", "SCALOWATCH_INFLUX_TOKEN", "SCALOWATCH_BIND_ADDRESS",
-                        "SCALOWATCH_DATA")
+# Variables with the prefix that belong to other components (read directly, not through Settings): the dashboard's
+# (by prefix), and deploy/compose.yaml's own (exact names: the token it hands the services as INFLUX__TOKEN, the
+# published address, the data folder).
+FOREIGN_ENV_PREFIXES = ("SCALOWATCH_DASHBOARD_",)
+FOREIGN_ENV_NAMES = frozenset({"SCALOWATCH_INFLUX_TOKEN", "SCALOWATCH_BIND_ADDRESS", "SCALOWATCH_DATA"})
 
 
 def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
     """``SCALOWATCH_*`` variables that no setting reads (typos), sorted."""
-    known = env_names() | {CONFIG_FILE_ENV}
+    known = env_names() | {CONFIG_FILE_ENV} | FOREIGN_ENV_NAMES
     return sorted(name for name in (key.upper() for key in environ)
                   if name.startswith(ENV_PREFIX) and name not in known
                   and not name.startswith(FOREIGN_ENV_PREFIXES))

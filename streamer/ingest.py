@@ -112,7 +112,7 @@ def _unscored_letter(failed: FailedSamples) -> DeadLetter:
         topic, partition = part if isinstance(part, tuple) else ("", int(part))
     record = InputRecord(topic, partition, offset, failed.stream.encode(), value, list(headers))
     source = "" if failed.origin is not None else (
-        " (restored from the stream's saved training part: their records were committed at a checkpoint, so the "
+        " (saved with the stream's training part at a checkpoint, after which their records were committed: the "
         "letter has no source offset)")
     detail = (f"{failed.values.size} sample(s) of {failed.stream_class}/{failed.stream} could not be scored{source}: "
               f"{failed.error}")

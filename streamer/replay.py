@@ -452,6 +452,10 @@ def read_sensor_log(path: Path, *, stream: str | None = None, batch: int = 1, co
     if requested and not label_columns:
         log.warning("%s has no label column %s: its rows are read as unlabelled (normal)", path,
                     " or ".join(repr(c) for c in requested))
+    elif len(label_columns) < len(requested):
+        log.warning("%s has no label column %s: its rows are labelled by %s only", path,
+                    " or ".join(repr(c) for c in requested if c not in label_columns),
+                    ", ".join(repr(c) for c in label_columns))
     if columns is None:
         columns = [n for n in names if n not in label_columns and n not in skip_columns]
     columns = list(dict.fromkeys(columns))
@@ -496,7 +500,10 @@ def read_sensor_log(path: Path, *, stream: str | None = None, batch: int = 1, co
 def columns_in_none(paths: Sequence[Path], names: Sequence[str]) -> list[str]:
     """Of ``names`` (label or skipped columns chosen for a set of files), those that none of the CSV files among
     ``paths`` has: a misspelt name, which :func:`read_sensor_log` alone cannot tell from a file without labels."""
-    headers = [set(csv_header(p).names) for p in paths if Path(p).name.lower().endswith((".csv", ".csv.gz"))]
+    if not names:
+        return []
+    headers = [set(csv_header(p).names) for p in paths
+               if Path(p).is_file() and Path(p).name.lower().endswith((".csv", ".csv.gz"))]
     return [n for n in dict.fromkeys(names) if headers and not any(n in h for h in headers)]
 
 
@@ -573,7 +580,9 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
     if chosen and not is_csv:
         raise ReplayError(f"{path}: sensor, label and skipped columns can be chosen in a CSV file only")
     if is_csv:
-        if not chosen and is_nab_header(path):
+        # A NAB file among sensor logs given label or skipped columns it does not have stays NAB's one stream with
+        # its combined windows; sensor columns chosen (--column) make any CSV a sensor log.
+        if not columns and is_nab_header(path) and not set(csv_header(path).names) & {*label_columns, *skip_columns}:
             return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
         return list(read_sensor_log(path, stream=stream, batch=batch, columns=columns, label_columns=label_columns,
                                     skip_columns=skip_columns).sources)

@@ -191,6 +191,15 @@ def test_skabs_layout_with_its_unlabelled_anomaly_free_log(tmp_path):
     assert report["metrics"]["windowed_gaussian"]["rows"] == sum(judged.values())  # the normal log's rows count
     rows = _rows(out / "windowed_gaussian" / "anomaly-free" / "anomaly-free.csv")
     assert len(rows) == 500 and {r["label"] for r in rows} == {"0"}
+    policy = report["alert_policy"]["windowed_gaussian"]  # a baseline has no preset, only the threshold of one
+    assert policy["preset"] is None and policy["threshold_of_preset"] == "nab"
+    # --limit 1 takes the unlabelled log only; the label column is still known from the folder's other logs
+    res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--skip-column",
+                              "changepoint", "--out", str(out), "--scorer", "windowed_gaussian", "--no-progress",
+                              "--limit", "1"])
+    assert res.exit_code == 0, res.output
+    limited = json.loads((out / "testbed.json").read_text())
+    assert limited["n_files"] == 1 and limited["complete"] is False
     res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly", "--skip-column",
                               "change_point", "--out", str(out), "--scorer", "windowed_gaussian", "--no-progress"])
     assert res.exit_code == 2 and "has the column(s) ['change_point']" in res.output  # a typo, not a missing label
@@ -214,3 +223,7 @@ def test_the_rig_preset_keeps_an_alert_open_while_a_fault_lasts(tmp_path):
     assert found["rig"]["event_recall"] == 1.0 and found["rig"]["recall"] > 0.3
     assert found["rig"]["false_alert_runs"] == 0 and found["rig"]["roc_auc"] > 0.9
     assert found["nab"]["recall"] < 0.1 < found["rig"]["recall"]
+    from benchmarks.nab import PRODUCT_NAMES
+    from benchmarks.testbed import TESTBED_DETECTOR_DEFAULTS
+
+    assert {TESTBED_DETECTOR_DEFAULTS[name]["preset"] for name in PRODUCT_NAMES} == {"rig"}  # every product variant

@@ -6,7 +6,7 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from streamer.config import CONFIG_FILE_ENV, Settings, env_names
+from streamer.config import CONFIG_FILE_ENV, Settings, env_names, unknown_env_names
 
 
 @pytest.fixture(autouse=True)
@@ -116,6 +116,9 @@ def test_unknown_top_level_names_are_warned_about(monkeypatch, caplog):
     assert "SCALOWATCH_KAFKA_GROUP_ID" in caplog.text
     assert "SCALOWATCH_DASHBOARD_STORE" not in caplog.text
     assert not any(name in caplog.text for name in compose)
+    # compose's names are exact: a look-alike is still a typo
+    assert unknown_env_names({**dict.fromkeys(compose, "x"), "SCALOWATCH_DATASET": "x",
+                              "SCALOWATCH_INFLUX_TOKENS": "x"}) == ["SCALOWATCH_DATASET", "SCALOWATCH_INFLUX_TOKENS"]
 
 
 def test_settings_travel_to_a_child_process_as_env_and_come_back_equal(monkeypatch):

@@ -93,10 +93,10 @@ def test_samples_a_stream_could_not_score_leave_as_records_that_decode_as_they_c
     assert (chunk.stream, chunk.ts_ns, chunk.sample_rate) == ("m", stamp, 16000)
     np.testing.assert_array_equal(chunk.samples, pcm)
     assert (audio.record.topic, audio.record.offset) == ("audio", 7)
-    # samples restored from a saved training part have no record of their own
+    # samples of a training part a checkpoint saved have no record of their own
     assert (restored.record.topic, restored.record.partition, restored.record.offset) == ("", -1, -1)
-    assert "saved training part" in restored.detail and "E: x" in restored.detail  # the letter says why
-    assert "saved training part" not in sensor.detail
+    assert "training part at a checkpoint" in restored.detail and "E: x" in restored.detail  # the letter says why
+    assert "training part at a checkpoint" not in sensor.detail
 
 
 def test_an_audio_letter_keeps_int16_samples_as_int16_and_a_trimmed_chunk_at_its_first_kept_sample(tmp_path):

@@ -158,6 +158,16 @@ def test_a_log_without_the_label_columns_is_unlabelled_and_a_name_in_no_file_is_
     assert columns_in_none([free], ["anomaly", "changepoint"]) == ["anomaly", "changepoint"]
     assert columns_in_none([labelled, free, tmp_path / "x.wav"], ["anomaly", "anomoly"]) == ["anomoly"]
     assert columns_in_none([tmp_path / "x.wav"], ["anomaly"]) == []  # no CSV: other readers refuse column options
+    assert columns_in_none([tmp_path / "missing.csv"], []) == []  # nothing asked: no header read
+    # a file with only some of the label columns is labelled by those, and says which it lacks
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="streamer.replay"):
+        log = read_sensor_log(labelled, label_columns=["anomaly", "fault"])
+    assert log.flagged.any() and "has no label column 'fault': its rows are labelled by 'anomaly' only" in caplog.text
+    # a NAB file among the logs stays NAB's one stream with its own windows
+    nab = write_nab(tmp_path / "nab")
+    (source,) = open_sources(nab, label_columns=["anomaly"], skip_columns=["changepoint"])
+    assert source.stream == "realTest/machine" and len(source.label_windows()) == 1
 
 
 def test_sensor_csv_pump_layout_index_column_text_states_and_odd_cells(tmp_path, caplog):
