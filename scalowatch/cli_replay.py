@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
 
 def replay_command(
     files: list[Path] = typer.Argument(..., help="NAB .csv (timestamp,value), .csv of several sensors (time first, "
-                                       "one stream per column), UCR .txt/.txt.gz or .wav files.", show_default=False),
+                                       "one stream per column), UCR .txt/.txt.gz or .wav files, or folders of them "
+                                       "(every such file below a folder).", show_default=False),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers "
                                             "(default: SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS)."),
     topic: Optional[str] = typer.Option(None, "--topic", help="Topic for sensor series (default: settings)."),
@@ -57,7 +58,7 @@ def replay_command(
 
     from streamer.config import Settings
     from streamer.kafka_io import ensure_topics, make_producer
-    from streamer.replay import ReplayError, columns_in_none, open_sources, replay
+    from streamer.replay import ReplayError, columns_in_none, open_sources, replay, replay_files
     from streamer.sinks.base import SinkError
 
     if store is not None and store not in ("influx", "sqlite"):
@@ -71,6 +72,7 @@ def replay_command(
     kafka = settings.kafka.model_copy(update={k: v for k, v in {
         "bootstrap_servers": bootstrap, "sensor_topic": topic, "audio_topic": audio_topic}.items() if v})
     try:
+        files = replay_files(files)
         absent = columns_in_none(files, [*(label_column or ()), *(skip_column or ())])
         if absent:
             raise ReplayError(f"no file has the column(s) {absent!r}")

@@ -563,6 +563,25 @@ def read_wav(path: Path, *, stream: str | None = None, chunk_samples: int = 4096
     return WavSource(path, stream or stream_prefix(path), chunk_samples=chunk_samples, start_ns=start_ns)
 
 
+REPLAY_SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".wav")
+
+
+def replay_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The files to replay: a file as given; a folder's files that a reader takes (``REPLAY_SUFFIXES``), below it at
+    any depth, in name order, hidden folders left out. A folder holding none is an error, not an empty replay."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            out.append(p)
+            continue
+        found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(REPLAY_SUFFIXES)
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        if not found:
+            raise ReplayError(f"{p}: a folder without .csv, .txt, .txt.gz or .wav files")
+        out.extend(found)
+    return out
+
+
 def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1, chunk_samples: int = 4096,
                  sample_period_ms: float = 10.0, nab_windows: Path | None = None, start_ns: int = DEFAULT_START_NS,
                  columns: Sequence[str] | None = None, label_columns: Sequence[str] = (),

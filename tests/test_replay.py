@@ -18,7 +18,7 @@ from streamer.messages import decode_audio, decode_sensor, parse_timestamp
 from streamer.points import LABEL_WINDOW
 from streamer.replay import (
     DEFAULT_START_NS, Pacer, ReplayError, columns_in_none, interleave, open_sources, plan, read_nab_csv,
-    read_sensor_log, read_ucr_txt, read_wav, replay,
+    read_sensor_log, read_ucr_txt, read_wav, replay, replay_files,
 )
 from streamer.sinks.sqlite import SQLiteSink
 
@@ -168,6 +168,23 @@ def test_a_log_without_the_label_columns_is_unlabelled_and_a_name_in_no_file_is_
     nab = write_nab(tmp_path / "nab")
     (source,) = open_sources(nab, label_columns=["anomaly"], skip_columns=["changepoint"])
     assert source.stream == "realTest/machine" and len(source.label_windows()) == 1
+
+
+def test_a_folder_replays_every_file_a_reader_takes(tmp_path):
+    """``scalowatch replay SKAB/data`` or ``nab/data``: the folder's readable files at any depth, in name order."""
+    root = tmp_path / "skab"
+    labelled = write_test_bed(root)
+    (root / "other").mkdir()
+    second = root / "other" / "11 (2).csv"
+    second.write_text(labelled.read_text())
+    (root / "README.md").write_text("not data")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "0-checkpoint.csv").write_text(labelled.read_text())
+    loose = tmp_path / "x.txt"
+    assert replay_files([root, loose]) == [second, labelled, loose]  # a file is taken as given (checked later)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReplayError, match="a folder without .csv, .txt, .txt.gz or .wav files"):
+        replay_files([tmp_path / "empty"])
 
 
 def test_sensor_csv_pump_layout_index_column_text_states_and_odd_cells(tmp_path, caplog):
@@ -431,8 +448,9 @@ def test_replay_command_sends_a_test_bed_csv_as_one_stream_per_sensor(kafka_brok
     topic = f"bed-{uuid.uuid4().hex[:8]}"
     path = write_test_bed(tmp_path / "skab")
     store = tmp_path / "labels.sqlite"
-    result = CliRunner().invoke(app, [
-        "replay", str(path), "--bootstrap", kafka_broker, "--topic", topic, "--batch", "4",
+    assert path.parent.parent == tmp_path / "skab"
+    result = CliRunner().invoke(app, [  # the rig's folder: its one log
+        "replay", str(tmp_path / "skab"), "--bootstrap", kafka_broker, "--topic", topic, "--batch", "4",
         "--label-column", "anomaly", "--label-column", "changepoint", "--labels-to-store", "--store", "sqlite",
         "--sqlite-path", str(store), "--no-progress", "--partitions", "2"])
     assert result.exit_code == 0, result.output
