@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.scalowatch-installed
 SYSTEM_STAMP := .scalowatch-system-deps
 TORCH_PIN := torch==2.13.0
+# PyTorch's CPU wheels (torch==2.13.0+cpu): from plain PyPI the same pin is the multi-GB CUDA build. pip takes the
+# +cpu wheel from whichever index or local wheel folder has it; an index it cannot reach costs a few seconds.
+TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps run test test-all bench clean lock
@@ -17,7 +20,7 @@ $(BIN)/python:
 # The lock file pins every package (kafka-python 2 and 3 differ in exactly the threading the monitor relies on);
 # the project itself is installed on top without resolving anything again.
 $(STAMP): pyproject.toml requirements.lock | $(BIN)/python
-	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet $(TORCH_INDEX) $(TORCH_PIN)
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
 	touch $(STAMP)
@@ -46,7 +49,7 @@ test-all: install system-deps
 lock:
 	rm -rf .lock-venv && $(PY) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --upgrade pip
-	.lock-venv/bin/pip install --quiet $(TORCH_PIN)
+	.lock-venv/bin/pip install --quiet $(TORCH_INDEX) $(TORCH_PIN)
 	.lock-venv/bin/pip install --quiet '.[dev]'
 	{ head -3 requirements.lock; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^scalowatch' \
 		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
