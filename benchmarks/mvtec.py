@@ -312,8 +312,9 @@ def _run_product(train: torch.Tensor, test_images: torch.Tensor, config: MVTecBe
         sb = detector.fuse(channels, variant)
         name = PRODUCT if variant == "product" else variant
         runs.append(ScorerRun(name, sb.scores, sb.maps, fit_s, channel_s, details={**details, "variant": variant}))
-    return KnnRun(detector.knn, detector.fit_seconds["knn"], channels.knn_raw, channels.seconds["knn"],
-                  from_product=True)
+    # PatchCore on its own would run the EfficientNet pass the two channels share.
+    return KnnRun(detector.knn, detector.fit_seconds["knn"], channels.knn_raw,
+                  channels.seconds["knn"] + channels.seconds.get("backbone", 0.0), from_product=True)
 
 
 # ---------------------------------------------------------------------------------------------------- outputs

@@ -190,15 +190,20 @@ class FeatureExtractor:
 
         ``grad=True`` keeps the graph to the *input* (the weights stay frozen), for guidance or saliency.
         """
-        blocks = self.block_maps(x, grad=grad)
-        size = self.config.map_size or max(b.shape[-1] for b in blocks)
-        out = [
-            b if b.shape[-2:] == (size, size)
-            else F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False)
-            for b in blocks
-        ]
-        return torch.cat(out, dim=1)
+        return combine_maps(self.block_maps(x, grad=grad), self.config.map_size)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """Global average of every block's map, concatenated: (N, F). For KNN distances between samples."""
         return torch.cat([b.mean(dim=(-2, -1)) for b in self.block_maps(x)], dim=1)
+
+
+def combine_maps(blocks: list[torch.Tensor], map_size: int | None = None) -> torch.Tensor:
+    """Block maps resized to ``map_size`` (None: the largest) and concatenated along channels: what
+    :meth:`FeatureExtractor.maps` returns, also for maps one pass of an extractor of more blocks computed."""
+    size = map_size or max(b.shape[-1] for b in blocks)
+    out = [
+        b if b.shape[-2:] == (size, size)
+        else F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False)
+        for b in blocks
+    ]
+    return torch.cat(out, dim=1)

@@ -72,6 +72,27 @@ def test_diffusion_channel_is_the_context_conditioned_recon_standardised_on_trai
     assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1.0) < 1e-3
 
 
+def test_both_channels_read_one_backbone_pass_and_get_the_maps_of_their_own(detector, split, monkeypatch):
+    """One EfficientNet pass serves the kNN bank and both U-Nets; each channel's maps are the ones it computes
+    alone, bit for bit, and the network runs once per batch instead of three times."""
+    x = split[1].images
+    shared = detector.channel_maps(x)
+    mean, std = detector.diffusion_stats
+    np.testing.assert_array_equal(shared.diffusion, (detector._diffusion_raw(x) - mean) / std)
+    alone = detector.knn.score(x)
+    np.testing.assert_array_equal(shared.knn_raw.maps, alone.maps)
+    np.testing.assert_array_equal(shared.knn_raw.scores, alone.scores)
+    assert set(shared.seconds) == {"backbone", "diffusion", "knn"}
+    from models.features import FeatureExtractor
+
+    passes = []
+    original = FeatureExtractor.block_maps
+    monkeypatch.setattr(FeatureExtractor, "block_maps",
+                        lambda self, *a, **k: passes.append(self.config.layers) or original(self, *a, **k))
+    detector.channel_maps(x)
+    assert passes == [(3, 4, 5)]  # the union of the kNN blocks (3, 4, 5) and the diffusion space's (4)
+
+
 def test_save_load_gives_identical_scores(detector, split, tmp_path):
     detector.save(tmp_path / "det")
     back = ImageDetector.load(tmp_path / "det", device="cpu")

@@ -35,6 +35,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -256,7 +257,10 @@ class PatchCore:
     # ------------------------------------------------------------------ features
     def patch_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) images → (N, g, g, F) locally aware patch features on the common grid."""
-        blocks = self.features.block_maps(x)
+        return self.patch_features_from(self.features.block_maps(x))
+
+    def patch_features_from(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`patch_features` of the configured blocks' maps (``layers`` order) already computed."""
         grid = self.config.grid or max(b.shape[-1] for b in blocks)
         pad = self.config.pool // 2
         out = []
@@ -330,22 +334,30 @@ class PatchCore:
         c, h, w = self.input_shape
         return validate_batch(batch, channels=c, size=(h, w))
 
-    def patch_distances(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) on the device → (N, g, g) nearest-bank distances (the raw, unsmoothed map)."""
+    def patch_distances(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """The configured blocks' maps of a batch → (N, g, g) nearest-bank distances (the raw, unsmoothed map)."""
         assert self.bank is not None
-        feats = self.patch_features(x)
+        feats = self.patch_features_from(blocks)
         n, g, _, f = feats.shape
         d = knn_distance(feats.reshape(-1, f), self.bank, self.config.k, self.config.query_chunk)
         return d.reshape(n, g, g)
 
     def score(self, batch: torch.Tensor | np.ndarray) -> ScoreBatch:
         x = self._validate(batch)
-        _, h, w = self.input_shape  # type: ignore[misc]
+        with torch.inference_mode():
+            return self.score_blocks(self.features.block_maps(chunk) for chunk in self._batches(x, "patchcore scoring"))
+
+    def score_blocks(self, batches: Iterable[list[torch.Tensor]]) -> ScoreBatch:
+        """:meth:`score` of images whose block maps (``layers`` order, one list per batch of images) were computed
+        already — by one backbone pass that also serves another channel (the image detector)."""
+        if self.bank is None or self.input_shape is None:
+            raise NotFittedError("patchcore is not fitted: call fit(normal_images) or load(directory) first")
+        _, h, w = self.input_shape
         sigma = self.config.sigma * w / 224.0
         maps, patch_max = [], []
         with torch.inference_mode():
-            for chunk in self._batches(x, "patchcore scoring"):
-                d = self.patch_distances(chunk)
+            for blocks in batches:
+                d = self.patch_distances(blocks)
                 patch_max.append(d.flatten(1).max(dim=1).values.cpu())
                 m = F.interpolate(d.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
                 maps.append(gaussian_smooth(m, sigma).cpu())

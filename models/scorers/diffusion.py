@@ -33,6 +33,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -211,8 +212,11 @@ class DiffusionScorer:
         """Raw inputs (N, C, H, W) on the device → the diffusion model's space (normalised features or x)."""
         if self.params.space == "pixel":
             return x
-        z = self.space_features.maps(x)
-        return (z - self.buffers["space_mean"]) / self.buffers["space_std"]
+        return self.standardise_space(self.space_features.maps(x))
+
+    def standardise_space(self, features: torch.Tensor) -> torch.Tensor:
+        """The CNN's maps of the space blocks (:meth:`FeatureExtractor.maps`) → the model's standardised space."""
+        return (features.to(self.device) - self.buffers["space_mean"]) / self.buffers["space_std"]
 
     def _chunks(self, x: torch.Tensor):
         bs = self.params.batch_size
@@ -361,12 +365,28 @@ class DiffusionScorer:
 
     def score(self, batch: torch.Tensor | np.ndarray) -> ScoreBatch:
         x = self._validate(batch)
+        return self._score_chunks(self._chunks(x), self._terms)
+
+    def score_space(self, batches: Iterable[torch.Tensor]) -> ScoreBatch:
+        """:meth:`score` of images whose space maps (:meth:`FeatureExtractor.maps` of the space blocks, one tensor
+        per batch of images) were computed already — by one backbone pass that also serves another channel (the
+        image detector). Feature-space scorers whose terms need nothing but the space (:meth:`_space_terms`)."""
+        if self.input_shape is None or self.params.space != "feature":
+            raise NotFittedError(f"{self.name}: score_space needs a fitted feature-space scorer")
+        return self._score_chunks(batches, self._space_terms)
+
+    def _space_terms(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`_terms` from the space maps alone (see :meth:`score_space`)."""
+        raise NotImplementedError(f"{self.name} scores from its inputs, not from precomputed space maps")
+
+    def _score_chunks(self, chunks: Iterable[torch.Tensor],
+                      terms_of: Callable[[torch.Tensor], dict[str, torch.Tensor]]) -> ScoreBatch:
         size = (self.input_shape[1], self.input_shape[2])  # type: ignore[index]
         maps, scores, recons = [], [], []
         extras: dict[str, list[np.ndarray]] = {}
-        for chunk in self._chunks(x):
+        for chunk in chunks:
             with self._grad_context():
-                terms = self._terms(chunk)
+                terms = terms_of(chunk)
                 m = self._postprocess(resize_map(self._combine(terms), size))
                 s = reduce_map(m, self.params.reduction, self.params.top_percent)
             maps.append(m.detach().float().cpu().numpy())

@@ -118,8 +118,12 @@ class ReconstructionTerms:
     """The recon map terms, shared with the ``adversarial`` scorer."""
 
     def recon_terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._recon_terms_of(self.to_space(x), x)  # type: ignore[attr-defined]
+
+    def _recon_terms_of(self, z: torch.Tensor, x: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The terms of inputs ``x`` in the model's space ``z``; ``x`` None when only the space is known (a
+        pixel-space feature term needs the inputs)."""
         p = self.params  # type: ignore[attr-defined]
-        z = self.to_space(x)  # type: ignore[attr-defined]
         contexts = contexts_of(self, z)  # type: ignore[arg-type]
         recons = [
             reconstruct(self, z, p.t_start, p.ddim_steps,  # type: ignore[arg-type]
@@ -133,6 +137,7 @@ class ReconstructionTerms:
             if p.space == "feature":
                 terms["feature"] = cosine_distance_map(z, z_hat)
             else:
+                assert x is not None, "a pixel-space feature term needs the inputs"
                 both = self.features.maps(torch.cat([x, z_hat]))  # type: ignore[attr-defined]
                 terms["feature"] = cosine_distance_map(both[: x.shape[0]], both[x.shape[0]:])
         return terms
@@ -149,3 +154,6 @@ class ReconScorer(ReconstructionTerms, DiffusionScorer):
 
     def _terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.recon_terms(x)
+
+    def _space_terms(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._recon_terms_of(self.standardise_space(features), None)
