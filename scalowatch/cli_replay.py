@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 def replay_command(
     files: list[Path] = typer.Argument(..., help="NAB .csv (timestamp,value), .csv of several sensors (time first, "
                                        "one stream per column), UCR .txt/.txt.gz or .wav files, or folders of them "
-                                       "(every such file below a folder).", show_default=False),
+                                       "(every such file below a folder; .txt only when UCR-named).", show_default=False),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers "
                                             "(default: SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS)."),
     topic: Optional[str] = typer.Option(None, "--topic", help="Topic for sensor series (default: settings)."),
@@ -58,7 +58,7 @@ def replay_command(
 
     from streamer.config import Settings
     from streamer.kafka_io import ensure_topics, make_producer
-    from streamer.replay import ReplayError, columns_in_none, open_sources, replay, replay_files
+    from streamer.replay import ReplayError, columns_in_none, open_sources, replay, replay_files, shared_streams
     from streamer.sinks.base import SinkError
 
     if store is not None and store not in ("influx", "sqlite"):
@@ -80,6 +80,11 @@ def replay_command(
             f, stream=stream, batch=batch, chunk_samples=chunk_samples, sample_period_ms=sample_period_ms,
             nab_windows=nab_windows, columns=column or None, label_columns=label_column or (),
             skip_columns=skip_column or ())]
+        clash = shared_streams(sources) if stream is None else {}
+        if clash:
+            name, paths = next(iter(clash.items()))
+            raise ReplayError(f"{' and '.join(map(str, paths))} would be one stream {name!r} (named by their folder "
+                              "and file names): replay them separately, or name one stream for all with --stream")
     except (ReplayError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -567,19 +567,37 @@ REPLAY_SUFFIXES = (".csv", ".csv.gz", ".txt", ".txt.gz", ".wav")
 
 
 def replay_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The files to replay: a file as given; a folder's files that a reader takes (``REPLAY_SUFFIXES``), below it at
-    any depth, in name order, hidden folders left out. A folder holding none is an error, not an empty replay."""
-    out: list[Path] = []
+    """The files to replay: a file as given; a folder's files that a reader takes, below it at any depth, in name
+    order — ``.csv(.gz)``, ``.wav``, and ``.txt(.gz)`` named as UCR's archive names its series (a README.txt is no
+    series) —, hidden files and folders left out. A folder holding none is an error, not an empty replay; a file
+    reached twice (a folder and a file in it) is replayed once."""
+    from models.errors import InputError
+    from models.metrics.ucr import parse_ucr_name
+
+    def taken(f: Path) -> bool:
+        name = f.name.lower()
+        if name.endswith((".txt", ".txt.gz")):
+            try:
+                parse_ucr_name(f.name)
+            except InputError:
+                return False
+        return name.endswith(REPLAY_SUFFIXES)
+
+    out: dict[Path, Path] = {}
     for p in map(Path, paths):
         if not p.is_dir():
-            out.append(p)
-            continue
-        found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(REPLAY_SUFFIXES)
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        if not found:
-            raise ReplayError(f"{p}: a folder without .csv, .txt, .txt.gz or .wav files")
-        out.extend(found)
-    return out
+            found = [p]
+        else:
+            found = sorted(f for f in p.rglob("*") if f.is_file() and taken(f)
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise ReplayError(f"{p}: a folder without .csv, .wav or UCR-named .txt(.gz) files")
+        for f in found:
+            if f.resolve() in out:
+                log.warning("%s is named twice (as %s too): replayed once", f, out[f.resolve()])
+            else:
+                out[f.resolve()] = f
+    return list(out.values())
 
 
 def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1, chunk_samples: int = 4096,
@@ -589,19 +607,22 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
     """The streams of one file, the reader picked from its name: ``.csv`` with NAB's ``timestamp,value`` header
     one stream (``nab_windows`` its labels), any other ``.csv`` — or any with ``columns``/``label_columns``/
     ``skip_columns`` — one stream per sensor column (:func:`read_sensor_log`), ``.txt``/``.txt.gz`` UCR, ``.wav``
-    audio."""
+    audio. Files of a folder share its options: a NAB file in NAB's layout (its ``combined_windows.json`` found, or
+    ``nab_windows`` given) without the label or skipped columns stays NAB's one stream with its windows, and label
+    or skipped columns mean nothing to a UCR or WAV file; sensor columns (``columns``) are for CSV files only."""
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"{path}: no such file")
     name = path.name.lower()
     is_csv = name.endswith(".csv") or name.endswith(".csv.gz")
-    chosen = bool(columns or label_columns or skip_columns)
-    if chosen and not is_csv:
-        raise ReplayError(f"{path}: sensor, label and skipped columns can be chosen in a CSV file only")
+    if columns and not is_csv:
+        raise ReplayError(f"{path}: sensor columns can be chosen in a CSV file only")
     if is_csv:
-        # A NAB file among sensor logs given label or skipped columns it does not have stays NAB's one stream with
-        # its combined windows; sensor columns chosen (--column) make any CSV a sensor log.
-        if not columns and is_nab_header(path) and not set(csv_header(path).names) & {*label_columns, *skip_columns}:
+        named = {*label_columns, *skip_columns}
+        nab = is_nab_header(path) and not columns and (
+            not named or (not set(csv_header(path).names) & named
+                          and (nab_windows is not None or find_nab_windows(path) is not None)))
+        if nab:
             return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
         return list(read_sensor_log(path, stream=stream, batch=batch, columns=columns, label_columns=label_columns,
                                     skip_columns=skip_columns).sources)
@@ -613,6 +634,17 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
 
 
 # ---------------------------------------------------------------------------------------------------- planning
+def shared_streams(sources: Sequence[ReplaySource]) -> dict[str, list[Path]]:
+    """Stream ids that come from more than one file (``runs/a/pump/log.csv`` and ``runs/b/pump/log.csv`` are both
+    ``pump/log``): :func:`plan` would play them back to back as one stream, which is what ``--stream`` asks for and
+    a surprise otherwise."""
+    files: dict[str, list[Path]] = {}
+    for s in sources:
+        if s.path not in files.setdefault(s.stream, []):
+            files[s.stream].append(s.path)
+    return {name: paths for name, paths in files.items() if len(paths) > 1}
+
+
 def plan(sources: Sequence[ReplaySource], *, rebase_to_ns: int | None = None) -> list[ReplaySource]:
     """Set each source's ``offset_ns``: files sharing a stream id play back to back (in the given order), then
     everything is shifted so the earliest record lands on ``rebase_to_ns`` (if given)."""

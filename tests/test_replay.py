@@ -18,7 +18,7 @@ from streamer.messages import decode_audio, decode_sensor, parse_timestamp
 from streamer.points import LABEL_WINDOW
 from streamer.replay import (
     DEFAULT_START_NS, Pacer, ReplayError, columns_in_none, interleave, open_sources, plan, read_nab_csv,
-    read_sensor_log, read_ucr_txt, read_wav, replay, replay_files,
+    read_sensor_log, read_ucr_txt, read_wav, replay, replay_files, shared_streams,
 )
 from streamer.sinks.sqlite import SQLiteSink
 
@@ -158,7 +158,9 @@ def test_a_log_without_the_label_columns_is_unlabelled_and_a_name_in_no_file_is_
     assert columns_in_none([free], ["anomaly", "changepoint"]) == ["anomaly", "changepoint"]
     assert columns_in_none([labelled, free, tmp_path / "x.wav"], ["anomaly", "anomoly"]) == ["anomoly"]
     assert columns_in_none([tmp_path / "x.wav"], ["anomaly"]) == []  # no CSV: other readers refuse column options
-    assert columns_in_none([tmp_path / "missing.csv"], []) == []  # nothing asked: no header read
+    unreadable = tmp_path / "unreadable.csv"
+    unreadable.write_bytes(b"\xff\xfe\x00")
+    assert columns_in_none([unreadable], []) == []  # nothing asked: no header read
     # a file with only some of the label columns is labelled by those, and says which it lacks
     caplog.clear()
     with caplog.at_level("WARNING", logger="streamer.replay"):
@@ -180,11 +182,40 @@ def test_a_folder_replays_every_file_a_reader_takes(tmp_path):
     (root / "README.md").write_text("not data")
     (root / ".ipynb_checkpoints").mkdir()
     (root / ".ipynb_checkpoints" / "0-checkpoint.csv").write_text(labelled.read_text())
+    (root / "README.txt").write_text("SKAB: a pump test bed\n")  # a .txt in a folder is a series only if UCR-named
+    ucr = root / "001_UCR_Anomaly_DISTORTED1sddb40_35000_52000_52620.txt"
+    ucr.write_text("1\n2\n")
     loose = tmp_path / "x.txt"
-    assert replay_files([root, loose]) == [second, labelled, loose]  # a file is taken as given (checked later)
+    assert replay_files([root, loose]) == [ucr, second, labelled, loose]  # a file is taken as given (checked later)
+    assert replay_files([root / "valve1", labelled, root]) == [labelled, ucr, second]  # each file once
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ReplayError, match="a folder without .csv, .txt, .txt.gz or .wav files"):
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ReplayError, match="a folder without .csv, .wav or UCR-named .txt"):
         replay_files([tmp_path / "empty"])
+    # label and skipped columns mean nothing to a UCR file of the folder; sensor columns are refused there
+    (series,) = open_sources(ucr, label_columns=["anomaly"], skip_columns=["changepoint"])
+    assert series.stream_class == "sensor" and series.values.tolist() == [1.0, 2.0]
+    with pytest.raises(ReplayError, match="sensor columns can be chosen in a CSV file only"):
+        open_sources(ucr, columns=["Current"])
+
+
+def test_files_that_would_merge_into_one_stream_are_found(tmp_path):
+    """Two runs' ``pump/log.csv`` are both stream prefix ``pump/log``: the replay refuses unless --stream asks for
+    one stream; a ``timestamp,value`` log outside NAB's layout stays a sensor log when label columns are named."""
+    a, b = tmp_path / "a" / "pump" / "log.csv", tmp_path / "b" / "pump" / "log.csv"
+    for path, gap in ((a, ""), (b, "1")):
+        path.parent.mkdir(parents=True)
+        path.write_text(f"timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:00:01,{gap}\n")
+    sources = [s for p in (a, b) for s in open_sources(p, label_columns=["anomaly"])]
+    assert [s.stream for s in sources] == ["pump/log/value", "pump/log/value"]  # sensor logs: a cell may be empty
+    assert shared_streams(sources) == {"pump/log/value": [a, b]}
+    from scalowatch.cli import app
+
+    b.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:00:01,2\n")
+    a.write_text(b.read_text())
+    result = CliRunner().invoke(app, ["replay", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap",
+                                      "127.0.0.1:1", "--no-progress"])
+    assert result.exit_code == 1 and "would be one stream 'pump/log'" in result.output, result.output
 
 
 def test_sensor_csv_pump_layout_index_column_text_states_and_odd_cells(tmp_path, caplog):
