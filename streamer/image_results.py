@@ -32,12 +32,12 @@ def write_image_results(folder: Path, results: Sequence[ImageResult]) -> Path:
     """``folder/image_results.csv`` with one row per result; returns its path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    base = folder.resolve()
+    base = Path(os.path.abspath(folder))
 
-    def where(p: Path | None) -> str:
+    def where(p: Path | None) -> str:  # abspath, not resolve: a linked image keeps its own name
         if p is None:
             return ""
-        full = Path(p).resolve()
+        full = Path(os.path.abspath(p))
         return full.relative_to(base).as_posix() if full.is_relative_to(base) else os.fspath(full)
 
     target = folder / IMAGE_RESULTS_FILE
