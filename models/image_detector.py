@@ -222,9 +222,9 @@ class ImageDetector:
     def _backbone_maps(self, x: torch.Tensor) -> "_Backbone | None":
         """Both channels' EfficientNet maps of ``x`` from one pass, in batches of ``score_batch``: the kNN channel's
         blocks and the diffusion space's. Each channel used to run the network on its own — once per U-Net and once
-        for the kNN bank, three passes of the same images (83 bottle test images: 22.9 s against 19.4 s now). The maps are the
-        ones each channel computes itself, bit for bit (same blocks, same batches). None when the channels read
-        differently resized inputs (then each runs its own pass)."""
+        for the kNN bank, three passes of the same images (83 bottle test images: 22.9 s against 19.4 s now). The
+        maps are the ones each channel computes itself, bit for bit (same blocks, same batches). None when the
+        channels read differently resized inputs (then each runs its own pass)."""
         from models.features import FeatureConfig, FeatureExtractor, combine_maps
 
         assert self.knn is not None

@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 def replay_command(
     files: list[Path] = typer.Argument(..., help="NAB .csv (timestamp,value), .csv of several sensors (time first, "
                                        "one stream per column), UCR .txt/.txt.gz or .wav files, or folders of them "
-                                       "(every such file below a folder; .txt only when UCR-named).", show_default=False),
+                                       "(every such file below a folder; .txt only when UCR-named).",
+                                       show_default=False),
     bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers "
                                             "(default: SCALOWATCH_KAFKA__BOOTSTRAP_SERVERS)."),
     topic: Optional[str] = typer.Option(None, "--topic", help="Topic for sensor series (default: settings)."),
