@@ -7,8 +7,10 @@ STAMP := $(VENV)/.scalowatch-installed
 SYSTEM_STAMP := .scalowatch-system-deps
 TORCH_PIN := torch==2.13.0
 # PyTorch's CPU wheels (torch==2.13.0+cpu): from plain PyPI the same pin is the multi-GB CUDA build. pip takes the
-# +cpu wheel from whichever index or local wheel folder has it; an index it cannot reach costs a few seconds.
-TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu
+# +cpu wheel from whichever index or local wheel folder has it. Only torch itself is looked up there (--no-deps: its
+# dependencies are pinned in requirements.lock, installed next), so an index pip cannot reach costs seconds, not a
+# retry round per dependency.
+TORCH_INDEX := --no-deps --extra-index-url https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps run test test-all bench clean lock
@@ -49,7 +51,7 @@ test-all: install system-deps
 lock:
 	rm -rf .lock-venv && $(PY) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --upgrade pip
-	.lock-venv/bin/pip install --quiet $(TORCH_INDEX) $(TORCH_PIN)
+	.lock-venv/bin/pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu $(TORCH_PIN)
 	.lock-venv/bin/pip install --quiet '.[dev]'
 	{ head -3 requirements.lock; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^scalowatch' \
 		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new && mv requirements.lock.new requirements.lock

@@ -231,7 +231,7 @@ def test_every_dependency_is_pinned_in_the_lock_file_make_install_uses():
     makefile = (REPO / "Makefile").read_text()
     assert "-r requirements.lock" in makefile and "--no-deps -e" in makefile
     # torch is installed first, from where its CPU build is (plain PyPI's torch==2.13.0 is the CUDA build)
-    assert "TORCH_INDEX := --extra-index-url https://download.pytorch.org/whl/cpu" in makefile
+    assert "TORCH_INDEX := --no-deps --extra-index-url https://download.pytorch.org/whl/cpu" in makefile
     assert "$(BIN)/pip install --quiet $(TORCH_INDEX) $(TORCH_PIN)" in makefile
 
 
