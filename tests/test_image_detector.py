@@ -91,6 +91,17 @@ def test_both_channels_read_one_backbone_pass_and_get_the_maps_of_their_own(dete
                         lambda self, *a, **k: passes.append(self.config.layers) or original(self, *a, **k))
     detector.channel_maps(x)
     assert passes == [(3, 4, 5)]  # the union of the kNN blocks (3, 4, 5) and the diffusion space's (4)
+    # Batch by batch (memory of one batch of maps): with smaller batches than the channels' own, the same maps to
+    # float rounding, one pass per batch.
+    from dataclasses import replace
+
+    passes.clear()
+    monkeypatch.setattr(detector, "config", replace(detector.config, score_batch=3))
+    small = detector.channel_maps(x)
+    assert passes == [(3, 4, 5)] * 3  # 8 images in batches of 3
+    np.testing.assert_allclose(small.diffusion, shared.diffusion, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(small.knn_raw.maps, shared.knn_raw.maps, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(small.knn_raw.extras["patch_max"], shared.knn_raw.extras["patch_max"], rtol=1e-4)
 
 
 def test_save_load_gives_identical_scores(detector, split, tmp_path):

@@ -371,8 +371,10 @@ class DiffusionScorer:
         """:meth:`score` of images whose space maps (:meth:`FeatureExtractor.maps` of the space blocks, one tensor
         per batch of images) were computed already — by one backbone pass that also serves another channel (the
         image detector). Feature-space scorers whose terms need nothing but the space (:meth:`_space_terms`)."""
-        if self.input_shape is None or self.params.space != "feature":
-            raise NotFittedError(f"{self.name}: score_space needs a fitted feature-space scorer")
+        if self.params.space != "feature":
+            raise ValueError(f"{self.name} works in pixel space: score it from its inputs (score)")
+        if self.input_shape is None:
+            raise NotFittedError(f"{self.name} scorer is not fitted: call fit(normal) or load(directory) first")
         return self._score_chunks(batches, self._space_terms)
 
     def _space_terms(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
