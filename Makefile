@@ -53,7 +53,7 @@ lock:
 	.lock-venv/bin/pip install --quiet --upgrade pip
 	.lock-venv/bin/pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu $(TORCH_PIN)
 	.lock-venv/bin/pip install --quiet '.[dev]'
-	{ head -3 requirements.lock; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^scalowatch' \
+	{ head -3 requirements.lock; .lock-venv/bin/pip freeze --all --exclude-editable | grep -v '^scalowatch' | grep -v '^pip==' \
 		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 	rm -rf .lock-venv
 

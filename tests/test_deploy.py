@@ -230,6 +230,25 @@ def test_every_dependency_is_pinned_in_the_lock_file_make_install_uses():
     assert pins["kafka-python"].startswith("3.") and pins["torch"] == "2.13.0"
     makefile = (REPO / "Makefile").read_text()
     assert "-r requirements.lock" in makefile and "--no-deps -e" in makefile
+    # ... and so is what each pinned package needs (torch installs with --no-deps first): setuptools, which
+    # `pip freeze` leaves out without --all, was missing
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    unpinned = set()
+    for name in pins:
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        for line in requires:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                dep = req.name.lower().replace("_", "-")
+                if dep not in pins:
+                    unpinned.add(f"{name} -> {dep}")
+    assert not unpinned, f"needed but not pinned: {sorted(unpinned)}"
     # torch is installed first, from where its CPU build is (plain PyPI's torch==2.13.0 is the CUDA build)
     assert "TORCH_INDEX := --no-deps --extra-index-url https://download.pytorch.org/whl/cpu" in makefile
     assert "$(BIN)/pip install --quiet $(TORCH_INDEX) $(TORCH_PIN)" in makefile
