@@ -646,12 +646,15 @@ def shared_streams(sources: Sequence[ReplaySource]) -> dict[str, list[Path]]:
 
 
 def plan(sources: Sequence[ReplaySource], *, rebase_to_ns: int | None = None) -> list[ReplaySource]:
-    """Set each source's ``offset_ns``: files sharing a stream id play back to back (in the given order), then
-    everything is shifted so the earliest record lands on ``rebase_to_ns`` (if given)."""
+    """Set each source's ``offset_ns``: files sharing a stream id play back to back in the order of their first
+    timestamps (rotated logs of one sensor: ``day2`` before ``day10``, whatever the names say; files without own
+    times, such as UCR's, all start alike and keep the given order), then everything is shifted so the earliest
+    record lands on ``rebase_to_ns`` (if given)."""
     by_stream: dict[str, list[ReplaySource]] = {}
     for source in sources:
         by_stream.setdefault(source.stream, []).append(source)
     for chain in by_stream.values():
+        chain.sort(key=lambda s: s.first_ns())  # stable: ties keep the given order
         chain[0].offset_ns = 0
         for previous, current in zip(chain, chain[1:]):
             current.offset_ns = previous.end_ns() + previous.offset_ns - current.first_ns()

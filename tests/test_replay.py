@@ -360,6 +360,17 @@ def test_same_stream_files_play_back_to_back_and_rebase(tmp_path):
     assert first.label_windows() == []
 
 
+def test_rotated_logs_of_one_stream_play_in_time_order_not_name_order(tmp_path):
+    """``replay logs/ --stream pump``: ``day10.csv`` sorts before ``day2.csv`` by name but follows it in time."""
+    day2 = write_nab(tmp_path / "x", name="day2", rows=3)
+    day10 = tmp_path / "x" / "data" / "realTest" / "day10.csv"
+    day10.write_text("timestamp,value\n2015-01-02 00:00:00,7\n2015-01-02 00:01:00,8\n")
+    sources = [read_nab_csv(p, stream="pump", windows_file=None) for p in sorted([day2, day10])]
+    assert [s.path.name for s in sources] == ["day10.csv", "day2.csv"]
+    values = [decode_sensor(m.value)[0].value for m in interleave(plan(sources))]
+    assert values == [0.0, 1.5, 3.0, 7.0, 8.0]  # day2's three samples, then day10's
+
+
 def test_pacer_sleeps_by_event_time_over_speed():
     now = [100.0]
     sleeps: list[float] = []
