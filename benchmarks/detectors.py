@@ -21,6 +21,10 @@ from models.errors import InputError
 
 # Modules that register extra series detectors (e.g. the diffusion scorers' series adapter).
 PLUGIN_MODULES: tuple[str, ...] = ("benchmarks.series_scorers",)
+# The product's detector (models/detector) by its benchmark names: the one the monitor runs, and the same with each
+# research scorer as its diffusion channel. They take a preset; the series benchmarks give each its own default.
+PRODUCT_NAMES: tuple[str, ...] = ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend",
+                                  "diffusion-dynamic", "diffusion-adversarial")
 
 
 def load_plugins() -> None:

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import DetectorSpec, calibrated_scores
+from benchmarks.detectors import PRODUCT_NAMES, DetectorSpec, calibrated_scores
 from benchmarks.nab_files import NabCorpus, NabSeries, result_path, window_labels, write_result_file
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
@@ -44,14 +44,11 @@ NAB_DETECTOR_DEFAULTS: dict[str, dict] = {
     "windowed_gaussian_train": {"output": "zscore"},
     "matrix_profile": {"normalize": False},
     "matrix_profile_train": {"normalize": False},
-    **{name: {"preset": "nab"} for name in ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend",
-                                            "diffusion-dynamic", "diffusion-adversarial")},
+    **{name: {"preset": "nab"} for name in PRODUCT_NAMES},
 }
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
-PRODUCT_NAMES = ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend", "diffusion-dynamic",
-                 "diffusion-adversarial")
 VIAS = ("detector", "monitor")
 
 

@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import DetectorSpec, calibrated_scores
+from benchmarks.detectors import PRODUCT_NAMES, DetectorSpec, calibrated_scores
 from benchmarks.via_monitor import latest_at
 from models.detector import MIN_TRAIN_SAMPLES
 from models.errors import InputError
@@ -39,9 +39,7 @@ from streamer.replay import ReplayError, SeriesSource, columns_in_none, flag_run
 log = logging.getLogger(__name__)
 
 TESTBED_DEFAULT_DETECTORS: tuple[str, ...] = ("scalowatch", "windowed_gaussian")
-# Every product detector (the scalowatch one and its single-scorer variants) runs the rig preset here.
-TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {name: {"preset": "rig"} for name in (
-    "scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend", "diffusion-dynamic", "diffusion-adversarial")}
+TESTBED_DETECTOR_DEFAULTS: dict[str, dict] = {name: {"preset": "rig"} for name in PRODUCT_NAMES}
 
 
 @dataclass
@@ -249,7 +247,7 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
                 via: str = "detector", progress: bool = True) -> BedReport:
     """Score every file with every detector (``ablate``: the product's three variants from one fit; ``via
     monitor``: the product replayed through the monitor's processing path, its stored scores and alerts)."""
-    from benchmarks.nab import PRODUCT_NAMES, product_options
+    from benchmarks.nab import product_options
     from streamer.assemble import alert_policy
     from streamer.config import MonitorSettings
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import DetectorSpec
+from benchmarks.detectors import PRODUCT_NAMES, DetectorSpec
 from models.errors import InputError
 from models.metrics.ucr import UcrAccuracy, UcrSpec, is_hit, parse_ucr_name, ucr_accuracy
 
@@ -66,8 +66,6 @@ def load_ucr_series(path: Path) -> np.ndarray:
     return values
 
 
-PRODUCT_NAMES = ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend", "diffusion-dynamic",
-                 "diffusion-adversarial")
 VARIANTS = ("product", "without_diffusion", "diffusion_only")
 
 
