@@ -34,7 +34,7 @@ from benchmarks.via_monitor import latest_at
 from models.detector import MIN_TRAIN_SAMPLES
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
-from streamer.replay import ReplayError, SeriesSource, columns_in_none, flag_runs, read_sensor_log
+from streamer.replay import ReplayError, SeriesSource, columns_in_none, file_stem, flag_runs, read_sensor_log
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,8 @@ def find_testbed_files(root: Path, exclude: Path | None = None) -> list[Path]:
 def log_name(path: Path, root: Path) -> str:
     """A log's name: its path below the data folder without ``.csv``/``.csv.gz`` (any case) — the prefix of its
     streams and the name of its row files."""
-    name = Path(path).relative_to(root).as_posix()
-    for suffix in (".gz", ".csv"):
-        name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
-    return name
+    relative = Path(path).relative_to(root)
+    return (relative.parent / file_stem(relative.name)).as_posix()
 
 
 def load_testbed(paths: Sequence[Path], root: Path, label_columns: Sequence[str],

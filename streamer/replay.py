@@ -200,11 +200,20 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def file_stem(name: str) -> str:
+    """A recorded file's name without its type: ``.csv``, ``.csv.gz`` (any case), or the last suffix."""
+    lowered = name.lower()
+    for suffix in (".csv.gz", ".csv"):
+        if lowered.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
 def stream_prefix(path: Path) -> str:
     """The stream id a recorded file gets by default: ``<folder>/<name without .csv/.csv.gz/.txt/.wav>``, so that
     same-named files of different folders stay apart (a sensor CSV's streams are ``<prefix>/<column>``)."""
     path = Path(path)
-    stem = path.name[: -len(".csv.gz")] if path.name.lower().endswith(".csv.gz") else path.stem
+    stem = file_stem(path.name)
     return f"{path.parent.name}/{stem}" if path.parent.name else stem
 
 
@@ -377,7 +386,11 @@ def _time_order(table: CsvTable, sort: bool) -> np.ndarray:
 def is_nab_header(path: Path) -> bool:
     """Whether a CSV file starts with NAB's ``timestamp,value`` header: read as one stream, as before sensor CSVs
     were (further columns ignored) unless columns are chosen explicitly."""
-    return [f.lower() for f in csv_header(path).fields[:2]] == ["timestamp", "value"]
+    return _is_nab(csv_header(path))
+
+
+def _is_nab(header: CsvHeader) -> bool:
+    return [f.lower() for f in header.fields[:2]] == ["timestamp", "value"]
 
 
 def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
@@ -389,8 +402,9 @@ def read_nab_csv(path: Path, *, stream: str | None = None, batch: int = 1,
     keeps the file's row order (NAB scores rows as the file lists them)."""
     path = Path(path)
     default_stream, label_key = _nab_stream_and_key(path)
-    fields = csv_header(path).fields
-    if [f.lower() for f in fields[:2]] != ["timestamp", "value"]:
+    header = csv_header(path)
+    fields = header.fields
+    if not _is_nab(header):
         raise ReplayError(f"{path}: expected a 'timestamp,value' header, got {fields!r}")
     if len(fields) > 2:
         log.warning("%s: columns %r after timestamp,value are ignored (a NAB file is one stream; choose its "
@@ -618,9 +632,9 @@ def open_sources(path: str | Path, *, stream: str | None = None, batch: int = 1,
     if columns and not is_csv:
         raise ReplayError(f"{path}: sensor columns can be chosen in a CSV file only")
     if is_csv:
-        named = {*label_columns, *skip_columns}
-        nab = is_nab_header(path) and not columns and (
-            not named or (not set(csv_header(path).names) & named
+        header, named = csv_header(path), {*label_columns, *skip_columns}
+        nab = _is_nab(header) and not columns and (
+            not named or (not set(header.names) & named
                           and (nab_windows is not None or find_nab_windows(path) is not None)))
         if nab:
             return [read_nab_csv(path, stream=stream, batch=batch, windows_file=nab_windows)]
