@@ -350,10 +350,10 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
         from models.transforms.image import mask_file
         from streamer.image_results import ImageResult, write_image_results
 
+        mvtec = (root / "test").is_dir()  # then the files are test/<defect>/<image> (_image_folders)
         results = []
         for f, name, s in zip(files, rel, scores):
-            mvtec = Path(name).parts[0] == "test" and len(Path(name).parts) == 3  # test/<defect>/<image>
-            defect = Path(name).parts[1] if mvtec else ""
+            defect = f.parent.name if mvtec else ""
             mask = mask_file(root, defect, f) if mvtec and defect != "good" else None
             results.append(ImageResult(root.resolve().name, defect, f, float(s), (maps_dir / name).with_suffix(".npy"),
                                        mask if mask is not None and mask.is_file() else None))
