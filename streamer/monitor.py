@@ -488,7 +488,9 @@ class Monitor:
         retake = {key: again.next for key, again in self._retake.items()}  # not yet read again: still needed
         positions = self.tracker.positions([*self.processor.holds(), retake])
         self._last_commit = now
-        self._dirty = False
+        # A checkpoint still being written holds what it saves: commit again once it is whole, new input or not
+        # (else a stream that goes quiet leaves its last rounds uncommitted, and a restart reads them again).
+        self._dirty = self.processor.checkpoint_in_flight
         if not positions:
             return
         offsets = {TopicPartition(*part): OffsetAndMetadata(pos, "", -1) for part, pos in positions.items()}

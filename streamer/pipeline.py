@@ -998,6 +998,11 @@ class StreamProcessor:
             st.state is None and self.registry.detector(self.registry.key_for(st.stream_class, st.name)) is None
             for st in self._streams.values() if st.segments and st.failed is None)
 
+    @property
+    def checkpoint_in_flight(self) -> bool:
+        """A background checkpoint is being written: the offsets it holds are released once it is whole."""
+        return self._save_job is not None
+
     def holds(self) -> Iterator[Holds]:
         """Lowest offsets (per partition) of everything not yet durably written."""
         self._reap_save(block=False)

@@ -128,6 +128,21 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def committed(settings: Settings, topic: str) -> int:
+    """The monitor's group's committed offsets on ``topic``, summed (read without joining the group)."""
+    from kafka import TopicPartition
+
+    from streamer.kafka_io import make_consumer
+
+    consumer = make_consumer(settings)
+    try:
+        consumer.topics()  # fetches the metadata partitions_for_topic answers from
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0
+                   for p in consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close()
+
+
 def count(influx, stream: str) -> int:
     try:
         return len(scores(influx, stream))
@@ -218,7 +233,11 @@ def test_kill_mid_stream_and_restart_loses_and_duplicates_nothing(kafka_broker, 
     with open(log1, "wb") as out:
         first = subprocess.Popen(runner, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         try:
-            wait_for(lambda: count(influx_server, stream) >= len(ends) // 4, 120, "the first scores")
+            # Scores are written before the round's checkpoint and commit: wait for a commit past the training part
+            # too, so that the kill lands after a saved detector state (else the restart rightly starts over).
+            wait_for(lambda: count(influx_server, stream) >= len(ends) // 4
+                     and committed(settings, settings.kafka.sensor_topic) > TRAIN, 120,
+                     "the first scores and a commit past the training part")
         finally:
             first.send_signal(signal.SIGKILL)
             first.wait(30)

@@ -436,3 +436,26 @@ def test_a_round_looks_at_the_stop_signal_between_its_steps(tmp_path, monkeypatc
     mon._score_round()
     scored = proc.stats.scored
     assert scored == (300 if stopping else 6 * 300)
+
+
+def test_a_commit_held_by_a_checkpoint_in_flight_follows_it_without_new_input(tmp_path):
+    """The round's checkpoint is written in the background, so that round's commit stops before what it saves. The
+    commit used to wait for new input to come again: a stream that went quiet left its last rounds uncommitted (the
+    fault e2e test killed a monitor there and found nothing restored)."""
+    import threading
+
+    consumer = ScriptedConsumer({tp(0), tp(1)}, [])
+    mon, proc = monitor_holding(tmp_path, consumer)
+    mon.commit_interval_s, mon.state_checkpoint_s = 0.0, 1e-9
+    gate, write = threading.Event(), proc._state_files.write
+    proc._state_files.write = lambda files: (gate.wait(10), write(files))[1]
+    mon._dirty = True  # records were read since the last commit
+    mon.run_once()  # the training parts' checkpoint starts and waits at the gate: nothing is committed past it
+    assert all(o.offset == 0 for c in consumer.commits for o in c.values())
+    gate.set()
+    deadline = time.monotonic() + 10
+    while proc.checkpoint_in_flight and time.monotonic() < deadline:
+        mon.run_once()  # no new input
+        time.sleep(0.01)
+    mon.run_once()
+    assert {k: o.offset for k, o in consumer.commits[-1].items()} == {tp(0): 60, tp(1): 60}
