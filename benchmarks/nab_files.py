@@ -74,7 +74,7 @@ class NabCorpus:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         return gzip.open(path, "rt", newline="")
     return open(path, newline="")
 

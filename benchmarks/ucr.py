@@ -39,7 +39,7 @@ INDEX_FRAME = (
     "the labelled anomaly is [begin, end) with end exclusive; hit if begin - max(L,100) <= pred <= end + max(L,100), "
     "L = end - begin (hits_pm100: slack 100)"
 )
-_UCR_FILE = re.compile(r"^\d+_UCR_Anomaly_.+\.txt(\.gz)?$")
+_UCR_FILE = re.compile(r"^\d+_UCR_Anomaly_.+\.txt(\.gz)?$", re.IGNORECASE)
 
 
 def find_ucr_files(directory: Path) -> list[Path]:

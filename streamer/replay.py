@@ -195,7 +195,7 @@ class WavSource(ReplaySource):
 # ---------------------------------------------------------------------------------------------------- readers
 def _open_text(path: Path) -> io.TextIOBase:
     """UTF-8 text, plain or gzipped; a byte-order mark (as spreadsheet programs write) is not part of the text."""
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
 

@@ -520,3 +520,25 @@ def test_replay_command_refuses_bad_column_choices_before_connecting(tmp_path):
         result = CliRunner().invoke(app, ["replay", str(path), "--bootstrap", "127.0.0.1:1", "--no-progress",
                                           *extra])
         assert result.exit_code == 1 and message in result.output, result.output
+
+
+def test_upper_case_ucr_names_are_series_too(tmp_path):
+    """A UCR copy from a case-insensitive file system (``…_52620.TXT``, ``….TXT.GZ``): the folder replay, the reader
+    and ``bench ucr``'s file finder take it like the lower-case name (it was left out of a folder replay, and a
+    gzipped one was read as text)."""
+    import gzip
+
+    from benchmarks.ucr import find_ucr_files
+
+    plain = tmp_path / "001_UCR_Anomaly_Small_1_1_2.TXT"
+    plain.write_text("1\n2\n3\n")
+    packed = tmp_path / "002_UCR_Anomaly_Other_10_20_30.TXT.GZ"
+    with gzip.open(packed, "wt") as f:
+        f.write("4\n5\n")
+    assert replay_files([tmp_path]) == [plain, packed]
+    assert find_ucr_files(tmp_path) == [plain, packed]
+    (first,) = open_sources(plain)
+    (second,) = open_sources(packed)
+    assert first.stream == "001_UCR_Anomaly_Small_1_1_2"
+    assert first.values.tolist() == [1.0, 2.0, 3.0] and second.values.tolist() == [4.0, 5.0]
+    assert len(first.label_ranges) == 1 and second.label_ranges == []  # the name's labels (30 > 2 samples: none)

@@ -35,8 +35,8 @@ class UcrSpec:
 
 def ucr_stem(filename: str) -> str:
     base = filename.rsplit("/", 1)[-1]
-    for suffix in (".txt.gz", ".txt"):
-        if base.endswith(suffix):
+    for suffix in (".txt.gz", ".txt"):  # any case: a copy from a case-insensitive file system may say .TXT
+        if base.lower().endswith(suffix):
             return base[: -len(suffix)]
     return base
 
