@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +309,14 @@ def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: P
     return SignalScores(labels, det.scores, det.decided_by, values, alerts)
 
 
+def map_files(maps_dir: Path, names: list[str]) -> list[Path]:
+    """Where each image's map goes: ``<name without its type>.npy``, or ``<name>.npy`` for images that would share
+    that file (``a.png`` and ``a.jpg`` in one folder: the second map overwrote the first)."""
+    stems = Counter(str(Path(n).with_suffix("")) for n in names)
+    return [maps_dir / (n + ".npy" if stems[str(Path(n).with_suffix(""))] > 1 else str(Path(n).with_suffix(".npy")))
+            for n in names]
+
+
 def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device: str,
                  maps_dir: Path | None) -> tuple[list[str], np.ndarray]:
     """Every test image (MVTec) or every image of the folder → ``path,score`` CSV; with ``maps_dir`` one .npy map
@@ -332,13 +341,13 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
     out.parent.mkdir(parents=True, exist_ok=True)
     import torch
 
+    targets = map_files(maps_dir, rel) if maps_dir is not None else []
     for i in tqdm(range(0, len(files), batch), desc="score", leave=False):
         x = torch.stack([load_image(f, cfg) for f in files[i : i + batch]])
         result = scorer.score(x)
         scores[i : i + x.shape[0]] = result.scores
         if maps_dir is not None:
-            for name, m in zip(rel[i : i + batch], result.maps):
-                target = (maps_dir / name).with_suffix(".npy")
+            for target, m in zip(targets[i : i + batch], result.maps):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 np.save(target, np.asarray(m, dtype=np.float32).squeeze())
     with out.open("w", newline="") as handle:
@@ -352,10 +361,10 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
 
         mvtec = (root / "test").is_dir()  # then the files are test/<defect>/<image> (_image_folders)
         results = []
-        for f, name, s in zip(files, rel, scores):
+        for f, target, s in zip(files, targets, scores):
             defect = f.parent.name if mvtec else ""
             mask = mask_file(root, defect, f) if mvtec and defect != "good" else None
-            results.append(ImageResult(root.resolve().name, defect, f, float(s), (maps_dir / name).with_suffix(".npy"),
+            results.append(ImageResult(root.resolve().name, defect, f, float(s), target,
                                        mask if mask is not None and mask.is_file() else None))
         write_image_results(maps_dir, results)
     return rel, scores

@@ -235,6 +235,20 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     res = _cli(["score", root / "test" / "paint", "--model-dir", model, "--out", tmp_path / "p.csv"])
     assert res.exit_code == 0, res.output
     assert [r["path"] for r in csv.DictReader((tmp_path / "p.csv").open())] == ["000.png", "001.png"]
+    # Two images of one name but different types get a map each (the second overwrote the first).
+    from PIL import Image
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.open(root / "test" / "paint" / "000.png").save(mixed / "a.png")
+    Image.open(root / "test" / "good" / "000.png").convert("RGB").save(mixed / "a.jpg")
+    Image.open(root / "test" / "good" / "001.png").save(mixed / "b.png")
+    res = _cli(["score", mixed, "--model-dir", model, "--out", tmp_path / "m.csv", "--maps-dir", tmp_path / "mm"])
+    assert res.exit_code == 0, res.output
+    shown = load_results_folder(tmp_path / "mm")
+    assert sorted(Path(p).name for p in shown["map_path"]) == ["a.jpg.npy", "a.png.npy", "b.npy"]
+    by_image = dict(zip((Path(p).name for p in shown["path"]), shown["map_path"]))
+    assert not np.array_equal(np.load(by_image["a.png"]), np.load(by_image["a.jpg"]))
 
 
 # ---------------------------------------------------------------------------------------------------- errors
