@@ -296,6 +296,19 @@ def test_ucr_reader_synthetic_clock_and_label_from_name(tmp_path, compressed):
     assert window.source == "ucr:042_UCR_Anomaly_TestSeries_100_150_160"
 
 
+def test_ucr_file_with_every_value_on_one_line(tmp_path):
+    """Some of the archive's original files (204-208, 225, 226, 242, 243: not in the shared 49, so in a held-out set)
+    hold all values on one line, separated by runs of spaces: the same series as one value per line."""
+    values = np.sin(np.arange(50) / 3)
+    one_line = tmp_path / "204_UCR_Anomaly_CHARISfive_10_20_30.txt"
+    one_line.write_text("".join(f"  {v:.7e}" for v in values) + "\n")
+    per_line = tmp_path / "per_line" / one_line.name
+    per_line.parent.mkdir()
+    per_line.write_text("".join(f"{v:.7e}\n" for v in values))
+    np.testing.assert_array_equal(read_ucr_txt(one_line).values, read_ucr_txt(per_line).values)
+    assert read_ucr_txt(one_line).values.size == 50 and len(read_ucr_txt(one_line).label_windows()) == 1
+
+
 def test_ucr_reader_plain_name_has_no_label_and_bad_file_is_an_error(tmp_path):
     plain = tmp_path / "series.txt"
     plain.write_text("1\n2\n3\n")
