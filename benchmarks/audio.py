@@ -6,10 +6,11 @@ Protocol (deterministic, no randomness in the split):
   set) is the training set; the other normal clips and *all* ``abnormal/`` clips are the test set
   (10 normal + 20 abnormal). Labels come from the folder (``labels.csv`` agrees).
 * **The product** (``scalowatch``, the monitor's ``audio`` preset, :mod:`models.detector`): the detector is fitted
-  on the training clips joined end to end (the training part of one "stream"); each test clip is then scored as
-  the continuation of that stream — the detector's state after the training part is restored, the clip's samples
-  are fed, and each window end gets the detector's score (diffusion and scale channels, each calibrated by
-  its own likelihood, the larger wins). Clip score = mean of the top ``top_fraction`` of those scores: a fault that
+  on the training clips joined end to end (the training part of one "stream"); the test clips then follow in the
+  split's order (normal, then abnormal: a machine that develops a fault), back to back as that stream continues —
+  what a monitor fed the same recordings as one stream computes (``--via monitor`` does exactly that) — and each
+  window end gets the detector's score (diffusion and scale channels, each calibrated by its own likelihood
+  against the training part, the larger wins). Clip score = mean of the top ``top_fraction`` of those scores: a fault that
   shows in a fraction of the clip is not averaged away, one odd window does not decide alone. The same run also
   reports, from the same fit and the same channel values, the detector *without* its diffusion channel and the
   diffusion channel *alone* (``details``), so what the diffusion model adds stays visible.
@@ -233,23 +234,29 @@ class ProductDetector:
         self._after_training = channels.state_dict()
         return self
 
-    def score_clip(self, signal: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-window scores of one clip, the clip continuing the training stream, for every ablation variant
-        (the same channel values fused with all channels, without the diffusion channel, and with it alone)."""
+    def score_stream(self, clips: list[np.ndarray], progress: bool = False) -> dict[str, list[np.ndarray]]:
+        """Per-window scores of each clip, the clips played back to back after the training part as one stream
+        (what a monitor fed the same recordings does), for every ablation variant (the same channel values fused
+        with all channels, without the diffusion channel, and with it alone)."""
+        from tqdm.auto import tqdm
+
         from models.detector.online import ChannelState, FusionState, rows
 
         channels = ChannelState(self.fitted)
         channels.load_state_dict(self._after_training)
-        start = channels.position
-        ends, windows = channels.windows_for(signal)
-        values = channels.update(signal, self.fitted.score_windows(windows))
-        positions, values = rows(self.fitted, start, channels.position, ends, values)
-        out = {}
-        for variant, keep in {"product": None, "without_diffusion": tuple(n for n in self.names if n != "diffusion"),
-                              "diffusion_only": ("diffusion",)}.items():
-            fusion = FusionState(self.fitted, self.names, keep)
+        fusions = {variant: FusionState(self.fitted, self.names, keep) for variant, keep in {
+            "product": None, "without_diffusion": tuple(n for n in self.names if n != "diffusion"),
+            "diffusion_only": ("diffusion",)}.items()}
+        for fusion in fusions.values():
             fusion.update(*self._train_rows)  # the likelihoods learn on the training part, as in the stream
-            out[variant] = fusion.update(positions, values)[0]
+        out: dict[str, list[np.ndarray]] = {variant: [] for variant in fusions}
+        for signal in tqdm(clips, desc=f"scoring {self.name}", disable=not progress, leave=False):
+            start = channels.position
+            ends, windows = channels.windows_for(signal)
+            values = channels.update(signal, self.fitted.score_windows(windows))
+            positions, values = rows(self.fitted, start, channels.position, ends, values)
+            for variant, fusion in fusions.items():
+                out[variant].append(fusion.update(positions, values)[0])
         return out
 
 
@@ -344,10 +351,8 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
         prod = ProductDetector(name, config).fit(train_signal)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        variant_clips: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        for clip in tqdm(split.test, desc=f"scoring {name}", disable=not progress, leave=False):
-            for variant, scores in prod.score_clip(signals[clip]).items():
-                variant_clips[variant].append(clip_score(scores, config.top_fraction))
+        streamed = prod.score_stream([signals[c] for c in split.test], progress=progress)
+        variant_clips = {v: [clip_score(scores, config.top_fraction) for scores in streamed[v]] for v in VARIANTS}
         clips = np.array(variant_clips["product"])
         summary = prod.fitted.summary
         details = {
@@ -378,9 +383,10 @@ def report_payload(report: AudioReport, run_info: dict[str, Any], plots: list[Pa
             "test_clips": [c.name for c in report.split.test],
             "windows": f"{cfg.window} samples ({1000 * cfg.window / report.sample_rate:.0f} ms at "
                        f"{report.sample_rate} Hz), hop {cfg.test_hop}",
-            "product": "the monitor's detector (preset audio) fitted on the training clips joined end to end; each "
-                       "test clip scored as that stream's continuation (state restored after the training part), "
-                       "one score per window end; ablation variants from the same fit and channel values",
+            "product": "the monitor's detector (preset audio) fitted on the training clips joined end to end; the "
+                       "test clips in the order above, back to back as that stream's continuation (what a monitor "
+                       "fed them as one stream computes), one score per window end; ablation variants from the same "
+                       "fit and channel values",
             "clip_score": f"mean of the top {cfg.top_fraction:.0%} window scores",
             "metric": "ROC AUC over test clips (abnormal = 1)",
             "baseline": "band_knn: per-window mean log band energy (no per-window normalisation), z-scored with "

@@ -101,7 +101,8 @@ def _reference(x: np.ndarray, cfg: LikelihoodConfig) -> np.ndarray:
     short = np.array([x[max(0, t - cfg.short_window + 1):t + 1].mean() for t in range(x.size)])
     out = np.full(x.size, cfg.learning_value)
     for t in range(x.size):
-        history = short[cfg.skip_first:t][-cfg.historic_window:]
+        until = t if cfg.history_until is None else min(t, cfg.history_until)
+        history = short[cfg.skip_first:until][-cfg.historic_window:]
         if t < cfg.learning_period or history.size < 2:
             continue
         mean = history.mean()
@@ -114,7 +115,9 @@ def _reference(x: np.ndarray, cfg: LikelihoodConfig) -> np.ndarray:
 
 OPTIONS = [{}, {"two_sided": True},
            {"log_scale": True, "learning_period": 50, "skip_first": 10, "historic_window": 37, "short_window": 3},
-           {"relative_min_std": 0.1, "min_std": 0.001}]
+           {"relative_min_std": 0.1, "min_std": 0.001},
+           {"history_until": 900, "skip_first": 100, "learning_period": 200},  # the history stops growing at 900
+           {"history_until": 60, "skip_first": 100}]  # ... or never holds anything: the learning value throughout
 
 
 @pytest.mark.parametrize("options", OPTIONS)
@@ -156,6 +159,25 @@ def test_the_saved_history_says_which_elements_of_the_growing_series_it_holds():
         seen = 13 * (k + 1)
         assert series.end == max(0, seen - 7) and series.values.size == min(series.end, 50)
         np.testing.assert_allclose(series.values, short[7:seen][-50:], rtol=0, atol=1e-12)
+
+
+def test_a_history_that_stops_keeps_a_lasting_change_anomalous():
+    """``history_until``: the distribution stops growing there, so a change that lasts stays as unusual as at its
+    start; a history that follows the stream takes it in and the likelihood falls back (HTM's behaviour). Its saved
+    state says how many short means entered (the checkpoint appends only new ones) and omits the setting when it
+    is not set, so a release from before it reads the states it writes."""
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.random(1000), rng.random(3000) + 2.0])  # a lasting step at 1,000
+    follows = AnomalyLikelihood(learning_period=500, skip_first=250).transform(x)
+    stops = AnomalyLikelihood(learning_period=500, skip_first=250, history_until=500)
+    fixed = stops.transform(x)
+    assert follows[1020] > 0.999 and fixed[1020] > 0.999
+    assert follows[-500:].max() < 0.9 and fixed[-500:].min() > 0.999
+    (state,) = stops.channel_states()
+    assert state["history"].end == 250 and state["config"]["history_until"] == 500
+    assert "history_until" not in AnomalyLikelihood().channel_states()[0]["config"]
+    with pytest.raises(ValueError, match="history_until"):
+        LikelihoodConfig(history_until=-1)
 
 
 def test_channel_states_round_trip_in_the_one_channel_format():

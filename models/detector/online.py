@@ -324,7 +324,8 @@ class FusionState:
         if cfg.calibrate:
             self._calibrated = self.fused if cfg.fusion == "likelihood" else (("max_z",) if self.fused else ())
             if self._calibrated:
-                self._likelihood = training_part_likelihood(self.train_rows, channels=len(self._calibrated))
+                self._likelihood = training_part_likelihood(self.train_rows, channels=len(self._calibrated),
+                                                            learns=cfg.likelihood_learns)
         horizon = round(cfg.suppress_fraction * self.train_points)
         self._suppressor = Suppressor(horizon) if horizon else None
 
