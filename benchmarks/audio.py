@@ -10,10 +10,10 @@ Protocol (deterministic, no randomness in the split):
   split's order (normal, then abnormal: a machine that develops a fault), back to back as that stream continues —
   what a monitor fed the same recordings as one stream computes (``--via monitor`` does exactly that) — and each
   window end gets the detector's score (diffusion and scale channels, each calibrated by its own likelihood
-  against the training part, the larger wins). Clip score = mean of the top ``top_fraction`` of those scores: a fault that
-  shows in a fraction of the clip is not averaged away, one odd window does not decide alone. The same run also
-  reports, from the same fit and the same channel values, the detector *without* its diffusion channel and the
-  diffusion channel *alone* (``details``), so what the diffusion model adds stays visible.
+  against the training part, the larger wins). Clip score = mean of the top ``top_fraction`` of those scores: a
+  fault that shows in a fraction of the clip is not averaged away, one odd window does not decide alone. The same
+  run also reports, from the same fit and the same channel values, the detector *without* its diffusion channel
+  and the diffusion channel *alone* (``details``), so what the diffusion model adds stays visible.
   ``recon``/``kl``/``trend``/``dynamic``/``adversarial`` are the same detector with that scorer.
 * Baseline ``band_knn``: per window, the mean log-magnitude of every CWT scale *without* per-window
   normalisation (so loudness counts), standardised with training statistics; window score = mean Euclidean
@@ -44,6 +44,8 @@ BASELINE = "band_knn"
 PRODUCT = "scalowatch"
 DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
 VARIANTS = ("product", "without_diffusion", "diffusion_only")
+VIAS = ("detector", "monitor")
+MONITOR_STREAM = "bench-audio"
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ class ProductDetector:
         if config.train_steps is not None:
             options["steps"] = config.train_steps
         options.update(preset_options(name))
-        self.name, self.config = name, config
+        self.name, self.config, self.options = name, config, options
         self.detector_config = preset("audio", **options)
 
     def fit(self, train_signal: np.ndarray) -> "ProductDetector":
@@ -258,6 +260,33 @@ class ProductDetector:
             for variant, fusion in fusions.items():
                 out[variant].append(fusion.update(positions, values)[0])
         return out
+
+
+    def score_stream_via_monitor(self, train_signal: np.ndarray, clips: list[np.ndarray], rate: int,
+                                 progress: bool = False) -> list[np.ndarray]:
+        """The same stream — training clips, then the test clips — replayed as PCM chunks through the monitor's
+        processing path (``--via monitor``), which fits its own detector on the training part: each clip's window
+        scores as the store holds them."""
+        import tempfile
+
+        from scipy.io import wavfile
+
+        from benchmarks.via_monitor import run_through_monitor
+        from streamer.replay import read_wav as read_source
+
+        signal = np.concatenate([train_signal, *clips]).astype(np.float32)
+        with tempfile.TemporaryDirectory(prefix="scalowatch-audio-") as tmp:
+            path = Path(tmp) / "stream.wav"
+            wavfile.write(path, rate, signal)  # float32 PCM: the monitor decodes the bench's samples exactly
+            source = read_source(path, stream=MONITOR_STREAM)
+            stored = run_through_monitor([source], {MONITOR_STREAM: int(train_signal.size)}, preset="audio",
+                                         options=self.options, sample_rate=rate,
+                                         progress=progress)[MONITOR_STREAM]
+        # A point carries its window's last sample's time (start + index·10⁹ // rate): back to sample indices.
+        elapsed = stored.time_ns - source.first_ns()
+        index = -((-elapsed * rate) // 1_000_000_000)
+        bounds = np.cumsum([train_signal.size, *(c.size for c in clips)])
+        return [stored.score[(index >= lo) & (index < hi)] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -311,9 +340,13 @@ def resolve_detectors(names: list[str] | None) -> list[str]:
 
 
 def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | None = None,
-              progress: bool = True) -> AudioReport:
+              progress: bool = True, via: str = "detector") -> AudioReport:
+    """``via="monitor"``: the product's clips scored through the monitor's processing path instead of the
+    detector's (the same numbers; no ablation — the monitor runs the product only)."""
     from tqdm.auto import tqdm
 
+    if via not in VIAS:
+        raise InputError(f"via must be one of {', '.join(VIAS)}, not {via!r}")
     config = config or AudioBenchConfig()
     torch.manual_seed(config.seed)
     split = split_clips(data)
@@ -347,6 +380,16 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
             details = {"window_auroc": roc_auc(window_labels, np.concatenate(per_clip)), "k": config.knn_k}
             runs.append(DetectorRun(name, clips, roc_auc(labels, clips), fit_s, time.perf_counter() - t0, details))
             log.info("%s: clip AUROC %.3f", name, runs[-1].auroc)
+            continue
+        if via == "monitor":
+            prod = ProductDetector(name, config)
+            streamed = prod.score_stream_via_monitor(train_signal, [signals[c] for c in split.test],
+                                                     next(iter(rates)), progress=progress)
+            clips = np.array([clip_score(scores, config.top_fraction) for scores in streamed])
+            auc = roc_auc(labels, clips)
+            log.info("%s via the monitor: clip AUROC %.3f", name, auc)
+            runs.append(DetectorRun(name, clips, auc, 0.0, time.perf_counter() - t0,
+                                    {"detector": prod.detector_config.to_dict(), "via": "monitor"}))
             continue
         prod = ProductDetector(name, config).fit(train_signal)
         fit_s = time.perf_counter() - t0

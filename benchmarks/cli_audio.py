@@ -39,6 +39,9 @@ def audio_command(
     gain_normalise: bool = typer.Option(
         False, "--gain-normalise", help="Scale every clip to unit RMS first, so that no channel can tell clips "
         "apart by loudness."),
+    via: str = typer.Option("detector", "--via", help="detector: score the stream with the detector directly; "
+                            "monitor: replay the same stream (training clips, then the test clips) through the "
+                            "monitor's processing path and score what it stores (the product only, no ablation)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Clip-level AUROC of scalogram scorers on machine audio (deterministic normal/abnormal split)."""
@@ -58,7 +61,7 @@ def audio_command(
         names = resolve_detectors(scorer)
         config = AudioBenchConfig(window=window, train_steps=train_steps,
                                   device=device, gain_normalise=gain_normalise)
-        report = run_audio(data, names, config, progress=progress)
+        report = run_audio(data, names, config, progress=progress, via=via)
     except (InputError, FileNotFoundError, RuntimeError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None

@@ -1,11 +1,11 @@
-"""``bench nab|ucr --via monitor``: replay the benchmark files through the monitor's own processing path.
+"""``bench nab|ucr|audio --via monitor``: replay the benchmark files through the monitor's own processing path.
 
 Why: a benchmark number is only worth publishing if it is what a user who runs ``scalowatch monitor`` gets. This
-replays every file as sensor records (the same JSON the Kafka replay sends) through the in-process source →
-ingest → :class:`~streamer.pipeline.StreamProcessor` (fitting, online detector, alert rule) → the embedded SQLite
-store, with the monitor's settings for the preset, then reads the stored points back. The only thing the benchmark
-decides is each stream's training part (NAB's probationary part, UCR's ``trainEnd``), which it passes the way
-``scalowatch demo`` does.
+replays every file as sensor records (the same JSON the Kafka replay sends; audio as PCM chunks) through the
+in-process source → ingest → :class:`~streamer.pipeline.StreamProcessor` (fitting, online detector, alert rule) →
+the embedded SQLite store, with the monitor's settings for the preset, then reads the stored points back. The only
+thing the benchmark decides is each stream's training part (NAB's probationary part, UCR's ``trainEnd``, the
+training clips of ``bench audio``), which it passes the way ``scalowatch demo`` does.
 """
 from __future__ import annotations
 
@@ -22,15 +22,16 @@ from models.detector import FittedDetector
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
 from streamer.ingest import ingest, unscored_letters
-from streamer.messages import SENSOR
+from streamer.messages import AUDIO, SENSOR
 from streamer.points import WINDOW_SCORE
-from streamer.replay import SeriesSource
+from streamer.replay import ReplaySource
 from streamer.sinks.sqlite import SQLiteSink
 from streamer.sources.memory import MemorySource
 
 log = logging.getLogger(__name__)
 
 TOPIC = "bench.sensors"
+AUDIO_TOPIC = "bench.audio"
 
 
 @dataclass(frozen=True)
@@ -45,22 +46,31 @@ class StoredScores:
     """The fitted detector's window (UCR predicts the centre of the highest-scoring window)."""
 
 
-def run_through_monitor(sources: Sequence[SeriesSource], train_samples: dict[str, int], *, preset: str,
+def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str, int], *, preset: str,
                         options: dict[str, Any] | None = None, work_dir: Path | None = None,
-                        step_every: int = 4096, progress: bool = True) -> dict[str, StoredScores]:
-    """Replay ``sources`` (one stream each) through the monitor path; the stored scores per stream."""
+                        step_every: int = 4096, progress: bool = True,
+                        sample_rate: int | None = None) -> dict[str, StoredScores]:
+    """Replay ``sources`` (one stream each, all sensor or all audio) through the monitor path; the stored scores
+    per stream. Audio streams are scored with ``preset`` as the monitor's audio preset at ``sample_rate``."""
+    classes = {s.stream_class for s in sources}
+    if len(classes) > 1:
+        raise ValueError("run_through_monitor replays sensor or audio sources, not both at once")
+    stream_class = classes.pop() if classes else SENSOR
     with tempfile.TemporaryDirectory(prefix="scalowatch-via-monitor-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
-        settings = MonitorSettings(model_dir=root / "models", sensor_preset=preset,
-                                   sensor_detector_options=dict(options or {}), snapshots=False)
+        chosen = ({"audio_preset": preset, "audio_detector_options": dict(options or {})} if stream_class == AUDIO
+                  else {"sensor_preset": preset, "sensor_detector_options": dict(options or {})})
+        if sample_rate is not None:
+            chosen["audio_sample_rate"] = sample_rate
+        settings = MonitorSettings(model_dir=root / "models", snapshots=False, **chosen)
         processor = build_processor(settings, train_samples_for=lambda cls, stream: train_samples[stream])
         sink = SQLiteSink(root / "scalowatch.sqlite")
-        source = MemorySource(sources, sensor_topic=TOPIC, audio_topic="bench.audio")
+        source = MemorySource(sources, sensor_topic=TOPIC, audio_topic=AUDIO_TOPIC)
         dead = 0
         try:
             with tqdm(total=len(source), unit="rec", desc=f"monitor ({preset})", disable=not progress) as bar:
                 for i, rec in enumerate(source.records(), start=1):
-                    if ingest(processor, rec, lambda topic: SENSOR) is not None:
+                    if ingest(processor, rec, lambda topic: AUDIO if topic == AUDIO_TOPIC else SENSOR) is not None:
                         dead += 1
                     if i % step_every == 0:
                         processor.step()
@@ -84,8 +94,8 @@ def run_through_monitor(sources: Sequence[SeriesSource], train_samples: dict[str
         out = {}
         for s in sources:
             rows = by_stream.get(s.stream, [])
-            fitted = FittedDetector.load(processor.registry.directory(processor.registry.key_for(SENSOR, s.stream)),
-                                         device="cpu")
+            key = processor.registry.key_for(stream_class, s.stream)
+            fitted = FittedDetector.load(processor.registry.directory(key), device="cpu")
             out[s.stream] = StoredScores(
                 time_ns=np.array([r.time_ns for r in rows], dtype=np.int64),
                 score=np.array([float(r.fields["score"]) for r in rows]),

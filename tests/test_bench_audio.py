@@ -131,8 +131,8 @@ def _write(root, clips):
 
 
 def test_product_scores_test_clips_as_the_training_streams_continuation(tmp_path):
-    """The same training clips give the same normal-clip scores whatever else is in the test set: a clip is scored
-    from the state after the training part, never from another test clip."""
+    """The test clips follow the training part as one stream, normal clips first: the same training clips give the
+    same normal-clip scores whatever abnormal clips follow (scoring is causal)."""
     rng = np.random.default_rng(1)
     train = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(3)}
     test_a = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(3, 6)}
@@ -144,6 +144,29 @@ def test_product_scores_test_clips_as_the_training_streams_continuation(tmp_path
     b = run_audio(_write(tmp_path / "b", {**train, **test_b}), ["scalowatch"], TINY, progress=False)
     np.testing.assert_allclose(a.runs[0].clip_scores[:3], b.runs[0].clip_scores[:3])
     assert b.runs[0].clip_scores[3:].min() >= b.runs[0].clip_scores[:3].max()  # the rattles score highest
+
+
+def test_via_monitor_gives_the_detectors_clip_scores(tmp_path):
+    """What users run is what is measured: the stream replayed as PCM chunks through the monitor's processing path
+    (its own fit, online state, the store) gives the detector path's clip scores — abnormal clips that follow the
+    normal ones included, and at a sample rate other than the monitor's default."""
+    rng = np.random.default_rng(4)
+    clips = {f"normal/{i:08d}.wav": _clip(rng, False) for i in range(6)}
+    clips.update({f"abnormal/{i:08d}.wav": _clip(rng, True) for i in range(2)})
+    root = _write(tmp_path / "fan", clips)
+    detector = run_audio(root, ["scalowatch"], TINY, progress=False)
+    monitor = run_audio(root, ["scalowatch"], TINY, progress=False, via="monitor")
+    assert [r.name for r in monitor.runs] == ["scalowatch"] and monitor.runs[0].details["via"] == "monitor"
+    np.testing.assert_allclose(monitor.runs[0].clip_scores, detector.runs[0].clip_scores, rtol=0, atol=1e-12)
+    assert len(set(detector.runs[0].clip_scores.round(9))) > 2  # not a constant that would match anyway
+    slow = _write(tmp_path / "slow", {name: x[::2] for name, x in clips.items()})  # the same sounds at 8 kHz
+    for path in slow.rglob("*.wav"):
+        wavfile.write(path, RATE // 2, wavfile.read(path)[1])
+    np.testing.assert_allclose(run_audio(slow, ["scalowatch"], TINY, progress=False, via="monitor").runs[0].clip_scores,
+                               run_audio(slow, ["scalowatch"], TINY, progress=False).runs[0].clip_scores,
+                               rtol=0, atol=1e-12)
+    with pytest.raises(InputError, match="via"):
+        run_audio(root, ["scalowatch"], TINY, progress=False, via="kafka")
 
 
 def test_product_sees_a_louder_clip_through_its_level_channel_and_reports_the_ablation(tmp_path):
