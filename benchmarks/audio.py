@@ -261,7 +261,6 @@ class ProductDetector:
                 out[variant].append(fusion.update(positions, values)[0])
         return out
 
-
     def score_stream_via_monitor(self, train_signal: np.ndarray, clips: list[np.ndarray], rate: int,
                                  progress: bool = False) -> list[np.ndarray]:
         """The same stream — training clips, then the test clips — replayed as PCM chunks through the monitor's
