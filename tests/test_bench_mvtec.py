@@ -128,3 +128,27 @@ def test_product_detector_is_the_default_with_its_ablation_from_one_fit(category
     assert [r["patchcore"] for r in rows] == [r["patchcore"] for r in csv.DictReader((alone / "scores.csv").open())]
     np.testing.assert_array_equal(np.load(out / "scorers" / "patchcore" / "maps" / "paint" / "000.npy"),
                                   np.load(alone / "scorers" / "patchcore" / "maps" / "paint" / "000.npy"))
+
+
+def test_bench_scores_are_what_scalowatch_train_and_score_give(category, tmp_path):
+    """What users run is what is measured, for images too: ``scalowatch train`` + ``scalowatch score`` on a category
+    folder give every test image the score and the map ``bench mvtec`` publishes (the same detector, fitted on the
+    same images in the same order, scoring the same pixels)."""
+    bench = tmp_path / "bench"
+    res = _cli(["bench", "mvtec", "--data", str(category), "--out", str(bench), "--image-size", "64", "--device", "cpu",
+                "--train-steps", "3", "--scorer", "scalowatch", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    model, scores, maps = tmp_path / "model", tmp_path / "scores.csv", tmp_path / "maps"
+    res = _cli(["train", str(category), "--model-dir", str(model), "--image-size", "64", "--steps", "3",
+                "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    res = _cli(["score", str(category), "--model-dir", str(model), "--out", str(scores), "--maps-dir", str(maps),
+                "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    measured = {r["path"]: float(r["score"]) for r in csv.DictReader((bench / "scores.csv").open())}
+    used = {r["path"].removeprefix("test/"): float(r["score"]) for r in csv.DictReader(scores.open())}
+    assert set(used) == set(measured) and len(measured) == 8
+    for path, score in measured.items():
+        assert used[path] == pytest.approx(score, rel=1e-5)  # the CSVs keep 6 significant digits
+        np.testing.assert_allclose(np.load((maps / "test" / path).with_suffix(".npy")),
+                                   np.load((bench / "maps" / path).with_suffix(".npy")), rtol=0, atol=1e-5)
