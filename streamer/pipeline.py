@@ -395,8 +395,10 @@ class StreamProcessor:
             # A gap: the samples keep their true times; the detector scores them after the earlier ones.
             self.stats.audio_gaps += 1
             log.debug("stream %s/%s: audio gap of %d samples", stream_class, chunk.stream, first - nxt)
-        idx = np.arange(first, first + values.size, dtype=np.int64)
-        ts = st.audio_start_ns + (idx * NS_PER_S) // rate
+        # start + idx·10⁹ // rate, split into whole seconds and the rest: idx·10⁹ leaves int64 after 9.2e9 samples
+        # (2.2 days of a stream at 48 kHz, 6.7 at 16 kHz), and the times went backwards.
+        seconds, rest = np.divmod(np.arange(first, first + values.size, dtype=np.int64), rate)
+        ts = st.audio_start_ns + seconds * NS_PER_S + (rest * NS_PER_S) // rate
         self._append(st, ts, values, origin, stamp)
         st.audio_index = first + values.size
         st.last_ts = stamp if st.last_ts is None else max(st.last_ts, stamp)
@@ -1098,7 +1100,7 @@ def _error(exc: Exception) -> str:
 def audio_index(ts_ns: int, start_ns: int, rate: int) -> int:
     """The sample index of an audio time: the inverse of ``start_ns + index * 1e9 // rate`` (exact: the floor
     loses under a nanosecond, far less than a sample)."""
-    return (2 * (ts_ns - start_ns) * rate + NS_PER_S) // (2 * NS_PER_S)  # rounded, in integers (days at 48 kHz)
+    return (2 * (int(ts_ns) - int(start_ns)) * int(rate) + NS_PER_S) // (2 * NS_PER_S)  # rounded; Python ints: exact
 
 
 def _rms(extended: tuple[np.ndarray, int], position: int, hop: int) -> float:

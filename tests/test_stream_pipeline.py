@@ -336,6 +336,22 @@ def test_an_audio_gap_keeps_true_times_and_a_repeated_chunk_after_it_is_late(tmp
     assert st.received == 2 * size + size // 2 and proc.stats.audio_overlap_samples == size - size // 2
 
 
+def test_audio_times_stay_exact_days_into_a_stream(tmp_path):
+    """A sample's time is start + index·10⁹ // rate. Computed in int64 that product overflowed after 9.2e9 samples
+    (2.2 days of a stream at 48 kHz, 6.7 at 16 kHz; a monitor runs for longer): the times of every later sample
+    wrapped round to before the stream began."""
+    proc = audio_processor(tmp_path)
+    t0, size = 1_700_000_000 * S, 4410
+    x = fan(size * 2)
+    assert proc.add_audio("audio", AudioChunk("fan", t0, AUDIO_RATE, x[:size]), (0, 0)) is None
+    later = t0 + 3 * 86_400 * S + 123_456_789  # three days on (a gap): sample index ~1.1e10 at 44.1 kHz
+    assert proc.add_audio("audio", AudioChunk("fan", later, AUDIO_RATE, x[size:]), (0, 1)) is None
+    ts = proc._streams[("audio", "fan")].segments[-1].ts_ns
+    first = (2 * (later - t0) * AUDIO_RATE + S) // (2 * S)  # the chunk's sample index, rounded
+    expected = [t0 + (i * S) // AUDIO_RATE for i in range(first, first + size)]  # Python ints: exact
+    assert ts.tolist() == expected and abs(int(ts[0]) - later) < S // AUDIO_RATE
+
+
 def test_audio_reread_after_a_restart_is_skipped_not_dead_lettered(tmp_path):
     """A restored audio stream had no last timestamp in its state, so the chunks it had already scored, read again
     from an older commit, were all dead-lettered as late."""
