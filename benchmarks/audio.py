@@ -279,7 +279,7 @@ class ProductDetector:
             wavfile.write(path, rate, signal)  # float32 PCM: the monitor decodes the bench's samples exactly
             source = read_source(path, stream=MONITOR_STREAM)
             stored = run_through_monitor([source], {MONITOR_STREAM: int(train_signal.size)}, preset="audio",
-                                         options=self.options, sample_rate=rate,
+                                         options=self.options, sample_rate=rate, device=self.config.device,
                                          progress=progress)[MONITOR_STREAM]
         # A point carries its window's last sample's time (start + index·10⁹ // rate): back to sample indices.
         elapsed = stored.time_ns - source.first_ns()
@@ -427,8 +427,10 @@ def report_payload(report: AudioReport, run_info: dict[str, Any], plots: list[Pa
                        f"{report.sample_rate} Hz), hop {cfg.test_hop}",
             "product": "the monitor's detector (preset audio) fitted on the training clips joined end to end; the "
                        "test clips in the order above, back to back as that stream's continuation (what a monitor "
-                       "fed them as one stream computes), one score per window end; ablation variants from the same "
-                       "fit and channel values",
+                       "fed them as one stream computes), one score per window end; " + (
+                           "replayed as PCM chunks through the monitor's processing path, scores read from its store "
+                           "(no ablation)" if any(r.details.get("via") == "monitor" for r in report.runs)
+                           else "ablation variants from the same fit and channel values"),
             "clip_score": f"mean of the top {cfg.top_fraction:.0%} window scores",
             "metric": "ROC AUC over test clips (abnormal = 1)",
             "baseline": "band_knn: per-window mean log band energy (no per-window normalisation), z-scored with "

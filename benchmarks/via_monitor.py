@@ -49,9 +49,10 @@ class StoredScores:
 def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str, int], *, preset: str,
                         options: dict[str, Any] | None = None, work_dir: Path | None = None,
                         step_every: int = 4096, progress: bool = True,
-                        sample_rate: int | None = None) -> dict[str, StoredScores]:
+                        sample_rate: int | None = None, device: str = "auto") -> dict[str, StoredScores]:
     """Replay ``sources`` (one stream each, all sensor or all audio) through the monitor path; the stored scores
-    per stream. Audio streams are scored with ``preset`` as the monitor's audio preset at ``sample_rate``."""
+    per stream. Audio streams are scored with ``preset`` as the monitor's audio preset at ``sample_rate``;
+    ``device``: where the monitor fits and scores (the detector path's own device, so both compute alike)."""
     classes = {s.stream_class for s in sources}
     if len(classes) > 1:
         raise ValueError("run_through_monitor replays sensor or audio sources, not both at once")
@@ -62,7 +63,7 @@ def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str
                   else {"sensor_preset": preset, "sensor_detector_options": dict(options or {})})
         if sample_rate is not None:
             chosen["audio_sample_rate"] = sample_rate
-        settings = MonitorSettings(model_dir=root / "models", snapshots=False, **chosen)
+        settings = MonitorSettings(model_dir=root / "models", snapshots=False, device=device, **chosen)
         processor = build_processor(settings, train_samples_for=lambda cls, stream: train_samples[stream])
         sink = SQLiteSink(root / "scalowatch.sqlite")
         source = MemorySource(sources, sensor_topic=TOPIC, audio_topic=AUDIO_TOPIC)

@@ -311,10 +311,17 @@ def score_signal(path: Path, kind: str, model_dir: Path, meta: ModelMeta, out: P
 
 def map_files(maps_dir: Path, names: list[str]) -> list[Path]:
     """Where each image's map goes: ``<name without its type>.npy``, or ``<name>.npy`` for images that would share
-    that file (``a.png`` and ``a.jpg`` in one folder: the second map overwrote the first)."""
-    stems = Counter(str(Path(n).with_suffix("")) for n in names)
-    return [maps_dir / (n + ".npy" if stems[str(Path(n).with_suffix(""))] > 1 else str(Path(n).with_suffix(".npy")))
-            for n in names]
+    a file (``a.png`` and ``a.jpg`` in one folder: the second map overwrote the first). Full names never clash
+    with each other; one may clash with another image's short name (``a.png.tif``), which then takes its full
+    name too, until no two images share a file."""
+    full: set[str] = set()
+    while True:
+        targets = [n + ".npy" if n in full else str(Path(n).with_suffix(".npy")) for n in names]
+        shared = {t for t, k in Counter(targets).items() if k > 1}
+        clashing = {n for n, t in zip(names, targets) if t in shared} - full
+        if not clashing:
+            return [maps_dir / t for t in targets]
+        full |= clashing
 
 
 def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device: str,

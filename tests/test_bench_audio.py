@@ -144,6 +144,12 @@ def test_product_scores_test_clips_as_the_training_streams_continuation(tmp_path
     b = run_audio(_write(tmp_path / "b", {**train, **test_b}), ["scalowatch"], TINY, progress=False)
     np.testing.assert_allclose(a.runs[0].clip_scores[:3], b.runs[0].clip_scores[:3])
     assert b.runs[0].clip_scores[3:].min() >= b.runs[0].clip_scores[:3].max()  # the rattles score highest
+    # One stream, not clips scored alone: the last normal clip's first windows hold the end of the clip before it,
+    # so a different clip before it changes its score (scored alone from the state after training, it would not).
+    test_c = dict(test_a)
+    test_c["normal/00000004.wav"] = _clip(rng, True)  # the clip before normal/00000005 now rattles
+    c = run_audio(_write(tmp_path / "c", {**train, **test_c}), ["scalowatch"], TINY, progress=False)
+    assert c.runs[0].clip_scores[2] != a.runs[0].clip_scores[2]
 
 
 def test_via_monitor_gives_the_detectors_clip_scores(tmp_path):
@@ -159,11 +165,11 @@ def test_via_monitor_gives_the_detectors_clip_scores(tmp_path):
     assert [r.name for r in monitor.runs] == ["scalowatch"] and monitor.runs[0].details["via"] == "monitor"
     np.testing.assert_allclose(monitor.runs[0].clip_scores, detector.runs[0].clip_scores, rtol=0, atol=1e-12)
     assert len(set(detector.runs[0].clip_scores.round(9))) > 2  # not a constant that would match anyway
-    slow = _write(tmp_path / "slow", {name: x[::2] for name, x in clips.items()})  # the same sounds at 8 kHz
-    for path in slow.rglob("*.wav"):
-        wavfile.write(path, RATE // 2, wavfile.read(path)[1])
-    np.testing.assert_allclose(run_audio(slow, ["scalowatch"], TINY, progress=False, via="monitor").runs[0].clip_scores,
-                               run_audio(slow, ["scalowatch"], TINY, progress=False).runs[0].clip_scores,
+    odd = _write(tmp_path / "odd", clips)  # the same samples at 22,050 Hz: 1e9 / rate is no whole number of ns
+    for path in odd.rglob("*.wav"):
+        wavfile.write(path, 22_050, wavfile.read(path)[1])
+    np.testing.assert_allclose(run_audio(odd, ["scalowatch"], TINY, progress=False, via="monitor").runs[0].clip_scores,
+                               run_audio(odd, ["scalowatch"], TINY, progress=False).runs[0].clip_scores,
                                rtol=0, atol=1e-12)
     with pytest.raises(InputError, match="via"):
         run_audio(root, ["scalowatch"], TINY, progress=False, via="kafka")

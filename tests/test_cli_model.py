@@ -251,6 +251,16 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     assert not np.array_equal(np.load(by_image["a.png"]), np.load(by_image["a.jpg"]))
 
 
+def test_map_files_never_share_a_file():
+    from scalowatch.cli_model import map_files
+
+    names = ["a.png", "a.jpg", "a.png.tif", "b.png", "sub/b.png"]
+    targets = map_files(Path("maps"), names)
+    assert [str(t) for t in targets] == ["maps/a.png.npy", "maps/a.jpg.npy", "maps/a.png.tif.npy", "maps/b.npy",
+                                         "maps/sub/b.npy"]
+    assert len(set(targets)) == len(names)
+
+
 # ---------------------------------------------------------------------------------------------------- errors
 def _assert_clean_error(res, *fragments):
     assert res.exit_code == 2, res.output

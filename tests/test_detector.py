@@ -318,6 +318,8 @@ def test_audio_keeps_reporting_a_fault_that_lasts():
     assert np.median(adapting.scores[late]) < 0.9  # mostly back to ordinary values while the fault lasts
     with pytest.raises(ValueError, match="likelihood_learns"):
         preset("ucr", likelihood_learns=False)  # the ucr preset does not calibrate
+    with pytest.raises(ValueError, match="true or false"):
+        preset("audio", likelihood_learns="false")  # a quoted value from TOML or JSON
     assert "likelihood_learns" not in preset("nab").to_dict()  # saved only where set: older releases load it
 
 

@@ -142,6 +142,8 @@ class DetectorConfig:
             raise ValueError("spatial_tolerance must be >= 0 and needs calibrate=True")
         if not 0.0 <= self.suppress_fraction <= 1.0 or (self.suppress_fraction and not self.calibrate):
             raise ValueError("suppress_fraction must lie in [0, 1] and needs calibrate=True")
+        if not isinstance(self.likelihood_learns, bool):  # a quoted "false" would be true
+            raise ValueError(f"likelihood_learns must be true or false, got {self.likelihood_learns!r}")
         if not self.likelihood_learns and not self.calibrate:
             raise ValueError("likelihood_learns=False fixes the calibration's history: it needs calibrate=True")
         if self.log_scale and not self.calibrate:
