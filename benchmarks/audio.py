@@ -46,6 +46,8 @@ DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
 VARIANTS = ("product", "without_diffusion", "diffusion_only")
 VIAS = ("detector", "monitor")
 MONITOR_STREAM = "bench-audio"
+STREAM_CHUNK = 160_000
+"""Samples the detector path is fed at a time (10 s at 16 kHz): its memory stays that of a chunk."""
 
 
 @dataclass(frozen=True)
@@ -225,41 +227,27 @@ class ProductDetector:
 
     def fit(self, train_signal: np.ndarray) -> "ProductDetector":
         from models.detector import FittedDetector
-        from models.detector.online import ChannelState, rows
 
         self.fitted = FittedDetector.fit(train_signal, self.detector_config, device=self.config.device)
-        channels = ChannelState(self.fitted)
-        ends, windows = channels.windows_for(train_signal)
-        values = channels.update(train_signal, self.fitted.score_windows(windows))
-        self.names = channels.names
-        self._train_rows = rows(self.fitted, 0, channels.position, ends, values)
-        self._after_training = channels.state_dict()
         return self
 
-    def score_stream(self, clips: list[np.ndarray], progress: bool = False) -> dict[str, list[np.ndarray]]:
+    def score_stream(self, train_signal: np.ndarray, clips: list[np.ndarray],
+                     progress: bool = False) -> dict[str, list[np.ndarray]]:
         """Per-window scores of each clip, the clips played back to back after the training part as one stream
         (what a monitor fed the same recordings does), for every ablation variant (the same channel values fused
-        with all channels, without the diffusion channel, and with it alone)."""
+        with all channels, without the diffusion channel, and with it alone): the detector's own
+        :func:`~models.detector.score_series`, fed ten seconds at a time as a monitor feeds it."""
         from tqdm.auto import tqdm
 
-        from models.detector.online import ChannelState, FusionState, rows
+        from models.detector.online import ablation_variants, score_series
 
-        channels = ChannelState(self.fitted)
-        channels.load_state_dict(self._after_training)
-        fusions = {variant: FusionState(self.fitted, self.names, keep) for variant, keep in {
-            "product": None, "without_diffusion": tuple(n for n in self.names if n != "diffusion"),
-            "diffusion_only": ("diffusion",)}.items()}
-        for fusion in fusions.values():
-            fusion.update(*self._train_rows)  # the likelihoods learn on the training part, as in the stream
-        out: dict[str, list[np.ndarray]] = {variant: [] for variant in fusions}
-        for signal in tqdm(clips, desc=f"scoring {self.name}", disable=not progress, leave=False):
-            start = channels.position
-            ends, windows = channels.windows_for(signal)
-            values = channels.update(signal, self.fitted.score_windows(windows))
-            positions, values = rows(self.fitted, start, channels.position, ends, values)
-            for variant, fusion in fusions.items():
-                out[variant].append(fusion.update(positions, values)[0])
-        return out
+        stream = np.concatenate([train_signal, *clips])
+        with tqdm(total=stream.size, unit="sample", desc=f"scoring {self.name}", disable=not progress,
+                  leave=False) as bar:
+            out = score_series(self.fitted, stream, ablation_variants(self.fitted), chunk=STREAM_CHUNK,
+                               progress=lambda done: bar.update(done - bar.n))
+        bounds = clip_bounds(train_signal, clips)
+        return {variant: per_clip(d.positions, d.scores, bounds) for variant, d in out.items()}
 
     def score_stream_via_monitor(self, train_signal: np.ndarray, clips: list[np.ndarray], rate: int,
                                  progress: bool = False) -> list[np.ndarray]:
@@ -284,8 +272,17 @@ class ProductDetector:
         # A point carries its window's last sample's time (start + index·10⁹ // rate): back to sample indices.
         elapsed = stored.time_ns - source.first_ns()
         index = -((-elapsed * rate) // 1_000_000_000)
-        bounds = np.cumsum([train_signal.size, *(c.size for c in clips)])
-        return [stored.score[(index >= lo) & (index < hi)] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return per_clip(index, stored.score, clip_bounds(train_signal, clips))
+
+
+def clip_bounds(train_signal: np.ndarray, clips: list[np.ndarray]) -> np.ndarray:
+    """Sample positions where each test clip starts in the stream, and where the last one ends."""
+    return np.cumsum([train_signal.size, *(c.size for c in clips)])
+
+
+def per_clip(positions: np.ndarray, scores: np.ndarray, bounds: np.ndarray) -> list[np.ndarray]:
+    """The scores of the windows that end inside each clip (positions: a window's last sample in the stream)."""
+    return [scores[(positions >= lo) & (positions < hi)] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -393,7 +390,7 @@ def run_audio(data: str | Path, names: list[str], config: AudioBenchConfig | Non
         prod = ProductDetector(name, config).fit(train_signal)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        streamed = prod.score_stream([signals[c] for c in split.test], progress=progress)
+        streamed = prod.score_stream(train_signal, [signals[c] for c in split.test], progress=progress)
         variant_clips = {v: [clip_score(scores, config.top_fraction) for scores in streamed[v]] for v in VARIANTS}
         clips = np.array(variant_clips["product"])
         summary = prod.fitted.summary

@@ -16,8 +16,6 @@ from models.detector.config import SCORERS
 from models.errors import NotFittedError
 
 PRODUCT = "scalowatch"
-# Ablation variants: which channels may speak (every variant fuses the same channel values of one run).
-DIFFUSION_ONLY = ("diffusion",)
 
 
 class ProductSeriesDetector:
@@ -48,12 +46,9 @@ class ProductSeriesDetector:
 
     def ablation_variants(self) -> dict[str, Collection[str] | None]:
         """product / without_diffusion / diffusion_only, as channel selections of this detector."""
-        fitted = self._fitted()
-        from models.detector.online import ChannelState, SPATIAL
+        from models.detector.online import ablation_variants
 
-        names = ChannelState(fitted).names + ((SPATIAL,) if fitted.config.spatial_tolerance is not None else ())
-        return {"product": None, "without_diffusion": tuple(n for n in names if n != "diffusion"),
-                "diffusion_only": DIFFUSION_ONLY}
+        return ablation_variants(self._fitted())
 
     def score_variants(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """The ablation's three variants from one pass over the channels."""

@@ -453,6 +453,14 @@ def window_scores_together(fitted: FittedDetector,
     return out
 
 
+def ablation_variants(fitted: FittedDetector) -> dict[str, Collection[str] | None]:
+    """The ablation's channel selections of one fitted detector: ``product`` (every channel),
+    ``without_diffusion`` and ``diffusion_only`` — what ``score_series(..., variants)`` fuses from one pass."""
+    names = ChannelState(fitted).names + ((SPATIAL,) if fitted.config.spatial_tolerance is not None else ())
+    return {"product": None, "without_diffusion": tuple(n for n in names if n != "diffusion"),
+            "diffusion_only": ("diffusion",)}
+
+
 def score_series(fitted: FittedDetector, values: np.ndarray,
                  variants: dict[str, Collection[str] | None] | None = None, chunk: int | None = None,
                  progress: Callable[[int], None] | None = None) -> dict[str, Detections]:
@@ -489,5 +497,5 @@ def score_series(fitted: FittedDetector, values: np.ndarray,
 
 
 __all__ = ["CHANNEL_WORDS", "ChannelState", "Detection", "Detections", "DetectorState", "FusionState",
-           "OnlineGaussian", "Suppressor", "channel_kind", "describe_channel", "grid_ends", "score_series",
-           "window_scores_together"]
+           "OnlineGaussian", "Suppressor", "ablation_variants", "channel_kind", "describe_channel", "grid_ends",
+           "score_series", "window_scores_together"]
