@@ -269,7 +269,10 @@ def compare(influx, sources, model_dir: Path) -> dict:
         extra = [t for t in got if t not in want_at]
         out["per_stream"][src.stream] = {"expected": len(want_at), "stored": len(got), "missing": len(missing),
                                          "differing": len(differing), "extra": len(extra),
-                                         "first_missing": missing[:5], "first_differing": differing[:5]}
+                                         "first_missing": missing[:5], "first_differing": differing[:5],
+                                         # stored (score, decided_by) against the offline ones: what differs
+                                         "first_differing_values": [[t, list(got[t]), list(want_at[t])]
+                                                                    for t in differing[:5]]}
         for k, v in (("expected", len(want_at)), ("stored", len(got)), ("missing", len(missing)),
                      ("differing", len(differing)), ("extra", len(extra))):
             out[k] += v
