@@ -228,7 +228,8 @@ class ProductDetector:
     def fit(self, train_signal: np.ndarray) -> "ProductDetector":
         from models.detector import FittedDetector
 
-        self.fitted = FittedDetector.fit(train_signal, self.detector_config, device=self.config.device)
+        self.fitted = FittedDetector.fit(train_signal, self.detector_config, device=self.config.device,
+                                         reference=False)  # the stream is scored from its first sample
         return self
 
     def score_stream(self, train_signal: np.ndarray, clips: list[np.ndarray],

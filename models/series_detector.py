@@ -33,7 +33,7 @@ class ProductSeriesDetector:
         return 0 if self.fitted is None else self.fitted.lag
 
     def fit(self, train: np.ndarray) -> "ProductSeriesDetector":
-        self.fitted = FittedDetector.fit(train, self.config)
+        self.fitted = FittedDetector.fit(train, self.config, reference=False)  # scored from sample 0, never resumed
         return self
 
     def _fitted(self) -> FittedDetector:

@@ -163,6 +163,11 @@ class _Stream:
     """Scoring failures in a row (a batch, or a run of records, scored resets it; a failed run does not count)."""
     fresh: bool = False
     """Its state was replaced by a fresh one since the failures in a row began."""
+    resume: bool = False
+    """Its state was lost after it had started (an unreadable state file): once its detector is at hand, it resumes
+    from the state the fit left after the training part (:meth:`FittedDetector.resumed_state`) instead of taking
+    its next samples for a training part — which, with likelihoods that keep their reference (audio), would make a
+    fault under way the machine's normal. Cleared when it fits a detector on its own samples."""
     lineage: int = 0
     """Which detector state this is (a new number whenever ``state`` is replaced): its saved history is journaled
     as a continuation only of the same lineage's (streamer/state_files.py)."""
@@ -512,6 +517,7 @@ class StreamProcessor:
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
+            st.resume = True
             if not isinstance(exc, OSError):  # a disk error may pass; the next save replaces the file anyway
                 self._state_files.remove(path)
 
@@ -671,6 +677,7 @@ class StreamProcessor:
                     if st.received >= need and self.registry.fit_due(key):
                         train = np.concatenate([s.values for s in st.segments])[:need]
                         self.registry.fit(key, train)
+                        st.resume = False  # its pending samples are this detector's training part
                     continue
             if not force and budget is not None and taken >= budget:
                 if self._step_from is None:
@@ -678,7 +685,8 @@ class StreamProcessor:
                 continue
             if st.state is None:
                 assert fitted is not None
-                st.state, st.lineage = fitted.new_state(), next(_LINEAGES)
+                st.state = fitted.resumed_state() if st.resume else fitted.new_state()
+                st.lineage, st.resume = next(_LINEAGES), False
             if st.careful:
                 taken += self._score_carefully(st, None if force or budget is None else budget - taken)
                 continue
@@ -733,8 +741,8 @@ class StreamProcessor:
 
         ``alerts`` None: the model failed, before anything changed, and the state stands. Else the failure came
         after the detector state took the samples, which may have left it half updated: it is replaced — after a
-        first failure by the stream's last saved state, after a second one in a row by a fresh state of its fitted
-        detector (the saved state's tail of samples may hold what the scoring cannot take: a window reaches back
+        first failure by the stream's last saved state, after a second one in a row by its fitted detector's state
+        after the training part (:meth:`FittedDetector.resumed_state`) (the saved state's tail of samples may hold what the scoring cannot take: a window reaches back
         over earlier samples) — and the alert state goes back to ``alerts``, the one from before the batch. A
         replaced state misses the samples scored since its last checkpoint (their points are written): a gap in
         the detector's history, as after a crash. Either way the batch is scored again in runs of records
@@ -752,7 +760,7 @@ class StreamProcessor:
         fitted = st.state.fitted  # type: ignore[union-attr]
         if st.failures > 1 or alerts is not None:  # after a second failure the state's tail may be the cause
             saved = self._saved_state(st, fitted) if st.failures == 1 else None
-            st.state, st.lineage, st.fresh = saved or fitted.new_state(), next(_LINEAGES), saved is None
+            st.state, st.lineage, st.fresh = saved or fitted.resumed_state(), next(_LINEAGES), saved is None
             st.changed = True  # the file may hold what failed: the next checkpoint replaces it, eviction waits
             replaced = f"its state is replaced by {'a fresh one' if saved is None else 'its last saved one'}; "
         if alerts is not None:
@@ -837,7 +845,7 @@ class StreamProcessor:
                     return taken + n
                 fresh = st.failures > 1 or failed_here > 1  # not this record alone: the state's tail (see _fail)
                 if fresh:
-                    st.state, st.fresh = fitted.new_state(), True
+                    st.state, st.fresh = fitted.resumed_state(), True
                 st.lineage, st.changed = next(_LINEAGES), True
                 self._give_up(st, part_segments, exc)
                 log.error("scoring stream %s/%s failed again; %d sample(s) of one record dead-lettered (%s)%s: %s",

@@ -40,8 +40,8 @@ def ucr_fitted():
     return FittedDetector.fit(_series()[:400], preset("ucr", **FAST))
 
 
-def _chunked(fitted: FittedDetector, x: np.ndarray, sizes: np.ndarray) -> Detections:
-    state = fitted.new_state()
+def _chunked(fitted: FittedDetector, x: np.ndarray, sizes: np.ndarray, state=None) -> Detections:
+    state = fitted.new_state() if state is None else state
     parts, i = [], 0
     for m in sizes:
         chunk = x[i:i + m]
@@ -321,6 +321,47 @@ def test_audio_keeps_reporting_a_fault_that_lasts():
     with pytest.raises(ValueError, match="true or false"):
         preset("audio", likelihood_learns="false")  # a quoted value from TOML or JSON
     assert "likelihood_learns" not in preset("nab").to_dict()  # saved only where set: older releases load it
+
+
+@pytest.mark.parametrize("name", ["nab", "audio"])
+def test_a_resumed_state_continues_as_a_state_that_saw_the_training_part(name, nab_fitted, tmp_path):
+    """A stream whose state is gone after its training part resumes from the state the fit left, so its next samples
+    score as they would have in its old state's place (to float rounding) — also after a save and a load."""
+    if name == "nab":
+        fitted, x = nab_fitted, _with_anomaly()
+    else:
+        rng = np.random.default_rng(0)
+        x = np.sin(np.arange(8000) * 0.3) + 0.2 * rng.standard_normal(8000)
+        x[5000:] *= 3.0
+        fitted = FittedDetector.fit(x[:2000], preset("audio", window=64, hop=32, steps=3, max_train_windows=32))
+    n = fitted.train_points
+    whole = score_series(fitted, x)["product"]
+    reloaded = FittedDetector.load(tmp_path / "det", device="cpu") if fitted.save(tmp_path / "det") else None
+    for f in (fitted, reloaded):
+        state = f.resumed_state()
+        assert state.position == n
+        rest = _chunked(f, x[n:], np.full(x.size, 97), state=state)
+        after = whole.positions >= n  # every sample (nab), or every window end (audio)
+        np.testing.assert_array_equal(rest.positions, whole.positions[after])
+        np.testing.assert_allclose(rest.scores, whole.scores[after], rtol=0, atol=1e-9)
+        assert rest.decided_by == tuple(np.asarray(whole.decided_by)[after].tolist())
+    assert fitted.resumed_state().position == n  # resuming does not change the reference
+
+
+def test_a_lost_state_does_not_learn_a_lasting_fault_as_its_reference():
+    """Before the reference state, a stream whose state was lost during a fault started a fresh state on its live
+    samples: with the audio preset's fixed reference, the fault became the machine's normal for ever."""
+    cfg = preset("audio", window=64, hop=32, steps=3, max_train_windows=32)
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(20000) * 0.3) + 0.2 * rng.standard_normal(20000)
+    fitted = FittedDetector.fit(x[:2000], cfg)
+    faulty = x[6000:] * 3.0  # the machine is louder from here on; the stream's state is lost at this sample
+    resumed = _chunked(fitted, faulty, np.full(faulty.size, 500), state=fitted.resumed_state())
+    relearnt = _chunked(fitted, faulty, np.full(faulty.size, 500), state=fitted.new_state())
+    assert resumed.scores[resumed.positions >= fitted.train_points + 11_000].min() > 0.9999
+    # a fresh state takes the fault for its reference: what it did before, and what it should do for a new stream
+    assert np.mean(relearnt.scores[relearnt.positions >= 11_000] > 0.9999) < 0.25
+    assert FittedDetector(fitted.config, fitted.summary, fitted.pipeline, fitted.discords).resumed_state().position == 0
 
 
 # ---------------------------------------------------------------------------------------------- online parts

@@ -164,6 +164,35 @@ def test_restart_from_the_commit_with_a_checkpoint_loses_and_duplicates_nothing(
     assert again.stats.replayed > 0
 
 
+def test_a_stream_whose_state_file_is_unreadable_resumes_from_its_detectors_training_reference(tmp_path):
+    """Its history is lost, its training part long behind it: it must not take its next samples for a new training
+    part (with the audio preset's fixed reference, a fault under way would become the machine's normal), but
+    continue as a state that has just seen the training part."""
+    samples = stamped(values())
+    store, tracker = DictStore(), OffsetTracker()
+    proc = make(tmp_path)
+    feed(proc, "a", samples[:380], store=store, tracker=tracker)
+    proc.save_states()
+    (tmp_path / "models" / "_state" / "sensor" / "a.json").write_text("{ torn")
+    store = DictStore()
+    again = make(tmp_path)
+    resume = tracker.committed_position(0)
+    feed(again, "a", samples, start=resume, store=store)
+    drain(again, store)
+    fitted = FittedDetector.load(tmp_path / "models" / "sensor" / "a", device="cpu")
+    state = fitted.resumed_state()
+    rest = np.array([v for _, v in samples[resume:]])
+    ends, windows = state.windows_for(rest)
+    want = state.update(rest, fitted.score_windows(windows))
+    points = store.measurement(WINDOW_SCORE)
+    assert [p.time_ns for p in points] == [t for t, _ in samples[resume:]]  # nothing lost, nothing skipped
+    np.testing.assert_allclose([p.fields["score"] for p in points], want.scores, rtol=0, atol=1e-9)
+    # judged at once: a fresh state (what the stream got before) learns for a training part first, deciding nothing
+    fresh = fitted.new_state()
+    relearnt = fresh.update(rest, fitted.score_windows(fresh.windows_for(rest)[1]))
+    assert set(relearnt.decided_by[:TRAIN]) == {"none"} != {p.fields["decided_by"] for p in points[:TRAIN]}
+
+
 def test_a_late_sample_is_rejected_with_its_reason_and_a_repeated_timestamp_is_scored(tmp_path):
     proc = make(tmp_path)
     t0 = 1_000_000 * P

@@ -6,10 +6,12 @@ fitting. The result is shared by every stream that uses it (one per stream, or o
 benchmarks; the per-stream, ever-changing part lives in :class:`models.detector.online.DetectorState`.
 
 Layout on disk (``save``/``load``): ``detector.json`` (the configuration), ``fitted.json`` (what fitting
-decided), ``discords.npz`` (reference windows) and ``pipeline/`` (the CWT + scorer checkpoint).
+decided), ``discords.npz`` (reference windows), ``reference.npz`` (a stream's state after the training part: see
+:attr:`FittedDetector.reference`) and ``pipeline/`` (the CWT + scorer checkpoint).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -24,6 +26,7 @@ import torch
 from models.baselines import as_series
 from models.baselines.period import dominant_period
 from models.detector.config import MIN_TRAIN_SAMPLES, DetectorConfig
+from models.detector.state_file import read_state, write_state
 from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
 from models.errors import CheckpointMismatchError, InputError
 from models.pipeline import ScalogramPipeline
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 FITTED_FILE = "fitted.json"
 DISCORD_FILE = "discords.npz"
+REFERENCE_FILE = "reference.npz"
+REFERENCE_CHUNK = 65_536
+"""Samples fed at a time when the training part passes through a state for :attr:`FittedDetector.reference` (bounds
+the temporaries, as the monitor's rounds do; scores do not depend on the chunking beyond float rounding)."""
 PIPELINE_DIR = "pipeline"
 PAD_TO = 16
 # PyTorch intra-op threads up to which a window's score is independent of its micro-batch (see _model_scores);
@@ -123,12 +130,21 @@ class FittedDetector:
     :meth:`score_windows`; give each stream a :meth:`new_state`."""
 
     def __init__(self, config: DetectorConfig, summary: FitSummary, pipeline: ScalogramPipeline,
-                 discords: dict[str, TrainingDiscord], version: str = "unsaved") -> None:
+                 discords: dict[str, TrainingDiscord], version: str = "unsaved",
+                 reference: dict | None = None) -> None:
         self.config = config
         self.summary = summary
         self.pipeline = pipeline
         self.discords = discords
         self.version = version
+        self.reference = reference
+        """A stream's state (channels and fusion of :meth:`DetectorState.state_dict`) right after the training part
+        — what :meth:`resumed_state` starts from. Why: a stream whose state is lost (an unreadable state file, a
+        state replaced after scoring failures, a restart without saved states) would otherwise start a fresh state
+        at "position 0" on its *live* samples, and take them for its training part: its likelihoods would learn
+        their reference from them. With ``likelihood_learns=False`` (audio) that reference is kept for ever, so a
+        fault under way when the state was lost became the machine's normal. None: fitted before this existed
+        (:meth:`resumed_state` then falls back to a fresh state)."""
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -178,9 +194,14 @@ class FittedDetector:
 
     # ------------------------------------------------------------------ fit
     @classmethod
-    def fit(cls, train: np.ndarray, config: DetectorConfig, device: str = "cpu") -> "FittedDetector":
+    def fit(cls, train: np.ndarray, config: DetectorConfig, device: str = "cpu", *,
+            reference: bool = True) -> "FittedDetector":
         """Fit on a stream's training part (samples in arrival order). Deterministic for a given config on the
-        CPU (fp32); ``device="cuda"`` trains and scores on a GPU."""
+        CPU (fp32); ``device="cuda"`` trains and scores on a GPU.
+
+        ``reference=False`` skips :attr:`reference` (a pass of the training part through a state: up to a third
+        of a UCR fit): for callers that score a series from its first sample and never resume a stream — the
+        benchmarks. It changes no score."""
         cfg = config
         x = as_series(train, "training part", min_length=MIN_TRAIN_SAMPLES)
         w = choose_window(cfg, x)
@@ -220,8 +241,20 @@ class FittedDetector:
             diffusion_std=float(max(diff.std(), 1e-6)), input_centre=centre, input_scale=scale,
             discords=tuple(d.stats for d in discords.values() if d.stats is not None),
         )
+        fitted.reference = fitted._state_after_training(x) if reference else None
         log.debug("detector fitted: %s", fitted.summary)
         return fitted
+
+    def _state_after_training(self, train: np.ndarray) -> dict:
+        """The training part fed through a fresh state, as a stream feeds it (see :attr:`reference`)."""
+        from models.detector.online import window_scores_together
+
+        state = self.new_state()
+        for lo in range(0, train.size, REFERENCE_CHUNK):
+            part = train[lo:lo + REFERENCE_CHUNK]
+            state.update(part, window_scores_together(self, [(state, part)])[0])
+        saved = state.state_dict()
+        return {"channels": saved["channels"], "fusion": saved["fusion"]}
 
     # ------------------------------------------------------------------ score
     def _model_scores(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -278,10 +311,27 @@ class FittedDetector:
         return self.pipeline.score_windows(np.asarray(window, dtype=np.float32)[None, :])
 
     def new_state(self):
-        """A fresh per-stream state (position 0 = the first sample of the training part)."""
+        """A fresh per-stream state (position 0 = the first sample of the training part): for a stream whose next
+        samples *are* its training part (the stream this detector is being fitted on, or a new stream of a class
+        whose detector is shared, which learns its own reference from its first samples)."""
         from models.detector.online import DetectorState
 
         return DetectorState(self)
+
+    def resumed_state(self):
+        """A per-stream state as it stood right after the training part (position ``train_points``): for a stream
+        whose training part is behind it but whose state is gone, so that its live samples are judged, not learnt
+        as a reference (see :attr:`reference`). Its first windows reach back into the training part's last samples
+        — a seam like any gap in a stream's history."""
+        state = self.new_state()
+        if self.reference is None:
+            log.warning("detector %s was fitted without a reference state (before it was kept): a stream resumed "
+                        "on it learns its reference again from the samples that follow", self.version)
+            return state
+        reference = copy.deepcopy(self.reference)  # loading keeps some arrays: the reference must stay as it is
+        state.channels.load_state_dict(reference["channels"])
+        state.fusion.load_state_dict(reference["fusion"])
+        return state
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> str:
@@ -295,6 +345,8 @@ class FittedDetector:
         for i, (name, d) in enumerate(self.discords.items()):
             arrays.update(d.arrays(f"d{i}_"))
         np.savez(directory / DISCORD_FILE, names=np.array(list(self.discords), dtype=str), **arrays)
+        if self.reference is not None:
+            write_state(directory / REFERENCE_FILE, self.reference)
         self.pipeline.save(directory / PIPELINE_DIR)
         self.version = version_of(directory)
         return self.version
@@ -313,7 +365,8 @@ class FittedDetector:
             names = [str(n) for n in z["names"]]
             discords = {name: TrainingDiscord.from_arrays(z, f"d{i}_") for i, name in enumerate(names)}
         pipeline = ScalogramPipeline.load(directory / PIPELINE_DIR, device=device)
-        return cls(config, summary, pipeline, discords, version=version_of(directory))
+        reference = read_state(directory / REFERENCE_FILE) if (directory / REFERENCE_FILE).is_file() else None
+        return cls(config, summary, pipeline, discords, version=version_of(directory), reference=reference)
 
 
 def _new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline:
