@@ -325,10 +325,11 @@ def map_files(maps_dir: Path, names: list[str]) -> list[Path]:
 
 
 def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device: str,
-                 maps_dir: Path | None) -> tuple[list[str], np.ndarray]:
+                 maps_dir: Path | None, sink: Any = None) -> tuple[list[str], np.ndarray]:
     """Every test image (MVTec) or every image of the folder → ``path,score`` CSV; with ``maps_dir`` one .npy map
     each and ``maps_dir/image_results.csv``, which the dashboard's Images page opens (the picture, the map over it,
-    the ground-truth mask of an MVTec category)."""
+    the ground-truth mask of an MVTec category); with ``sink`` the same results as ``image_result`` points in the
+    store, where the page finds them too."""
     from tqdm.auto import tqdm
 
     from models.image_detector import ImageDetector
@@ -362,18 +363,21 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
         writer.writerow(["path", "score"])
         for name, s in zip(rel, scores):
             writer.writerow([name, f"{s:.6g}"])
-    if maps_dir is not None:
+    if maps_dir is not None or sink is not None:
         from models.transforms.image import mask_file
-        from streamer.image_results import ImageResult, write_image_results
+        from streamer.image_results import ImageResult, image_result_points, write_image_results
 
         mvtec = (root / "test").is_dir()  # then the files are test/<defect>/<image> (_image_folders)
         results = []
-        for f, target, s in zip(files, targets, scores):
+        for f, target, s in zip(files, targets or [None] * len(files), scores):
             defect = f.parent.name if mvtec else ""
             mask = mask_file(root, defect, f) if mvtec and defect != "good" else None
             results.append(ImageResult(root.resolve().name, defect, f, float(s), target,
                                        mask if mask is not None and mask.is_file() else None))
-        write_image_results(maps_dir, results)
+        if maps_dir is not None:
+            write_image_results(maps_dir, results)
+        if sink is not None:
+            sink.write(image_result_points(results, time.time_ns()))
     return rel, scores
 
 
@@ -451,10 +455,19 @@ def register(app: typer.Typer) -> None:
         maps_dir: Path = typer.Option(None, "--maps-dir", help="Images: also save each anomaly map as .npy here."),
         column: str = typer.Option(None, "--column", help="Series: the sensor column of a CSV of several sensors "
                                                           "(default: the one the model was trained on)."),
+        store: str = typer.Option(None, "--store", help="Images: also write the results as image_result points to "
+                                                        "this store, influx or sqlite (the dashboard's Images page "
+                                                        "reads them); settings as for the monitor."),
+        sqlite_path: Path = typer.Option(None, "--sqlite-path", help="SQLite store file (with --store sqlite)."),
     ) -> None:
         """Score INPUT with a trained model: per-point (series), per-window (audio) or per-image CSV."""
         kind = detect_kind(input_path)
         _check_column(column, kind, input_path)
+        if store is not None and kind != IMAGE:
+            raise _fail(f"--store writes image results; {input_path} is {kind} (a monitor writes the scores of "
+                        "streams: `scalowatch replay` the file into it)")
+        if store is not None and store not in ("influx", "sqlite"):
+            raise _fail(f"--store must be influx or sqlite, not {store!r}")
         meta = ModelMeta.load(model_dir)
         if meta.kind != kind:
             raise _fail(f"{model_dir} holds a model for {meta.kind} input ({meta.input}); {input_path} is {kind}")
@@ -463,7 +476,12 @@ def register(app: typer.Typer) -> None:
         try:
             _check_device(device)
             if kind == IMAGE:
-                names, scores = score_images(input_path, model_dir, meta, out, device, maps_dir)
+                sink = _store_sink(store, sqlite_path) if store is not None else None
+                try:
+                    names, scores = score_images(input_path, model_dir, meta, out, device, maps_dir, sink)
+                finally:
+                    if sink is not None:
+                        sink.close()
                 order = np.argsort(-scores)[:top]
                 typer.echo(f"scored {len(names)} images with {meta.scorer} -> {out}")
                 for i in order:
@@ -479,6 +497,19 @@ def register(app: typer.Typer) -> None:
                    f"{meta.window}) -> {out}; {len(result.alerts)} alert(s)")
         for label, peak, why in result.alerts[:top]:
             typer.echo(f"  alert at {label}  score {peak:.6f}  ({why})")
+
+
+def _store_sink(kind: str, sqlite_path: Path | None):
+    """The store writer of the runtime settings (environment, config file), with the kind and file asked for."""
+    from streamer.config import Settings
+    from streamer.sinks.factory import make_sink
+
+    try:
+        settings = Settings()
+    except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
+        raise _fail(f"invalid settings: {exc}") from None
+    update = {k: v for k, v in {"kind": kind, "sqlite_path": sqlite_path}.items() if v}
+    return make_sink(settings.model_copy(update={"store": settings.store.model_copy(update=update)}))
 
 
 def _check_column(column: str | None, kind: str, path: Path) -> None:

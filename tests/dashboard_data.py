@@ -15,7 +15,7 @@ import numpy as np
 from streamer.point_builders import snapshot_payload
 from streamer.sinks.sqlite import SQLiteSink
 from streamer.points import (
-    ALERT, ALERT_FEEDBACK, IMAGE_RESULT, LABEL_WINDOW, WINDOW_SCORE, WINDOW_SNAPSHOT, Point,
+    ALERT, ALERT_FEEDBACK, LABEL_WINDOW, WINDOW_SCORE, WINDOW_SNAPSHOT, Point,
 )
 
 T0 = 1_704_067_200_000_000_000  # 2024-01-01T00:00:00Z
@@ -86,11 +86,14 @@ def scenario() -> Scenario:
 
 
 def image_points(folder: Path) -> list[Point]:
-    """Two MVTec-style results with real files on disk (PNG images, .npy maps, one mask)."""
+    """Two MVTec-style results with real files on disk (PNG images, .npy maps, one mask), as the product encodes
+    them."""
     from PIL import Image
 
+    from streamer.image_results import ImageResult, image_result_points
+
     folder.mkdir(parents=True, exist_ok=True)
-    points = []
+    results = []
     for i, (defect, score) in enumerate((("good", 0.12), ("broken_large", 0.87))):
         img = (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)
         path = folder / f"{defect}_{i:03d}.png"
@@ -99,16 +102,14 @@ def image_points(folder: Path) -> list[Point]:
         amap[4:8, 4:8] = score
         map_path = folder / f"{defect}_{i:03d}_map.npy"
         np.save(map_path, amap)
-        mask_path = ""
+        mask_file = None
         if defect != "good":
             mask = np.zeros((64, 64), dtype=np.uint8)
             mask[16:32, 16:32] = 255
             mask_file = folder / f"{defect}_{i:03d}_mask.png"
             Image.fromarray(mask).save(mask_file)
-            mask_path = str(mask_file)
-        points.append(Point(IMAGE_RESULT, {"category": "bottle", "defect": defect}, {
-            "path": str(path), "score": score, "map_path": str(map_path), "mask_path": mask_path}, T0 + i))
-    return points
+        results.append(ImageResult("bottle", defect, path, score, map_path, mask_file))
+    return image_result_points(results, T0)  # what `scalowatch score --store` writes
 
 
 def feedback_point(stream: str, alert_ns: int, verdict: str, note: str = "") -> Point:

@@ -250,6 +250,31 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     by_image = dict(zip((Path(p).name for p in shown["path"]), shown["map_path"]))
     assert not np.array_equal(np.load(by_image["a.png"]), np.load(by_image["a.jpg"]))
 
+    # --store: the same results as image_result points, which the Images page reads from the store
+    from dashboards.store import SQLiteStore
+
+    db = tmp_path / "store.sqlite"
+    res = _cli(["score", root, "--model-dir", model, "--out", tmp_path / "s.csv", "--store", "sqlite",
+                "--sqlite-path", db])
+    assert res.exit_code == 0, res.output
+    stored = SQLiteStore(db).image_results()
+    assert sorted(stored["path"]) == sorted(str((root / r["path"]).resolve()) for r in rows)
+    by_path = {str((root / r["path"]).resolve()): float(r["score"]) for r in rows}
+    np.testing.assert_allclose([by_path[p] for p in stored["path"]], stored["score"], rtol=1e-5)
+    assert stored["category"].tolist() == ["widget"] * 4 and sorted(stored["defect"]) == ["good"] * 2 + ["paint"] * 2
+    assert (stored["map_path"] == "").all() and sum(p.endswith("_mask.png") for p in stored["mask_path"]) == 2
+    res = _cli(["score", mixed, "--model-dir", model, "--out", tmp_path / "m2.csv", "--store", "sqlite",
+                "--sqlite-path", db, "--maps-dir", tmp_path / "mm2"])  # a plain folder: no defect tag
+    assert res.exit_code == 0, res.output
+    plain = SQLiteStore(db).image_results().query("category == 'mixed'")
+    assert len(plain) == 3 and (plain["defect"] == "").all() and all(Path(p).is_file() for p in plain["map_path"])
+    res = _cli(["score", root, "--model-dir", model, "--out", tmp_path / "s.csv", "--store", "mongo"])
+    assert res.exit_code == 2 and "influx or sqlite" in res.output
+    series = tmp_path / "s.csv"
+    series.write_text("timestamp,value\n2024-01-01 00:00:00,1.0\n")
+    res = _cli(["score", series, "--model-dir", model, "--out", tmp_path / "o.csv", "--store", "sqlite"])
+    assert res.exit_code == 2 and "writes image results" in res.output  # streams reach the store via the monitor
+
 
 def test_map_files_never_share_a_file():
     from scalowatch.cli_model import map_files
