@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     one = pd.read_csv(SERIES)["value"].to_numpy(np.float64)
     warm = cfg.train_samples + 9_000  # the likelihood histories (8,640 each) are full
     x = np.tile(one, -(-(warm + args.new * args.rounds) // one.size))
-    fitted = FittedDetector.fit(x[:cfg.train_samples], cfg)
+    fitted = FittedDetector.fit(x[:cfg.train_samples], cfg, reference=False)
     seed = fitted.new_state()
     _feed(fitted, seed, x[:warm])
     saved = unpack_state(json.loads(json.dumps(pack_state(seed.state_dict()))))

@@ -182,7 +182,7 @@ def pretrain_shared(settings, kind: str, rate: float) -> str:
     from streamer.model_registry import SHARED
 
     config = detector_configs(settings.monitor)[kind]
-    fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
+    fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config, reference=False)
     return fitted.save(Path(settings.monitor.model_dir) / kind / SHARED)
 
 
@@ -196,7 +196,7 @@ def detector_throughput(preset_name: str, kind: str, rate: float, streams: int, 
     from models.detector import FittedDetector, preset, window_scores_together
 
     config = preset(preset_name)
-    fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config)
+    fitted = FittedDetector.fit(synthetic_training(kind, rate, config.train_samples), config, reference=False)
     chunk = max(1, int(rate / 10))
     rounds = int(seconds * rate) // chunk
     x = synthetic_training(kind, rate, config.train_samples + rounds * chunk + streams)

@@ -59,7 +59,7 @@ TOO_MANY_STREAMS = "too_many_streams"
 STREAM_FAILED = "stream_failed"
 SCORING_FAILED = "scoring_failed"
 MAX_CONSECUTIVE_FAILURES = 3
-"""Scoring failures in a row (nothing of the stream scored in between), one of them on a fresh detector state,
+"""Scoring failures in a row (nothing of the stream scored in between), one of them on a new detector state,
 after which a stream is quarantined."""
 NS_PER_S = 1_000_000_000
 
@@ -162,12 +162,7 @@ class _Stream:
     failures: int = 0
     """Scoring failures in a row (a batch, or a run of records, scored resets it; a failed run does not count)."""
     fresh: bool = False
-    """Its state was replaced by a fresh one since the failures in a row began."""
-    resume: bool = False
-    """Its state was lost after it had started (an unreadable state file): once its detector is at hand, it resumes
-    from the state the fit left after the training part (:meth:`FittedDetector.resumed_state`) instead of taking
-    its next samples for a training part — which, with likelihoods that keep their reference (audio), would make a
-    fault under way the machine's normal. Cleared when it fits a detector on its own samples."""
+    """Its state was replaced by a new one of its detector (not a saved one) since the failures in a row began."""
     lineage: int = 0
     """Which detector state this is (a new number whenever ``state`` is replaced): its saved history is journaled
     as a continuation only of the same lineage's (streamer/state_files.py)."""
@@ -517,7 +512,6 @@ class StreamProcessor:
             log.exception("ignoring unreadable stream state %s", path)
             st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
-            st.resume = True
             if not isinstance(exc, OSError):  # a disk error may pass; the next save replaces the file anyway
                 self._state_files.remove(path)
 
@@ -677,7 +671,6 @@ class StreamProcessor:
                     if st.received >= need and self.registry.fit_due(key):
                         train = np.concatenate([s.values for s in st.segments])[:need]
                         self.registry.fit(key, train)
-                        st.resume = False  # its pending samples are this detector's training part
                     continue
             if not force and budget is not None and taken >= budget:
                 if self._step_from is None:
@@ -685,8 +678,8 @@ class StreamProcessor:
                 continue
             if st.state is None:
                 assert fitted is not None
-                st.state = fitted.resumed_state() if st.resume else fitted.new_state()
-                st.lineage, st.resume = next(_LINEAGES), False
+                st.state = self._state_for(fitted, pending=np.concatenate([s.values for s in st.segments]))
+                st.lineage = next(_LINEAGES)
             if st.careful:
                 taken += self._score_carefully(st, None if force or budget is None else budget - taken)
                 continue
@@ -735,22 +728,43 @@ class StreamProcessor:
         return {"audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index,
                 "audio_skip_until": mark}
 
-    def _fail(self, st: _Stream, exc: Exception, alerts: dict | None = None) -> None:
+    def _state_for(self, fitted: FittedDetector, *, pending: np.ndarray | None = None,
+                   start: int | None = None) -> DetectorState:
+        """A detector state for a stream that has none, or whose state is replaced after failures: a fresh one
+        (:meth:`FittedDetector.new_state`) where the samples it scores next are its training part, else the state
+        its detector had right after the training part (:meth:`FittedDetector.resumed_state`), so that live
+        samples are judged rather than learnt as the stream's reference (with the audio preset's likelihoods,
+        which keep their reference, a fault under way became the machine's normal).
+
+        ``pending``: the stream's pending samples, which say by their content whether they begin with the training
+        part (:meth:`FittedDetector.begins_training_part`: right after a fit, or a restart that re-reads from the
+        stream's start — or a state that is lost: unreadable, never saved, a fit published elsewhere meanwhile).
+        ``start``: where the replaced state's failed samples begin. In ``shared`` mode always a fresh state: the
+        detector's reference is another stream's (its level, range and histories would raise false alarms here),
+        and a stream of a shared detector learns its own reference from its first samples."""
+        if self.registry.shared:
+            return fitted.new_state()
+        if start is not None:
+            return fitted.new_state() if start < fitted.train_points else fitted.resumed_state()
+        begins = pending is not None and fitted.begins_training_part(pending)
+        return fitted.new_state() if begins else fitted.resumed_state()
+
+    def _fail(self, st: _Stream, exc: Exception, alerts: dict | None = None, start: int | None = None) -> None:
         """A stream whose scoring raised: a bug, or an input no check foresaw. It must cost neither the worker (the
         other streams score on) nor a sample, and it must not stall its partitions.
 
         ``alerts`` None: the model failed, before anything changed, and the state stands. Else the failure came
         after the detector state took the samples, which may have left it half updated: it is replaced — after a
-        first failure by the stream's last saved state, after a second one in a row by its fitted detector's state
-        after the training part (:meth:`FittedDetector.resumed_state`) (the saved state's tail of samples may hold what the scoring cannot take: a window reaches back
-        over earlier samples) — and the alert state goes back to ``alerts``, the one from before the batch. A
+        first failure by the stream's last saved state, after a second one in a row by a new state of its fitted
+        detector (:meth:`_state_for`; the saved state's tail of samples may hold what the scoring cannot take: a
+        window reaches back over earlier samples) — and the alert state goes back to ``alerts``, the one from before the batch. A
         replaced state misses the samples scored since its last checkpoint (their points are written): a gap in
         the detector's history, as after a crash. Either way the batch is scored again in runs of records
         (:meth:`_score_carefully`): a record that fails again is dead-lettered alone.
 
         Before, a failed stream was held — its samples uncommitted until a restart, which re-read its partitions
         and, the failure being deterministic more often than not, failed again at the same sample. A stream that
-        fails :data:`MAX_CONSECUTIVE_FAILURES` times in a row, a fresh state among the tries, is quarantined
+        fails :data:`MAX_CONSECUTIVE_FAILURES` times in a row, a new state among the tries, is quarantined
         instead of retried for ever (not evicted at the cap either: until a restart, or until a rebalance moves
         it)."""
         if self._failed_again(st):
@@ -760,9 +774,11 @@ class StreamProcessor:
         fitted = st.state.fitted  # type: ignore[union-attr]
         if st.failures > 1 or alerts is not None:  # after a second failure the state's tail may be the cause
             saved = self._saved_state(st, fitted) if st.failures == 1 else None
-            st.state, st.lineage, st.fresh = saved or fitted.resumed_state(), next(_LINEAGES), saved is None
+            where = st.state.position if start is None else start  # type: ignore[union-attr]
+            st.state = saved or self._state_for(fitted, start=where)
+            st.lineage, st.fresh = next(_LINEAGES), saved is None
             st.changed = True  # the file may hold what failed: the next checkpoint replaces it, eviction waits
-            replaced = f"its state is replaced by {'a fresh one' if saved is None else 'its last saved one'}; "
+            replaced = f"its state is replaced by {'a new one' if saved is None else 'its last saved one'}; "
         if alerts is not None:
             st.alerts.load_state_dict(alerts)
         st.careful = True
@@ -771,7 +787,7 @@ class StreamProcessor:
                   st.pending(), SCORING_FAILED, _error(exc), exc_info=exc)
 
     def _failed_again(self, st: _Stream) -> bool:
-        """Count one more scoring failure in a row; True when the stream is to be quarantined (a fresh state among
+        """Count one more scoring failure in a row; True when the stream is to be quarantined (a new state among
         the tries)."""
         st.failures += 1
         self.stats.scoring_failures += 1
@@ -809,9 +825,9 @@ class StreamProcessor:
         more passes than single records took (at most about 2·log₂ of their spacing per poisoned record), still
         fewer copies.
 
-        A second failure in a row, or in the same pass, also replaces the state by a fresh one (see :meth:`_fail`;
+        A second failure in a row, or in the same pass, also replaces the state by a new one (see :meth:`_fail`;
         successes in between do not clear the state's tail: a record without a window end of its own never reaches
-        the model); a third in a row, with a fresh state tried, quarantines the stream. Only single records count
+        the model); a third in a row, with a new state tried, quarantines the stream. Only single records count
         as failures: a failed run says only that one of its records fails."""
         assert st.state is not None
         fitted = st.state.fitted
@@ -845,12 +861,12 @@ class StreamProcessor:
                     return taken + n
                 fresh = st.failures > 1 or failed_here > 1  # not this record alone: the state's tail (see _fail)
                 if fresh:
-                    st.state, st.fresh = fitted.resumed_state(), True
+                    st.state, st.fresh = self._state_for(fitted, start=st.state.position), True
                 st.lineage, st.changed = next(_LINEAGES), True
                 self._give_up(st, part_segments, exc)
                 log.error("scoring stream %s/%s failed again; %d sample(s) of one record dead-lettered (%s)%s: %s",
                           st.stream_class, st.name, n, SCORING_FAILED,
-                          ", its state replaced by a fresh one" if fresh else "", _error(exc), exc_info=exc)
+                          ", its state replaced by a new one" if fresh else "", _error(exc), exc_info=exc)
                 taken, i, run = taken + n, j, 1
                 continue
             self._scored(st, part_segments, out, scored)
@@ -887,10 +903,11 @@ class StreamProcessor:
         assert st.state is not None
         segments = list(st.segments)
         alerts = st.alerts.state_dict()  # a few numbers: the alert rule's state before this batch
+        start = st.state.position
         try:
             out, n = self._points(st, segments, values, scores, fitted)
         except Exception as exc:  # noqa: BLE001 - see _fail
-            self._fail(st, exc, alerts)
+            self._fail(st, exc, alerts, start)
             return
         st.segments = deque()
         self._scored(st, segments, out, n)

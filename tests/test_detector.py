@@ -345,7 +345,34 @@ def test_a_resumed_state_continues_as_a_state_that_saw_the_training_part(name, n
         np.testing.assert_array_equal(rest.positions, whole.positions[after])
         np.testing.assert_allclose(rest.scores, whole.scores[after], rtol=0, atol=1e-9)
         assert rest.decided_by == tuple(np.asarray(whole.decided_by)[after].tolist())
-    assert fitted.resumed_state().position == n  # resuming does not change the reference
+    # scoring a resumed state leaves the reference as it was: a second stream resumed later scores the same
+    again = _chunked(fitted, x[n:], np.full(x.size, 97), state=fitted.resumed_state())
+    np.testing.assert_array_equal(again.scores, _chunked(fitted, x[n:], np.full(x.size, 97),
+                                                          state=fitted.resumed_state()).scores)
+    # the pending samples say whether they are the training part: a stream's first samples, or its live ones
+    assert fitted.begins_training_part(x) and fitted.begins_training_part(x[:n])
+    assert fitted.begins_training_part(x[:5])  # the part of it received so far (the rest still to be re-read)
+    assert not fitted.begins_training_part(x[1:]) and not fitted.begins_training_part(x[n:])
+
+
+def test_a_detector_without_a_usable_reference_loads_and_resumes_streams_fresh(nab_fitted, tmp_path, caplog):
+    """Folders saved before the reference (no reference.npz), with a damaged one, or fitted with reference=False:
+    the detector loads (refitting it would cost more than the reference is worth) and lost states start fresh."""
+    from models.detector.fitted import REFERENCE_FILE
+
+    nab_fitted.save(tmp_path / "old")
+    (tmp_path / "old" / REFERENCE_FILE).unlink()  # as a detector saved before it was kept
+    nab_fitted.save(tmp_path / "damaged")
+    (tmp_path / "damaged" / REFERENCE_FILE).write_bytes(b"PK\x03\x04 torn")
+    for name in ("old", "damaged"):
+        loaded = FittedDetector.load(tmp_path / name, device="cpu")
+        assert loaded.reference is None and loaded.resumed_state().position == 0
+        assert loaded.begins_training_part(_series()[1:])  # cannot tell: a fresh state, as before
+    assert "unreadable detector state" in caplog.text
+    plain = FittedDetector.fit(_series()[:300], preset("nab", **FAST), reference=False)
+    assert plain.reference is None
+    plain.save(tmp_path / "damaged")  # over a folder that held a reference: it must not lend it to this fit
+    assert not (tmp_path / "damaged" / REFERENCE_FILE).exists()
 
 
 def test_a_lost_state_does_not_learn_a_lasting_fault_as_its_reference():

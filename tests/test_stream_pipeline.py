@@ -164,16 +164,21 @@ def test_restart_from_the_commit_with_a_checkpoint_loses_and_duplicates_nothing(
     assert again.stats.replayed > 0
 
 
-def test_a_stream_whose_state_file_is_unreadable_resumes_from_its_detectors_training_reference(tmp_path):
-    """Its history is lost, its training part long behind it: it must not take its next samples for a new training
-    part (with the audio preset's fixed reference, a fault under way would become the machine's normal), but
-    continue as a state that has just seen the training part."""
+@pytest.mark.parametrize("lost", ["unreadable", "gone"])
+def test_a_stream_whose_state_is_lost_resumes_from_its_detectors_training_reference(tmp_path, lost):
+    """Its history is lost (a state file that cannot be read, or none at all), its training part long behind it: it
+    must not take its next samples for a new training part (with the audio preset's fixed reference, a fault under
+    way would become the machine's normal), but continue as a state that has just seen the training part."""
     samples = stamped(values())
     store, tracker = DictStore(), OffsetTracker()
     proc = make(tmp_path)
     feed(proc, "a", samples[:380], store=store, tracker=tracker)
     proc.save_states()
-    (tmp_path / "models" / "_state" / "sensor" / "a.json").write_text("{ torn")
+    state_file = tmp_path / "models" / "_state" / "sensor" / "a.json"
+    if lost == "unreadable":
+        state_file.write_text("{ torn")
+    else:
+        state_file.unlink()
     store = DictStore()
     again = make(tmp_path)
     resume = tracker.committed_position(0)
@@ -883,6 +888,45 @@ def test_a_stream_whose_scoring_raises_dead_letters_what_fails_again_and_scores_
     assert [got[t] for t in same] == pytest.approx([want[t] for t in same], abs=1e-12)
     if where != "model":  # the alert rule went back too: it has seen what the reference's has
         assert proc._streams[("sensor", "b")].alerts.state_dict() == want_alerts
+
+
+def test_a_new_stream_whose_first_batch_fails_scores_its_training_part_as_a_training_part(tmp_path, monkeypatch):
+    """Its first batch holds its training part; the state that replaces the failed one must start there (a fresh
+    state), not at the training part's end: a resumed state judged the training samples as live ones."""
+    from streamer.ingest import unscored_letters
+
+    b = stamped(values(400, seed=1))
+    poison = 7777.0
+    b = [(t, poison) if i == 100 else (t, v) for i, (t, v) in enumerate(b)]  # inside the training part
+    _poison_scoring(monkeypatch, "alerts", poison, b)
+    proc, store = make(tmp_path), DictStore()
+    feed(proc, "b", b, store=store)
+    drain(proc, store)
+    assert [x.record.offset for x in unscored_letters(proc)] == [100]
+    fitted = FittedDetector.load(tmp_path / "models" / "sensor" / "b", device="cpu")
+    kept = np.array([v for i, (_, v) in enumerate(b) if i != 100])
+    offline = score_series(fitted, kept)["product"]
+    points = store.measurement(WINDOW_SCORE, "b")
+    assert [p.time_ns for p in points] == [t for i, (t, _) in enumerate(b) if i != 100]
+    np.testing.assert_allclose([p.fields["score"] for p in points], offline.scores, rtol=0, atol=1e-9)
+    assert {p.fields["decided_by"] for p in points[:TRAIN - 1]} == {"none"}  # still learning: a training part
+
+
+def test_a_lost_state_in_shared_mode_learns_the_streams_own_reference_again(tmp_path):
+    """A shared detector's reference is another stream's (its level, range and histories): a stream of the class
+    whose state is lost starts fresh, as a new stream of the class does."""
+    proc, store = make(tmp_path, model_mode="shared"), DictStore()
+    samples = stamped(values())
+    feed(proc, "a", samples[:380], store=store)
+    drain(proc, store)
+    proc.save_states()
+    (tmp_path / "models" / "_state" / "sensor" / "a.json").write_text("{ torn")
+    store = DictStore()
+    again = make(tmp_path, model_mode="shared")
+    feed(again, "a", samples, start=380, store=store)
+    drain(again, store)
+    points = store.measurement(WINDOW_SCORE)
+    assert len(points) == 220 and {p.fields["decided_by"] for p in points} == {"none"}  # learning again
 
 
 def test_a_stream_that_keeps_failing_is_quarantined_without_holding_the_commit(tmp_path, monkeypatch):

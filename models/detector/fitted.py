@@ -17,8 +17,9 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,11 +35,17 @@ from models.scorers import create_scorer
 from models.training import TrainConfig
 from models.transforms.cwt import CWTConfig
 
+if TYPE_CHECKING:
+    from models.detector.online import DetectorState
+
 log = logging.getLogger(__name__)
 
 FITTED_FILE = "fitted.json"
 DISCORD_FILE = "discords.npz"
 REFERENCE_FILE = "reference.npz"
+REFERENCE_HEAD = 64
+"""At least this many of the training part's first samples are kept with the reference (more where the detector
+keeps more past samples): enough that live samples are not taken for the training part by chance."""
 REFERENCE_CHUNK = 65_536
 """Samples fed at a time when the training part passes through a state for :attr:`FittedDetector.reference` (bounds
 the temporaries, as the monitor's rounds do; scores do not depend on the chunking beyond float rounding)."""
@@ -131,7 +138,7 @@ class FittedDetector:
 
     def __init__(self, config: DetectorConfig, summary: FitSummary, pipeline: ScalogramPipeline,
                  discords: dict[str, TrainingDiscord], version: str = "unsaved",
-                 reference: dict | None = None) -> None:
+                 reference: dict[str, Any] | None = None) -> None:
         self.config = config
         self.summary = summary
         self.pipeline = pipeline
@@ -139,12 +146,14 @@ class FittedDetector:
         self.version = version
         self.reference = reference
         """A stream's state (channels and fusion of :meth:`DetectorState.state_dict`) right after the training part
-        — what :meth:`resumed_state` starts from. Why: a stream whose state is lost (an unreadable state file, a
-        state replaced after scoring failures, a restart without saved states) would otherwise start a fresh state
-        at "position 0" on its *live* samples, and take them for its training part: its likelihoods would learn
-        their reference from them. With ``likelihood_learns=False`` (audio) that reference is kept for ever, so a
-        fault under way when the state was lost became the machine's normal. None: fitted before this existed
-        (:meth:`resumed_state` then falls back to a fresh state)."""
+        — what :meth:`resumed_state` starts from — and the training part's first samples (``head``:
+        :meth:`begins_training_part`). Why: a stream whose state is lost after its training part (an
+        unreadable state file, a state replaced after scoring failures, a restart that finds no state) would
+        otherwise start a fresh state at "position 0" on its *live* samples, and take them for its training part:
+        its likelihoods would learn their reference from them. With ``likelihood_learns=False`` (audio) that
+        reference is kept for ever, so a fault under way when the state was lost became the machine's normal.
+        None: fitted before this existed, or with ``reference=False`` (:meth:`resumed_state` then falls back to a
+        fresh state)."""
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -236,16 +245,16 @@ class FittedDetector:
         fitted.discords = discords
         fitted.summary = FitSummary(
             train_points=int(x.size), window=w, hop=hop, discord_hop=cfg.discord_hop or max(1, hop // 4),
-            train_windows=int(ends.size), train_stride=stride,
-            train_seconds=round(time.perf_counter() - started, 3), diffusion_mean=float(diff.mean()),
+            train_windows=int(ends.size), train_stride=stride, train_seconds=0.0, diffusion_mean=float(diff.mean()),
             diffusion_std=float(max(diff.std(), 1e-6)), input_centre=centre, input_scale=scale,
             discords=tuple(d.stats for d in discords.values() if d.stats is not None),
         )
         fitted.reference = fitted._state_after_training(x) if reference else None
+        fitted.summary = replace(fitted.summary, train_seconds=round(time.perf_counter() - started, 3))
         log.debug("detector fitted: %s", fitted.summary)
         return fitted
 
-    def _state_after_training(self, train: np.ndarray) -> dict:
+    def _state_after_training(self, train: np.ndarray) -> dict[str, Any]:
         """The training part fed through a fresh state, as a stream feeds it (see :attr:`reference`)."""
         from models.detector.online import window_scores_together
 
@@ -254,7 +263,8 @@ class FittedDetector:
             part = train[lo:lo + REFERENCE_CHUNK]
             state.update(part, window_scores_together(self, [(state, part)])[0])
         saved = state.state_dict()
-        return {"channels": saved["channels"], "fusion": saved["fusion"]}
+        head = train[:max(REFERENCE_HEAD, self.memory)].astype(np.float64)  # see begins_training_part
+        return {"channels": saved["channels"], "fusion": saved["fusion"], "head": head}
 
     # ------------------------------------------------------------------ score
     def _model_scores(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -310,7 +320,7 @@ class FittedDetector:
         reconstruction, anomaly map): what the dashboard's window inspector draws."""
         return self.pipeline.score_windows(np.asarray(window, dtype=np.float32)[None, :])
 
-    def new_state(self):
+    def new_state(self) -> "DetectorState":
         """A fresh per-stream state (position 0 = the first sample of the training part): for a stream whose next
         samples *are* its training part (the stream this detector is being fitted on, or a new stream of a class
         whose detector is shared, which learns its own reference from its first samples)."""
@@ -318,7 +328,22 @@ class FittedDetector:
 
         return DetectorState(self)
 
-    def resumed_state(self):
+    def begins_training_part(self, samples: np.ndarray) -> bool:
+        """Whether ``samples`` begin with this detector's training part (all of it, or the part received so far) —
+        then a stream's state starts with :meth:`new_state`, else (its training part is behind it) with
+        :meth:`resumed_state`. Decided by the content: the training part's first samples are kept in
+        :attr:`reference`. Why not a flag: a lost state comes back by many paths (a restart that finds no state
+        file, a detector fitted elsewhere meanwhile, a state file that held only part of a training part whose fit
+        finished before the crash), and the samples at hand say which case it is. Without a reference it cannot
+        tell and says True: a fresh state, the behaviour before the reference."""
+        x = np.asarray(samples, dtype=np.float64).ravel()
+        head = None if self.reference is None else self.reference.get("head")
+        if head is None or np.asarray(head).size == 0:
+            return True
+        m = min(x.size, np.asarray(head).size)
+        return m > 0 and np.array_equal(x[:m], np.asarray(head, dtype=np.float64)[:m])
+
+    def resumed_state(self) -> "DetectorState":
         """A per-stream state as it stood right after the training part (position ``train_points``): for a stream
         whose training part is behind it but whose state is gone, so that its live samples are judged, not learnt
         as a reference (see :attr:`reference`). Its first windows reach back into the training part's last samples
@@ -329,8 +354,13 @@ class FittedDetector:
                         "on it learns its reference again from the samples that follow", self.version)
             return state
         reference = copy.deepcopy(self.reference)  # loading keeps some arrays: the reference must stay as it is
-        state.channels.load_state_dict(reference["channels"])
-        state.fusion.load_state_dict(reference["fusion"])
+        try:
+            state.channels.load_state_dict(reference["channels"])
+            state.fusion.load_state_dict(reference["fusion"])
+        except (CheckpointMismatchError, InputError, KeyError, TypeError, ValueError) as exc:
+            log.error("detector %s: its reference state does not fit it (%s); a fresh state instead", self.version,
+                      exc)
+            return self.new_state()
         return state
 
     # ------------------------------------------------------------------ persistence
@@ -347,6 +377,8 @@ class FittedDetector:
         np.savez(directory / DISCORD_FILE, names=np.array(list(self.discords), dtype=str), **arrays)
         if self.reference is not None:
             write_state(directory / REFERENCE_FILE, self.reference)
+        else:  # a folder written before must not lend this detector another fit's reference
+            (directory / REFERENCE_FILE).unlink(missing_ok=True)
         self.pipeline.save(directory / PIPELINE_DIR)
         self.version = version_of(directory)
         return self.version
@@ -365,7 +397,12 @@ class FittedDetector:
             names = [str(n) for n in z["names"]]
             discords = {name: TrainingDiscord.from_arrays(z, f"d{i}_") for i, name in enumerate(names)}
         pipeline = ScalogramPipeline.load(directory / PIPELINE_DIR, device=device)
-        reference = read_state(directory / REFERENCE_FILE) if (directory / REFERENCE_FILE).is_file() else None
+        reference = None
+        if (directory / REFERENCE_FILE).is_file():
+            try:
+                reference = read_state(directory / REFERENCE_FILE)
+            except CheckpointMismatchError as exc:  # the detector itself is sound: refitting would cost more
+                log.error("%s; streams that lose their state on this detector start fresh ones", exc)
         return cls(config, summary, pipeline, discords, version=version_of(directory), reference=reference)
 
 

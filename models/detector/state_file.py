@@ -9,6 +9,7 @@ No pickle: a model folder is data, and loading it must not run code.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,17 @@ def _unpack(value: Any, arrays: Any) -> Any:
 
 
 def write_state(path: str | Path, state: dict[str, Any]) -> None:
+    """``state``: dicts with string keys, lists, scalars, None, arrays and append-only series."""
     arrays: dict[str, np.ndarray] = {}
     structure = _pack(state, arrays)
     np.savez(Path(path), **{_STRUCTURE: np.array(json.dumps(structure, sort_keys=True))}, **arrays)
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
+    """The state :func:`write_state` wrote; :class:`CheckpointMismatchError` for a file that is not one."""
     try:
         with np.load(Path(path), allow_pickle=False) as z:
             structure = json.loads(str(z[_STRUCTURE]))
             return _unpack(structure, {k: z[k] for k in z.files if k != _STRUCTURE})
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointMismatchError(f"{path}: unreadable detector state: {exc}") from None

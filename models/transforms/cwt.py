@@ -138,8 +138,9 @@ def _as_windows(windows) -> torch.Tensor:
     return windows
 
 
-#: FFT length from which :meth:`Scalogram.magnitude` transforms windows one at a time (windows of 4,096 samples and
-#: more): from there the CPU FFT threads a lone complex transform differently from a batch of them.
+#: FFT length from which :meth:`Scalogram.magnitude` transforms windows one at a time (windows of 2,049 samples and
+#: more: the FFT is the next power of two from twice the window): from there the CPU FFT threads a lone complex
+#: transform differently from a batch of them.
 ONE_AT_A_TIME_FFT = 8_192
 
 
