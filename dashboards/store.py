@@ -212,10 +212,13 @@ def _finish_feedback(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _finish_images(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per image, its newest result: each ``scalowatch score --store`` run writes a full set (a point's
+    time is its run's), and the page shows what the folder scores now, not every run mixed."""
     frame["score"] = pd.to_numeric(frame["score"], errors="coerce").astype(float)
     frame["time_ns"] = pd.to_numeric(frame["time_ns"], errors="coerce").fillna(0).astype("int64")
     for name in ("category", "defect", "path", "map_path", "mask_path"):
         frame[name] = frame[name].fillna("").astype(str)
+    frame = frame.sort_values("time_ns", kind="stable").drop_duplicates("path", keep="last")
     return frame.sort_values(["category", "defect", "path"], kind="stable").reset_index(drop=True)
 
 

@@ -28,10 +28,13 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
+
+if TYPE_CHECKING:
+    from streamer.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +328,7 @@ def map_files(maps_dir: Path, names: list[str]) -> list[Path]:
 
 
 def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device: str,
-                 maps_dir: Path | None, sink: Any = None) -> tuple[list[str], np.ndarray]:
+                 maps_dir: Path | None, sink: Sink | None = None) -> tuple[list[str], np.ndarray]:
     """Every test image (MVTec) or every image of the folder → ``path,score`` CSV; with ``maps_dir`` one .npy map
     each and ``maps_dir/image_results.csv``, which the dashboard's Images page opens (the picture, the map over it,
     the ground-truth mask of an MVTec category); with ``sink`` the same results as ``image_result`` points in the
@@ -369,7 +372,8 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
 
         mvtec = (root / "test").is_dir()  # then the files are test/<defect>/<image> (_image_folders)
         results = []
-        for f, target, s in zip(files, targets or [None] * len(files), scores):
+        maps: list[Path | None] = list(targets) if targets else [None] * len(files)
+        for f, target, s in zip(files, maps, scores):
             defect = f.parent.name if mvtec else ""
             mask = mask_file(root, defect, f) if mvtec and defect != "good" else None
             results.append(ImageResult(root.resolve().name, defect, f, float(s), target,
@@ -468,6 +472,8 @@ def register(app: typer.Typer) -> None:
                         "streams: `scalowatch replay` the file into it)")
         if store is not None and store not in ("influx", "sqlite"):
             raise _fail(f"--store must be influx or sqlite, not {store!r}")
+        if sqlite_path is not None and store != "sqlite":
+            raise _fail("--sqlite-path names the file of --store sqlite")
         meta = ModelMeta.load(model_dir)
         if meta.kind != kind:
             raise _fail(f"{model_dir} holds a model for {meta.kind} input ({meta.input}); {input_path} is {kind}")
@@ -499,7 +505,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  alert at {label}  score {peak:.6f}  ({why})")
 
 
-def _store_sink(kind: str, sqlite_path: Path | None):
+def _store_sink(kind: str, sqlite_path: Path | None) -> Sink:
     """The store writer of the runtime settings (environment, config file), with the kind and file asked for."""
     from streamer.config import Settings
     from streamer.sinks.factory import make_sink

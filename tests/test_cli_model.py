@@ -266,10 +266,15 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     res = _cli(["score", mixed, "--model-dir", model, "--out", tmp_path / "m2.csv", "--store", "sqlite",
                 "--sqlite-path", db, "--maps-dir", tmp_path / "mm2"])  # a plain folder: no defect tag
     assert res.exit_code == 0, res.output
+    again = _cli(["score", root, "--model-dir", model, "--out", tmp_path / "s.csv", "--store", "sqlite",
+                  "--sqlite-path", db])  # a second run of the same folder: its newest results, not both runs
+    assert again.exit_code == 0 and len(SQLiteStore(db).image_results().query("category == 'widget'")) == 4
     plain = SQLiteStore(db).image_results().query("category == 'mixed'")
     assert len(plain) == 3 and (plain["defect"] == "").all() and all(Path(p).is_file() for p in plain["map_path"])
     res = _cli(["score", root, "--model-dir", model, "--out", tmp_path / "s.csv", "--store", "mongo"])
     assert res.exit_code == 2 and "influx or sqlite" in res.output
+    res = _cli(["score", root, "--model-dir", model, "--out", tmp_path / "s.csv", "--sqlite-path", db])
+    assert res.exit_code == 2 and "--store sqlite" in res.output
     series = tmp_path / "s.csv"
     series.write_text("timestamp,value\n2024-01-01 00:00:00,1.0\n")
     res = _cli(["score", series, "--model-dir", model, "--out", tmp_path / "o.csv", "--store", "sqlite"])
