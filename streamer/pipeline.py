@@ -757,9 +757,9 @@ class StreamProcessor:
         after the detector state took the samples, which may have left it half updated: it is replaced — after a
         first failure by the stream's last saved state, after a second one in a row by a new state of its fitted
         detector (:meth:`_state_for`; the saved state's tail of samples may hold what the scoring cannot take: a
-        window reaches back over earlier samples) — and the alert state goes back to ``alerts``, the one from before the batch. A
-        replaced state misses the samples scored since its last checkpoint (their points are written): a gap in
-        the detector's history, as after a crash. Either way the batch is scored again in runs of records
+        window reaches back over earlier samples) — and the alert state goes back to ``alerts``, the one from before
+        the batch. A replaced state misses the samples scored since its last checkpoint (their points are written): a
+        gap in the detector's history, as after a crash. Either way the batch is scored again in runs of records
         (:meth:`_score_carefully`): a record that fails again is dead-lettered alone.
 
         Before, a failed stream was held — its samples uncommitted until a restart, which re-read its partitions

@@ -152,8 +152,8 @@ def test_config_round_trip_and_validation():
 def test_a_window_gets_the_same_image_alone_and_in_any_batch(torch_threads):
     """The detector pads only the model's batches, so the transform itself must give a window the same image in
     every batch: short windows are transformed in one batched FFT, long ones (from an FFT of 8,192 points: windows of
-    2,049 samples and more, the audio preset's 8,192 among them) one at a time, because the CPU FFT threads a lone long transform
-    differently from a batch of them."""
+    2,049 samples and more, the audio preset's 8,192 among them) one at a time, because the CPU FFT threads a lone
+    long transform differently from a batch of them."""
     for length in (33, 256, 2048, 4096, 8192, 9000):
         tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16)))
         x = torch.randn(9, length, generator=torch.Generator().manual_seed(length))

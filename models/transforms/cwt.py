@@ -203,9 +203,9 @@ class Scalogram:
         xp = F.pad(x.float().unsqueeze(1), (rl, rr), mode="reflect").squeeze(1)
         xp = F.pad(xp, (left - rl, right - rr))
         # A complex FFT of the real input, halved, rather than rfft: the CPU's real FFT gives a window other bits in
-        # a batch of one (or an odd count) than among many with two threads (an AMD EPYC: 1e-5 in a log-magnitude
-        # pixel; real FFT libraries pair real signals into one complex transform, and a lone one is done another
-        # way), which moved a monitor's score off the offline one by 1e-6. The complex transform of each row is
+        # a batch of one (or an odd count) than among many with two threads (seen on an AMD EPYC: 1e-5 in a
+        # log-magnitude pixel; presumably real signals are paired into one complex transform and a lone one is done
+        # another way), which moved a monitor's score off the offline one by 1e-6. The complex transform of each row is
         # the same in any batch (tests/test_cwt.py); it costs one of the 1 + n_scales transforms twice the work.
         spec = torch.fft.fft(xp.to(torch.complex64), n=n_fft, dim=-1)[..., : n_fft // 2 + 1]
         coeffs = torch.fft.ifft(spec.unsqueeze(1) * bank, n=n_fft, dim=-1)
