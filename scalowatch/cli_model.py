@@ -515,7 +515,12 @@ def _store_sink(kind: str, sqlite_path: Path | None) -> Sink:
     except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
         raise _fail(f"invalid settings: {exc}") from None
     update = {k: v for k, v in {"kind": kind, "sqlite_path": sqlite_path}.items() if v}
-    return make_sink(settings.model_copy(update={"store": settings.store.model_copy(update=update)}))
+    sink = make_sink(settings.model_copy(update={"store": settings.store.model_copy(update=update)}))
+    ping = getattr(sink, "ping", None)
+    if ping is not None and not ping():  # say so before the scoring, not after it
+        sink.close()
+        raise _fail(f"the store does not answer: {sink!r} (SCALOWATCH_INFLUX__URL and friends)")
+    return sink
 
 
 def _check_column(column: str | None, kind: str, path: Path) -> None:

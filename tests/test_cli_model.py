@@ -275,6 +275,11 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     assert res.exit_code == 2 and "influx or sqlite" in res.output
     res = _cli(["score", root, "--model-dir", model, "--out", tmp_path / "s.csv", "--sqlite-path", db])
     assert res.exit_code == 2 and "--store sqlite" in res.output
+    from scalowatch.cli import app
+
+    down = CliRunner().invoke(app, ["score", str(root), "--model-dir", str(model), "--out", str(tmp_path / "d.csv"),
+                                    "--store", "influx"], env={"SCALOWATCH_INFLUX__URL": "http://127.0.0.1:9"})
+    assert down.exit_code == 2 and "does not answer" in down.output and not (tmp_path / "d.csv").exists()
     series = tmp_path / "s.csv"
     series.write_text("timestamp,value\n2024-01-01 00:00:00,1.0\n")
     res = _cli(["score", series, "--model-dir", model, "--out", tmp_path / "o.csv", "--store", "sqlite"])
@@ -359,3 +364,29 @@ def test_image_folder_refuses_series_options_and_old_models(tmp_path):
     (old / "cli_model.json").write_text(json.dumps({"kind": "image", "input": str(root), "scorer": "recon", "steps": 2,
                                                     "seed": 0, "adversarial": False, "image_size": 64}))
     _assert_clean_error(_cli(["score", root, "--model-dir", old, "--out", tmp_path / "s.csv"]), "retrain")
+
+
+@pytest.mark.integration
+def test_image_results_reach_a_real_influxdb_and_the_images_page_reads_them(tmp_path, influx_server):
+    """`scalowatch score IMAGES --store influx` over real sockets: the points the dashboard's InfluxQL reader finds."""
+    import uuid
+
+    from dashboards.store import InfluxQLStore
+    from scalowatch.cli import app
+
+    root = make_category(tmp_path / "gadget", n_train=6, n_good=1, n_defect=2)
+    model = tmp_path / "m"
+    res = _cli(["train", root, "--model-dir", model, "--image-size", "64", "--steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    database = "img_" + uuid.uuid4().hex[:10]  # its own database: other tests' points stay out
+    influx_server.query(f'CREATE DATABASE "{database}"', method="POST")
+    env = {"SCALOWATCH_INFLUX__URL": influx_server.url, "SCALOWATCH_INFLUX__BUCKET": database}
+    res = CliRunner().invoke(app, ["score", str(root), "--model-dir", str(model), "--out", str(tmp_path / "s.csv"),
+                                   "--store", "influx"], env=env)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "s.csv").open()))
+    stored = InfluxQLStore(influx_server.query_url, database).image_results()
+    assert sorted(stored["path"]) == sorted(str((root / r["path"]).resolve()) for r in rows)
+    assert sorted(stored["defect"]) == ["good", "paint", "paint"] and set(stored["category"]) == {"gadget"}
+    by_path = {str((root / r["path"]).resolve()): float(r["score"]) for r in rows}
+    np.testing.assert_allclose([by_path[p] for p in stored["path"]], stored["score"], rtol=1e-5)
