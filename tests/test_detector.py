@@ -336,7 +336,8 @@ def test_a_resumed_state_continues_as_a_state_that_saw_the_training_part(name, n
         fitted = FittedDetector.fit(x[:2000], preset("audio", window=64, hop=32, steps=3, max_train_windows=32))
     n = fitted.train_points
     whole = score_series(fitted, x)["product"]
-    reloaded = FittedDetector.load(tmp_path / "det", device="cpu") if fitted.save(tmp_path / "det") else None
+    fitted.save(tmp_path / "det")
+    reloaded = FittedDetector.load(tmp_path / "det", device="cpu")
     for f in (fitted, reloaded):
         state = f.resumed_state()
         assert state.position == n
@@ -345,10 +346,9 @@ def test_a_resumed_state_continues_as_a_state_that_saw_the_training_part(name, n
         np.testing.assert_array_equal(rest.positions, whole.positions[after])
         np.testing.assert_allclose(rest.scores, whole.scores[after], rtol=0, atol=1e-9)
         assert rest.decided_by == tuple(np.asarray(whole.decided_by)[after].tolist())
-    # scoring a resumed state leaves the reference as it was: a second stream resumed later scores the same
+    # scoring a resumed state leaves the reference as it was: a stream resumed later still scores as the first did
     again = _chunked(fitted, x[n:], np.full(x.size, 97), state=fitted.resumed_state())
-    np.testing.assert_array_equal(again.scores, _chunked(fitted, x[n:], np.full(x.size, 97),
-                                                          state=fitted.resumed_state()).scores)
+    np.testing.assert_allclose(again.scores, whole.scores[whole.positions >= n], rtol=0, atol=1e-9)
     # the pending samples say whether they are the training part: a stream's first samples, or its live ones
     assert fitted.begins_training_part(x) and fitted.begins_training_part(x[:n])
     assert fitted.begins_training_part(x[:5])  # the part of it received so far (the rest still to be re-read)
