@@ -33,7 +33,8 @@ from benchmarks.runinfo import finish_run, start_run, write_json  # noqa: E402
 from models.detector import preset  # noqa: E402
 from models.detector.fitted import FittedDetector  # noqa: E402
 from streamer.durable import sync_directory  # noqa: E402
-from streamer.state_files import StateFiles, pack_state, unpack_state  # noqa: E402
+from models.detector.state_json import pack_state, unpack_state  # noqa: E402
+from streamer.state_files import StateFiles  # noqa: E402
 
 SERIES = REPO / "streamer" / "demo_data" / "nab" / "data" / "artificialWithAnomaly" / "art_daily_jumpsup.csv"
 

@@ -676,14 +676,13 @@ class StreamProcessor:
                 if self._step_from is None:
                     self._step_from = st.key  # the next step starts with the first stream left
                 continue
-            if st.state is None:
-                assert fitted is not None
-                st.state = self._state_for(fitted, pending=np.concatenate([s.values for s in st.segments]))
-                st.lineage = next(_LINEAGES)
-            if st.careful:
+            if st.careful:  # (it has a state: it failed with one)
                 taken += self._score_carefully(st, None if force or budget is None else budget - taken)
                 continue
             values = np.concatenate([s.values for s in st.segments])
+            if st.state is None:
+                assert fitted is not None
+                st.state, st.lineage = self._state_for(fitted, pending=values), next(_LINEAGES)
             taken += values.size
             jobs.setdefault(key, []).append((st, values))
         for key, items in jobs.items():

@@ -13,7 +13,8 @@ from models.detector import (PRESETS, DetectorConfig, FittedDetector, WindowScor
 from models.detector.online import Detections, OnlineGaussian, Suppressor
 from models.errors import CheckpointMismatchError, InputError
 from models.spatial_novelty import spatial_novelty
-from streamer.state_files import StateFiles, pack_state, unpack_state
+from models.detector.state_json import pack_state, unpack_state
+from streamer.state_files import StateFiles
 
 FAST = {"steps": 5, "max_train_windows": 64}
 
@@ -356,14 +357,14 @@ def test_a_resumed_state_continues_as_a_state_that_saw_the_training_part(name, n
 
 
 def test_a_detector_without_a_usable_reference_loads_and_resumes_streams_fresh(nab_fitted, tmp_path, caplog):
-    """Folders saved before the reference (no reference.npz), with a damaged one, or fitted with reference=False:
+    """Folders saved before the reference (no reference.json), with a damaged one, or fitted with reference=False:
     the detector loads (refitting it would cost more than the reference is worth) and lost states start fresh."""
     from models.detector.fitted import REFERENCE_FILE
 
     nab_fitted.save(tmp_path / "old")
     (tmp_path / "old" / REFERENCE_FILE).unlink()  # as a detector saved before it was kept
     nab_fitted.save(tmp_path / "damaged")
-    (tmp_path / "damaged" / REFERENCE_FILE).write_bytes(b"PK\x03\x04 torn")
+    (tmp_path / "damaged" / REFERENCE_FILE).write_text("{ torn")
     for name in ("old", "damaged"):
         loaded = FittedDetector.load(tmp_path / name, device="cpu")
         assert loaded.reference is None and loaded.resumed_state().position == 0

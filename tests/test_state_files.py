@@ -12,7 +12,8 @@ import pytest
 from models.calibration import AnomalyLikelihood
 from models.detector.online import OnlineGaussian
 from models.types import AppendOnlySeries
-from streamer.state_files import COMPACT_RATIO, StateFileError, StateFiles, encode_samples, pack_state, read_journal
+from models.detector.state_json import pack_state
+from streamer.state_files import COMPACT_RATIO, StateFileError, StateFiles, encode_samples, read_journal
 
 
 class Stream:

@@ -6,7 +6,7 @@ fitting. The result is shared by every stream that uses it (one per stream, or o
 benchmarks; the per-stream, ever-changing part lives in :class:`models.detector.online.DetectorState`.
 
 Layout on disk (``save``/``load``): ``detector.json`` (the configuration), ``fitted.json`` (what fitting
-decided), ``discords.npz`` (reference windows), ``reference.npz`` (a stream's state after the training part: see
+decided), ``discords.npz`` (reference windows), ``reference.json`` (a stream's state after the training part: see
 :attr:`FittedDetector.reference`) and ``pipeline/`` (the CWT + scorer checkpoint).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from models.baselines import as_series
 from models.baselines.period import dominant_period
 from models.detector.config import MIN_TRAIN_SAMPLES, DetectorConfig
-from models.detector.state_file import read_state, write_state
+from models.detector.state_json import read_state, write_state
 from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
 from models.errors import CheckpointMismatchError, InputError
 from models.pipeline import ScalogramPipeline
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 FITTED_FILE = "fitted.json"
 DISCORD_FILE = "discords.npz"
-REFERENCE_FILE = "reference.npz"
+REFERENCE_FILE = "reference.json"
 REFERENCE_HEAD = 64
 """At least this many of the training part's first samples are kept with the reference (more where the detector
 keeps more past samples): enough that live samples are not taken for the training part by chance."""
@@ -336,12 +336,12 @@ class FittedDetector:
         file, a detector fitted elsewhere meanwhile, a state file that held only part of a training part whose fit
         finished before the crash), and the samples at hand say which case it is. Without a reference it cannot
         tell and says True: a fresh state, the behaviour before the reference."""
-        x = np.asarray(samples, dtype=np.float64).ravel()
-        head = None if self.reference is None else self.reference.get("head")
-        if head is None or np.asarray(head).size == 0:
+        head = np.asarray((self.reference or {}).get("head", ()), dtype=np.float64)
+        if head.size == 0:
             return True
-        m = min(x.size, np.asarray(head).size)
-        return m > 0 and np.array_equal(x[:m], np.asarray(head, dtype=np.float64)[:m])
+        x = np.asarray(samples, dtype=np.float64).ravel()
+        m = min(x.size, head.size)
+        return m > 0 and np.array_equal(x[:m], head[:m])
 
     def resumed_state(self) -> "DetectorState":
         """A per-stream state as it stood right after the training part (position ``train_points``): for a stream
