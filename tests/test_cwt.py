@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.errors import InputError
-from models.transforms.cwt import CWTConfig, Scalogram
+from models.transforms.cwt import WAVEFORM_LIMIT, CWTConfig, Scalogram
 
 L = 256
 
@@ -89,6 +89,34 @@ def test_level_and_amplitude_do_not_change_the_image_but_shape_does():
     assert (c - a).abs().max() > 0.5
 
 
+def test_the_waveform_channel_keeps_the_level_and_sign_the_magnitude_drops():
+    """The magnitude scalogram of zero-mean wavelets cannot tell a window from the same window moved wholesale
+    (a level outside the training range, NAB's commonest anomaly) or turned upside down; the second channel
+    carries the samples themselves, column t the t-th block of consecutive samples, so the model sees both."""
+    cfg = CWTConfig(n_scales=16, out_size=(16, 16), normalise="none", waveform_channel=True)
+    x = _signal(3)  # 256 samples: exactly one per cell
+    out = Scalogram(cfg).transform(np.stack([x, x + 5.0, -x]))
+    assert out.images.shape == (3, 2, 16, 16)
+    assert torch.equal(out.images[0, 1], torch.tensor(x, dtype=torch.float32).reshape(16, 16).T)
+    assert torch.allclose(out.images[1, 0], out.images[0, 0], atol=1e-4)
+    assert torch.equal(out.images[2, 0], out.images[0, 0])
+    assert torch.allclose(out.images[1, 1] - out.images[0, 1], torch.full((16, 16), 5.0), atol=1e-5)
+    assert torch.equal(out.images[2, 1], -out.images[0, 1])
+    # Shorter and longer windows are resampled to the grid, in time order.
+    short = Scalogram(cfg).transform(np.linspace(0.0, 1.0, 40)[None]).images[0, 1]
+    assert torch.all(short.T.flatten().diff() >= 0)
+    long = Scalogram(cfg).transform(np.linspace(0.0, 1.0, 1000)[None]).images[0, 1]
+    assert torch.all(long.T.flatten().diff() > 0)
+    # A float32-sized spike stays a finite, maximal input for the network.
+    spike = x.copy()
+    spike[7] = 1e30
+    assert Scalogram(cfg).transform(spike[None]).images[0, 1].max() == WAVEFORM_LIMIT
+    # Per-window normalisation applies to both channels: level and amplitude still change nothing.
+    windowed = Scalogram(CWTConfig(n_scales=16, out_size=(16, 16), waveform_channel=True))
+    a, b = windowed(np.stack([x, 3.0 * x + 50.0]))
+    assert a.shape == (2, 16, 16) and torch.allclose(a, b, atol=1e-4)
+
+
 def test_flat_window_gives_zeros_not_nan():
     img = Scalogram(CWTConfig())(np.full((2, 64), 3.5))
     assert torch.isfinite(img).all() and img.abs().max() == 0
@@ -140,6 +168,9 @@ def test_bad_input_raises_input_error(bad, message):
 def test_config_round_trip_and_validation():
     cfg = CWTConfig(n_scales=16, out_size=(16, 48), min_period=3.0, max_period=40.0)
     assert CWTConfig.from_dict(cfg.to_dict()) == cfg
+    assert "waveform_channel" not in cfg.to_dict()  # a saved pipeline stays loadable by a release without it
+    with_wave = CWTConfig(waveform_channel=True)
+    assert CWTConfig.from_dict(with_wave.to_dict()) == with_wave
     with pytest.raises(ValueError):
         CWTConfig(min_period=1.0)
     with pytest.raises(ValueError):
@@ -154,8 +185,9 @@ def test_a_window_gets_the_same_image_alone_and_in_any_batch(torch_threads):
     every batch: short windows are transformed in one batched FFT, long ones (from an FFT of 8,192 points: windows of
     2,049 samples and more, the audio preset's 8,192 among them) one at a time, because the CPU FFT threads a lone
     long transform differently from a batch of them."""
-    for length in (33, 256, 2048, 4096, 8192, 9000):
-        tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16)))
+    for length, waveform in ((33, False), (33, True), (256, False), (2048, False), (4096, True), (8192, False),
+                             (9000, False)):
+        tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16), waveform_channel=waveform))
         x = torch.randn(9, length, generator=torch.Generator().manual_seed(length))
         whole = tr.transform(x)
         for split in (1, 2, 4):
@@ -170,7 +202,7 @@ def test_a_short_window_gets_the_same_image_in_a_batch_large_enough_for_threads(
     There its real FFT gave a window other bits than alone or in an odd-sized batch (seen on an AMD EPYC with two
     threads: 1e-5 in a pixel, a monitor's NAB score 1e-6 off the offline one), which batches of nine never showed."""
     for length in (32, 33, 64, 200):
-        tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16)))
+        tr = Scalogram(CWTConfig(n_scales=32, out_size=(16, 16), waveform_channel=length == 33))
         x = torch.randn(240, length, generator=torch.Generator().manual_seed(length))
         whole = tr.transform(x).images
         for split in (1, 3, 5, 16, 19, 80):

@@ -432,3 +432,20 @@ def test_a_zero_score_is_decided_by_no_channel():
     zero = det.scores == 0.0
     assert zero.any() and (det.scores > 0).any()
     assert all(det.decided_by[i] == "none" for i in np.flatnonzero(zero))
+
+
+def test_the_nab_preset_sees_a_window_moved_to_a_level_it_never_had():
+    """The magnitude scalogram cannot tell a window from the same window moved wholesale; the ``nab`` preset's
+    waveform channel can (NAB's level anomalies): the diffusion channel of a window six training standard
+    deviations higher is far outside its training range with it and normal without it."""
+    x = _series(900)
+    assert preset("nab").scalogram_waveform and preset("rig").scalogram_waveform
+    assert not preset("ucr").scalogram_waveform and not preset("audio").scalogram_waveform
+    z = {}
+    for waveform in (True, False):
+        fitted = FittedDetector.fit(x[:750], preset("nab", scalogram_waveform=waveform), reference=False)
+        part = x[760:760 + fitted.window]
+        moved = part + 6 * x[:750].std()
+        z[waveform] = fitted.score_windows(np.stack([fitted.model_input(part), fitted.model_input(moved)])).diffusion
+    assert z[True][1] > 10 and abs(z[True][0]) < 3
+    assert abs(z[False][1] - z[False][0]) < 1

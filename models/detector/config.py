@@ -47,7 +47,9 @@ class DetectorConfig:
 
     Model: ``scorer`` (one of :data:`SCORERS`) on a ``unet`` preset trained ``steps`` steps on at most
     ``max_train_windows`` windows; ``scalogram_normalise``: ``"window"`` (shape only) or ``"training"`` (the
-    series standardised with the training part, so the scalogram keeps each scale's amplitude).
+    series standardised with the training part, so the scalogram keeps each scale's amplitude);
+    ``scalogram_waveform``: the window's samples as the image's second channel (level and phase, which a magnitude
+    scalogram drops; :mod:`models.transforms.cwt`).
 
     Channels beside the diffusion score: ``level_weight`` > 0 adds ``level_channels`` of level / scale (how far a
     window's mean and log-std are from the training windows'); ``discord_scales`` z-normalised nearest-neighbour
@@ -83,6 +85,7 @@ class DetectorConfig:
     seed: int = 0
     score_batch: int = 256
     scalogram_normalise: str = "window"
+    scalogram_waveform: bool = False
     level_weight: float = 1.0
     level_channels: tuple[str, ...] = DEFAULT_LEVEL_CHANNELS
     discord_scales: tuple[float, ...] = ()
@@ -165,6 +168,8 @@ class DetectorConfig:
             del out["level_channels"]
         if self.likelihood_learns:  # likewise
             del out["likelihood_learns"]
+        if not self.scalogram_waveform:
+            del out["scalogram_waveform"]
         return out
 
     @classmethod
@@ -220,9 +225,12 @@ class Preset:
 # hop=8: a diffusion window every 8 samples (each sample still in ~4 windows) instead of every 4. The NAB ablation
 # gives the same product (72.0 / 67.4 / 75.6) and the same diffusion channel alone (21.5 against 21.0 standard) for
 # half the U-Net's work, which was half of a worker's time (benchmarks/README.md).
+# scalogram_waveform: the window's samples as the model's second channel. The magnitude scalogram is blind to a
+# window's level, which on NAB is as often the anomaly as its shape: the diffusion channel alone scores 32.0 with it
+# against 21.5 without (the product 72.0 either way), at no measurable cost (benchmarks/README.md).
 _NAB = DetectorConfig(hop=8, calibrate=True, fusion="likelihood", gaussian_channel=True,
                       value_discords=(2, 4, 8, 16, 32), log_scale=True, spatial_tolerance=0.05, suppress_fraction=0.2,
-                      scalogram_normalise="training")
+                      scalogram_normalise="training", scalogram_waveform=True)
 # The standard-profile threshold NAB's sweep found for the nab preset (benchmarks/results/nab.json, hop 8: 0.9999986;
 # with hop 4 it was 0.9999978): in effect, a saturated likelihood or the spatial rule.
 _NAB_THRESHOLD = 0.9999986

@@ -415,7 +415,8 @@ def _new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline
     scorer = create_scorer(cfg.scorer, unet=cfg.unet, train=train, device=device, seed=1234 + cfg.seed,
                            **dict(cfg.scorer_options))
     normalise = "window" if cfg.scalogram_normalise == "window" else "none"
-    return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size), normalise=normalise), scorer)
+    return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size), normalise=normalise,
+                                       waveform_channel=cfg.scalogram_waveform), scorer)
 
 
 def version_of(directory: str | Path) -> str:

@@ -27,6 +27,16 @@ Level shifts *are* anomalies, so :meth:`Scalogram.transform` also returns each w
 reports ``level_z`` / ``scale_z`` in ``ScoreBatch.extras`` for the calibration/alert layer. A level step
 *inside* a window is an edge and shows in the scalogram itself. A flat (constant) window has std 0: it maps
 to an all-zero scalogram — unlike any normal window, so a stuck sensor scores high, never NaN.
+
+The waveform channel (``waveform_channel=True``)
+------------------------------------------------
+A magnitude scalogram keeps neither phase nor level: a window moved wholesale to a level the series never had, or
+turned upside down, gives the same image. With the training part's standardisation (``normalise="none"``, the
+``nab`` preset) the level *is* the anomaly more often than not, so the image gets a second channel: the window's
+samples themselves, resampled to H·W points and laid out so that column t holds the t-th block of consecutive
+samples — the same time span as the scalogram's column t. The diffusion model then learns the normal joint
+pattern of both, and a level it never saw is pulled back, not copied (NAB: the diffusion channel alone from 21.5
+to 32.0; ``benchmarks/README.md``).
 """
 from __future__ import annotations
 
@@ -49,6 +59,7 @@ class CWTConfig:
 
     ``max_period=None`` means half the window length (longer periods cannot be resolved inside the window).
     ``min_length`` is the shortest window accepted: below it the scalogram is mostly padding.
+    ``waveform_channel`` adds the window's samples as a second image channel (see the module docstring).
     """
 
     n_scales: int = 32
@@ -61,6 +72,7 @@ class CWTConfig:
     normalise: Normalisation = "window"
     log_floor: float = 1e-3
     min_length: int = 16
+    waveform_channel: bool = False
 
     def __post_init__(self) -> None:
         if self.wavelet != "morlet":
@@ -82,6 +94,8 @@ class CWTConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["out_size"] = list(self.out_size)
+        if not self.waveform_channel:  # saved only where set: a release from before it refuses unknown keys
+            del d["waveform_channel"]
         return d
 
     @classmethod
@@ -142,6 +156,10 @@ def _as_windows(windows) -> torch.Tensor:
 #: more: the FFT is the next power of two from twice the window): from there the CPU FFT threads a lone complex
 #: transform differently from a batch of them.
 ONE_AT_A_TIME_FFT = 8_192
+
+#: The waveform channel's bound, in the units the samples arrive in (training standard deviations with
+#: ``normalise="none"``; a window-normalised sample never exceeds the square root of the window's length).
+WAVEFORM_LIMIT = 1e4
 
 
 class Scalogram:
@@ -226,6 +244,8 @@ class Scalogram:
             mu = img.mean(dim=(1, 2, 3), keepdim=True)
             sd = img.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
             img = torch.where(sd > 1e-6, (img - mu) / sd.clamp_min(1e-6), torch.zeros_like(img))
+        if cfg.waveform_channel:
+            img = torch.cat([img, self._waveform(x.float())], dim=1)
         return ScalogramOutput(images=img.contiguous(), level=level.float(), scale=scale.float())
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
@@ -253,6 +273,21 @@ class Scalogram:
         mag = self.magnitude(x)
         img = torch.log(mag + self.config.log_floor) if self.config.log_magnitude else mag
         return self._resize(img.unsqueeze(1))
+
+    def _waveform(self, x: torch.Tensor) -> torch.Tensor:
+        """The (normalised) window itself as an (N, 1, H, W) image aligned with the scalogram's time axis: resampled
+        to H·W samples, column t holds the t-th of W consecutive blocks of H samples (oldest at the top). The
+        magnitude scalogram drops phase and level; this channel keeps both."""
+        h, w = self.config.out_size
+        n, length = x.shape
+        if length >= h * w:
+            wave = F.adaptive_avg_pool1d(x.unsqueeze(1), h * w)
+        else:
+            wave = F.interpolate(x.unsqueeze(1), size=h * w, mode="linear", align_corners=False)
+        # Bounded: a sample ten thousand training standard deviations out is as anomalous as one further out, and the
+        # float32 network's normalisation layers square their inputs (a 1e30 spike gave inf scores).
+        wave = wave.clamp(-WAVEFORM_LIMIT, WAVEFORM_LIMIT)
+        return wave.reshape(n, 1, w, h).transpose(2, 3).contiguous()
 
     def _resize(self, img: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, L) → (N, 1, H, W): average pooling when shrinking (anti-aliased), bilinear when growing."""
