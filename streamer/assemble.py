@@ -10,7 +10,7 @@ from typing import Callable
 
 from models.detector import PRESETS, DetectorConfig, preset
 from streamer.alerts import AlertPolicy
-from streamer.memory import default_max_streams
+from streamer.memory import default_max_streams, training_weight
 from streamer.messages import AUDIO, SENSOR
 from streamer.model_registry import DetectorRegistry, Fitter, Loader
 from streamer.pipeline import StreamClassConfig, StreamProcessor
@@ -69,7 +69,10 @@ def build_processor(
     registry = DetectorRegistry(m.model_dir, {name: c.detector for name, c in classes.items()},
                                 shared=m.model_mode == "shared", background=background, device=m.device,
                                 fitter=fitter, loader=loader)
+    per_stream = m.model_mode == "per_stream"
     return StreamProcessor(classes, registry, snapshots=m.snapshots, state_dir=Path(m.model_dir) / "_state",
                            train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s,
-                           max_streams=m.max_streams or default_max_streams(m.model_mode == "per_stream"),
+                           max_streams=m.max_streams or default_max_streams(per_stream),
+                           training_weights={name: training_weight(c.detector.train_samples, per_stream)
+                                             for name, c in classes.items()},
                            max_step_samples=m.max_samples_per_round)

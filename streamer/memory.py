@@ -3,7 +3,8 @@
 Why: the cap (``MAX_STREAMS``) was 10,000 whatever the machine. A busy stream holds ~0.8 MB of detector state
 (likelihood histories) and, with per-stream models, ~1.5 MB of fitted detector, so 10,000 streams need ~25 GB; a
 smaller worker was killed for memory once enough streams had arrived, and again after every restart, which brought
-the same streams back — a crash loop rather than a refusal. Without an explicit cap the worker now holds no more
+the same streams back — a crash loop rather than a refusal. A stream still collecting a long training part (audio:
+100 s of samples) counts as as many streams as its buffer's memory (:func:`training_weight`). Without an explicit cap the worker now holds no more
 streams than its memory limit fits (its container's cgroup limit, else the machine's memory), and a new stream
 beyond that evicts a saved one or is dead-lettered (``too_many_streams``) instead of costing the worker.
 """
@@ -23,6 +24,8 @@ STREAM_STATE_MB = 0.8
 """One busy ``nab`` stream's detector state, measured 2026-12-06 with tracemalloc and the saved checkpoint's size."""
 STREAM_MODEL_MB = 1.5
 """One fitted per-stream detector in memory (U-Net and reference windows), measured alike."""
+BUFFERED_SAMPLE_BYTES = 16
+"""A sample a stream holds until it is scored or fitted on: its int64 timestamp and float64 value."""
 USABLE_FRACTION = 0.85
 """Of the memory limit, what the streams may fill: fits and write batches need room beside them."""
 
@@ -81,6 +84,18 @@ def streams_that_fit(limit_bytes: int, per_stream_models: bool) -> int:
     per_stream = STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)
     room = limit_bytes / 2**20 * USABLE_FRACTION - PROCESS_BASE_MB
     return max(1, int(room // per_stream))
+
+
+def training_weight(train_samples: int, per_stream_models: bool) -> int:
+    """How many streams' room a stream collecting its training part takes, in the cap's units.
+
+    Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 12 kB) is nothing beside their state.
+    An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, eleven busy streams'
+    worth — and a worker whose cap counted it as one was killed for memory by a few hundred new audio streams. Once
+    fitted, its buffer is gone and it counts as one again."""
+    per_stream = STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)
+    buffered = train_samples * BUFFERED_SAMPLE_BYTES / 2**20
+    return 1 + int(buffered // per_stream)
 
 
 def default_max_streams(per_stream_models: bool, limit_bytes: int | None = None) -> int:

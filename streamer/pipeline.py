@@ -231,6 +231,7 @@ class StreamProcessor:
         max_step_samples: int | None = None,
         max_skew_s: float = 30 * 86_400,
         max_streams: int = 10_000,
+        training_weights: Mapping[str, int] | None = None,
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ):
         self.classes = dict(classes)
@@ -244,6 +245,9 @@ class StreamProcessor:
         self.max_skew_ns = int(max_skew_s * NS_PER_S)
         self.wall_clock_ns = wall_clock_ns
         self.max_streams = max_streams
+        # Per class: how many of the cap's units a stream takes while it collects its training part
+        # (streamer.memory.training_weight); 1 where not given.
+        self.training_weights = dict(training_weights or {})
         self._inputs = 0
         self.stats = ProcessorStats()
         self._streams: dict[tuple[str, str], _Stream] = {}
@@ -343,7 +347,9 @@ class StreamProcessor:
         st = self._stream(stream_class, chunk.stream, "audio")
         if st is None:
             self.stats.rejected += 1
-            return Rejection(TOO_MANY_STREAMS, f"{self.max_streams} streams are live and none can be evicted")
+            return Rejection(TOO_MANY_STREAMS, f"the stream cap ({self.max_streams}) is full and no stream can be "
+                                               "evicted (an audio stream collecting its training part counts as "
+                                               f"{self.training_weights.get(stream_class, 1)})")
         if st.failed is not None:
             self.stats.rejected += 1
             return Rejection(STREAM_FAILED, f"scoring this stream failed {MAX_CONSECUTIVE_FAILURES} times in a row; "
@@ -418,12 +424,20 @@ class StreamProcessor:
             cfg = self.classes.get(stream_class)
             if cfg is None or cfg.kind != kind:
                 raise KeyError(f"no {kind} stream class {stream_class!r} configured")
-            if len(self._streams) >= self.max_streams and not self._evict_one():
-                return None
+            need = self.training_weights.get(stream_class, 1)
+            while self._streams and self._room_taken() + need > self.max_streams:
+                if not self._evict_one():
+                    return None
             st = self._streams[key] = _Stream(stream_class, stream, kind, AlertMachine(stream, cfg.policy))
             self._restore(st)
         st.touched = self._inputs
         return st
+
+    def _room_taken(self) -> int:
+        """The live streams in the cap's units: one each, or its class's training weight while a stream collects
+        its training part (an audio stream's 100 s of samples). Whatever the weights, one stream is always let in."""
+        weights = self.training_weights
+        return sum(weights.get(st.stream_class, 1) if st.state is None else 1 for st in self._streams.values())
 
     def _evict_one(self) -> bool:
         """Forget the least recently active stream that loses nothing by it: everything it received is in its

@@ -59,3 +59,18 @@ def test_the_processor_takes_the_memory_cap_unless_one_is_set(tmp_path, monkeypa
     assert build_processor(MonitorSettings(model_dir=tmp_path), background=False).max_streams == fitting
     chosen = build_processor(MonitorSettings(model_dir=tmp_path, max_streams=5000), background=False)
     assert chosen.max_streams == 5000
+
+
+def test_a_stream_collecting_a_long_training_part_counts_as_the_streams_its_buffer_would_hold(tmp_path):
+    """The audio preset collects 100 s at 16 kHz (24 MB) before it fits: counted as one stream of the cap, a few
+    hundred new audio streams outgrew a worker sized for the cap."""
+    from models.detector import preset
+
+    audio = preset("audio").train_samples * memory.BUFFERED_SAMPLE_BYTES / 2**20
+    per_stream = memory.STREAM_STATE_MB + memory.STREAM_MODEL_MB
+    assert memory.training_weight(preset("audio").train_samples, per_stream_models=True) == 1 + int(audio // per_stream)
+    assert memory.training_weight(preset("audio").train_samples, per_stream_models=True) >= 10
+    assert memory.training_weight(preset("audio").train_samples, per_stream_models=False) >= 30  # no model each
+    assert memory.training_weight(preset("nab").train_samples, per_stream_models=True) == 1
+    proc = build_processor(MonitorSettings(model_dir=tmp_path), background=False)
+    assert proc.training_weights == {"sensor": 1, "audio": memory.training_weight(preset("audio").train_samples, True)}

@@ -518,6 +518,29 @@ def test_live_streams_are_capped_durable_ones_evicted_and_restored_the_rest_dead
     assert [float(v) for seg in segments for v in seg.values] == [2.0, 7.0]
 
 
+def test_streams_collecting_a_long_training_part_take_the_room_their_buffers_need(tmp_path):
+    """An audio stream's training part (100 s of samples with the preset) counts as several streams until it is
+    fitted: the cap in units of memory, not of stream ids. A stream is always let in, whatever its weight."""
+    proc = audio_processor(tmp_path)
+    proc.max_streams, proc.training_weights = 10, {"audio": 4, "sensor": 1}
+    t0 = 1_700_000_000 * S
+    x = fan(1000)
+    for i, name in enumerate(["a", "b"]):
+        assert proc.add_audio("audio", AudioChunk(name, t0, AUDIO_RATE, x), (0, i)) is None
+    assert proc.add_sensor("sensor", [Sample("s", t0, 1.0)], (0, 2)) is None
+    assert proc.add_sensor("sensor", [Sample("t", t0, 1.0)], (0, 3)) is None  # 4 + 4 + 1 + 1 = 10
+    refused = proc.add_audio("audio", AudioChunk("c", t0, AUDIO_RATE, x), (0, 4))
+    assert refused is not None and refused.reason == "too_many_streams" and "counts as 4" in refused.detail
+    assert proc.add_sensor("sensor", [Sample("u", t0, 1.0)], (0, 5)).reason == "too_many_streams"
+    assert proc.stream_count() == 4
+    proc.save_states()  # now every stream's samples are durable: a new one evicts as many as it needs
+    assert proc.add_audio("audio", AudioChunk("c", t0, AUDIO_RATE, x), (0, 6)) is None
+    assert proc.stats.evicted == 1 and proc._room_taken() == 10
+    lone = audio_processor(tmp_path / "lone")
+    lone.max_streams, lone.training_weights = 2, {"audio": 4}
+    assert lone.add_audio("audio", AudioChunk("a", t0, AUDIO_RATE, x), (0, 0)) is None
+
+
 def test_at_the_cap_a_record_never_evicts_a_stream_it_has_just_brought(tmp_path):
     """A record with samples of two new streams at a cap of one: the second evicted the first (created by the
     same record, nothing received yet), and taking in the record then raised — the whole record was
