@@ -87,6 +87,32 @@ def test_knn_distance_matches_brute_force_and_respects_exclusion():
     assert knn_distance(bank[:1], bank, k=1, exclude=(qg, bg)).item() > 0.01
 
 
+def test_knn_distance_holds_a_bounded_block_of_distances_whatever_the_chunk(monkeypatch):
+    """A batch of images scored against a bank of 16,386 patches held (4,096 × 16,386) distance blocks several
+    times over (``scalowatch score`` peaked at 1.3 GB); the block is bounded by elements now, with the same
+    distances."""
+    import models.baselines.patchcore as pc
+
+    g = torch.Generator().manual_seed(1)
+    q, bank = torch.randn(300, 6, generator=g), torch.randn(500, 6, generator=g)
+    qg, bg = torch.arange(300) % 7, torch.arange(500) % 7
+    whole = knn_distance(q, bank, k=2, chunk=4096, exclude=(qg, bg))
+    sizes = []
+    real_topk = torch.Tensor.topk
+
+    def watched(self, *args, **kwargs):
+        sizes.append(self.numel())
+        return real_topk(self, *args, **kwargs)
+
+    monkeypatch.setattr(pc, "KNN_BLOCK_ELEMENTS", 500 * 64)
+    monkeypatch.setattr(torch.Tensor, "topk", watched)
+    bounded = knn_distance(q, bank, k=2, chunk=4096, exclude=(qg, bg))
+    assert max(sizes) <= 500 * 64 and len(sizes) == 5
+    assert torch.equal(bounded, whole)
+    brute = torch.cdist(q, bank).masked_fill(qg[:, None] == bg[None, :], float("inf"))
+    assert torch.allclose(whole, brute.topk(2, largest=False).values.mean(dim=1), atol=1e-4)
+
+
 def test_painted_defect_scores_higher_and_is_localised(fitted):
     model, good, painted, masks = fitted
     g, p = model.score(good), model.score(painted)
