@@ -73,6 +73,6 @@ def build_processor(
     return StreamProcessor(classes, registry, snapshots=m.snapshots, state_dir=Path(m.model_dir) / "_state",
                            train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s,
                            max_streams=m.max_streams or default_max_streams(per_stream),
-                           training_weights={name: training_weight(c.detector.train_samples, per_stream)
-                                             for name, c in classes.items()},
+                           training_weights={name: training_weight(c.detector.train_samples)
+                                             for name, c in classes.items()} if per_stream else None,
                            max_step_samples=m.max_samples_per_round)

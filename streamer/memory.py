@@ -3,10 +3,11 @@
 Why: the cap (``MAX_STREAMS``) was 10,000 whatever the machine. A busy stream holds ~0.8 MB of detector state
 (likelihood histories) and, with per-stream models, ~1.5 MB of fitted detector, so 10,000 streams need ~25 GB; a
 smaller worker was killed for memory once enough streams had arrived, and again after every restart, which brought
-the same streams back — a crash loop rather than a refusal. A stream still collecting a long training part (audio:
-100 s of samples) counts as as many streams as its buffer's memory (:func:`training_weight`). Without an explicit cap the worker now holds no more
+the same streams back — a crash loop rather than a refusal. Without an explicit cap the worker now holds no more
 streams than its memory limit fits (its container's cgroup limit, else the machine's memory), and a new stream
-beyond that evicts a saved one or is dead-lettered (``too_many_streams``) instead of costing the worker.
+beyond that evicts a saved one or is dead-lettered (``too_many_streams``) instead of costing the worker. With
+per-stream models a stream still collecting a long training part (audio: 100 s of samples) counts as as many
+streams as its buffer's memory (:func:`training_weight`).
 """
 from __future__ import annotations
 
@@ -86,16 +87,16 @@ def streams_that_fit(limit_bytes: int, per_stream_models: bool) -> int:
     return max(1, int(room // per_stream))
 
 
-def training_weight(train_samples: int, per_stream_models: bool) -> int:
-    """How many streams' room a stream collecting its training part takes, in the cap's units.
+def training_weight(train_samples: int) -> int:
+    """How many streams' room a stream collecting its training part takes, in the cap's units (per-stream models).
 
-    Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 12 kB) is nothing beside their state.
-    An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, eleven busy streams'
+    Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 12 kB) is nothing beside their state
+    and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, ten busy streams'
     worth — and a worker whose cap counted it as one was killed for memory by a few hundred new audio streams. Once
-    fitted, its buffer is gone and it counts as one again."""
-    per_stream = STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)
+    fitted, its buffer is gone and it counts as one again. (With a shared model only the streams that arrive before
+    their class's one detector is fitted collect samples; they are not weighted.)"""
     buffered = train_samples * BUFFERED_SAMPLE_BYTES / 2**20
-    return 1 + int(buffered // per_stream)
+    return 1 + int(buffered // (STREAM_STATE_MB + STREAM_MODEL_MB))
 
 
 def default_max_streams(per_stream_models: bool, limit_bytes: int | None = None) -> int:

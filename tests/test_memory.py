@@ -68,9 +68,11 @@ def test_a_stream_collecting_a_long_training_part_counts_as_the_streams_its_buff
 
     audio = preset("audio").train_samples * memory.BUFFERED_SAMPLE_BYTES / 2**20
     per_stream = memory.STREAM_STATE_MB + memory.STREAM_MODEL_MB
-    assert memory.training_weight(preset("audio").train_samples, per_stream_models=True) == 1 + int(audio // per_stream)
-    assert memory.training_weight(preset("audio").train_samples, per_stream_models=True) >= 10
-    assert memory.training_weight(preset("audio").train_samples, per_stream_models=False) >= 30  # no model each
-    assert memory.training_weight(preset("nab").train_samples, per_stream_models=True) == 1
-    proc = build_processor(MonitorSettings(model_dir=tmp_path), background=False)
-    assert proc.training_weights == {"sensor": 1, "audio": memory.training_weight(preset("audio").train_samples, True)}
+    weight = memory.training_weight(preset("audio").train_samples)
+    assert weight == 1 + int(audio // per_stream) and weight >= 10
+    assert memory.training_weight(preset("nab").train_samples) == 1
+    proc = build_processor(MonitorSettings(model_dir=tmp_path / "own"), background=False)
+    assert proc.training_weights == {"sensor": 1, "audio": weight}
+    # A shared model: streams that come after the class's detector collect nothing.
+    shared = build_processor(MonitorSettings(model_dir=tmp_path / "shared", model_mode="shared"), background=False)
+    assert shared.training_weights == {}
