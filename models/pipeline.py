@@ -166,10 +166,9 @@ class ScalogramPipeline:
                 f"{directory}: pipeline names scorer {config.get('scorer')!r}, checkpoint holds {scorer.name!r}"
             )
         shape = getattr(scorer, "input_shape", None)
-        if shape is not None and tuple(shape[1:]) != tuple(cwt.out_size):
-            raise CheckpointMismatchError(
-                f"{directory}: scorer expects {tuple(shape[1:])} inputs, CWT makes {tuple(cwt.out_size)}"
-            )
+        made = (1 + int(cwt.waveform_channel), *cwt.out_size)
+        if shape is not None and tuple(shape) != made:
+            raise CheckpointMismatchError(f"{directory}: scorer expects {tuple(shape)} inputs, CWT makes {made}")
         pipe = cls(cwt, scorer)
         pipe.stats = stats
         pipe._version = version_of(directory)

@@ -25,8 +25,9 @@ STREAM_STATE_MB = 0.8
 """One busy ``nab`` stream's detector state, measured 2026-12-06 with tracemalloc and the saved checkpoint's size."""
 STREAM_MODEL_MB = 1.5
 """One fitted per-stream detector in memory (U-Net and reference windows), measured alike."""
-BUFFERED_SAMPLE_BYTES = 16
-"""A sample a stream holds until it is scored or fitted on: its int64 timestamp and float64 value."""
+BUFFERED_SAMPLE_BYTES = 24
+"""A training sample a stream holds until its detector is fitted: its int64 timestamp and float64 value, and the
+float64 copy its queued fit holds (fits run one at a time, so many streams may wait with both)."""
 USABLE_FRACTION = 0.85
 """Of the memory limit, what the streams may fill: fits and write batches need room beside them."""
 
@@ -90,11 +91,12 @@ def streams_that_fit(limit_bytes: int, per_stream_models: bool) -> int:
 def training_weight(train_samples: int) -> int:
     """How many streams' room a stream collecting its training part takes, in the cap's units (per-stream models).
 
-    Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 12 kB) is nothing beside their state
-    and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, ten busy streams'
-    worth — and a worker whose cap counted it as one was killed for memory by a few hundred new audio streams. Once
-    fitted, its buffer is gone and it counts as one again. (With a shared model only the streams that arrive before
-    their class's one detector is fitted collect samples; they are not weighted.)"""
+    Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 18 kB) is nothing beside their state
+    and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, and 12 MB more
+    while its fit waits in the queue: about sixteen busy streams' worth — and with each counted as one, a few hundred
+    new audio streams would fill a worker sized for the cap past its memory. Once fitted, its buffer is gone and it counts as one
+    again. (With a shared model only the streams that arrive before their class's one detector is fitted collect
+    samples; they are not weighted.)"""
     buffered = train_samples * BUFFERED_SAMPLE_BYTES / 2**20
     return 1 + int(buffered // (STREAM_STATE_MB + STREAM_MODEL_MB))
 

@@ -330,8 +330,9 @@ class StreamProcessor:
                                             "restart")
         if refused:
             self.stats.rejected += 1
-            return Rejection(TOO_MANY_STREAMS, f"sample(s) {refused}: {self.max_streams} streams are live and none "
-                                               "can be evicted (each holds samples not yet durable)")
+            return Rejection(TOO_MANY_STREAMS, f"sample(s) {refused}: the stream cap ({self.max_streams}) is full "
+                                               "and too few streams can be evicted (the others hold samples not yet "
+                                               "durable)")
         if future:
             self.stats.rejected += 1
             detail = f"sample(s) {future} more than {self.max_skew_ns / NS_PER_S:g} s ahead of the stream's newest " \
@@ -347,8 +348,8 @@ class StreamProcessor:
         st = self._stream(stream_class, chunk.stream, "audio")
         if st is None:
             self.stats.rejected += 1
-            return Rejection(TOO_MANY_STREAMS, f"the stream cap ({self.max_streams}) is full and no stream can be "
-                                               "evicted (an audio stream collecting its training part counts as "
+            return Rejection(TOO_MANY_STREAMS, f"the stream cap ({self.max_streams}) is full and too few streams can "
+                                               "be evicted (an audio stream collecting its training part counts as "
                                                f"{self.training_weights.get(stream_class, 1)})")
         if st.failed is not None:
             self.stats.rejected += 1
@@ -424,38 +425,52 @@ class StreamProcessor:
             cfg = self.classes.get(stream_class)
             if cfg is None or cfg.kind != kind:
                 raise KeyError(f"no {kind} stream class {stream_class!r} configured")
-            need = self.training_weights.get(stream_class, 1)
-            while self._streams and self._room_taken() + need > self.max_streams:
-                if not self._evict_one():
-                    return None
             st = self._streams[key] = _Stream(stream_class, stream, kind, AlertMachine(stream, cfg.policy))
+            # Restored first: a stream that comes back fitted takes one unit of the cap, not its training weight.
             self._restore(st)
+            if not self._make_room(key):
+                self._forget_streams([key])  # nothing of it is only in memory: it has taken in no sample yet
+                return None
         st.touched = self._inputs
         return st
 
-    def _room_taken(self) -> int:
-        """The live streams in the cap's units: one each, or its class's training weight while a stream collects
-        its training part (an audio stream's 100 s of samples). Whatever the weights, one stream is always let in."""
-        weights = self.training_weights
-        return sum(weights.get(st.stream_class, 1) if st.state is None else 1 for st in self._streams.values())
+    def _weight(self, st: _Stream) -> int:
+        """A stream in the cap's units: one, or its class's training weight while it collects its training part
+        (an audio stream's 100 s of samples; :func:`streamer.memory.training_weight`)."""
+        return self.training_weights.get(st.stream_class, 1) if st.state is None else 1
 
-    def _evict_one(self) -> bool:
-        """Forget the least recently active stream that loses nothing by it: everything it received is in its
-        saved state (or it has no state and no samples). It is restored from that state if it sends again."""
+    def _room_taken(self) -> int:
+        if not self.training_weights:
+            return len(self._streams)
+        return sum(self._weight(st) for st in self._streams.values())
+
+    def _make_room(self, new: tuple[str, str]) -> bool:
+        """Evict the least recently active streams that lose nothing by it (everything they received is in their
+        saved state, or they have no state and no samples; each is restored from that state if it sends again)
+        until the live streams, ``new`` among them, fit the cap. Chosen before any is evicted: when they cannot
+        free enough room, none is evicted. A stream alone is always let in, whatever its weight."""
+        over = self._room_taken() - self.max_streams
+        if over <= 0:
+            return True
         if self.state_dir is None:
             return False
-        durable = [st for st in self._streams.values()
-                   if not st.unsaved and not st.changed and not st.saving and st.key not in self._in_record
-                   and st.failed is None  # quarantined until a restart, not until the stream is evicted
-                   and not any(seg.origin is not None for seg in st.segments)
-                   and (st.received == 0 or st.on_disk)]
-        if not durable:
+        durable = sorted((st for st in self._streams.values()
+                          if st.key != new and not st.unsaved and not st.changed and not st.saving
+                          and st.key not in self._in_record
+                          and st.failed is None  # quarantined until a restart, not until the stream is evicted
+                          and not any(seg.origin is not None for seg in st.segments)
+                          and (st.received == 0 or st.on_disk)), key=lambda st: st.touched)
+        victims, freed = [], 0
+        for st in durable:
+            if freed >= over:
+                break
+            victims.append(st)
+            freed += self._weight(st)
+        if freed < over and len(victims) < len(self._streams) - 1:
             return False
-        victim = min(durable, key=lambda st: st.touched)
-        self._forget_streams([victim.key])
-        self.stats.evicted += 1
-        log.debug("evicted stream %s/%s (cap of %d live streams)", victim.stream_class, victim.name,
-                  self.max_streams)
+        self._forget_streams([st.key for st in victims])
+        self.stats.evicted += len(victims)
+        log.debug("evicted %d stream(s) for %s/%s (cap of %d)", len(victims), *new, self.max_streams)
         return True
 
     def _forget_streams(self, keys: list[tuple[str, str]]) -> None:

@@ -449,3 +449,27 @@ def test_the_nab_preset_sees_a_window_moved_to_a_level_it_never_had():
         z[waveform] = fitted.score_windows(np.stack([fitted.model_input(part), fitted.model_input(moved)])).diffusion
     assert z[True][1] > 10 and abs(z[True][0]) < 3
     assert abs(z[False][1] - z[False][0]) < 1
+
+
+def test_a_saved_pipeline_whose_model_takes_other_channels_than_its_transform_makes_is_refused(tmp_path):
+    """A model trained on two-channel images (the waveform channel) with a transform config that lost the flag would
+    fail at every scoring batch; loading it says so at once, and the monitor refits."""
+    import json as _json
+
+    from models.pipeline import ScalogramPipeline
+
+    fitted = FittedDetector.fit(_series()[:300], preset("nab", **FAST), reference=False)
+    fitted.save(tmp_path / "det")
+    config_file = next((tmp_path / "det").rglob("pipeline.json"))
+    ScalogramPipeline.load(config_file.parent)  # as saved: loads
+    config = _json.loads(config_file.read_text())
+    assert config["cwt"]["waveform_channel"] is True
+    del config["cwt"]["waveform_channel"]
+    config_file.write_text(_json.dumps(config))
+    with pytest.raises(CheckpointMismatchError, match="CWT makes"):
+        ScalogramPipeline.load(config_file.parent)
+    with pytest.raises(ValueError, match="true or false"):
+        preset("nab", scalogram_waveform="false")
+    with pytest.raises(ValueError, match="lam=1"):
+        preset("nab", scorer_options={"top_percent": 5})  # replaced wholesale: lam back at 0.5, a CNN term
+    assert preset("nab", scalogram_waveform=False, scorer_options={"top_percent": 5}).scorer_options["top_percent"] == 5

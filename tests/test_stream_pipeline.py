@@ -541,6 +541,30 @@ def test_streams_collecting_a_long_training_part_take_the_room_their_buffers_nee
     assert lone.add_audio("audio", AudioChunk("a", t0, AUDIO_RATE, x), (0, 0)) is None
 
 
+def test_a_stream_that_comes_back_fitted_takes_one_unit_and_too_little_room_evicts_nobody(tmp_path):
+    """Review of the weighted cap: a new stream's weight was fixed before its state was restored (a fitted stream
+    that came back was charged its class's training weight), and the cap evicted streams one by one before it found
+    that they could not free enough room — they were lost for nothing and the stream refused anyway."""
+    proc, store = make(tmp_path), DictStore()
+    for i, name in enumerate("abcde"):
+        feed(proc, name, stamped(values(TRAIN + 40, seed=i)), part=i)
+    drain(proc, store)
+    assert all(proc._streams[("sensor", n)].state is not None for n in "abcde")
+    proc.save_states()
+    proc.max_streams, proc.training_weights = 5, {"sensor": 3}
+    t = stamped(values(TRAIN + 80))[TRAIN + 50][0]
+    assert proc.add_sensor("sensor", [Sample("f", t, 1.0)], (9, 0)) is None  # collecting: 3 units
+    assert proc.stats.evicted == 3 and set(k[1] for k in proc._streams) == {"d", "e", "f"}
+    back = proc.add_sensor("sensor", [Sample("a", t, 1.0)], (0, TRAIN + 60))
+    assert back is None and proc._streams[("sensor", "a")].state is not None  # fitted: one unit
+    assert proc.stats.evicted == 4 and proc._room_taken() == 5
+    # Now nothing can go ("a" and "f" hold samples not yet durable, "e" is too light for the 3 units a new stream
+    # needs): the new stream is refused and nobody is evicted for it.
+    refused = proc.add_sensor("sensor", [Sample("g", t, 1.0)], (9, 1))
+    assert refused is not None and refused.reason == "too_many_streams"
+    assert proc.stats.evicted == 4 and set(k[1] for k in proc._streams) == {"e", "f", "a"}
+
+
 def test_at_the_cap_a_record_never_evicts_a_stream_it_has_just_brought(tmp_path):
     """A record with samples of two new streams at a cap of one: the second evicted the first (created by the
     same record, nothing received yet), and taking in the record then raised — the whole record was

@@ -156,6 +156,10 @@ class DetectorConfig:
         if self.scalogram_normalise not in ("window", "training"):
             raise ValueError(f"scalogram_normalise must be 'window' or 'training', got {self.scalogram_normalise!r}")
         _check_scorer_options(self.scorer, self.scorer_options)
+        if not isinstance(self.scalogram_waveform, bool):  # a quoted "false" would be true
+            raise ValueError(f"scalogram_waveform must be true or false, got {self.scalogram_waveform!r}")
+        if self.scalogram_waveform:
+            _check_waveform_scorer(self.scorer, self.scorer_options)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -210,6 +214,18 @@ def _check_scorer_options(scorer: str, options: dict[str, Any]) -> None:
         scorer_params(scorer, **dict(options))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"scorer_options for {scorer!r}: {exc}") from None
+
+
+def _check_waveform_scorer(scorer: str, options: dict[str, Any]) -> None:
+    """The waveform channel makes the model's image two-channel, which the ImageNet CNN behind a feature term
+    (``lam`` < 1), a feature space and the dynamic scorer's noise-level choice cannot take: refused here rather than
+    at every fit (replacing ``scorer_options`` wholesale brings back ``lam``'s default of 0.5)."""
+    from models.scorers import scorer_params
+
+    params = scorer_params(scorer, **dict(options))
+    if scorer == "dynamic" or getattr(params, "lam", 1.0) < 1.0 or getattr(params, "space", "pixel") != "pixel":
+        raise ValueError(f"scalogram_waveform needs a pixel-space scorer without CNN features (lam=1, not dynamic); "
+                         f"got scorer {scorer!r} with {dict(options)}: set scalogram_waveform=false or lam=1")
 
 
 @dataclass(frozen=True)

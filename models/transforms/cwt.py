@@ -163,7 +163,8 @@ WAVEFORM_LIMIT = 1e4
 
 
 class Scalogram:
-    """Callable: windows (N, L) → scalograms (N, 1, H, W), float32, on the windows' device.
+    """Callable: windows (N, L) → scalograms (N, C, H, W), float32, on the windows' device (C = 1, or 2 with the
+    waveform channel).
 
     Filter banks are cached per (length, device) so a stream of equal-length windows pays for them once.
     """
