@@ -70,9 +70,14 @@ def build_processor(
                                 shared=m.model_mode == "shared", background=background, device=m.device,
                                 fitter=fitter, loader=loader)
     per_stream = m.model_mode == "per_stream"
+    max_streams = m.max_streams or default_max_streams(per_stream)
+    weights = {name: training_weight(c.detector.train_samples) for name, c in classes.items()} if per_stream else {}
+    for name, weight in weights.items():
+        if weight > max_streams:
+            log.warning("stream cap %d is below what one %s stream collecting its training part takes (%d): each new "
+                        "%s stream will evict every stream it can; raise MAX_STREAMS", max_streams, name, weight,
+                        name)
     return StreamProcessor(classes, registry, snapshots=m.snapshots, state_dir=Path(m.model_dir) / "_state",
                            train_samples_for=train_samples_for, max_skew_s=m.max_timestamp_skew_s,
-                           max_streams=m.max_streams or default_max_streams(per_stream),
-                           training_weights={name: training_weight(c.detector.train_samples)
-                                             for name, c in classes.items()} if per_stream else None,
+                           max_streams=max_streams, training_weights=weights,
                            max_step_samples=m.max_samples_per_round)

@@ -76,3 +76,13 @@ def test_a_stream_collecting_a_long_training_part_counts_as_the_streams_its_buff
     # A shared model: streams that come after the class's detector collect nothing.
     shared = build_processor(MonitorSettings(model_dir=tmp_path / "shared", model_mode="shared"), background=False)
     assert shared.training_weights == {}
+
+
+def test_a_cap_below_an_audio_streams_training_weight_is_warned_about(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="streamer.assemble"):
+        build_processor(MonitorSettings(model_dir=tmp_path / "small", max_streams=5), background=False)
+    assert any("raise MAX_STREAMS" in r.getMessage() and "audio" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="streamer.assemble"):
+        build_processor(MonitorSettings(model_dir=tmp_path / "large", max_streams=500), background=False)
+    assert not any("raise MAX_STREAMS" in r.getMessage() for r in caplog.records)
