@@ -51,6 +51,11 @@ class WorkerSnapshot:
     assigned_partitions: int
     input_paused: bool
     sink_down: bool
+    stream_cap: int = 0
+    """The most live streams this worker holds (``MAX_STREAMS``, or what its memory limit fits)."""
+    stream_cap_used: int = 0
+    """The live streams in the cap's units: a stream collecting a long training part counts as several (audio), so
+    new streams may be refused while ``live_streams`` is below the cap."""
     loop_seconds: dict[str, float] = field(default_factory=dict)
     """Seconds the loop spent per phase since it started (poll, ingest, score, write, checkpoint, commit)."""
 
@@ -65,6 +70,9 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
     ("checkpoints", "stream-state checkpoints", "counter"),
     ("sink_failures", "failed writes to the store (each retried)", "counter"),
     ("live_streams", "streams in memory", "gauge"),
+    ("stream_cap", "the most live streams this worker holds (MAX_STREAMS or its memory's)", "gauge"),
+    ("stream_cap_used", "live streams in the cap's units (a stream collecting a long training part counts as "
+                        "several)", "gauge"),
     ("held_streams", "streams quarantined after repeated scoring failures, until a restart", "gauge"),
     ("backlog_samples", "samples of fitted streams waiting to be scored", "gauge"),
     ("assigned_partitions", "partitions assigned to this worker", "gauge"),

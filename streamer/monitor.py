@@ -220,6 +220,7 @@ class Monitor:
             live_streams=self.processor.stream_count(), held_streams=len(self.processor.held_streams()),
             backlog_samples=self.processor.backlog(), assigned_partitions=len(self.consumer.assignment()),
             input_paused=self._paused, sink_down=self._sink_down_until is not None,
+            stream_cap=self.processor.max_streams, stream_cap_used=self.processor.stream_cap_used(),
             loop_seconds=dict(s.loop_seconds))
 
     def log_status(self) -> None:

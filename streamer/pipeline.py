@@ -1121,6 +1121,10 @@ class StreamProcessor:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    def stream_cap_used(self) -> int:
+        """The live streams in the stream cap's units (see :meth:`_weight`)."""
+        return self._room_taken()
+
     def held_streams(self) -> list[str]:
         """``class/stream`` of the streams quarantined after repeated scoring failures (see :meth:`_fail`)."""
         return [f"{st.stream_class}/{st.name}" for st in list(self._streams.values()) if st.failed is not None]

@@ -55,8 +55,8 @@ def test_metrics_carry_the_loops_counters_in_the_prometheus_format(clock):
     with HealthServer("127.0.0.1", 0, clock=lambda: clock[0]) as server:
         status, text = get(server, "/metrics")
         assert status == 200 and "scalowatch_records_total" not in text  # nothing to report before the loop runs
-        server.publish(snapshot(clock[0] - 2.5, held_streams=1, input_paused=True,
-                                loop_seconds={"poll": 1.5, "score": 7.25}))
+        server.publish(snapshot(clock[0] - 2.5, held_streams=1, input_paused=True, stream_cap=1252,
+                                stream_cap_used=19, loop_seconds={"poll": 1.5, "score": 7.25}))
         status, text = get(server, "/metrics")
     families = list(text_string_to_metric_families(text))
     values = {s.name: s.value for family in families for s in family.samples}
@@ -68,6 +68,8 @@ def test_metrics_carry_the_loops_counters_in_the_prometheus_format(clock):
     assert values["scalowatch_held_streams"] == 1 and values["scalowatch_input_paused"] == 1
     assert values["scalowatch_sink_down"] == 0 and values["scalowatch_backlog_samples"] == 50
     assert values["scalowatch_loop_age_seconds"] == pytest.approx(2.5)
+    assert values["scalowatch_stream_cap"] == 1252 and values["scalowatch_stream_cap_used"] == 19
+    assert values["scalowatch_live_streams"] == 3  # a stream collecting a long training part counts as several
     assert "scalowatch_process_resident_memory_bytes" in values
 
 

@@ -535,7 +535,7 @@ def test_streams_collecting_a_long_training_part_take_the_room_their_buffers_nee
     assert proc.stream_count() == 4
     proc.save_states()  # now every stream's samples are durable: a new one evicts as many as it needs
     assert proc.add_audio("audio", AudioChunk("c", t0, AUDIO_RATE, x), (0, 6)) is None
-    assert proc.stats.evicted == 1 and proc._room_taken() == 10
+    assert proc.stats.evicted == 1 and proc.stream_cap_used() == 10 and proc.stream_count() == 4
     lone = audio_processor(tmp_path / "lone")
     lone.max_streams, lone.training_weights = 2, {"audio": 4}
     assert lone.add_audio("audio", AudioChunk("a", t0, AUDIO_RATE, x), (0, 0)) is None
