@@ -439,17 +439,13 @@ class StreamProcessor:
         (an audio stream's 100 s of samples; :func:`streamer.memory.training_weight`)."""
         return self.training_weights.get(st.stream_class, 1) if st.state is None else 1
 
-    def _room_taken(self) -> int:
-        if not self.training_weights:
-            return len(self._streams)
-        return sum(self._weight(st) for st in self._streams.values())
 
     def _make_room(self, new: tuple[str, str]) -> bool:
         """Evict the least recently active streams that lose nothing by it (everything they received is in their
         saved state, or they have no state and no samples; each is restored from that state if it sends again)
         until the live streams, ``new`` among them, fit the cap. Chosen before any is evicted: when they cannot
         free enough room, none is evicted. A stream alone is always let in, whatever its weight."""
-        over = self._room_taken() - self.max_streams
+        over = self.stream_cap_used() - self.max_streams
         if over <= 0:
             return True
         if self.state_dir is None:
@@ -1123,7 +1119,9 @@ class StreamProcessor:
 
     def stream_cap_used(self) -> int:
         """The live streams in the stream cap's units (see :meth:`_weight`)."""
-        return self._room_taken()
+        if not self.training_weights:
+            return len(self._streams)
+        return sum(self._weight(st) for st in self._streams.values())
 
     def held_streams(self) -> list[str]:
         """``class/stream`` of the streams quarantined after repeated scoring failures (see :meth:`_fail`)."""

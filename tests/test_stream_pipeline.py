@@ -557,7 +557,7 @@ def test_a_stream_that_comes_back_fitted_takes_one_unit_and_too_little_room_evic
     assert proc.stats.evicted == 3 and set(k[1] for k in proc._streams) == {"d", "e", "f"}
     back = proc.add_sensor("sensor", [Sample("a", t, 1.0)], (0, TRAIN + 60))
     assert back is None and proc._streams[("sensor", "a")].state is not None  # fitted: one unit
-    assert proc.stats.evicted == 4 and proc._room_taken() == 5
+    assert proc.stats.evicted == 4 and proc.stream_cap_used() == 5
     # Now nothing can go ("a" and "f" hold samples not yet durable, "e" is too light for the 3 units a new stream
     # needs): the new stream is refused and nobody is evicted for it.
     refused = proc.add_sensor("sensor", [Sample("g", t, 1.0)], (9, 1))
