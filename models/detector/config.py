@@ -244,9 +244,12 @@ class Preset:
 # scalogram_waveform: the window's samples as the model's second channel. The magnitude scalogram is blind to a
 # window's level, which on NAB is as often the anomaly as its shape: the diffusion channel alone scores 32.0 with it
 # against 21.5 without (the product 72.0 either way), at no measurable cost (benchmarks/README.md).
+# steps=160: the two-channel model is under-trained at 80 steps (median final loss 0.33; 160: 0.18). Diffusion alone
+# 32.0 / 30.6 with 80 steps (seeds 0 / 1), 36.0 / 36.5 with 160, 37.9 / 37.5 with 320: the knee is at 160, for a
+# stream's fit of ~6 s on one core instead of ~3 (benchmarks/README.md).
 _NAB = DetectorConfig(hop=8, calibrate=True, fusion="likelihood", gaussian_channel=True,
                       value_discords=(2, 4, 8, 16, 32), log_scale=True, spatial_tolerance=0.05, suppress_fraction=0.2,
-                      scalogram_normalise="training", scalogram_waveform=True)
+                      scalogram_normalise="training", scalogram_waveform=True, steps=160)
 # The standard-profile threshold NAB's sweep found for the nab preset (benchmarks/results/nab.json, hop 8: 0.9999986;
 # with hop 4 it was 0.9999978): in effect, a saturated likelihood or the spatial rule.
 _NAB_THRESHOLD = 0.9999986
