@@ -473,3 +473,21 @@ def test_a_saved_pipeline_whose_model_takes_other_channels_than_its_transform_ma
     with pytest.raises(ValueError, match="lam=1"):
         preset("nab", scorer_options={"top_percent": 5})  # replaced wholesale: lam back at 0.5, a CNN term
     assert preset("nab", scalogram_waveform=False, scorer_options={"top_percent": 5}).scorer_options["top_percent"] == 5
+
+
+@pytest.mark.parametrize("scorer, options, refused", [
+    ("recon", {"lam": 1.0}, False),
+    ("kl", {"lam": 1.0}, False),
+    ("trend", {}, False),  # no feature term at all
+    ("recon", {"lam": 0.9}, True),  # a CNN feature term
+    ("recon", {"lam": 1.0, "space": "feature"}, True),  # the model runs on CNN feature maps
+    ("dynamic", {"lam": 1.0}, True),  # its noise level is chosen from CNN features of the input
+])
+def test_waveform_channel_refuses_scorers_that_run_the_cnn_on_the_image(scorer, options, refused):
+    """The waveform channel makes the image two-channel; an ImageNet CNN takes one or three. Each scorer says
+    whether it runs the CNN on its input, and the configuration refuses the combination before any fit."""
+    if refused:
+        with pytest.raises(ValueError, match="lam=1, not dynamic"):
+            preset("nab", scorer=scorer, scorer_options=options)
+    else:
+        assert preset("nab", scorer=scorer, scorer_options=options).scalogram_waveform

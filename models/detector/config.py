@@ -220,10 +220,9 @@ def _check_waveform_scorer(scorer: str, options: dict[str, Any]) -> None:
     """The waveform channel makes the model's image two-channel, which the ImageNet CNN behind a feature term
     (``lam`` < 1), a feature space and the dynamic scorer's noise-level choice cannot take: refused here rather than
     at every fit (replacing ``scorer_options`` wholesale brings back ``lam``'s default of 0.5)."""
-    from models.scorers import scorer_params
+    from models.scorers import reads_input_with_cnn
 
-    params = scorer_params(scorer, **dict(options))
-    if scorer == "dynamic" or getattr(params, "lam", 1.0) < 1.0 or getattr(params, "space", "pixel") != "pixel":
+    if reads_input_with_cnn(scorer, **dict(options)):
         raise ValueError(f"scalogram_waveform needs a pixel-space scorer without CNN features (lam=1, not dynamic); "
                          f"got scorer {scorer!r} with {dict(options)}: set scalogram_waveform=false or lam=1")
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.scorers.base import Scorer, available_scorers, create_scorer, register, scorer_params, validate_batch
+from models.scorers.base import (Scorer, available_scorers, create_scorer, reads_input_with_cnn, register,
+                                 scorer_params, validate_batch)
 
 # Registration happens on import; the order here is the order of ``available_scorers`` only by name.
 from models.scorers import recon as _recon  # noqa: E402,F401  (registers "recon")
@@ -31,6 +32,7 @@ __all__ = [
     "create_scorer",
     "load_scorer",
     "register",
+    "reads_input_with_cnn",
     "scorer_params",
     "validate_batch",
 ]

@@ -96,6 +96,13 @@ def scorer_params(name: str, **options: Any) -> Any:
     return _factory(name).Params.from_dict(options)  # type: ignore[attr-defined]
 
 
+def reads_input_with_cnn(name: str, **options: Any) -> bool:
+    """Whether scorer ``name`` with ``options`` runs the ImageNet CNN on its input image (see
+    :meth:`models.scorers.diffusion.DiffusionScorer.reads_input_with_cnn`)."""
+    cls = _factory(name)
+    return bool(cls.reads_input_with_cnn(cls.Params.from_dict(options)))  # type: ignore[attr-defined]
+
+
 def _import_all() -> None:
     # Importing the package registers every scorer module it lists.
     import models.scorers  # noqa: F401

@@ -131,6 +131,12 @@ class DiffusionScorer:
     #: Names of the per-pixel terms ``_terms`` returns; their training statistics are stored.
     term_names: ClassVar[tuple[str, ...]] = ("pixel", "feature")
 
+    @classmethod
+    def reads_input_with_cnn(cls, params: ScorerParams) -> bool:
+        """Whether scoring runs the ImageNet CNN on the input image: it then takes one- or three-channel images
+        only, which a transform with extra channels (the series' waveform channel) cannot give it."""
+        return params.space == "feature" or params.lam < 1.0
+
     def __init__(
         self,
         unet: UNetConfig | str | dict | None = None,

@@ -85,6 +85,10 @@ class DynamicScorer(DiffusionScorer):
     default_train = TrainConfig(steps=1500, batch_size=64, lr=1e-3)
     term_names: ClassVar[tuple[str, ...]] = ("pixel", "feature")
 
+    @classmethod
+    def reads_input_with_cnn(cls, params: ScorerParams) -> bool:
+        return True  # the noise level is chosen from the CNN features of the input's nearest training samples
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._knn_features: FeatureExtractor | None = None
