@@ -440,7 +440,7 @@ def test_the_nab_preset_sees_a_window_moved_to_a_level_it_never_had():
     deviations higher is far outside its training range with it and normal without it."""
     x = _series(900)
     assert preset("nab").scalogram_waveform and preset("rig").scalogram_waveform
-    assert not preset("ucr").scalogram_waveform and not preset("audio").scalogram_waveform
+    assert preset("ucr").scalogram_waveform and not preset("audio").scalogram_waveform
     z = {}
     for waveform in (True, False):
         fitted = FittedDetector.fit(x[:750], preset("nab", scalogram_waveform=waveform), reference=False)
@@ -491,3 +491,42 @@ def test_waveform_channel_refuses_scorers_that_run_the_cnn_on_the_image(scorer, 
             preset("nab", scorer=scorer, scorer_options=options)
     else:
         assert preset("nab", scorer=scorer, scorer_options=options).scalogram_waveform
+
+
+def test_channel_errors_apart_take_the_larger_training_z_of_each_image_channel(tmp_path):
+    """With ``channel_errors="apart"`` the diffusion score is the larger of the scalogram's and the waveform's own
+    error z (each reduced as the scorer reduces its map, standardised with the training windows), recomputed here
+    from the pipeline's images and reconstructions; it survives a save and load, and the setting is saved only
+    where it is set."""
+    import json as _json
+
+    from models.detector.fitted import sliding_windows
+
+    rng = np.random.default_rng(0)
+    x = np.sin(2 * np.pi * np.arange(3000) / 50) + 0.1 * rng.standard_normal(3000)
+    x[2200:2230] += 1.5  # something for the errors to find
+    fitted = FittedDetector.fit(x[:1500], preset("ucr", steps=20), reference=False)
+    assert fitted.config.channel_errors == "apart" and len(fitted.summary.channel_error_mean) == 2
+    windows = sliding_windows(fitted.model_input(x), fitted.window, np.arange(fitted.window - 1, 3000, 37))
+    batch = fitted.pipeline.score_windows(windows.astype(np.float32))
+    err = np.abs(batch.extras["scalogram"].astype(np.float64) - batch.reconstructions).reshape(len(windows), 2, -1)
+    k = round(err.shape[2] * 0.10)
+    top = -np.sort(-err, axis=2)[:, :, :k].mean(axis=2)
+    expected = ((top - fitted.summary.channel_error_mean) / fitted.summary.channel_error_std).max(axis=1)
+    scored = fitted.score_windows(windows).diffusion
+    np.testing.assert_allclose(scored, expected, rtol=1e-4, atol=1e-4)
+    assert scored.argmax() == expected.argmax()
+
+    fitted.save(tmp_path / "apart")
+    assert _json.loads((tmp_path / "apart" / "detector.json").read_text())["channel_errors"] == "apart"
+    np.testing.assert_array_equal(FittedDetector.load(tmp_path / "apart").score_windows(windows).diffusion, scored)
+    pooled = FittedDetector.fit(x[:1500], preset("ucr", steps=20, channel_errors="pooled"), reference=False)
+    pooled.save(tmp_path / "pooled")
+    assert "channel_errors" not in _json.loads((tmp_path / "pooled" / "detector.json").read_text())
+    assert "channel_error_mean" not in _json.loads((tmp_path / "pooled" / "fitted.json").read_text())
+    with pytest.raises(ValueError, match="scalogram_waveform=true"):
+        preset("ucr", scalogram_waveform=False)
+    with pytest.raises(ValueError, match="recon scorer"):
+        preset("ucr", scorer="kl")
+    with pytest.raises(ValueError, match="'pooled' or 'apart'"):
+        preset("ucr", channel_errors="max")

@@ -32,6 +32,7 @@ from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
 from models.errors import CheckpointMismatchError, InputError
 from models.pipeline import ScalogramPipeline
 from models.scorers import create_scorer
+from models.scorers.maps import reduce_map
 from models.training import TrainConfig
 from models.transforms.cwt import CWTConfig
 
@@ -77,6 +78,9 @@ class FitSummary:
     input_centre: float
     input_scale: float
     discords: tuple[DiscordStats, ...] = ()
+    channel_error_mean: tuple[float, ...] = ()
+    """Per image channel, the training windows' mean reduced error (``channel_errors="apart"``; else empty)."""
+    channel_error_std: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,7 @@ class FittedDetector:
         fitted = cls(cfg, provisional, pipe, {})
         windows = sliding_windows(fitted.model_input(x), w, ends).astype(np.float32)
         pipe.fit_windows(windows)
-        diff = fitted._raw_diffusion(windows)
+        diff = fitted._raw_diffusion(windows)  # (n,) pooled; (n, channels) judged apart
         discords: dict[str, TrainingDiscord] = {}
         for fractions, normalize, name in ((cfg.discord_scales, True, "discord@{:g}"),
                                            (cfg.value_discord_scales, False, "value@{:g}w")):
@@ -245,9 +249,13 @@ class FittedDetector:
         fitted.discords = discords
         fitted.summary = FitSummary(
             train_points=int(x.size), window=w, hop=hop, discord_hop=cfg.discord_hop or max(1, hop // 4),
-            train_windows=int(ends.size), train_stride=stride, train_seconds=0.0, diffusion_mean=float(diff.mean()),
-            diffusion_std=float(max(diff.std(), 1e-6)), input_centre=centre, input_scale=scale,
+            train_windows=int(ends.size), train_stride=stride, train_seconds=0.0,
+            diffusion_mean=float(diff.mean()) if diff.ndim == 1 else 0.0,
+            diffusion_std=float(max(diff.std(), 1e-6)) if diff.ndim == 1 else 1.0,
+            input_centre=centre, input_scale=scale,
             discords=tuple(d.stats for d in discords.values() if d.stats is not None),
+            channel_error_mean=tuple(float(v) for v in diff.mean(axis=0)) if diff.ndim == 2 else (),
+            channel_error_std=tuple(float(max(v, 1e-6)) for v in diff.std(axis=0)) if diff.ndim == 2 else (),
         )
         fitted.reference = fitted._state_after_training(x) if reference else None
         fitted.summary = replace(fitted.summary, train_seconds=round(time.perf_counter() - started, 3))
@@ -294,12 +302,29 @@ class FittedDetector:
             if padded != n:
                 scalograms = tuple(torch.cat([t, t[-1:].expand(padded - n, *t.shape[1:])]) for t in scalograms)
             batch = self.pipeline.score_scalograms(*scalograms)
-            raw.append(np.asarray(batch.scores, dtype=np.float64)[:n])
+            if self.config.channel_errors == "apart":
+                raw.append(self._channel_errors(scalograms[0][:n], batch.reconstructions[:n]))
+            else:
+                raw.append(np.asarray(batch.scores, dtype=np.float64)[:n])
             level.append(np.asarray(batch.extras["level_z"], dtype=np.float64)[:n])
             scale.append(np.asarray(batch.extras["scale_z"], dtype=np.float64)[:n])
         if not raw:
             return np.zeros(0), np.zeros(0), np.zeros(0)
         return np.concatenate(raw), np.concatenate(level), np.concatenate(scale)
+
+    def _channel_errors(self, images: torch.Tensor, reconstructions: np.ndarray | None) -> np.ndarray:
+        """(n, channels): each image channel's reconstruction error |x − x̂| reduced as the scorer reduces its map.
+
+        Why apart: the scorer's map averages the channels, and with the waveform channel beside the scalogram the
+        waveform's error drowns the scalogram's — on UCR the pooled channel lost the two series the scalogram alone
+        decided. Judged apart (each against its own training windows, the larger z: :meth:`score_windows`), each
+        channel keeps what it finds (benchmarks/README.md)."""
+        if reconstructions is None:
+            raise InputError("channel_errors='apart' needs a scorer that reconstructs its input")
+        params = self.pipeline.scorer.params  # type: ignore[attr-defined]
+        err = (images.float() - torch.as_tensor(np.asarray(reconstructions), dtype=torch.float32)).abs()
+        return np.stack([reduce_map(err[:, c], params.reduction, params.top_percent).double().numpy()
+                         for c in range(err.shape[1])], axis=1)
 
     def _raw_diffusion(self, windows: np.ndarray) -> np.ndarray:
         return self._model_scores(windows)[0]
@@ -312,6 +337,9 @@ class FittedDetector:
             raise InputError(f"expected (n, {self.window}) windows, got {x.shape}")
         raw, level, scale = self._model_scores(x)
         s = self.summary
+        if raw.ndim == 2:  # channel errors judged apart: the larger of their training z
+            z = (raw - np.asarray(s.channel_error_mean)) / np.asarray(s.channel_error_std)
+            return WindowScores(diffusion=z.max(axis=1), level=np.abs(level), scale=np.abs(scale))
         return WindowScores(diffusion=(raw - s.diffusion_mean) / s.diffusion_std, level=np.abs(level),
                             scale=np.abs(scale))
 
@@ -370,6 +398,9 @@ class FittedDetector:
         directory.mkdir(parents=True, exist_ok=True)
         self.config.save(directory)
         summary = asdict(self.summary)
+        for name in ("channel_error_mean", "channel_error_std"):
+            if not summary[name]:  # saved only where set: a release from before them refuses unknown keys
+                del summary[name]
         (directory / FITTED_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
         arrays: dict[str, np.ndarray] = {}
         for i, (name, d) in enumerate(self.discords.items()):
@@ -390,6 +421,9 @@ class FittedDetector:
         try:
             raw = json.loads((directory / FITTED_FILE).read_text())
             raw["discords"] = tuple(DiscordStats(**d) for d in raw.get("discords", ()))
+            for name in ("channel_error_mean", "channel_error_std"):
+                if name in raw:
+                    raw[name] = tuple(float(v) for v in raw[name])
             summary = FitSummary(**raw)
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointMismatchError(f"{directory}: unreadable {FITTED_FILE}: {exc}") from None
