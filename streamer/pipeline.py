@@ -439,7 +439,6 @@ class StreamProcessor:
         (an audio stream's 100 s of samples; :func:`streamer.memory.training_weight`)."""
         return self.training_weights.get(st.stream_class, 1) if st.state is None else 1
 
-
     def _make_room(self, new: tuple[str, str]) -> bool:
         """Evict the least recently active streams that lose nothing by it (everything they received is in their
         saved state, or they have no state and no samples; each is restored from that state if it sends again)
