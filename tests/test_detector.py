@@ -520,6 +520,12 @@ def test_channel_errors_apart_take_the_larger_training_z_of_each_image_channel(t
     fitted.save(tmp_path / "apart")
     assert _json.loads((tmp_path / "apart" / "detector.json").read_text())["channel_errors"] == "apart"
     np.testing.assert_array_equal(FittedDetector.load(tmp_path / "apart").score_windows(windows).diffusion, scored)
+    stats_file = tmp_path / "apart" / "fitted.json"
+    lost = _json.loads(stats_file.read_text())
+    del lost["channel_error_mean"]
+    stats_file.write_text(_json.dumps(lost))
+    with pytest.raises(CheckpointMismatchError, match="training statistics"):  # refused at load, not at scoring
+        FittedDetector.load(tmp_path / "apart")
     pooled = FittedDetector.fit(x[:1500], preset("ucr", steps=20, channel_errors="pooled"), reference=False)
     pooled.save(tmp_path / "pooled")
     assert "channel_errors" not in _json.loads((tmp_path / "pooled" / "detector.json").read_text())

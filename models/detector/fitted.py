@@ -425,6 +425,9 @@ class FittedDetector:
                 if name in raw:
                     raw[name] = tuple(float(v) for v in raw[name])
             summary = FitSummary(**raw)
+            if config.channel_errors == "apart" and not (
+                    len(summary.channel_error_mean) == len(summary.channel_error_std) >= 2):
+                raise ValueError("channel_errors='apart' without each image channel's training statistics")
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointMismatchError(f"{directory}: unreadable {FITTED_FILE}: {exc}") from None
         with np.load(directory / DISCORD_FILE) as z:
