@@ -10,6 +10,7 @@ training clips of ``bench audio``), which it passes the way ``scalowatch demo`` 
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,21 +90,20 @@ def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str
             processor.registry.close()
         if dead:
             log.warning("%d record(s) were dead-lettered during the replay", dead)
-        by_stream: dict[str, list] = {}
-        for row in sink.read(WINDOW_SCORE):  # one pass: the store holds every stream's points
-            by_stream.setdefault(row.tags["stream"], []).append(row)
+        columns: dict[str, tuple[list, list, list, list]] = {}
+        for row in sink.iter_points(WINDOW_SCORE):  # one pass: the store holds every stream's points
+            times, scores, alerts, deciders = columns.setdefault(row.tags["stream"], ([], [], [], []))
+            times.append(row.time_ns)
+            scores.append(float(row.fields["score"]))
+            alerts.append(int(row.fields["alert"]))
+            deciders.append(sys.intern(str(row.fields.get("decided_by", ""))))
         out = {}
         for s in sources:
-            rows = by_stream.get(s.stream, [])
+            times, scores, alerts, deciders = columns.get(s.stream, ([], [], [], []))
             key = processor.registry.key_for(stream_class, s.stream)
             fitted = FittedDetector.load(processor.registry.directory(key), device="cpu")
-            out[s.stream] = StoredScores(
-                time_ns=np.array([r.time_ns for r in rows], dtype=np.int64),
-                score=np.array([float(r.fields["score"]) for r in rows]),
-                alert=np.array([int(r.fields["alert"]) for r in rows]),
-                decided_by=tuple(str(r.fields.get("decided_by", "")) for r in rows),
-                window=fitted.window,
-            )
+            out[s.stream] = StoredScores(time_ns=np.array(times, dtype=np.int64), score=np.array(scores),
+                                         alert=np.array(alerts), decided_by=tuple(deciders), window=fitted.window)
         sink.close()
     return out
 
