@@ -8,6 +8,7 @@ failing later with an opaque shape error (or, worse, silently scoring with the w
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -124,3 +125,14 @@ def load_checkpoint(
             )
     flat = load_file(str(weights), device=str(device))
     return config, _unflatten(flat)
+
+
+def version_of(directory: str | Path) -> str:
+    """12 hex digits of a SHA-256 over a saved model's files: tags every result it scores, so a stored score says
+    which model made it (a retrained model gets another version)."""
+    directory = Path(directory)
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(directory)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]

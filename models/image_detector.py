@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from models.baselines.patchcore import PatchCore, PatchCoreConfig
+from models.checkpoint import version_of
 from models.errors import CheckpointMismatchError, InputError, NotFittedError
 from models.features import FeatureConfig, FeatureExtractor, combine_maps, map_side
 from models.scorers.base import validate_batch
@@ -150,6 +151,8 @@ class ImageDetector:
         self.diffusion_stats: tuple[float, float] | None = None
         self.input_shape: tuple[int, int, int] | None = None
         self.fit_seconds: dict[str, float] = {}
+        self.version = "unsaved"
+        """A hash of the saved files (set by :meth:`save` and :meth:`load`): the model each result came from."""
         self._backbone = None  # models.features.FeatureExtractor of both channels' blocks, once needed
 
     @property
@@ -284,8 +287,9 @@ class ImageDetector:
         return self.fuse(self.channel_maps(batch))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> None:
-        """``image_detector.json`` + ``diffusion/<k>/`` (one U-Net checkpoint per member) + ``knn/`` (memory bank)."""
+    def save(self, directory: str | Path) -> str:
+        """``image_detector.json`` + ``diffusion/<k>/`` (one U-Net checkpoint per member) + ``knn/`` (memory bank);
+        returns the version."""
         if not self.is_fitted:
             raise NotFittedError("cannot save an unfitted image detector")
         directory = Path(directory)
@@ -297,6 +301,8 @@ class ImageDetector:
         meta = {"format": FORMAT_VERSION, "config": self.config.to_dict(), "input_shape": list(self.input_shape or ()),
                 "diffusion_stats": list(self.diffusion_stats or ())}
         (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        self.version = version_of(directory)
+        return self.version
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "auto") -> "ImageDetector":
@@ -316,6 +322,7 @@ class ImageDetector:
         det.diffusion = [ReconScorer.load(directory / "diffusion" / str(k), device=device)
                          for k in range(det.config.ensemble)]
         det.knn = PatchCore.load(directory / "knn", device=device)
+        det.version = version_of(directory)
         return det
 
 

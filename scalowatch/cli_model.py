@@ -377,7 +377,7 @@ def score_images(root: Path, model_dir: Path, meta: ModelMeta, out: Path, device
             defect = f.parent.name if mvtec else ""
             mask = mask_file(root, defect, f) if mvtec and defect != "good" else None
             results.append(ImageResult(root.resolve().name, defect, f, float(s), target,
-                                       mask if mask is not None and mask.is_file() else None))
+                                       mask if mask is not None and mask.is_file() else None, scorer.version))
         if maps_dir is not None:
             write_image_results(maps_dir, results)
         if sink is not None:

@@ -30,6 +30,8 @@ class ImageResult:
     score: float
     map_path: Path | None = None
     mask_path: Path | None = None
+    model_version: str = ""
+    """The saved detector's version (a hash of its files; empty if unknown): which model gave the score."""
 
 
 def write_image_results(folder: Path, results: Sequence[ImageResult]) -> Path:
@@ -66,5 +68,5 @@ def image_result_points(results: Sequence[ImageResult], time_ns: int) -> list[Po
 
     return [Point(IMAGE_RESULT, {k: v for k, v in (("category", r.category), ("defect", r.defect)) if v},
                   {"path": where(r.path), "score": float(r.score), "map_path": where(r.map_path),
-                   "mask_path": where(r.mask_path)}, int(time_ns) + i)
+                   "mask_path": where(r.mask_path), "model_version": r.model_version}, int(time_ns) + i)
             for i, r in enumerate(results)]

@@ -263,6 +263,12 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     np.testing.assert_allclose([by_path[p] for p in stored["path"]], stored["score"], rtol=1e-5)
     assert stored["category"].tolist() == ["widget"] * 4 and sorted(stored["defect"]) == ["good"] * 2 + ["paint"] * 2
     assert (stored["map_path"] == "").all() and sum(p.endswith("_mask.png") for p in stored["mask_path"]) == 2
+    from models.checkpoint import version_of
+    from streamer.points import IMAGE_RESULT
+    from streamer.sinks.sqlite import SQLiteSink
+
+    with SQLiteSink(db) as sink:  # each result names the model that scored it
+        assert {p.fields["model_version"] for p in sink.read(IMAGE_RESULT)} == {version_of(model / "image_detector")}
     res = _cli(["score", mixed, "--model-dir", model, "--out", tmp_path / "m2.csv", "--store", "sqlite",
                 "--sqlite-path", db, "--maps-dir", tmp_path / "mm2"])  # a plain folder: no defect tag
     assert res.exit_code == 0, res.output

@@ -12,7 +12,6 @@ decided), ``discords.npz`` (reference windows), ``reference.json`` (a stream's s
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ import torch
 
 from models.baselines import as_series
 from models.baselines.period import dominant_period
+from models.checkpoint import version_of
 from models.detector.config import MIN_TRAIN_SAMPLES, DetectorConfig
 from models.detector.state_json import read_state, write_state
 from models.discord import DiscordStats, TrainingDiscord, fixed_standardisation
@@ -454,13 +454,3 @@ def _new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline
     normalise = "window" if cfg.scalogram_normalise == "window" else "none"
     return ScalogramPipeline(CWTConfig(n_scales=cfg.n_scales, out_size=tuple(size), normalise=normalise,
                                        waveform_channel=cfg.scalogram_waveform), scorer)
-
-
-def version_of(directory: str | Path) -> str:
-    """12 hex digits of a SHA-256 over a saved detector's files: tags every point it scores."""
-    directory = Path(directory)
-    h = hashlib.sha256()
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(directory)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:12]
