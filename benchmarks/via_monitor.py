@@ -81,7 +81,9 @@ def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str
                     bar.update(1)
             while True:
                 processor.registry.wait()
-                processor.step(force=True)
+                # In the monitor's bounded rounds: one unbounded step built the points of every pending sample at
+                # once (about 9 GB for the 3.5 M samples of the UCR series).
+                processor.step()
                 dead += len(unscored_letters(processor))
                 processor.flush(sink)
                 if processor.idle():
