@@ -113,7 +113,7 @@ class SQLiteSink:
     def iter_points(self, measurement: str, *, start_ns: int | None = None, end_ns: int | None = None,
                     tags: dict[str, str] | None = None) -> Iterator[Point]:
         """:meth:`read`, one point at a time: a store of millions of points (a replayed benchmark) is walked
-        without holding them all as Python objects at once (3.5 M points took about 11 GB)."""
+        without holding them all as Python objects at once (about 2 KB a point: 7 GB for UCR's 3.5 M)."""
         query = "SELECT tags, fields, time_ns FROM points WHERE measurement = ?"
         params: list[object] = [measurement]
         if start_ns is not None:
