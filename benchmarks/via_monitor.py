@@ -22,7 +22,7 @@ from tqdm import tqdm
 from models.detector import FittedDetector
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
-from streamer.ingest import ingest, unscored_letters
+from streamer.ingest import drain, ingest, unscored_letters
 from streamer.messages import AUDIO, SENSOR
 from streamer.points import WINDOW_SCORE
 from streamer.replay import ReplaySource
@@ -79,15 +79,7 @@ def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str
                         dead += len(unscored_letters(processor))
                         processor.flush(sink)
                     bar.update(1)
-            while True:
-                processor.registry.wait()
-                # In the monitor's bounded rounds: one unbounded step built the points of every pending sample at
-                # once (about 9 GB for the 3.5 M samples of the UCR series).
-                processor.step()
-                dead += len(unscored_letters(processor))
-                processor.flush(sink)
-                if processor.idle():
-                    break
+            dead += len(drain(processor, sink))
         finally:
             processor.registry.close()
         if dead:

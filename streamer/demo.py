@@ -17,7 +17,7 @@ from pathlib import Path
 from models.detector import describe_channel
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
-from streamer.ingest import ingest, unscored_letters
+from streamer.ingest import drain, ingest, unscored_letters
 from streamer.messages import AUDIO, SENSOR
 from streamer.points import ALERT, WINDOW_SCORE
 from streamer.replay import ReplaySource, read_nab_csv, read_wav
@@ -139,16 +139,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), *, progress: bool = True, fitter=No
                     dead += _log_unscored(processor)
                     processor.flush(sink)
                 bar.update(1)
-        # End of the recordings: let running fits finish, then score everything still pending.
-        while True:
-            processor.registry.wait()
-            # In the monitor's bounded rounds: one unbounded step built the points of every pending sample at
-            # once (about 9 GB for the 3.5 M samples of the UCR series).
-            processor.step()
-            dead += _log_unscored(processor)
-            processor.flush(sink)
-            if processor.idle():
-                break
+        for letter in drain(processor, sink):  # the end of the recordings: score what is still pending
+            dead += 1
+            _log_letter(letter)
     finally:
         processor.registry.close()
     rows = {m: sink.read(m) for m in (WINDOW_SCORE, ALERT)}

@@ -661,9 +661,10 @@ class StreamProcessor:
 
     def step(self, force: bool = False, max_samples: int | None = None) -> int:
         """Start fits that are due, take finished ones, score ready streams' pending samples: whole streams, up to
-        ``max_samples`` (default ``max_step_samples``; ``force``: all of them, how the demo and the benchmarks
-        drain). Returns the number of samples it took to score (a budget's measure: audio scores one point per
-        window, not per sample); :attr:`scoring_left` says whether the budget left some.
+        ``max_samples`` (default ``max_step_samples``; ``force``: all of them at once, which builds every pending
+        sample's points in one go — a replay's end drains in bounded steps instead, :func:`streamer.ingest.drain`).
+        Returns the number of samples it took to score (a budget's measure: audio scores one point per window, not
+        per sample); :attr:`scoring_left` says whether the budget left some.
 
         Why bounded: the loop polls only between steps, and the group drops a member that has not polled for
         ``max.poll.interval.ms``. When a shared detector becomes ready, every stream waiting for it brings its whole
