@@ -3,7 +3,8 @@ ground-truth mask; and read results from a bench output folder as well as from t
 
 A bench output folder holds ``image_results.csv`` (or ``.jsonl`` / ``.json``: a list of objects) anywhere up to
 two levels down, with the ``image_result`` columns of docs/store-schema.md (category, defect, path, score,
-map_path, mask_path); relative paths are taken relative to that file.
+map_path, mask_path, model_version — absent in files written before it: then empty); relative paths are taken
+relative to that file.
 """
 from __future__ import annotations
 
@@ -120,6 +121,6 @@ def load_results_folder(folder: str | Path) -> pd.DataFrame:
     for name in ("path", "map_path", "mask_path"):
         frame[name] = [str((path.parent / p).resolve()) if p and not Path(p).is_absolute() else str(p or "")
                        for p in frame[name].fillna("").astype(str)]
-    for name in ("category", "defect"):
+    for name in ("category", "defect", "model_version"):
         frame[name] = frame[name].fillna("").astype(str)
     return frame.sort_values(["category", "defect", "path"], kind="stable").reset_index(drop=True)

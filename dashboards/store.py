@@ -50,7 +50,7 @@ ALERT_COLUMNS = (
     "model_version", "decided_by",
 )
 FEEDBACK_COLUMNS = ("time_ns", "stream", "verdict", "note", "at_ns")
-IMAGE_COLUMNS = ("time_ns", "category", "defect", "path", "score", "map_path", "mask_path")
+IMAGE_COLUMNS = ("time_ns", "category", "defect", "path", "score", "map_path", "mask_path", "model_version")
 
 VERDICTS = ("ack", "false_positive")
 SNAPSHOT_DIRECT_READ = 20  # InfluxDB: list up to this many snapshots by reading them (payloads included)
@@ -216,7 +216,7 @@ def _finish_images(frame: pd.DataFrame) -> pd.DataFrame:
     time is its run's), and the page shows what the folder scores now, not every run mixed."""
     frame["score"] = pd.to_numeric(frame["score"], errors="coerce").astype(float)
     frame["time_ns"] = pd.to_numeric(frame["time_ns"], errors="coerce").fillna(0).astype("int64")
-    for name in ("category", "defect", "path", "map_path", "mask_path"):
+    for name in ("category", "defect", "path", "map_path", "mask_path", "model_version"):
         frame[name] = frame[name].fillna("").astype(str)
     frame = frame.sort_values("time_ns", kind="stable").drop_duplicates("path", keep="last")
     return frame.sort_values(["category", "defect", "path"], kind="stable").reset_index(drop=True)

@@ -1,5 +1,6 @@
 """The file of scored images that the dashboard's Images page opens: ``image_results.csv``, one row per image with
-the ``image_result`` columns of docs/store-schema.md (category, defect, path, score, map_path, mask_path).
+the ``image_result`` columns of docs/store-schema.md (category, defect, path, score, map_path, mask_path,
+model_version).
 
 Why a file and one writer: ``bench mvtec`` and ``scalowatch score`` on an image folder both produce it, and the
 page (``dashboards/imaging.py``) reads it from any folder it is pointed at. ``scalowatch score --store`` also
@@ -19,7 +20,7 @@ from pathlib import Path
 from streamer.points import IMAGE_RESULT, Point
 
 IMAGE_RESULTS_FILE = "image_results.csv"
-IMAGE_RESULT_COLUMNS = ("category", "defect", "path", "score", "map_path", "mask_path")
+IMAGE_RESULT_COLUMNS = ("category", "defect", "path", "score", "map_path", "mask_path", "model_version")
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def write_image_results(folder: Path, results: Sequence[ImageResult]) -> Path:
         writer.writerow(IMAGE_RESULT_COLUMNS)
         for r in results:
             writer.writerow([r.category, r.defect, where(r.path), f"{r.score:.6g}", where(r.map_path),
-                             where(r.mask_path)])
+                             where(r.mask_path), r.model_version])
     return target
 
 

@@ -247,6 +247,9 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     assert res.exit_code == 0, res.output
     shown = load_results_folder(tmp_path / "mm")
     assert sorted(Path(p).name for p in shown["map_path"]) == ["a.jpg.npy", "a.png.npy", "b.npy"]
+    from models.checkpoint import version_of
+
+    assert set(shown["model_version"]) == {version_of(model / "image_detector")}  # the file names the model too
     by_image = dict(zip((Path(p).name for p in shown["path"]), shown["map_path"]))
     assert not np.array_equal(np.load(by_image["a.png"]), np.load(by_image["a.jpg"]))
 
@@ -263,7 +266,7 @@ def test_image_folder_train_and_score_with_maps(tmp_path):
     np.testing.assert_allclose([by_path[p] for p in stored["path"]], stored["score"], rtol=1e-5)
     assert stored["category"].tolist() == ["widget"] * 4 and sorted(stored["defect"]) == ["good"] * 2 + ["paint"] * 2
     assert (stored["map_path"] == "").all() and sum(p.endswith("_mask.png") for p in stored["mask_path"]) == 2
-    from models.checkpoint import version_of
+    assert set(stored["model_version"]) == {version_of(model / "image_detector")}
     from streamer.points import IMAGE_RESULT
     from streamer.sinks.sqlite import SQLiteSink
 
@@ -396,3 +399,6 @@ def test_image_results_reach_a_real_influxdb_and_the_images_page_reads_them(tmp_
     assert sorted(stored["defect"]) == ["good", "paint", "paint"] and set(stored["category"]) == {"gadget"}
     by_path = {str((root / r["path"]).resolve()): float(r["score"]) for r in rows}
     np.testing.assert_allclose([by_path[p] for p in stored["path"]], stored["score"], rtol=1e-5)
+    from models.checkpoint import version_of
+
+    assert set(stored["model_version"]) == {version_of(model / "image_detector")}

@@ -275,12 +275,14 @@ def test_images_from_bench_folder(store_env, tmp_path, monkeypatch):
     for row in rows:  # relative paths are resolved against the results file
         for key in ("path", "map_path", "mask_path"):
             row[key] = str(Path(row[key]).relative_to(folder)) if row[key] else ""
+        row["model_version"] = "m1"
     pd.DataFrame(rows).to_csv(folder / "image_results.csv", index=False)
     at = run_page("views/images.py")
     at.radio(key="images_source").set_value("Bench output folder").run()
     at.text_input(key="images_folder").input(str(folder)).run()
     assert not at.exception
     assert list(at.dataframe[0].value["Defect"]) == ["broken_large", "good"]
+    assert list(at.dataframe[0].value["Model"]) == ["m1", "m1"]  # which saved detector scored each image
     assert not at.warning
     at.text_input(key="images_folder").input(str(tmp_path / "nope")).run()
     assert "No folder" in texts(at.warning)

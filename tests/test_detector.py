@@ -507,6 +507,7 @@ def test_channel_errors_apart_take_the_larger_training_z_of_each_image_channel(t
     x[2200:2230] += 1.5  # something for the errors to find
     fitted = FittedDetector.fit(x[:1500], preset("ucr", steps=20), reference=False)
     assert fitted.config.channel_errors == "apart" and len(fitted.summary.channel_error_mean) == 2
+    assert fitted.summary.diffusion_mean is None and fitted.summary.diffusion_std is None  # no pooled statistic
     windows = sliding_windows(fitted.model_input(x), fitted.window, np.arange(fitted.window - 1, 3000, 37))
     batch = fitted.pipeline.score_windows(windows.astype(np.float32))
     err = np.abs(batch.extras["scalogram"].astype(np.float64) - batch.reconstructions).reshape(len(windows), 2, -1)
@@ -529,7 +530,12 @@ def test_channel_errors_apart_take_the_larger_training_z_of_each_image_channel(t
     pooled = FittedDetector.fit(x[:1500], preset("ucr", steps=20, channel_errors="pooled"), reference=False)
     pooled.save(tmp_path / "pooled")
     assert "channel_errors" not in _json.loads((tmp_path / "pooled" / "detector.json").read_text())
-    assert "channel_error_mean" not in _json.loads((tmp_path / "pooled" / "fitted.json").read_text())
+    pooled_stats = _json.loads((tmp_path / "pooled" / "fitted.json").read_text())
+    assert "channel_error_mean" not in pooled_stats and pooled_stats["diffusion_std"] > 0
+    pooled_stats["diffusion_std"] = None
+    (tmp_path / "pooled" / "fitted.json").write_text(_json.dumps(pooled_stats))
+    with pytest.raises(CheckpointMismatchError, match="training statistics"):
+        FittedDetector.load(tmp_path / "pooled")
     with pytest.raises(ValueError, match="scalogram_waveform=true"):
         preset("ucr", scalogram_waveform=False)
     with pytest.raises(ValueError, match="recon scorer"):

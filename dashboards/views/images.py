@@ -117,9 +117,12 @@ def render() -> None:
     auroc = image_auroc(in_cat)
     m2.metric(f"Image AUROC ({category})", f"{auroc:.3f}" if auroc is not None else "–")
     m3.metric("Mean score", f"{shown['score'].mean():.4f}")
+    table = pd.DataFrame({"Image": [Path(p).name for p in shown["path"]], "Defect": shown["defect"],
+                          "Score": shown["score"], "Mask": shown["mask_path"] != ""})
+    if (shown["model_version"] != "").any():  # which saved detector gave each score (empty for bench runs)
+        table["Model"] = shown["model_version"]
     st.dataframe(
-        pd.DataFrame({"Image": [Path(p).name for p in shown["path"]], "Defect": shown["defect"],
-                      "Score": shown["score"], "Mask": shown["mask_path"] != ""}),
+        table,
         hide_index=True, width="stretch", height=min(36 + 35 * len(shown), 260),
         column_config={"Score": st.column_config.ProgressColumn(
             min_value=float(frame["score"].min()), max_value=float(frame["score"].max()), format="%.4f")},

@@ -73,8 +73,10 @@ class FitSummary:
     train_windows: int
     train_stride: int
     train_seconds: float
-    diffusion_mean: float
-    diffusion_std: float
+    diffusion_mean: float | None
+    """The training windows' pooled diffusion score; None where each image channel has its own
+    (``channel_errors="apart"``: :attr:`channel_error_mean`)."""
+    diffusion_std: float | None
     input_centre: float
     input_scale: float
     discords: tuple[DiscordStats, ...] = ()
@@ -250,8 +252,8 @@ class FittedDetector:
         fitted.summary = FitSummary(
             train_points=int(x.size), window=w, hop=hop, discord_hop=cfg.discord_hop or max(1, hop // 4),
             train_windows=int(ends.size), train_stride=stride, train_seconds=0.0,
-            diffusion_mean=float(diff.mean()) if diff.ndim == 1 else 0.0,
-            diffusion_std=float(max(diff.std(), 1e-6)) if diff.ndim == 1 else 1.0,
+            diffusion_mean=float(diff.mean()) if diff.ndim == 1 else None,
+            diffusion_std=float(max(diff.std(), 1e-6)) if diff.ndim == 1 else None,
             input_centre=centre, input_scale=scale,
             discords=tuple(d.stats for d in discords.values() if d.stats is not None),
             channel_error_mean=tuple(float(v) for v in diff.mean(axis=0)) if diff.ndim == 2 else (),
@@ -340,6 +342,7 @@ class FittedDetector:
         if raw.ndim == 2:  # channel errors judged apart: the larger of their training z
             z = (raw - np.asarray(s.channel_error_mean)) / np.asarray(s.channel_error_std)
             return WindowScores(diffusion=z.max(axis=1), level=np.abs(level), scale=np.abs(scale))
+        assert s.diffusion_mean is not None and s.diffusion_std is not None  # pooled: set by fit and load
         return WindowScores(diffusion=(raw - s.diffusion_mean) / s.diffusion_std, level=np.abs(level),
                             scale=np.abs(scale))
 
@@ -428,6 +431,8 @@ class FittedDetector:
             if config.channel_errors == "apart" and not (
                     len(summary.channel_error_mean) == len(summary.channel_error_std) >= 2):
                 raise ValueError("channel_errors='apart' without each image channel's training statistics")
+            if config.channel_errors != "apart" and (summary.diffusion_mean is None or summary.diffusion_std is None):
+                raise ValueError("pooled channel errors without their training statistics")
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise CheckpointMismatchError(f"{directory}: unreadable {FITTED_FILE}: {exc}") from None
         with np.load(directory / DISCORD_FILE) as z:
