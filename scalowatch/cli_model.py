@@ -187,7 +187,9 @@ def detector_config(kind: str, preset: str | None, *, scorer: str, steps: int | 
     if unet is not None:
         options["unet"] = unet
     if adversarial:
-        options["scorer_adversarial"] = True
+        from models.scorers.diffusion import ADDM_WEIGHT  # noqa: PLC0415 - torch loads only when a command runs
+
+        options["adversarial_weight"] = ADDM_WEIGHT
     return name, preset_config(name, **options)
 
 
@@ -404,7 +406,8 @@ def register(app: typer.Typer) -> None:
                                                           "the preset's; nab/rig/ucr: the training part's period)."),
         hop: int = typer.Option(None, "--hop", help="Series/audio: diffusion window stride (default: the preset's)."),
         steps: int = typer.Option(None, "--steps", help="Training steps (default: the preset's; images: the image detector's)."),
-        adversarial: bool = typer.Option(False, "--adversarial", help="Train with the ADDM adversarial loss."),
+        adversarial: bool = typer.Option(False, "--adversarial", help="Train with the ADDM adversarial loss, for any "
+                                                                     "scorer (series and audio)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         preset: str = typer.Option(None, "--preset", help="Series/audio detector preset: nab, rig, ucr or audio "
                                                           "(default: nab for series, audio for WAV)."),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,28 @@ def test_txt_series_round_trip_with_the_ucr_preset(tmp_path):
     assert [r["timestamp"] for r in rows[:3]] == ["0", "1", "2"] and len(rows) == 600
     score = np.array([float(r["score"]) for r in rows])
     assert 450 <= int(np.argmax(score)) < 470 + 40 + 10
+
+
+def test_adversarial_training_of_a_series_detector(tmp_path, caplog):
+    """``--adversarial`` trains the detector's model with ADDM's loss (any scorer): the weight travels in the
+    detector's configuration, so a loaded detector says how it was trained. It once failed on every series (the
+    flag went in as an option the scorer refuses)."""
+    from models.detector import FittedDetector
+    from models.scorers.diffusion import ADDM_WEIGHT
+
+    path = tmp_path / "series.txt"
+    np.savetxt(path, _sine(600, period=20, seed=3))
+    model = tmp_path / "m"
+    with caplog.at_level(logging.INFO, logger="models.training"):
+        res = _cli(["train", path, "--model-dir", model, "--train-fraction", "0.5", "--window", "40", "--adversarial",
+                    *FAST])
+    assert res.exit_code == 0, res.output
+    assert f"adversarial_weight={ADDM_WEIGHT}" in caplog.text  # the training ran with it
+    assert json.loads((model / "detector.json").read_text())["adversarial_weight"] == ADDM_WEIGHT
+    assert FittedDetector.load(model).config.adversarial_weight == ADDM_WEIGHT
+    plain = tmp_path / "p"
+    assert _cli(["train", path, "--model-dir", plain, "--train-fraction", "0.5", "--window", "40", *FAST]).exit_code == 0
+    assert "adversarial_weight" not in json.loads((plain / "detector.json").read_text())  # loadable by older releases
 
 
 def test_sensor_csv_column_is_one_series_like_its_own_nab_file(spiky_csv, tmp_path):

@@ -46,7 +46,8 @@ class DetectorConfig:
     before it fits (the benchmarks pass each file's own training part instead).
 
     Model: ``scorer`` (one of :data:`SCORERS`) on a ``unet`` preset trained ``steps`` steps on at most
-    ``max_train_windows`` windows; ``scalogram_normalise``: ``"window"`` (shape only) or ``"training"`` (the
+    ``max_train_windows`` windows (``adversarial_weight`` > 0: with ADDM's adversarial loss, for any scorer — a
+    training setting, so it lives here and not among the scorer's options); ``scalogram_normalise``: ``"window"`` (shape only) or ``"training"`` (the
     series standardised with the training part, so the scalogram keeps each scale's amplitude);
     ``scalogram_waveform``: the window's samples as the image's second channel (level and phase, which a magnitude
     scalogram drops; :mod:`models.transforms.cwt`). ``channel_errors``: ``"pooled"`` — the scorer's map over both
@@ -85,6 +86,7 @@ class DetectorConfig:
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
+    adversarial_weight: float = 0.0
     score_batch: int = 256
     scalogram_normalise: str = "window"
     scalogram_waveform: bool = False
@@ -120,6 +122,8 @@ class DetectorConfig:
             raise ValueError("max_train_windows >= 2, steps, batch_size and score_batch >= 1 required")
         if self.level_weight < 0:
             raise ValueError("level_weight must be >= 0")
+        if not 0.0 <= self.adversarial_weight < 1.0:
+            raise ValueError("adversarial_weight must lie in [0, 1) (ADDM's weight is 0.05; 0: no adversarial loss)")
         chosen = self.level_channels
         if isinstance(chosen, str):  # a command line's "scale" or "level;scale"
             chosen = tuple(part.strip() for part in chosen.split(";") if part.strip())
@@ -184,6 +188,8 @@ class DetectorConfig:
             del out["scalogram_waveform"]
         if self.channel_errors == "pooled":
             del out["channel_errors"]
+        if not self.adversarial_weight:
+            del out["adversarial_weight"]
         return out
 
     @classmethod

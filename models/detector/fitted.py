@@ -453,7 +453,7 @@ def _new_pipeline(cfg: DetectorConfig, device: str = "cpu") -> ScalogramPipeline
 
     size = UNetConfig.preset(cfg.unet).sample_size
     train = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                        warmup_steps=min(20, cfg.steps // 10))
+                        warmup_steps=min(20, cfg.steps // 10), adversarial_weight=cfg.adversarial_weight)
     scorer = create_scorer(cfg.scorer, unet=cfg.unet, train=train, device=device, seed=1234 + cfg.seed,
                            **dict(cfg.scorer_options))
     normalise = "window" if cfg.scalogram_normalise == "window" else "none"
