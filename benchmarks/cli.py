@@ -136,7 +136,8 @@ def ucr_command(
     data: Path = typer.Option(DEFAULT_UCR, "--data", help="Folder of NNN_UCR_Anomaly_*.txt(.gz) files."),
     out: Path = typer.Option(Path("benchmarks/out/ucr"), "--out", help="predictions.json, ucr.json and plots."),
     scorer: Optional[list[str]] = typer.Option(
-        None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the baselines."
+        None, "--scorer", help="Detector name (repeatable; 'name:k=v,...' for options). Default: the product "
+                                 "('scalowatch', preset ucr) and the baselines."
     ),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N files."),
     via: str = typer.Option("detector", "--via", help="detector: score each series with the detector directly; "

@@ -397,7 +397,8 @@ def register(app: typer.Typer) -> None:
                                           help="Series (.csv timestamp,value / .txt one value per line), .wav, "
                                                "or an image folder (MVTec train/good or plain)."),
         model_dir: Path = typer.Option(..., "--model-dir", help="Where the trained model is written."),
-        scorer: str = typer.Option("recon", "--scorer", help="Scorer: recon, trend, kl, dynamic, adversarial."),
+        scorer: str = typer.Option("recon", "--scorer", help="Scorer: recon, trend, kl, adversarial, dynamic "
+                                                                "(series presets: not dynamic; ucr: recon only)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         train_end: int = typer.Option(None, "--train-end", help="Series/audio: train on samples [0, N)."),
         train_fraction: float = typer.Option(0.15, "--train-fraction",
@@ -430,9 +431,9 @@ def register(app: typer.Typer) -> None:
             model_dir.mkdir(parents=True, exist_ok=True)
             if kind == IMAGE:
                 if scorer != "recon" or adversarial:
-                    raise _fail("images are scored by the product's image detector (clean-start recon fused with "
-                                "patch kNN, models/image_detector.py): --scorer and --adversarial apply to series "
-                                "and audio only; `scalowatch bench mvtec --scorer ...` compares the other scorers")
+                    raise _fail("images are scored by the product's image detector (context-conditioned diffusion "
+                                "fused with patch kNN, models/image_detector.py): --scorer and --adversarial apply to "
+                                "series and audio only; `scalowatch bench mvtec --scorer ...` compares the other scorers")
                 meta = train_images(input_path, model_dir, device=device, steps=steps, seed=seed,
                                     image_size=image_size)
                 typer.echo(f"trained the image detector on {meta.train_images} images of {input_path} "
