@@ -433,7 +433,8 @@ def register(app: typer.Typer) -> None:
                 if scorer != "recon" or adversarial:
                     raise _fail("images are scored by the product's image detector (context-conditioned diffusion "
                                 "fused with patch kNN, models/image_detector.py): --scorer and --adversarial apply to "
-                                "series and audio only; `scalowatch bench mvtec --scorer ...` compares the other scorers")
+                                "series and audio only; `scalowatch bench mvtec --scorer ...` compares the other "
+                                "scorers")
                 meta = train_images(input_path, model_dir, device=device, steps=steps, seed=seed,
                                     image_size=image_size)
                 typer.echo(f"trained the image detector on {meta.train_images} images of {input_path} "

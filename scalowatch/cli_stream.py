@@ -123,7 +123,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("monitor")
     def monitor(
-        config: Path = typer.Option(None, "--config", help="TOML settings file; SCALOWATCH_* environment variables override it."),
+        config: Path = typer.Option(None, "--config",
+                                    help="TOML settings file; SCALOWATCH_* environment variables override it."),
         idle_exit_s: float = typer.Option(None, "--idle-exit-s",
                                           help="Stop after this many seconds without input (tests, batch runs)."),
     ) -> None:

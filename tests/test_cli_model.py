@@ -139,7 +139,8 @@ def test_adversarial_training_of_a_series_detector(tmp_path, caplog):
     assert json.loads((model / "detector.json").read_text())["adversarial_weight"] == ADDM_WEIGHT
     assert FittedDetector.load(model).config.adversarial_weight == ADDM_WEIGHT
     plain = tmp_path / "p"
-    assert _cli(["train", path, "--model-dir", plain, "--train-fraction", "0.5", "--window", "40", *FAST]).exit_code == 0
+    res = _cli(["train", path, "--model-dir", plain, "--train-fraction", "0.5", "--window", "40", *FAST])
+    assert res.exit_code == 0, res.output
     assert "adversarial_weight" not in json.loads((plain / "detector.json").read_text())  # loadable by older releases
 
 

@@ -47,8 +47,9 @@ class DetectorConfig:
 
     Model: ``scorer`` (one of :data:`SCORERS`) on a ``unet`` preset trained ``steps`` steps on at most
     ``max_train_windows`` windows (``adversarial_weight`` > 0: with ADDM's adversarial loss, for any scorer — a
-    training setting, so it lives here and not among the scorer's options); ``scalogram_normalise``: ``"window"`` (shape only) or ``"training"`` (the
-    series standardised with the training part, so the scalogram keeps each scale's amplitude);
+    training setting, so it lives here and not among the scorer's options); ``scalogram_normalise``: ``"window"``
+    (shape only) or ``"training"`` (the series standardised with the training part, so the scalogram keeps each
+    scale's amplitude);
     ``scalogram_waveform``: the window's samples as the image's second channel (level and phase, which a magnitude
     scalogram drops; :mod:`models.transforms.cwt`). ``channel_errors``: ``"pooled"`` — the scorer's map over both
     image channels —, or ``"apart"``: each channel's reconstruction error judged against its own training windows,
