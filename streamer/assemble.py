@@ -71,7 +71,7 @@ def build_processor(
                                 fitter=fitter, loader=loader)
     per_stream = m.model_mode == "per_stream"
     max_streams = m.max_streams or default_max_streams(per_stream)
-    weights = {name: training_weight(c.detector.train_samples) for name, c in classes.items()} if per_stream else {}
+    weights = {name: training_weight(c.detector.train_samples, per_stream) for name, c in classes.items()}
     for name, weight in weights.items():
         if weight > max_streams:
             log.warning("stream cap %d is below what one %s stream collecting its training part takes (%d): each new "

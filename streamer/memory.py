@@ -5,9 +5,9 @@ Why: the cap (``MAX_STREAMS``) was 10,000 whatever the machine. A busy stream ho
 smaller worker was killed for memory once enough streams had arrived, and again after every restart, which brought
 the same streams back — a crash loop rather than a refusal. Without an explicit cap the worker now holds no more
 streams than its memory limit fits (its container's cgroup limit, else the machine's memory), and a new stream
-beyond that evicts a saved one or is dead-lettered (``too_many_streams``) instead of costing the worker. With
-per-stream models a stream still collecting a long training part (audio: 100 s of samples) counts as as many
-streams as its buffer's memory (:func:`training_weight`).
+beyond that evicts a saved one or is dead-lettered (``too_many_streams``) instead of costing the worker. A stream
+still collecting a long training part (audio: 100 s of samples) counts as as many streams as its buffer's memory
+(:func:`training_weight`).
 """
 from __future__ import annotations
 
@@ -88,17 +88,19 @@ def streams_that_fit(limit_bytes: int, per_stream_models: bool) -> int:
     return max(1, int(room // per_stream))
 
 
-def training_weight(train_samples: int) -> int:
-    """How many streams' room a stream collecting its training part takes, in the cap's units (per-stream models).
+def training_weight(train_samples: int, per_stream_models: bool = True) -> int:
+    """How many streams' room a stream collecting its training part takes, in the cap's units.
 
     Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 18 kB) is nothing beside their state
     and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, and 12 MB more
     while its fit waits in the queue: about sixteen busy streams' worth — and with each counted as one, a few hundred
     new audio streams would fill a worker sized for the cap past its memory. Once fitted, its buffer is gone and it counts as one
-    again. (With a shared model only the streams that arrive before their class's one detector is fitted collect
-    samples; they are not weighted.)"""
+    again. With a shared model (a unit is then one stream's state, no model) only the streams that arrive before
+    their class's one detector is ready collect samples — all of them until the first fit is done, each a training
+    part's worth and more: a fleet of audio streams starting together could outgrow its worker before that fit
+    ended —; the streams that come after collect nothing and count as one (:meth:`StreamProcessor._weight`)."""
     buffered = train_samples * BUFFERED_SAMPLE_BYTES / 2**20
-    return 1 + int(buffered // (STREAM_STATE_MB + STREAM_MODEL_MB))
+    return 1 + int(buffered // (STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)))
 
 
 def default_max_streams(per_stream_models: bool, limit_bytes: int | None = None) -> int:

@@ -436,8 +436,16 @@ class StreamProcessor:
 
     def _weight(self, st: _Stream) -> int:
         """A stream in the cap's units: one, or its class's training weight while it collects its training part
-        (an audio stream's 100 s of samples; :func:`streamer.memory.training_weight`)."""
-        return self.training_weights.get(st.stream_class, 1) if st.state is None else 1
+        (an audio stream's 100 s of samples; :func:`streamer.memory.training_weight`). With a shared model a stream
+        collects only until its class's detector is ready (in memory, or published on disk by any member, looked
+        at as :meth:`DetectorRegistry.detector` throttles it); from then on it gets its state at the next step, what
+        it holds is scored over the next rounds, and it counts as one."""
+        if st.state is not None:
+            return 1
+        if self.registry.shared and self.registry.detector(
+                self.registry.key_for(st.stream_class, st.name)) is not None:
+            return 1
+        return self.training_weights.get(st.stream_class, 1)
 
     def _make_room(self, new: tuple[str, str]) -> bool:
         """Evict the least recently active streams that lose nothing by it (everything they received is in their

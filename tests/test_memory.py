@@ -76,9 +76,12 @@ def test_a_stream_collecting_a_long_training_part_counts_as_the_streams_its_buff
     assert memory.training_weight(preset("nab").train_samples) == 1
     proc = build_processor(MonitorSettings(model_dir=tmp_path / "own"), background=False)
     assert proc.training_weights == {"sensor": 1, "audio": weight}
-    # A shared model: streams that come after the class's detector collect nothing.
+    # A shared model: a unit is one stream's state (no model of its own), so a collecting audio stream counts as
+    # more of them; the streams that come after the class's detector collect nothing (test_stream_pipeline).
     shared = build_processor(MonitorSettings(model_dir=tmp_path / "shared", model_mode="shared"), background=False)
-    assert shared.training_weights == {}
+    shared_weight = memory.training_weight(preset("audio").train_samples, per_stream_models=False)
+    assert (shared_weight - 1) * memory.STREAM_STATE_MB <= audio < shared_weight * memory.STREAM_STATE_MB
+    assert shared.training_weights == {"sensor": 1, "audio": shared_weight}
 
 
 def test_a_cap_below_an_audio_streams_training_weight_is_warned_about(tmp_path, caplog):

@@ -541,6 +541,35 @@ def test_streams_collecting_a_long_training_part_take_the_room_their_buffers_nee
     assert lone.add_audio("audio", AudioChunk("a", t0, AUDIO_RATE, x), (0, 0)) is None
 
 
+def test_with_a_shared_model_streams_collect_weighted_until_the_detector_is_ready(tmp_path):
+    """A shared model's streams were never weighted: every stream that arrives before the class's first fit
+    collects a training part's worth of samples (audio: 100 s, 24 MB) until that fit is done, and a fleet starting
+    together could outgrow its worker. They count as their buffers now, and as one once the detector is ready —
+    here or published on disk by another member."""
+    proc = make(tmp_path, model_mode="shared")
+    proc.max_streams, proc.training_weights = 7, {"sensor": 3}
+    samples = stamped(values(TRAIN + 40))
+    t = samples[0][0]
+    for i, name in enumerate("ab"):
+        assert proc.add_sensor("sensor", [Sample(name, t, 1.0)], (i, 0)) is None
+    assert proc.stream_cap_used() == 6
+    refused = proc.add_sensor("sensor", [Sample("c", t, 1.0)], (2, 0))
+    assert refused is not None and refused.reason == "too_many_streams"
+    store = DictStore()
+    feed(proc, "a", samples, start=1, store=store)  # the class's detector is fitted on a's training part
+    drain(proc, store)
+    assert proc.registry.detector(proc.registry.key_for("sensor", "c")) is not None
+    for i, name in enumerate("cdef"):  # each collects nothing now: one unit
+        assert proc.add_sensor("sensor", [Sample(name, t, 1.0)], (3 + i, 0)) is None
+    assert proc.stream_cap_used() == 6 and proc.stats.evicted == 0
+    # A second worker of the group finds the detector another member published: its new streams count as one.
+    other = make(tmp_path, model_mode="shared")
+    other.max_streams, other.training_weights = 2, {"sensor": 3}
+    for i, name in enumerate("xy"):
+        assert other.add_sensor("sensor", [Sample(name, t, 1.0)], (i, 0)) is None
+    assert other.stream_cap_used() == 2
+
+
 def test_a_stream_that_comes_back_fitted_takes_one_unit_and_too_little_room_evicts_nobody(tmp_path):
     """Review of the weighted cap: a new stream's weight was fixed before its state was restored (a fitted stream
     that came back was charged its class's training weight), and the cap evicted streams one by one before it found
