@@ -141,8 +141,9 @@ class MonitorSettings(_Section):
     # else the machine's) holds fewer (streamer/memory.py).
     max_streams: int | None = Field(None, gt=0)
     # Samples taken in per poll round (records beyond it are read again next round), and about as many scored per
-    # round (whole streams: the one that crosses it is scored to its end; the rest next round), so a round's work
-    # stays bounded however many streams a detector becomes ready for (max.poll.interval.ms).
+    # round (whole records: of the stream that crosses it as many as fit, at least one; the rest next round), so a
+    # round's work stays bounded however many streams a detector becomes ready for, or however long one stream's
+    # backlog (max.poll.interval.ms, memory).
     max_samples_per_round: int = Field(200_000, gt=0)
     # On SIGTERM/SIGINT the worker scores what is pending for at most this long, then writes, checkpoints, commits
     # and exits; what is left stays uncommitted and is scored after the restart. Keep it well inside the

@@ -668,19 +668,23 @@ class StreamProcessor:
         return need
 
     def step(self, force: bool = False, max_samples: int | None = None) -> int:
-        """Start fits that are due, take finished ones, score ready streams' pending samples: whole streams, up to
-        ``max_samples`` (default ``max_step_samples``; ``force``: all of them at once, which builds every pending
-        sample's points in one go — a replay's end drains in bounded steps instead, :func:`streamer.ingest.drain`).
-        Returns the number of samples it took to score (a budget's measure: audio scores one point per window, not
-        per sample); :attr:`scoring_left` says whether the budget left some.
+        """Start fits that are due, take finished ones, score ready streams' pending samples: up to ``max_samples``
+        (default ``max_step_samples``; ``force``: all of them at once, which builds every pending sample's points in
+        one go — a replay's end drains in bounded steps instead, :func:`streamer.ingest.drain`), a stream's records
+        in order, as many whole records of the last stream as the budget leaves (at least one). Returns the number
+        of samples it took to score (a budget's measure: audio scores one point per window, not per sample);
+        :attr:`scoring_left` says whether the budget left some.
 
         Why bounded: the loop polls only between steps, and the group drops a member that has not polled for
         ``max.poll.interval.ms``. When a shared detector becomes ready, every stream waiting for it brings its whole
         training part at once (10,000 streams x 750 samples is 25 minutes of scoring on one core); a bounded step
-        scores them over many rounds, starting each where the last one stopped."""
+        scores them over many rounds, starting each where the last one stopped. Why within a stream too: one
+        stream's backlog (up to ``max_backlog_samples`` after a restart, or a replayed file) scored whole built a
+        point per sample at once — about 2 KB each, gigabytes for a million samples."""
         ready, failed = self.registry.poll()
         self.stats.fit_failures += len(failed)
-        jobs: dict[ModelKey, list[tuple[_Stream, np.ndarray]]] = {}
+        jobs: dict[ModelKey, list[tuple[_Stream, list[_Segment], np.ndarray]]] = {}
+        cut: _Stream | None = None
         streams = list(self._streams.values())
         if ready:  # a fit that finished after its streams left (a rebalance) is not kept in memory for nothing
             self._release_unused(set(ready))
@@ -712,28 +716,47 @@ class StreamProcessor:
             if st.careful:  # (it has a state: it failed with one)
                 taken += self._score_carefully(st, None if force or budget is None else budget - taken)
                 continue
-            values = np.concatenate([s.values for s in st.segments])
             if st.state is None:
                 assert fitted is not None
-                st.state, st.lineage = self._state_for(fitted, pending=values), next(_LINEAGES)
+                pending = np.concatenate([s.values for s in st.segments])
+                st.state, st.lineage = self._state_for(fitted, pending=pending), next(_LINEAGES)
+            segments = self._records_within(st, None if force or budget is None else budget - taken)
+            if len(segments) < len(st.segments):
+                cut = st
+            values = np.concatenate([s.values for s in segments])
             taken += values.size
-            jobs.setdefault(key, []).append((st, values))
+            jobs.setdefault(key, []).append((st, segments, values))
+        if cut is not None and self._step_from is None:
+            self._step_from = cut.key  # the last stream of the rotation kept records: the next step starts there
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
             try:
-                parts = window_scores_together(fitted, [(st.state, v) for st, v in items])  # type: ignore[misc]
+                parts = window_scores_together(fitted, [(st.state, v) for st, _, v in items])  # type: ignore[misc]
             except Exception:  # noqa: BLE001 - find the stream that fails alone; the others score on
                 parts = []
-                for st, values in items:
+                for st, _, values in items:
                     try:
                         parts.extend(window_scores_together(fitted, [(st.state, values)]))  # type: ignore[list-item]
                     except Exception as exc:  # noqa: BLE001
                         self._fail(st, exc)
                         parts.append(None)
-            for (st, values), part in zip(items, parts):
+            for (st, segments, values), part in zip(items, parts):
                 if part is not None:
-                    self._finish(st, values, part, fitted)
+                    self._finish(st, segments, values, part, fitted)
         return taken
+
+    @staticmethod
+    def _records_within(st: _Stream, limit: int | None) -> list[_Segment]:
+        """The stream's oldest pending records (segments) that fit ``limit`` samples (None: all); at least one."""
+        if limit is None:
+            return list(st.segments)
+        out, n = [], 0
+        for seg in st.segments:
+            if out and n + seg.values.size > limit:
+                break
+            out.append(seg)
+            n += seg.values.size
+        return out
 
     @staticmethod
     def _audio_fields(st: _Stream, all_saved: bool) -> dict[str, Any]:
@@ -931,9 +954,10 @@ class StreamProcessor:
         out, self._unscored = self._unscored, []
         return out
 
-    def _finish(self, st: _Stream, values: np.ndarray, scores: WindowScores, fitted: FittedDetector) -> None:
+    def _finish(self, st: _Stream, segments: list[_Segment], values: np.ndarray, scores: WindowScores,
+                fitted: FittedDetector) -> None:
+        """Book the scores of ``segments``, the stream's oldest pending records."""
         assert st.state is not None
-        segments = list(st.segments)
         alerts = st.alerts.state_dict()  # a few numbers: the alert rule's state before this batch
         start = st.state.position
         try:
@@ -941,7 +965,8 @@ class StreamProcessor:
         except Exception as exc:  # noqa: BLE001 - see _fail
             self._fail(st, exc, alerts, start)
             return
-        st.segments = deque()
+        for _ in segments:
+            st.segments.popleft()
         self._scored(st, segments, out, n)
 
     def _scored(self, st: _Stream, segments: list[_Segment], out: "_Written", n: int) -> None:
