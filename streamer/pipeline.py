@@ -667,11 +667,11 @@ class StreamProcessor:
                              f"(the detector needs at least {MIN_TRAIN_SAMPLES})")
         return need
 
-    def step(self, force: bool = False, max_samples: int | None = None) -> int:
+    def step(self, max_samples: int | None = None) -> int:
         """Start fits that are due, take finished ones, score ready streams' pending samples: up to ``max_samples``
-        (default ``max_step_samples``; ``force``: all of them at once, which builds every pending sample's points in
-        one go — a replay's end drains in bounded steps instead, :func:`streamer.ingest.drain`), a stream's records
-        in order, as many whole records of the last stream as the budget leaves (at least one). Returns the number
+        (default ``max_step_samples``; None there: all of them; a replay's end drains in bounded steps,
+        :func:`streamer.ingest.drain`), a stream's records in order, as many whole records of the last stream as the
+        budget leaves (at least one). Returns the number
         of samples it took to score (a budget's measure: audio scores one point per window, not per sample);
         :attr:`scoring_left` says whether the budget left some.
 
@@ -690,7 +690,7 @@ class StreamProcessor:
             self._release_unused(set(ready))
         start = 0
         budget = self.max_step_samples if max_samples is None else max_samples
-        if not force and self._step_from in self._streams:
+        if self._step_from in self._streams:
             start = list(self._streams).index(self._step_from)
         self._step_from = None
         taken = 0
@@ -709,18 +709,18 @@ class StreamProcessor:
                         train = np.concatenate([s.values for s in st.segments])[:need]
                         self.registry.fit(key, train)
                     continue
-            if not force and budget is not None and taken >= budget:
+            if budget is not None and taken >= budget:
                 if self._step_from is None:
                     self._step_from = st.key  # the next step starts with the first stream left
                 continue
             if st.careful:  # (it has a state: it failed with one)
-                taken += self._score_carefully(st, None if force or budget is None else budget - taken)
+                taken += self._score_carefully(st, None if budget is None else budget - taken)
                 continue
             if st.state is None:
                 assert fitted is not None
                 pending = np.concatenate([s.values for s in st.segments])
                 st.state, st.lineage = self._state_for(fitted, pending=pending), next(_LINEAGES)
-            segments = self._records_within(st, None if force or budget is None else budget - taken)
+            segments = self._records_within(st, None if budget is None else budget - taken)
             if len(segments) < len(st.segments):
                 cut = st
             values = np.concatenate([s.values for s in segments])

@@ -89,10 +89,11 @@ def feed(proc, stream, samples, part=0, start=0, store=None, tracker=None, every
 
 
 def drain(proc, store):
-    """Score everything: a forced step may only start the fit of a training part completed since the last one."""
+    """Score everything (the tests' rounds stay within the default budget): a step may only start the fit of a
+    training part completed since the last one."""
     for _ in range(2):
         proc.registry.wait()
-        proc.step(force=True)
+        proc.step()
     proc.flush(store)
 
 
@@ -1253,9 +1254,9 @@ def test_a_failed_batch_of_many_small_records_is_scored_again_in_runs_not_one_re
         return real_copy(self)
 
     monkeypatch.setattr(DetectorState, "state_dict", counted)
-    proc.step(force=True)  # the batch fails, then is scored again
+    proc.step()  # the batch fails, then is scored again
     assert proc._streams[("sensor", "b")].careful
-    proc.step(force=True)
+    proc.step()
     letters = unscored_letters(proc)
     assert [x.record.offset for x in letters] == [700] and not proc.scoring_left
     assert copies[0] <= 40  # one record at a time: 700 copies
@@ -1276,8 +1277,8 @@ def test_an_alert_opened_in_a_run_that_failed_later_is_counted_once(tmp_path, mo
     opened_before = proc.stats.alerts_opened
     for off in range(300, 700):
         proc.add_sensor("sensor", [Sample("b", *b[off])], (1, off))
-    proc.step(force=True)
-    proc.step(force=True)
+    proc.step()
+    proc.step()
     assert [x.record.offset for x in unscored_letters(proc)] == [470]
     written = proc.flush(store).alert_points
     opened = [p for p in written if p.fields["state"] == "open"]
@@ -1660,7 +1661,7 @@ def test_a_training_part_hook_below_the_detectors_minimum_is_refused_not_lengthe
     for off, (t, v) in enumerate(stamped(values(60))):
         assert proc.add_sensor("sensor", [Sample("short", t, v)], (0, off)) is None
     with pytest.raises(ValueError, match=r"sensor/short: a training part of 30 samples is too short \(.*48"):
-        proc.step(force=True)
+        proc.step()
     ok = build_processor(settings(tmp_path / "ok"), background=False, train_samples_for=lambda cls, stream: 48)
     for off, (t, v) in enumerate(stamped(values(60))):
         ok.add_sensor("sensor", [Sample("exact", t, v)], (0, off))
