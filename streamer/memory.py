@@ -25,9 +25,12 @@ STREAM_STATE_MB = 0.8
 """One busy ``nab`` stream's detector state, measured 2026-12-06 with tracemalloc and the saved checkpoint's size."""
 STREAM_MODEL_MB = 1.5
 """One fitted per-stream detector in memory (U-Net and reference windows), measured alike."""
-BUFFERED_SAMPLE_BYTES = 24
-"""A training sample a stream holds until its detector is fitted: its int64 timestamp and float64 value, and the
-float64 copy its queued fit holds (fits run one at a time, so many streams may wait with both)."""
+BUFFERED_SAMPLE_BYTES = 32
+"""A training sample a stream holds until its detector is fitted: its int64 timestamp and float64 value with up to
+half again of room for the buffer to grow (:mod:`streamer.pending`), and the float64 copy its queued fit holds (fits
+run one at a time, so many streams may wait with both). A sensor that sends one reading per record adds 36 bytes
+per record (54 with room: where it lies, its origin, its stamp) — 40 kB for the ``nab`` preset's 750-sample
+training part, inside one stream's unit; before the buffer kept records in arrays it added about 425."""
 USABLE_FRACTION = 0.85
 """Of the memory limit, what the streams may fill: fits and write batches need room beside them."""
 
@@ -92,8 +95,8 @@ def training_weight(train_samples: int, per_stream_models: bool = True) -> int:
     """How many streams' room a stream collecting its training part takes, in the cap's units.
 
     Why: the cap counts busy ``nab`` streams, whose training part (750 samples, 18 kB) is nothing beside their state
-    and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB, and 12 MB more
-    while its fit waits in the queue: about sixteen busy streams' worth — and with each counted as one, a few hundred
+    and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB (up to 37 MB with
+    the buffer's room to grow), and 12 MB more while its fit waits in the queue: about twenty-two busy streams' worth — and with each counted as one, a few hundred
     new audio streams would fill a worker sized for the cap past its memory. Once fitted, its buffer is gone and it counts as one
     again. With a shared model (a unit is then one stream's state, no model) only the streams that arrive before
     their class's one detector is ready collect samples — all of them until the first fit is done, each a training

@@ -31,7 +31,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
 from streamer.model_registry import DetectorRegistry, ModelKey, safe_name
 from streamer.offsets import Holds, Origin, merge_holds
+from streamer.pending import PendingRecords, Record, Taken
 from streamer.point_builders import alert_point, snapshot_payload, snapshot_point, score_point
 from streamer.points import ALERT, Point
 from streamer.sinks.base import SinkRejected
@@ -103,25 +103,13 @@ class FailedSamples:
 
 
 @dataclass
-class _Segment:
-    """Unscored samples of one stream from one record."""
-
-    ts_ns: np.ndarray
-    values: np.ndarray
-    origin: Origin | None
-    """None once the samples are saved with the stream's state (a training part saved by a checkpoint, or restored
-    from one): they no longer hold the commit."""
-    stamp: int | None = None
-    """Audio: the timestamp its chunk carried (a restored stream skips re-read chunks by it, exactly)."""
-
-
-@dataclass
 class _Stream:
     stream_class: str
     name: str
     kind: str
     alerts: AlertMachine
-    segments: deque = field(default_factory=deque)
+    segments: PendingRecords = field(default_factory=PendingRecords)
+    """Its unscored samples, record by record (a restored stream skips re-read audio chunks by their stamps)."""
     state: DetectorState | None = None
     received: int = 0
     """Samples accepted so far."""
@@ -172,10 +160,10 @@ class _Stream:
         return (self.stream_class, self.name)
 
     def pending(self) -> int:
-        return sum(s.values.size for s in self.segments)
+        return self.segments.samples
 
     def holds(self) -> Holds:
-        return merge_holds({}, (s.origin for s in self.segments if s.origin is not None))
+        return self.segments.holds()
 
 
 @dataclass(frozen=True)
@@ -413,7 +401,7 @@ class StreamProcessor:
 
     def _append(self, st: _Stream, ts: np.ndarray, values: np.ndarray, origin: Origin,
                 stamp: int | None = None) -> None:
-        st.segments.append(_Segment(ts, values, origin, stamp))
+        st.segments.append(ts, values, origin, stamp)
         st.received += values.size
 
     def _stream(self, stream_class: str, stream: str, kind: str) -> _Stream | None:
@@ -461,7 +449,7 @@ class StreamProcessor:
                           if st.key != new and not st.unsaved and not st.changed and not st.saving
                           and st.key not in self._in_record
                           and st.failed is None  # quarantined until a restart, not until the stream is evicted
-                          and not any(seg.origin is not None for seg in st.segments)
+                          and not st.segments.held()
                           and (st.received == 0 or st.on_disk)), key=lambda st: st.touched)
         victims, freed = [], 0
         for st in durable:
@@ -536,13 +524,13 @@ class StreamProcessor:
             st.audio_index = int(state.get("audio_index", st.received))  # states from before gaps were kept
             if state.get("training") is not None:
                 ts, values = decode_samples(state["training"])
-                st.segments.append(_Segment(ts, values, None))
+                st.segments.append(ts, values, None)
             st.on_disk = True
             log.info("stream %s/%s: %s restored at sample %d", st.stream_class, st.name,
                      "detector and alert state" if st.state is not None else "training part", st.received)
         except Exception as exc:  # unreadable state costs the stream's history, never the stream
             log.exception("ignoring unreadable stream state %s", path)
-            st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, deque(), 0, None, None
+            st.state, st.segments, st.received, st.last_ts, st.skip_until_ts = None, PendingRecords(), 0, None, None
             st.audio_start_ns, st.audio_rate, st.audio_index = None, None, 0
             if not isinstance(exc, OSError):  # a disk error may pass; the next save replaces the file anyway
                 self._state_files.remove(path)
@@ -590,7 +578,7 @@ class StreamProcessor:
             if (parts is not None and not st.partitions & parts) or st.failed is not None:
                 continue  # a failed stream's state may be half updated: its last saved one stands
             training = st.state is None
-            if training and ((not any(seg.origin is not None for seg in st.segments) and not st.unsaved)
+            if training and ((not st.segments.held() and not st.unsaved)
                              or st.received >= self._train_samples(st)):
                 # Nothing new since the last save (and no failed save to write again: its offsets came back into
                 # ``unsaved``); or the training part is complete and its fit due: then its records stay held, so
@@ -598,23 +586,21 @@ class StreamProcessor:
                 # receives a sample; one whose samples were all saved and committed would never be).
                 continue
             if training:
-                ts = np.concatenate([seg.ts_ns for seg in st.segments])
-                values = np.concatenate([seg.values for seg in st.segments])
                 state = {"detector": None, "alerts": st.alerts.state_dict(), "received": st.received,
-                         "last_ts": st.last_ts, "training": encode_samples(ts, values),
+                         "last_ts": st.last_ts,
+                         "training": encode_samples(st.segments.timestamps(), st.segments.values()),
                          **self._audio_fields(st, all_saved=True)}
                 held_here = merge_holds(dict(st.unsaved), st.holds().items())
-                for seg in st.segments:
-                    seg.origin = None
+                st.segments.release_origins()
             elif not st.changed:
                 continue  # idle since its last save: the file already holds this state
-            elif any(seg.origin is None for seg in st.segments):
+            elif st.segments.held() < len(st.segments):
                 # Part of a saved training part is still to be scored (a failed batch scored again in runs of
                 # records): those samples hold no offset, only the file holds them, which must stay until they
                 # are scored. What was scored since stays held (unsaved).
                 continue
             else:
-                last_ts = int(st.segments[0].ts_ns[0]) - 1 if st.segments else st.last_ts
+                last_ts = int(st.segments.timestamps()[0]) - 1 if st.segments else st.last_ts
                 state = {"detector": st.state.state_dict(), "alerts": st.alerts.state_dict(),
                          "received": st.received - st.pending(), "last_ts": last_ts,
                          **self._audio_fields(st, all_saved=False)}
@@ -683,7 +669,7 @@ class StreamProcessor:
         point per sample at once — about 2 KB each, gigabytes for a million samples."""
         ready, failed = self.registry.poll()
         self.stats.fit_failures += len(failed)
-        jobs: dict[ModelKey, list[tuple[_Stream, list[_Segment], np.ndarray]]] = {}
+        jobs: dict[ModelKey, list[tuple[_Stream, Taken]]] = {}
         cut: _Stream | None = None
         streams = list(self._streams.values())
         if ready:  # a fit that finished after its streams left (a rebalance) is not kept in memory for nothing
@@ -706,7 +692,7 @@ class StreamProcessor:
                 if fitted is None:  # fits are started whatever the budget: they run in the background
                     need = self._train_samples(st)
                     if st.received >= need and self.registry.fit_due(key):
-                        train = np.concatenate([s.values for s in st.segments])[:need]
+                        train = st.segments.values()[:need].copy()
                         self.registry.fit(key, train)
                     continue
             if budget is not None and taken >= budget:
@@ -718,45 +704,31 @@ class StreamProcessor:
                 continue
             if st.state is None:
                 assert fitted is not None
-                pending = np.concatenate([s.values for s in st.segments])
-                st.state, st.lineage = self._state_for(fitted, pending=pending), next(_LINEAGES)
-            segments = self._records_within(st, None if budget is None else budget - taken)
-            if len(segments) < len(st.segments):
+                st.state = self._state_for(fitted, pending=st.segments.values())
+                st.lineage = next(_LINEAGES)
+            batch = st.segments.take(st.segments.count_within(None if budget is None else budget - taken))
+            if batch.records < len(st.segments):
                 cut = st
-            values = np.concatenate([s.values for s in segments])
-            taken += values.size
-            jobs.setdefault(key, []).append((st, segments, values))
+            taken += batch.values.size
+            jobs.setdefault(key, []).append((st, batch))
         if cut is not None and self._step_from is None:
             self._step_from = cut.key  # the last stream of the rotation kept records: the next step starts there
         for key, items in jobs.items():
             fitted = items[0][0].state.fitted  # type: ignore[union-attr]
             try:
-                parts = window_scores_together(fitted, [(st.state, v) for st, _, v in items])  # type: ignore[misc]
+                parts = window_scores_together(fitted, [(st.state, b.values) for st, b in items])  # type: ignore[misc]
             except Exception:  # noqa: BLE001 - find the stream that fails alone; the others score on
                 parts = []
-                for st, _, values in items:
+                for st, batch in items:
                     try:
-                        parts.extend(window_scores_together(fitted, [(st.state, values)]))  # type: ignore[list-item]
+                        parts.extend(window_scores_together(fitted, [(st.state, batch.values)]))  # type: ignore[list-item]
                     except Exception as exc:  # noqa: BLE001
                         self._fail(st, exc)
                         parts.append(None)
-            for (st, segments, values), part in zip(items, parts):
+            for (st, batch), part in zip(items, parts):
                 if part is not None:
-                    self._finish(st, segments, values, part, fitted)
+                    self._finish(st, batch, part, fitted)
         return taken
-
-    @staticmethod
-    def _records_within(st: _Stream, limit: int | None) -> list[_Segment]:
-        """The stream's oldest pending records (segments) that fit ``limit`` samples (None: all); at least one."""
-        if limit is None:
-            return list(st.segments)
-        out, n = [], 0
-        for seg in st.segments:
-            if out and n + seg.values.size > limit:
-                break
-            out.append(seg)
-            n += seg.values.size
-        return out
 
     @staticmethod
     def _audio_fields(st: _Stream, all_saved: bool) -> dict[str, Any]:
@@ -775,11 +747,11 @@ class StreamProcessor:
         else:
             index = st.audio_index
             if st.segments and st.audio_start_ns is not None:
-                index = audio_index(int(st.segments[0].ts_ns[0]), st.audio_start_ns, int(st.audio_rate or 1))
+                index = audio_index(int(st.segments.timestamps()[0]), st.audio_start_ns, int(st.audio_rate or 1))
             mark = st.scored_stamp if st.scored_stamp is not None else st.skip_until_ts
-            pending = [seg.stamp for seg in st.segments if seg.stamp is not None]
-            if mark is not None and pending:
-                mark = min(mark, min(pending) - 1)
+            pending = st.segments.stamps()
+            if mark is not None and pending.size:
+                mark = min(mark, int(pending.min()) - 1)
         return {"audio_start_ns": st.audio_start_ns, "audio_rate": st.audio_rate, "audio_index": index,
                 "audio_skip_until": mark}
 
@@ -886,67 +858,63 @@ class StreamProcessor:
         as failures: a failed run says only that one of its records fails."""
         assert st.state is not None
         fitted = st.state.fitted
-        segments = list(st.segments)
-        failed_here = taken = i = 0
-        run = max(1, len(segments) // 2)  # the whole batch has just failed
-        while i < len(segments):
+        failed_here = taken = 0
+        run = max(1, len(st.segments) // 2)  # the whole batch has just failed
+        while st.segments:
             if limit is not None and taken >= limit:
-                st.segments = deque(segments[i:])
                 return taken
-            j, n = i + 1, segments[i].values.size
-            while j < len(segments) and j - i < run and (limit is None or taken + n < limit):
-                n += segments[j].values.size
-                j += 1
-            part_segments = segments[i:j]
+            # whole records while the run lasts and the budget has room (the record that reaches it is the last)
+            k = st.segments.count_within(None if limit is None else limit - taken, run, reach=True)
+            batch = st.segments.take(k)
+            n = batch.values.size
             before, alerts = st.state.state_dict(), st.alerts.state_dict()
             try:
-                values = np.concatenate([seg.values for seg in part_segments])
-                part = window_scores_together(fitted, [(st.state, values)])[0]
-                out, scored = self._points(st, part_segments, values, part, fitted)
+                part = window_scores_together(fitted, [(st.state, batch.values)])[0]
+                out, scored = self._points(st, batch, part, fitted)
             except Exception as exc:  # noqa: BLE001 - a run is halved; a record alone is given up
                 st.state.load_state_dict(before)
                 st.alerts.load_state_dict(alerts)
-                if j - i > 1:
-                    run = (j - i) // 2
+                if k > 1:
+                    run = k // 2
                     continue
                 failed_here += 1
                 if self._failed_again(st):
-                    st.segments = deque(segments[i:])
                     self._quarantine(st, exc)
                     return taken + n
                 fresh = st.failures > 1 or failed_here > 1  # not this record alone: the state's tail (see _fail)
                 if fresh:
                     st.state, st.fresh = self._state_for(fitted, start=st.state.position), True
                 st.lineage, st.changed = next(_LINEAGES), True
-                self._give_up(st, part_segments, exc)
+                self._give_up(st, st.segments.records(1), exc)
+                st.segments.pop(1)
                 log.error("scoring stream %s/%s failed again; %d sample(s) of one record dead-lettered (%s)%s: %s",
                           st.stream_class, st.name, n, SCORING_FAILED,
                           ", its state replaced by a new one" if fresh else "", _error(exc), exc_info=exc)
-                taken, i, run = taken + n, j, 1
+                taken, run = taken + n, 1
                 continue
-            self._scored(st, part_segments, out, scored)
-            taken, i, run = taken + n, j, run * 2
-        st.segments = deque()
+            st.segments.pop(k)
+            self._scored(st, batch, out, scored)
+            taken, run = taken + n, run * 2
         st.careful = False
         return taken
 
-    def _give_up(self, st: _Stream, segments: list[_Segment], exc: Exception) -> None:
-        """Hand ``segments`` to the caller to be dead-lettered (:meth:`take_unscored`); until then they hold the
+    def _give_up(self, st: _Stream, records: list[Record], exc: Exception) -> None:
+        """Hand ``records`` to the caller to be dead-lettered (:meth:`take_unscored`); until then they hold the
         commit."""
         rate = int(st.audio_rate) if st.audio_rate is not None else None
-        self._unscored.extend(FailedSamples(st.stream_class, st.name, st.kind, seg.ts_ns, seg.values, seg.origin,
-                                            seg.stamp, rate, _error(exc)) for seg in segments)
+        self._unscored.extend(FailedSamples(st.stream_class, st.name, st.kind, rec.ts_ns.copy(), rec.values.copy(),
+                                            rec.origin, rec.stamp, rate, _error(exc)) for rec in records)
 
     def _quarantine(self, st: _Stream, exc: Exception) -> None:
         """Stop scoring a stream that keeps failing until a restart: its pending samples are dead-lettered
         (``scoring_failed``), its later records too (``stream_failed``), and it holds nothing — the samples scored
         since its last checkpoint are written, and a restart resumes it from that checkpoint."""
-        self._give_up(st, list(st.segments), exc)
+        self._give_up(st, st.segments.records(), exc)
         log.error("scoring stream %s/%s failed %d times in a row; %d sample(s) dead-lettered, the stream is "
                   "quarantined (its records dead-lettered) until a restart: %s", st.stream_class, st.name,
                   st.failures, st.pending(), _error(exc), exc_info=exc)
-        st.segments, st.failed, st.state, st.unsaved, st.changed, st.careful = deque(), _error(exc), None, {}, \
-            False, False
+        st.segments, st.failed, st.state, st.unsaved, st.changed, st.careful = PendingRecords(), _error(exc), None, \
+            {}, False, False
 
     def take_unscored(self) -> list[FailedSamples]:
         """The samples given up after scoring failures since the last call: dead-letter them before the next commit
@@ -954,42 +922,38 @@ class StreamProcessor:
         out, self._unscored = self._unscored, []
         return out
 
-    def _finish(self, st: _Stream, segments: list[_Segment], values: np.ndarray, scores: WindowScores,
-                fitted: FittedDetector) -> None:
-        """Book the scores of ``segments``, the stream's oldest pending records."""
+    def _finish(self, st: _Stream, batch: Taken, scores: WindowScores, fitted: FittedDetector) -> None:
+        """Book the scores of ``batch``, the stream's oldest pending records."""
         assert st.state is not None
         alerts = st.alerts.state_dict()  # a few numbers: the alert rule's state before this batch
         start = st.state.position
         try:
-            out, n = self._points(st, segments, values, scores, fitted)
+            out, n = self._points(st, batch, scores, fitted)
         except Exception as exc:  # noqa: BLE001 - see _fail
             self._fail(st, exc, alerts, start)
             return
-        for _ in segments:
-            st.segments.popleft()
-        self._scored(st, segments, out, n)
+        st.segments.pop(batch.records)
+        self._scored(st, batch, out, n)
 
-    def _scored(self, st: _Stream, segments: list[_Segment], out: "_Written", n: int) -> None:
-        """Book ``segments`` as scored into ``out``'s points."""
+    def _scored(self, st: _Stream, batch: Taken, out: "_Written", n: int) -> None:
+        """Book ``batch`` as scored into ``out``'s points."""
         st.failures, st.fresh = 0, False
-        stamps = [s.stamp for s in segments if s.stamp is not None]
-        if stamps:
-            st.scored_stamp = max(stamps if st.scored_stamp is None else [*stamps, st.scored_stamp])
-        origins = [s.origin for s in segments if s.origin is not None]
-        out.holds.append(merge_holds({}, origins))
+        if batch.last_stamp is not None:
+            st.scored_stamp = batch.last_stamp if st.scored_stamp is None else max(st.scored_stamp, batch.last_stamp)
+        out.holds.append(dict(batch.holds))
         if self.state_dir is not None:
-            merge_holds(st.unsaved, origins)
+            merge_holds(st.unsaved, batch.holds.items())
         st.changed = True
         self.stats.scored += n
         self.stats.alerts_opened += out.alerts_opened
         self._outbox.append(out)
 
-    def _points(self, st: _Stream, segments: list[_Segment], values: np.ndarray, scores: WindowScores,
+    def _points(self, st: _Stream, batch: Taken, scores: WindowScores,
                 fitted: FittedDetector) -> tuple[_Written, int]:
         """Score the stream's pending samples: update its detector state and alert machine, build the points
         (and count the scored rows). Only when this returns does anything leave the stream (see :meth:`_finish`)."""
         assert st.state is not None
-        ts = np.concatenate([s.ts_ns for s in segments])
+        ts, values = batch.ts_ns, batch.values
         first = st.state.position
         extended = st.state.channels.extended(values)
         detections = st.state.update(values, scores)

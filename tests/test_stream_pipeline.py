@@ -363,7 +363,7 @@ def test_an_audio_gap_keeps_true_times_and_a_repeated_chunk_after_it_is_late(tmp
     assert proc.add_audio("audio", AudioChunk("fan", after_gap, AUDIO_RATE, x[size:2 * size]), (0, 1)) is None
     st = proc._streams[("audio", "fan")]
     assert proc.stats.audio_gaps == 1 and st.received == 2 * size
-    assert int(st.segments[-1].ts_ns[0]) == after_gap
+    assert int(st.segments.records()[-1].ts_ns[0]) == after_gap
     again = proc.add_audio("audio", AudioChunk("fan", after_gap, AUDIO_RATE, x[size:2 * size]), (0, 2))
     assert again is not None and again.reason == "late" and st.received == 2 * size
     half = after_gap + (size // 2 * S) // AUDIO_RATE  # half of it again, half new: only the new half is taken
@@ -381,7 +381,7 @@ def test_audio_times_stay_exact_days_into_a_stream(tmp_path):
     assert proc.add_audio("audio", AudioChunk("fan", t0, AUDIO_RATE, x[:size]), (0, 0)) is None
     later = t0 + 3 * 86_400 * S + 123_456_789  # three days on (a gap): sample index ~1.1e10 at 44.1 kHz
     assert proc.add_audio("audio", AudioChunk("fan", later, AUDIO_RATE, x[size:]), (0, 1)) is None
-    ts = proc._streams[("audio", "fan")].segments[-1].ts_ns
+    ts = proc._streams[("audio", "fan")].segments.records()[-1].ts_ns
     first = (2 * (later - t0) * AUDIO_RATE + S) // (2 * S)  # the chunk's sample index, rounded
     expected = [t0 + (i * S) // AUDIO_RATE for i in range(first, first + size)]  # Python ints: exact
     assert ts.tolist() == expected and abs(int(ts[0]) - later) < S // AUDIO_RATE
