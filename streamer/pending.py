@@ -72,6 +72,10 @@ class PendingRecords:
         self._r0 = self._r1 = 0  # live records: [r0, r1)
         self._partitions: list[Hashable] = []
         self._partition_index: dict[Hashable, int] = {}
+        # Asked for every stream at every poll round (a worker may hold 10,000 streams): kept up to date by
+        # appends, recomputed from the arrays only after a pop.
+        self._holds: Holds | None = {}
+        self._held: int | None = 0
 
     # -- size ---------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -83,7 +87,9 @@ class PendingRecords:
 
     def held(self) -> int:
         """Records that hold an offset (not saved with the stream's state)."""
-        return int(np.count_nonzero(self._parts[self._r0:self._r1] != _NO_PARTITION))
+        if self._held is None:
+            self._held = int(np.count_nonzero(self._parts[self._r0:self._r1] != _NO_PARTITION))
+        return self._held
 
     # -- adding and removing ------------------------------------------------------------------------------------
     def append(self, ts_ns: np.ndarray, values: np.ndarray, origin: Origin | None, stamp: int | None = None) -> None:
@@ -105,6 +111,12 @@ class PendingRecords:
                 index = self._partition_index[part] = len(self._partitions)
                 self._partitions.append(part)
             self._parts[r], self._offsets[r] = index, offset
+            if self._holds is not None:
+                current = self._holds.get(part)
+                if current is None or offset < current:
+                    self._holds[part] = offset
+            if self._held is not None:
+                self._held += 1
         self._stamps[r] = _NO_STAMP if stamp is None else stamp
         self._s1, self._r1 = s + n, r + 1
 
@@ -136,10 +148,13 @@ class PendingRecords:
             return
         self._r0 += records
         self._s0 = int(self._starts[self._r0])
+        if records:
+            self._holds = self._held = None
 
     def release_origins(self) -> None:
         """The samples were saved with the stream's state: they hold no offset any more."""
         self._parts[self._r0:self._r1] = _NO_PARTITION
+        self._holds, self._held = {}, 0
 
     # -- reading ------------------------------------------------------------------------------------------------
     def count_within(self, limit: int | None, max_records: int | None = None, *, reach: bool = False) -> int:
@@ -162,7 +177,8 @@ class PendingRecords:
         end = int(self._ends[r1 - 1]) if k else self._s0
         stamps = self._stamps[r0:r1]
         stamps = stamps[stamps != _NO_STAMP]
-        return Taken(self._ts[self._s0:end], self._values[self._s0:end], k, self._holds(r0, r1),
+        holds = self.holds() if k == len(self) else self._holds_of(r0, r1)
+        return Taken(self._ts[self._s0:end], self._values[self._s0:end], k, holds,
                      int(stamps.max()) if stamps.size else None)
 
     def values(self) -> np.ndarray:
@@ -173,10 +189,12 @@ class PendingRecords:
         return self._ts[self._s0:self._s1]
 
     def holds(self) -> Holds:
-        """The lowest offset per partition among the pending records."""
-        return self._holds(self._r0, self._r1)
+        """The lowest offset per partition among the pending records (a copy)."""
+        if self._holds is None:
+            self._holds = self._holds_of(self._r0, self._r1)
+        return dict(self._holds)
 
-    def _holds(self, r0: int, r1: int) -> Holds:
+    def _holds_of(self, r0: int, r1: int) -> Holds:
         parts, offsets = self._parts[r0:r1], self._offsets[r0:r1]
         present = np.unique(parts)
         return {self._partitions[int(p)]: int(offsets[parts == p].min()) for p in present if p != _NO_PARTITION}
