@@ -4,9 +4,9 @@ Why: a sensor feed that sends one reading per record — the commonest way senso
 per sample while it waited (two one-element arrays, a dataclass, an origin tuple: about 440 bytes for 16 bytes of
 data, measured with tracemalloc), and counting a stream's pending samples or its held offsets walked every one of
 them in Python at every poll round. A stream collecting a long training part, or the backlog the monitor allows
-(``max_backlog_samples``), then took about eighteen times the memory the stream cap budgets for
-(:data:`streamer.memory.BUFFERED_SAMPLE_BYTES`), and a backlog of a million records cost seconds per round just to
-be counted. Here the samples lie in two growing arrays and each record is a few numbers (where it starts and ends,
+(``max_backlog_samples``), then took about eighteen times the memory the stream cap budgeted for
+(:data:`streamer.memory.BUFFERED_SAMPLE_BYTES`, 24 bytes a sample then), and a backlog of a million records cost
+over half a second per round just to be counted. Here the samples lie in two growing arrays and each record is a few numbers (where it starts and ends,
 its partition and offset, its stamp): 52 bytes for a one-sample record (up to half again while the arrays have room
 to grow), and counts and holds are array operations.
 

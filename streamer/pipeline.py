@@ -721,7 +721,8 @@ class StreamProcessor:
                 parts = []
                 for st, batch in items:
                     try:
-                        parts.extend(window_scores_together(fitted, [(st.state, batch.values)]))  # type: ignore[list-item]
+                        alone = window_scores_together(fitted, [(st.state, batch.values)])  # type: ignore[list-item]
+                        parts.extend(alone)
                     except Exception as exc:  # noqa: BLE001
                         self._fail(st, exc)
                         parts.append(None)
