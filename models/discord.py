@@ -172,6 +172,11 @@ class TrainingDiscord:
         return raw_windows(x, window, ends, self._centre, self._scale)
 
     @property
+    def nbytes(self) -> int:
+        """Memory of the kept training windows (and their norms, once scored)."""
+        return sum(int(a.nbytes) for a in (self._refs, self._ref_ends, self._ref_norms) if a is not None)
+
+    @property
     def window(self) -> int:
         if self.stats is None:
             raise NotFittedError("TrainingDiscord: call fit(train, window) first")

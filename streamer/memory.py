@@ -106,6 +106,21 @@ def training_weight(train_samples: int, per_stream_models: bool = True) -> int:
     return 1 + int(buffered // (STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)))
 
 
+def fitted_weight(model_bytes: int, per_stream_models: bool = True) -> int:
+    """How many streams' room a stream with its fitted detector takes, in the cap's units: one, and more where its
+    own detector is larger than the ``nab`` detector the unit was measured on.
+
+    Why: :data:`STREAM_MODEL_MB` is a ``nab`` stream's detector. A ``ucr`` stream's detector keeps every training
+    window of its discord channels — 48–295 MB on UCR's training parts (measured 2026-12-07:
+    :attr:`models.detector.FittedDetector.nbytes`) —, so a 4 GiB worker whose cap let in 1,252 streams ran out of
+    memory after about twenty of them. With a shared model the detector is the class's one, part of the process's
+    base, and a stream counts as one."""
+    if not per_stream_models:
+        return 1
+    extra = max(0.0, model_bytes / 2**20 - STREAM_MODEL_MB)
+    return 1 + int(extra // (STREAM_STATE_MB + STREAM_MODEL_MB))
+
+
 def default_max_streams(per_stream_models: bool, limit_bytes: int | None = None) -> int:
     """The stream cap without an explicit ``MAX_STREAMS``: 10,000, or fewer where the memory limit fits fewer."""
     limit = memory_limit_bytes() if limit_bytes is None else limit_bytes

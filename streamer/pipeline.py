@@ -43,6 +43,7 @@ from models.detector import (MIN_TRAIN_SAMPLES, DetectorConfig, DetectorState, F
 from models.detector.online import Detections
 from models.errors import CheckpointMismatchError
 from streamer.alerts import AlertMachine, AlertPolicy, AlertState
+from streamer.memory import fitted_weight
 from streamer.model_registry import DetectorRegistry, ModelKey, safe_name
 from streamer.offsets import Holds, Origin, merge_holds
 from streamer.pending import PendingRecords, Record, Taken
@@ -423,13 +424,15 @@ class StreamProcessor:
         return st
 
     def _weight(self, st: _Stream) -> int:
-        """A stream in the cap's units: one, or its class's training weight while it collects its training part
-        (an audio stream's 100 s of samples; :func:`streamer.memory.training_weight`). With a shared model a stream
+        """A stream in the cap's units: one — more where its own fitted detector is larger than a ``nab`` stream's
+        (a ``ucr`` detector's discord windows: :func:`streamer.memory.fitted_weight`) —, or its class's training
+        weight while it collects its training part (an audio stream's 100 s of samples;
+        :func:`streamer.memory.training_weight`). With a shared model a stream
         collects only until its class's detector is ready (in memory, or published on disk by any member, looked
         at as :meth:`DetectorRegistry.detector` throttles it); from then on it gets its state at the next step, what
         it holds is scored over the next rounds, and it counts as one."""
         if st.state is not None:
-            return 1
+            return fitted_weight(st.state.fitted.nbytes, per_stream_models=not self.registry.shared)
         if self.registry.shared and self.registry.detector(
                 self.registry.key_for(st.stream_class, st.name)) is not None:
             return 1
@@ -1116,7 +1119,8 @@ class StreamProcessor:
         return len(self._streams)
 
     def stream_cap_used(self) -> int:
-        """The live streams in the stream cap's units (see :meth:`_weight`)."""
+        """The live streams in the stream cap's units (see :meth:`_weight`); a processor built without training
+        weights (by hand, in tests) counts streams."""
         if not self.training_weights:
             return len(self._streams)
         return sum(self._weight(st) for st in self._streams.values())

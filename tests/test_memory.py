@@ -92,3 +92,17 @@ def test_a_cap_below_an_audio_streams_training_weight_is_warned_about(tmp_path, 
     with caplog.at_level("WARNING", logger="streamer.assemble"):
         build_processor(MonitorSettings(model_dir=tmp_path / "large", max_streams=500), background=False)
     assert not any("raise MAX_STREAMS" in r.getMessage() for r in caplog.records)
+
+
+def test_a_nab_stream_with_its_detector_is_one_unit_of_the_cap():
+    """The cap's unit was measured on a ``nab`` stream; its detector must weigh one, or every sensor stream would
+    count double."""
+    import numpy as np
+    from stream_models import quick_fit
+
+    from models.detector import preset
+
+    x = 5 + np.sin(np.arange(preset("nab").train_samples) / 4.0)
+    fitted = quick_fit(x, preset("nab"))
+    assert fitted.nbytes < memory.STREAM_MODEL_MB * 2**20
+    assert memory.fitted_weight(fitted.nbytes) == 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models.detector import PRESETS, FittedDetector, score_series
+from streamer import memory
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
 from streamer.messages import AudioChunk
@@ -1669,3 +1670,38 @@ def test_a_training_part_hook_below_the_detectors_minimum_is_refused_not_lengthe
     assert ok.stats.scored == 60
     fitted = ok.registry.detector(ok.registry.key_for("sensor", "exact"))
     assert fitted is not None and fitted.summary.train_points == 48  # the hook's length, not the preset's 240
+
+
+def test_a_stream_whose_own_detector_is_large_takes_the_room_it_needs(tmp_path):
+    """The cap's unit is a ``nab`` stream with its detector (~0.5 MB). A ``ucr`` stream's detector keeps every
+    training window of its discord channels (48–295 MB on UCR's training parts): counted as one, a worker sized
+    for the cap ran out of memory after a few dozen such streams. A scoring stream now counts by its detector's
+    memory (per-stream models); with a shared model, as one."""
+    proc = make(tmp_path)
+    store = DictStore()
+    samples = stamped(values(TRAIN + 40))
+    feed(proc, "a", samples, store=store)
+    drain(proc, store)
+    fitted = proc.detections_of("sensor", "a").fitted
+    assert proc.stream_cap_used() == 1
+    fitted.nbytes = 100 * 2**20  # as a ucr detector of a 30,000-sample training part
+    used = proc.stream_cap_used()
+    assert used == memory.fitted_weight(100 * 2**20) and (used - 1) * 2.3 <= 100 - 1.5 < used * 2.3
+    proc.max_streams = used + 1
+    t = samples[0][0]
+    assert proc.add_sensor("sensor", [Sample("b", t, 1.0)], (1, 0)) is None
+    refused = proc.add_sensor("sensor", [Sample("c", t, 1.0)], (2, 0))
+    assert refused is not None and refused.reason == "too_many_streams"
+    assert memory.fitted_weight(100 * 2**20, per_stream_models=False) == 1
+
+
+def test_a_detectors_memory_counts_its_discord_windows():
+    from stream_models import quick_fit
+
+    from models.detector import preset
+
+    x = values(4000)
+    fitted = quick_fit(x[:3000], preset("ucr"))
+    windows = sum(d._refs.nbytes for d in fitted.discords.values())
+    assert windows > 1_000 * 8 * len(fitted.discords)  # every training window of each channel, kept
+    assert windows < fitted.nbytes < windows + 8 * 2**20  # beside them, a small U-Net and reference state
