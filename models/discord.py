@@ -134,6 +134,7 @@ class TrainingDiscord:
         self._centre, self._scale = 0.0, 1.0
         self.stats: DiscordStats | None = None
         self._refs: np.ndarray | None = None
+        self._train: np.ndarray | None = None
         self._ref_ends: np.ndarray | None = None
         self._ref_norms: np.ndarray | None = None
 
@@ -156,7 +157,7 @@ class TrainingDiscord:
         own = own[np.isfinite(own)]
         if own.size < 2:
             raise InputError(f"training part of {x.size} points has too few non-overlapping windows of {window}")
-        self._refs, self._ref_ends = refs, ref_ends
+        self._refs, self._ref_ends, self._train = refs, ref_ends, x.copy()
         self._ref_norms = None
         # Floors: a constant or noise-free training part has (almost) no spread of its own distances; without them
         # any tiny change would score z ~ 1e6.
@@ -174,7 +175,7 @@ class TrainingDiscord:
     @property
     def nbytes(self) -> int:
         """Memory of the kept training windows (and their norms, once scored)."""
-        return sum(int(a.nbytes) for a in (self._refs, self._ref_ends, self._ref_norms) if a is not None)
+        return sum(int(a.nbytes) for a in (self._refs, self._ref_ends, self._ref_norms, self._train) if a is not None)
 
     @property
     def window(self) -> int:
@@ -184,13 +185,18 @@ class TrainingDiscord:
 
     # ------------------------------------------------------------------ persistence (beside a fitted detector)
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """Everything ``from_arrays`` needs, as named arrays (saved in one ``.npz`` with the other channels')."""
+        """Everything ``from_arrays`` needs, as named arrays (saved in one ``.npz`` with the other channels'): the
+        training part, from which the reference windows are cut again at load, not the windows. Why: they are the
+        training part repeated ``window`` times over — 48–295 MB per ``ucr`` detector on UCR's training parts,
+        written to ``MODEL_DIR`` at every per-stream fit and read at every restore, against 0.1–0.5 MB for the
+        samples; cut again by the same function from the same samples they are the same to the bit."""
         if self._refs is None or self._ref_ends is None or self.stats is None:
             raise NotFittedError("TrainingDiscord: call fit(train, window) first")
         s = self.stats
         meta = np.array([s.window, s.references, s.reference_stride, s.mean, s.std, self._centre, self._scale,
                          float(self.normalize)], dtype=np.float64)
-        return {f"{prefix}refs": self._refs, f"{prefix}ref_ends": self._ref_ends, f"{prefix}meta": meta}
+        kept = {f"{prefix}train": self._train} if self._train is not None else {f"{prefix}refs": self._refs}
+        return {**kept, f"{prefix}ref_ends": self._ref_ends, f"{prefix}meta": meta}
 
     @classmethod
     def from_arrays(cls, arrays, prefix: str) -> "TrainingDiscord":
@@ -199,8 +205,12 @@ class TrainingDiscord:
         out.stats = DiscordStats(window=int(meta[0]), references=int(meta[1]), reference_stride=int(meta[2]),
                                  mean=float(meta[3]), std=float(meta[4]))
         out._centre, out._scale = float(meta[5]), float(meta[6])
-        out._refs = np.asarray(arrays[f"{prefix}refs"])
         out._ref_ends = np.asarray(arrays[f"{prefix}ref_ends"], dtype=np.int64)
+        if f"{prefix}train" in arrays:
+            out._train = np.asarray(arrays[f"{prefix}train"], dtype=np.float64)
+            out._refs = out._windows(out._train, out.stats.window, out._ref_ends)
+        else:  # saved before 2026-12-07: the windows themselves
+            out._refs = np.asarray(arrays[f"{prefix}refs"])
         return out
 
     def zscores(self, x: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -144,3 +144,26 @@ def test_value_discords_keep_level_and_match_brute_force():
     flat = TrainingDiscord(normalize=False).fit(np.full(400, 7.0), 2)  # a flat training part is a valid reference
     z_flat = flat.zscores(np.r_[np.full(400, 7.0), 7.0, 7.0, 9.0], np.array([401, 402]))
     assert z_flat[0] <= 0.0 < 10.0 < z_flat[1]  # the same value again is normal, a new one is far out
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_saved_discords_keep_the_training_part_and_cut_the_same_windows_at_load(normalize):
+    """The reference windows are the training part repeated ``window`` times over (a ``ucr`` detector's
+    discords.npz was 48–295 MB); saved as the samples they are cut again at load, to the bit."""
+    x = periodic(3000, 40)
+    disc = TrainingDiscord(normalize=normalize).fit(x[:2000], 40)
+    x_train = x[:2000].copy()
+    x[:2000] = 0.0  # the caller's array may change after the fit: the detector keeps its own copy
+    arrays = disc.arrays("d0_")
+    assert "d0_refs" not in arrays and arrays["d0_train"].nbytes == x_train.nbytes
+    assert sum(a.nbytes for a in arrays.values()) < disc._refs.nbytes / 10
+    loaded = TrainingDiscord.from_arrays(arrays, "d0_")
+    np.testing.assert_array_equal(loaded._refs, disc._refs)
+    series = np.concatenate([x_train, x[2000:]])
+    ends = np.arange(2100, 3000, 7)
+    np.testing.assert_array_equal(loaded.zscores(series, ends), disc.zscores(series, ends))
+    # files written before: the windows themselves
+    old = {"d0_refs": disc._refs, "d0_ref_ends": arrays["d0_ref_ends"], "d0_meta": arrays["d0_meta"]}
+    np.testing.assert_array_equal(TrainingDiscord.from_arrays(old, "d0_").zscores(series, ends),
+                                  disc.zscores(series, ends))
+    assert "d0_refs" in TrainingDiscord.from_arrays(old, "d0_").arrays("d0_")  # and saved again as they were

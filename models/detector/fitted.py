@@ -6,7 +6,8 @@ fitting. The result is shared by every stream that uses it (one per stream, or o
 benchmarks; the per-stream, ever-changing part lives in :class:`models.detector.online.DetectorState`.
 
 Layout on disk (``save``/``load``): ``detector.json`` (the configuration), ``fitted.json`` (what fitting
-decided), ``discords.npz`` (reference windows), ``reference.json`` (a stream's state after the training part: see
+decided), ``discords.npz`` (each discord channel's training part, from which its reference windows are cut
+at load), ``reference.json`` (a stream's state after the training part: see
 :attr:`FittedDetector.reference`) and ``pipeline/`` (the CWT + scorer checkpoint).
 """
 from __future__ import annotations
