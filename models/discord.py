@@ -174,7 +174,7 @@ class TrainingDiscord:
 
     @property
     def nbytes(self) -> int:
-        """Memory of the kept training windows (and their norms, once scored)."""
+        """Memory of the kept training windows, the training part they are cut from and their norms (once scored)."""
         return sum(int(a.nbytes) for a in (self._refs, self._ref_ends, self._ref_norms, self._train) if a is not None)
 
     @property

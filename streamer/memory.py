@@ -98,10 +98,11 @@ def training_weight(train_samples: int, per_stream_models: bool = True) -> int:
     and model. An ``audio`` stream collects 100 s at 16 kHz before it fits — 1.6 M samples, 24 MB (up to 37 MB with
     the buffer's room to grow), and 12 MB more while its fit waits in the queue: about twenty-two busy streams'
     worth — and with each counted as one, a few hundred new audio streams would fill a worker sized for the cap past
-    its memory. Once fitted, its buffer is gone and it counts as one again. With a shared model (a unit is then one stream's state, no model) only the streams that arrive before
-    their class's one detector is ready collect samples — all of them until the first fit is done, each a training
-    part's worth and more: a fleet of audio streams starting together could outgrow its worker before that fit
-    ended —; the streams that come after collect nothing and count as one (:meth:`StreamProcessor._weight`)."""
+    its memory. Once fitted, its buffer is gone and it counts as one again. With a shared model (a unit is then one
+    stream's state, no model) only the streams that arrive before their class's one detector is ready collect
+    samples — all of them until the first fit is done, each a training part's worth and more: a fleet of audio
+    streams starting together could outgrow its worker before that fit ended —; the streams that come after collect
+    nothing and count as one (:meth:`StreamProcessor._weight`)."""
     buffered = train_samples * BUFFERED_SAMPLE_BYTES / 2**20
     return 1 + int(buffered // (STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)))
 
@@ -112,8 +113,8 @@ def fitted_weight(model_bytes: int, per_stream_models: bool = True) -> int:
 
     Why: :data:`STREAM_MODEL_MB` is a ``nab`` stream's detector. A ``ucr`` stream's detector keeps every training
     window of its discord channels — 48–295 MB on UCR's training parts (measured 2026-12-07:
-    :attr:`models.detector.FittedDetector.nbytes`) —, so a 4 GiB worker whose cap let in 1,252 streams ran out of
-    memory after about twenty of them. With a shared model the detector is the class's one, part of the process's
+    :attr:`models.detector.FittedDetector.nbytes`) —, so a 4 GiB worker whose cap let in 1,252 streams would run
+    out of memory after about twenty of them. With a shared model the detector is the class's one, part of the process's
     base, and a stream counts as one."""
     if not per_stream_models:
         return 1

@@ -1675,7 +1675,7 @@ def test_a_training_part_hook_below_the_detectors_minimum_is_refused_not_lengthe
 def test_a_stream_whose_own_detector_is_large_takes_the_room_it_needs(tmp_path):
     """The cap's unit is a ``nab`` stream with its detector (~0.5 MB). A ``ucr`` stream's detector keeps every
     training window of its discord channels (48–295 MB on UCR's training parts): counted as one, a worker sized
-    for the cap ran out of memory after a few dozen such streams. A scoring stream now counts by its detector's
+    for the cap would run out of memory after a few dozen such streams. A scoring stream now counts by its detector's
     memory (per-stream models); with a shared model, as one."""
     proc = make(tmp_path)
     store = DictStore()
