@@ -187,7 +187,7 @@ class TrainingDiscord:
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """Everything ``from_arrays`` needs, as named arrays (saved in one ``.npz`` with the other channels'): the
         training part, from which the reference windows are cut again at load, not the windows. Why: they are the
-        training part repeated ``window`` times over — 48–295 MB per ``ucr`` detector on UCR's training parts,
+        training part repeated ``window`` times over — 48–295 MB per ``ucr`` detector on UCR's long training parts,
         written to ``MODEL_DIR`` at every per-stream fit and read at every restore, against 0.1–0.5 MB for the
         samples; cut again by the same function from the same samples they are the same to the bit."""
         if self._refs is None or self._ref_ends is None or self.stats is None:

@@ -111,10 +111,10 @@ def fitted_weight(model_bytes: int, per_stream_models: bool = True) -> int:
     """How many streams' room a stream with its fitted detector takes, in the cap's units: one, and more where its
     own detector is larger than the ``nab`` detector the unit was measured on.
 
-    Why: :data:`STREAM_MODEL_MB` is a ``nab`` stream's detector. A ``ucr`` stream's detector keeps every training
-    window of its discord channels — 48–295 MB on UCR's training parts (measured 2026-12-07:
-    :attr:`models.detector.FittedDetector.nbytes`) —, so a 4 GiB worker whose cap let in 1,252 streams would run
-    out of memory after about twenty of them. With a shared model the detector is the class's one, part of the process's
+    Why: :data:`STREAM_MODEL_MB` is a ``nab`` stream's detector. A detector keeps every training window of its
+    discord channels, so it grows with its training part: the ``ucr`` preset's on UCR's training parts of
+    15,000–100,000 samples holds 48–295 MB (measured 2026-12-07: :attr:`models.detector.FittedDetector.nbytes`),
+    and a 4 GiB worker whose cap let in 1,252 streams would run out of memory after about twenty of them. With a shared model the detector is the class's one, part of the process's
     base, and a stream counts as one."""
     if not per_stream_models:
         return 1

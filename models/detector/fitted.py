@@ -190,8 +190,9 @@ class FittedDetector:
     def nbytes(self) -> int:
         """Memory the detector holds: its discord channels' training windows, its networks' weights and its
         reference state. Why: a monitor with a detector per stream weighs each stream by it at its stream cap. A
-        ``nab`` detector holds about 0.5 MB; a ``ucr`` detector keeps every training window of three discord
-        channels (up to 60,000 each): 48–295 MB on UCR's training parts of 15,000–100,000 samples."""
+        ``nab`` detector holds about 0.5 MB; a detector keeps every training window of its discord channels (up
+        to 60,000 each), so the ``ucr`` preset's holds 1–3 MB with its 750 training samples and 48–295 MB on UCR's
+        training parts of 15,000–100,000 samples."""
         modules = [m for m in vars(self.pipeline.scorer).values() if isinstance(m, torch.nn.Module)]
         weights = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         return sum(d.nbytes for d in self.discords.values()) + _nbytes(weights) + _nbytes(self.reference)
