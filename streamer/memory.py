@@ -114,8 +114,8 @@ def fitted_weight(model_bytes: int, per_stream_models: bool = True) -> int:
     Why: :data:`STREAM_MODEL_MB` is a ``nab`` stream's detector. A detector keeps every training window of its
     discord channels, so it grows with its training part: the ``ucr`` preset's on UCR's training parts of
     15,000–100,000 samples holds 48–295 MB (measured 2026-12-07: :attr:`models.detector.FittedDetector.nbytes`),
-    and a 4 GiB worker whose cap let in 1,252 streams would run out of memory after about twenty of them. With a shared model the detector is the class's one, part of the process's
-    base, and a stream counts as one."""
+    and a 4 GiB worker whose cap let in 1,252 streams would run out of memory after about twenty of them. With a
+    shared model the detector is the class's one, part of the process's base, and a stream counts as one."""
     if not per_stream_models:
         return 1
     extra = max(0.0, model_bytes / 2**20 - STREAM_MODEL_MB)
