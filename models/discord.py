@@ -105,6 +105,10 @@ def nearest_distances(queries: np.ndarray, refs: np.ndarray, *, query_pos: np.nd
     return np.sqrt(np.maximum(best, 0.0))
 
 
+MAX_REFERENCES = 60_000
+"""Training windows a discord channel keeps at most (every k-th beyond: see :class:`TrainingDiscord`)."""
+
+
 @dataclass(frozen=True)
 class DiscordStats:
     """What the training part says about its own nearest-neighbour distances (reported in fit summaries)."""
@@ -125,7 +129,8 @@ class TrainingDiscord:
     training window of all but the longest UCR training parts (≈ 120 MB of float64 references at w = 256).
     """
 
-    def __init__(self, max_references: int = 60_000, self_join_queries: int = 512, normalize: bool = True) -> None:
+    def __init__(self, max_references: int = MAX_REFERENCES, self_join_queries: int = 512,
+                 normalize: bool = True) -> None:
         if max_references < 2 or self_join_queries < 2:
             raise ValueError("max_references and self_join_queries must be >= 2")
         self.max_references = max_references

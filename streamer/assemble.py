@@ -10,7 +10,7 @@ from typing import Callable
 
 from models.detector import PRESETS, DetectorConfig, preset
 from streamer.alerts import AlertPolicy
-from streamer.memory import default_max_streams, training_weight
+from streamer.memory import default_max_streams, fitted_weight, training_weight
 from streamer.messages import AUDIO, SENSOR
 from streamer.model_registry import DetectorRegistry, Fitter, Loader
 from streamer.pipeline import StreamClassConfig, StreamProcessor
@@ -71,7 +71,11 @@ def build_processor(
                                 fitter=fitter, loader=loader)
     per_stream = m.model_mode == "per_stream"
     max_streams = m.max_streams or default_max_streams(per_stream)
-    weights = {name: training_weight(c.detector.train_samples, per_stream) for name, c in classes.items()}
+    # A stream collecting its training part counts as its buffer, or as the detector it will be fitted into where
+    # that is larger (per-stream models; a long training part's discord windows): streams that arrive together are
+    # let in before any of them is fitted, so the cap counts what they will hold.
+    weights = {name: max(training_weight(c.detector.train_samples, per_stream),
+                         fitted_weight(c.detector.discord_bytes_bound(), per_stream)) for name, c in classes.items()}
     for name, weight in weights.items():
         if weight > max_streams:
             log.warning("stream cap %d is below what one %s stream collecting its training part takes (%d): each new "

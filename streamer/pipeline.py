@@ -426,8 +426,9 @@ class StreamProcessor:
     def _weight(self, st: _Stream) -> int:
         """A stream in the cap's units: one — more where its own fitted detector is larger than a ``nab`` stream's
         (a ``ucr`` detector's discord windows: :func:`streamer.memory.fitted_weight`) —, or its class's training
-        weight while it collects its training part (an audio stream's 100 s of samples;
-        :func:`streamer.memory.training_weight`). With a shared model a stream
+        weight while it collects its training part (an audio stream's 100 s of samples,
+        :func:`streamer.memory.training_weight`, or the detector a long training part will be fitted into:
+        :func:`streamer.assemble.build_processor`). With a shared model a stream
         collects only until its class's detector is ready (in memory, or published on disk by any member, looked
         at as :meth:`DetectorRegistry.detector` throttles it); from then on it gets its state at the next step, what
         it holds is scored over the next rounds, and it counts as one."""

@@ -106,3 +106,28 @@ def test_a_nab_stream_with_its_detector_is_one_unit_of_the_cap():
     fitted = quick_fit(x, preset("nab"))
     assert fitted.nbytes < memory.STREAM_MODEL_MB * 2**20
     assert memory.fitted_weight(fitted.nbytes) == 1
+
+
+def test_a_stream_in_training_counts_as_the_detector_it_will_be_fitted_into(tmp_path):
+    """Streams that arrive together are let in while they collect their training parts, before any is fitted: with
+    training parts of tens of thousands of samples, each then fits a detector of 48–295 MB (its discord windows),
+    which the cap would count only after the fits — too late. A stream in training counts as the largest detector
+    its configuration can fit."""
+    import numpy as np
+    from stream_models import quick_fit
+
+    from models.detector import preset
+
+    long = build_processor(MonitorSettings(model_dir=tmp_path / "long", sensor_preset="ucr",
+                                           sensor_detector_options={"train_samples": 30_000}), background=False)
+    bound = preset("ucr").discord_bytes_bound(30_000)
+    assert long.training_weights["sensor"] == memory.fitted_weight(bound) >= 60
+    shared = build_processor(MonitorSettings(model_dir=tmp_path / "shared", sensor_preset="ucr", model_mode="shared",
+                                             sensor_detector_options={"train_samples": 30_000}), background=False)
+    # with a shared model the class's one detector is part of the process's base: a stream counts as its buffer
+    assert shared.training_weights["sensor"] == memory.training_weight(30_000, per_stream_models=False) < 60
+    # the bound holds a real fit's discord windows (the window the period gives, at most max_window)
+    x = 5 + np.sin(np.arange(3000) * 2 * np.pi / 200) + 0.05 * np.random.default_rng(0).standard_normal(3000)
+    fitted = quick_fit(x, preset("ucr"))
+    kept = sum(d.nbytes for d in fitted.discords.values())
+    assert kept <= preset("ucr").discord_bytes_bound(3000) < 3 * kept

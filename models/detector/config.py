@@ -175,6 +175,26 @@ class DetectorConfig:
                              "scalogram_waveform=true (a second channel) and the recon scorer")
 
     # ------------------------------------------------------------------ persistence
+    def discord_bytes_bound(self, train_samples: int | None = None) -> int:
+        """The most memory a detector fitted on ``train_samples`` (default: :attr:`train_samples`) can keep for its
+        discord channels: every training window of each, at the longest window the configuration allows.
+
+        Why: a monitor with a detector per stream counts a stream by its detector's memory at the stream cap, and
+        streams that arrive together are let in while they collect their training parts, before any is fitted —
+        a worker given training parts of tens of thousands of samples (48–295 MB detectors) let in far more than
+        it could hold once they were fitted."""
+        from models.discord import MAX_REFERENCES
+
+        n = self.train_samples if train_samples is None else train_samples
+        w = self.window if self.window is not None else self.max_window
+        lengths = [max(16, round(w * f)) for f in (*self.discord_scales, *self.value_discord_scales)]
+        lengths += [m for m in self.value_discords if 3 * m <= n]
+        total = 0
+        for m in lengths:
+            refs = min(max(n - m + 1, 0), MAX_REFERENCES)
+            total += refs * (m + 2) * 8 + n * 8  # windows, their ends and norms; the training part they come from
+        return total
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for name in ("discord_scales", "value_discords", "value_discord_scales", "level_channels"):
