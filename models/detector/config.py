@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from models.discord import MAX_REFERENCES
 from models.strict_fields import number_tuple, reject_unknown_fields
 
 SCORERS = ("recon", "kl", "trend", "dynamic", "adversarial")
@@ -174,7 +175,6 @@ class DetectorConfig:
             raise ValueError("channel_errors='apart' judges the image channels' reconstruction errors apart: it needs "
                              "scalogram_waveform=true (a second channel) and the recon scorer")
 
-    # ------------------------------------------------------------------ persistence
     def discord_bytes_bound(self, train_samples: int | None = None) -> int:
         """The most memory a detector fitted on ``train_samples`` (default: :attr:`train_samples`) can keep for its
         discord channels: every training window of each, at the longest window the configuration allows.
@@ -183,8 +183,6 @@ class DetectorConfig:
         streams that arrive together are let in while they collect their training parts, before any is fitted —
         a worker given training parts of tens of thousands of samples (48–295 MB detectors) let in far more than
         it could hold once they were fitted."""
-        from models.discord import MAX_REFERENCES
-
         n = self.train_samples if train_samples is None else train_samples
         w = self.window if self.window is not None else self.max_window
         lengths = [max(16, round(w * f)) for f in (*self.discord_scales, *self.value_discord_scales)]
@@ -195,6 +193,7 @@ class DetectorConfig:
             total += refs * (m + 2) * 8 + n * 8  # windows, their ends and norms; the training part they come from
         return total
 
+    # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for name in ("discord_scales", "value_discords", "value_discord_scales", "level_channels"):
