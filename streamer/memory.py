@@ -28,8 +28,8 @@ STREAM_MODEL_MB = 1.5
 BUFFERED_SAMPLE_BYTES = 32
 """A training sample a stream holds until its detector is fitted: its int64 timestamp and float64 value with up to
 half again of room for the buffer to grow (:mod:`streamer.pending`), and the float64 copy its queued fit holds (fits
-run one at a time, so many streams may wait with both). A sensor that sends one reading per record adds 36 bytes
-per record (54 with room: where it lies, its origin, its stamp) — 40 kB for the ``nab`` preset's 750-sample
+run one at a time, so many streams may wait with both). A sensor that sends one reading per record adds 28 bytes
+per record (42 with room: where it ends, its origin, its stamp) — 32 kB for the ``nab`` preset's 750-sample
 training part, inside one stream's unit; before the buffer kept records in arrays it added about 425."""
 USABLE_FRACTION = 0.85
 """Of the memory limit, what the streams may fill: fits and write batches need room beside them."""

@@ -6,9 +6,9 @@ data, measured with tracemalloc), and counting a stream's pending samples or its
 them in Python at every poll round. A stream collecting a long training part, or the backlog the monitor allows
 (``max_backlog_samples``), then took about eighteen times the memory the stream cap budgeted for
 (:data:`streamer.memory.BUFFERED_SAMPLE_BYTES`, 24 bytes a sample then), and a backlog of a million records cost
-over half a second per round just to be counted. Here the samples lie in two growing arrays and each record is a few numbers (where it starts and ends,
-its partition and offset, its stamp): 52 bytes for a one-sample record (up to half again while the arrays have room
-to grow), and counts and holds are array operations.
+over half a second per round just to be counted. Here the samples lie in two growing arrays and each record is a
+few numbers (where it ends, its partition and offset, its stamp): 44 bytes for a one-sample record (up to half again
+while the arrays have room to grow), and counts and holds are array operations.
 
 A record stays the unit the processor scores, holds offsets for and dead-letters by; the arrays only change how
 the records are kept. Arrays handed out (:meth:`PendingRecords.take`, :meth:`PendingRecords.records`) are never
@@ -63,8 +63,7 @@ class PendingRecords:
     def _clear(self) -> None:
         self._ts = np.empty(0, dtype=np.int64)
         self._values = np.empty(0, dtype=np.float64)
-        self._starts = np.empty(0, dtype=np.int64)
-        self._ends = np.empty(0, dtype=np.int64)
+        self._ends = np.empty(0, dtype=np.int64)  # records lie back to back: one starts where the one before ends
         self._parts = np.empty(0, dtype=np.int32)
         self._offsets = np.empty(0, dtype=np.int64)
         self._stamps = np.empty(0, dtype=np.int64)
@@ -101,7 +100,7 @@ class PendingRecords:
         s, r = self._s1, self._r1
         self._ts[s:s + n] = ts_ns
         self._values[s:s + n] = values
-        self._starts[r], self._ends[r] = s, s + n
+        self._ends[r] = s + n
         if origin is None:
             self._parts[r], self._offsets[r] = _NO_PARTITION, 0
         else:
@@ -133,7 +132,6 @@ class PendingRecords:
             return out
 
         self._ts, self._values = moved(self._ts, s0, s1, room_s), moved(self._values, s0, s1, room_s)
-        self._starts = moved(self._starts, r0, r1, room_r) - s0
         self._ends = moved(self._ends, r0, r1, room_r) - s0
         self._parts, self._offsets = moved(self._parts, r0, r1, room_r), moved(self._offsets, r0, r1, room_r)
         self._stamps = moved(self._stamps, r0, r1, room_r)
@@ -146,8 +144,8 @@ class PendingRecords:
         if records == len(self):
             self._clear()  # the arrays' memory goes with the last record
             return
+        self._s0 = int(self._ends[self._r0 + records - 1])
         self._r0 += records
-        self._s0 = int(self._starts[self._r0])
         if records:
             self._holds = self._held = None
 
@@ -207,12 +205,13 @@ class PendingRecords:
     def records(self, records: int | None = None) -> list[Record]:
         """The oldest ``records`` records one by one (None: all): what is dead-lettered record by record."""
         k = len(self) if records is None else records
-        out = []
+        out, lo = [], self._s0
         for r in range(self._r0, self._r0 + k):
-            lo, hi, p = int(self._starts[r]), int(self._ends[r]), int(self._parts[r])
+            hi, p = int(self._ends[r]), int(self._parts[r])
             origin = None if p == _NO_PARTITION else (self._partitions[p], int(self._offsets[r]))
             stamp = None if self._stamps[r] == _NO_STAMP else int(self._stamps[r])
             out.append(Record(self._ts[lo:hi], self._values[lo:hi], origin, stamp))
+            lo = hi
         return out
 
     def __iter__(self) -> Iterator[Record]:

@@ -945,7 +945,7 @@ class StreamProcessor:
         st.failures, st.fresh = 0, False
         if batch.last_stamp is not None:
             st.scored_stamp = batch.last_stamp if st.scored_stamp is None else max(st.scored_stamp, batch.last_stamp)
-        out.holds.append(dict(batch.holds))
+        out.holds.append(batch.holds)
         if self.state_dir is not None:
             merge_holds(st.unsaved, batch.holds.items())
         st.changed = True
