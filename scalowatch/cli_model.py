@@ -190,7 +190,28 @@ def detector_config(kind: str, preset: str | None, *, scorer: str, steps: int | 
         from models.scorers.diffusion import ADDM_WEIGHT  # noqa: PLC0415 - torch loads only when a command runs
 
         options["adversarial_weight"] = ADDM_WEIGHT
-    return name, preset_config(name, **options)
+    try:
+        return name, preset_config(name, **options)
+    except ValueError as exc:
+        if scorer in _scorers_of(name):
+            raise
+        # The config's own message names fields (scalogram_waveform, channel_errors) this command does not set.
+        raise _fail(f"--scorer {scorer} does not run on the {name} preset, which runs "
+                    f"{', '.join(_scorers_of(name))} (the preset's configuration: {exc})") from None
+
+
+def _scorers_of(preset_name: str) -> list[str]:
+    """The scorers a preset's configuration accepts, asked of the configuration itself (not a list kept here)."""
+    from models.detector import SCORERS, preset as preset_config
+
+    accepted = []
+    for name in SCORERS:
+        try:
+            preset_config(preset_name, scorer=name)
+        except ValueError:
+            continue
+        accepted.append(name)
+    return accepted
 
 
 def train_signal(path: Path, kind: str, model_dir: Path, *, preset: str | None, scorer: str, steps: int | None,
@@ -200,13 +221,13 @@ def train_signal(path: Path, kind: str, model_dir: Path, *, preset: str | None, 
     """Series/audio: fit the detector on the training part and save it to ``model_dir`` (+ ``cli_model.json``)."""
     from models.detector import FittedDetector
 
+    name, config = detector_config(kind, preset, scorer=scorer, steps=steps, seed=seed, adversarial=adversarial,
+                                   window=window, hop=hop, unet=unet)  # before the input is read: a typo fails fast
     sig = load_series(path, column) if kind == SERIES else load_audio(path)
     end = train_range(sig.values.size, train_end, train_fraction)
     if end < 48:
         raise _fail(f"the training part has {end} samples; the detector needs at least 48 "
                     "(raise --train-end/--train-fraction)")
-    name, config = detector_config(kind, preset, scorer=scorer, steps=steps, seed=seed, adversarial=adversarial,
-                                   window=window, hop=hop, unet=unet)
     fitted = FittedDetector.fit(sig.values[:end], config, device=device)
     version = fitted.save(model_dir)
     meta = ModelMeta(kind=kind, input=str(path), scorer=config.scorer, steps=config.steps, seed=seed,

@@ -366,6 +366,16 @@ def test_error_train_range_and_short_series(tmp_path):
                         "unknown scorer 'bogus'")
 
 
+def test_a_scorer_the_preset_cannot_run_is_refused_with_the_ones_it_can(tmp_path):
+    # The configuration's own reason names fields `train` has no option for; the error must say what to pass.
+    path = _write_csv(tmp_path / "s.csv", _sine(200))
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--scorer", "dynamic"]),
+                        "--scorer dynamic does not run on the nab preset, which runs recon, kl, trend, adversarial")
+    _assert_clean_error(_cli(["train", path, "--model-dir", tmp_path / "m", "--scorer", "kl", "--preset", "ucr"]),
+                        "--scorer kl does not run on the ucr preset, which runs recon (")
+    assert not (tmp_path / "m" / "cli_model.json").exists()
+
+
 def test_error_model_dir_missing_wrong_kind_or_input_too_short(series_model, tmp_path):
     model, _ = series_model
     csv_path = _write_csv(tmp_path / "s.csv", _sine(200))

@@ -14,7 +14,8 @@ from typing import Any
 
 _WHERE = {
     "CHANNEL_WORDS": "channels", "describe_channel": "channels",
-    "MIN_TRAIN_SAMPLES": "config", "PRESETS": "config", "DetectorConfig": "config", "Preset": "config",
+    "MIN_TRAIN_SAMPLES": "config", "PRESETS": "config", "SCORERS": "config", "DetectorConfig": "config",
+    "Preset": "config",
     "preset": "config",
     "FitSummary": "fitted", "FittedDetector": "fitted", "WindowScores": "fitted",
     "Detection": "online", "Detections": "online", "DetectorState": "online", "score_series": "online",
