@@ -356,6 +356,83 @@ def test_a_resumed_state_continues_as_a_state_that_saw_the_training_part(name, n
     assert not fitted.begins_training_part(x[1:]) and not fitted.begins_training_part(x[n:])
 
 
+def _counting(fitted: FittedDetector) -> list[int]:
+    """Count the windows the model scores (instance attribute: the fitted detector's own method is wrapped)."""
+    counted: list[int] = []
+    score = fitted.score_windows
+
+    def counting(windows):
+        counted.append(len(windows))
+        return score(windows)
+
+    fitted.score_windows = counting  # type: ignore[method-assign]
+    return counted
+
+
+def _online(fitted: FittedDetector, x: np.ndarray, step: int) -> Detections:
+    state, parts = fitted.new_state(), []
+    for lo in range(0, x.size, step):
+        part = x[lo:lo + step]
+        parts.append(state.update(part, window_scores_together(fitted, [(state, part)])[0]))
+    return Detections.concat(parts)
+
+
+@pytest.mark.parametrize("step", [37, 300, 5000])
+def test_the_training_part_is_not_scored_twice_right_after_a_fit(step):
+    """The monitor scores a stream's training part right after fitting on it; the fit's own pass (the reference)
+    has scored every window of it already. Those windows come from that pass — bitwise what the model gives — and
+    only the windows past the training part go through the model."""
+    x = _with_anomaly()
+    fitted = FittedDetector.fit(x[:300], preset("nab", **FAST))
+    n_training = len(fitted.training_pass.scores)
+    assert n_training == (300 - fitted.window) // fitted.hop + 1
+    counted = _counting(fitted)
+    cached = _online(fitted, x, step)
+    assert fitted.training_pass is None  # let go once its last window is taken
+    n_all = (x.size - fitted.window) // fitted.hop + 1
+    assert sum(counted) == n_all - n_training
+    counted.clear()
+    scored = _online(fitted, x, step)  # the same samples, every window through the model
+    assert sum(counted) == n_all
+    np.testing.assert_array_equal(cached.positions, scored.positions)
+    np.testing.assert_array_equal(cached.scores, scored.scores)
+    for name in scored.channels:
+        np.testing.assert_array_equal(cached.channels[name], scored.channels[name])
+
+
+def test_samples_other_than_the_training_part_are_scored_by_the_model():
+    """A shared detector's other streams begin with their own samples; a stream whose first samples differ from the
+    training part in one value is not the training part either. Their windows go through the model, and the
+    training pass is let go (it is not kept for a stream that may never come)."""
+    x = _with_anomaly()
+    fitted = FittedDetector.fit(x[:300], preset("nab", **FAST))
+    counted = _counting(fitted)
+    other = _series(1200, seed=3)
+    _online(fitted, other, 100)
+    n_all = (other.size - fitted.window) // fitted.hop + 1
+    assert sum(counted) == n_all and fitted.training_pass is None
+    # one value off at sample 150: the windows of the first 100 samples (a step that matched) are the training
+    # part's; from the step that differs on, the model scores, and every score is the model's
+    changed = x.copy()
+    changed[150] += 1e-9
+    fitted = FittedDetector.fit(x[:300], preset("nab", **FAST))
+    counted = _counting(fitted)
+    got = _online(fitted, changed, 100)
+    assert fitted.training_pass is None
+    assert sum(counted) == n_all - ((100 - fitted.window) // fitted.hop + 1)
+    counted.clear()
+    want = _online(fitted, changed, 100)
+    assert sum(counted) == n_all
+    np.testing.assert_array_equal(got.scores, want.scores)
+    # a resumed stream (its training part behind it) neither uses the pass nor lets it go
+    fitted = FittedDetector.fit(x[:300], preset("nab", **FAST))
+    state = fitted.resumed_state()
+    window_scores_together(fitted, [(state, x[300:400])])
+    assert fitted.training_pass is not None
+    # nor is it saved with the detector
+    assert FittedDetector.fit(x[:300], preset("nab", **FAST), reference=False).training_pass is None
+
+
 def test_a_detector_without_a_usable_reference_loads_and_resumes_streams_fresh(nab_fitted, tmp_path, caplog):
     """Folders saved before the reference (no reference.json), with a damaged one, or fitted with reference=False:
     the detector loads (refitting it would cost more than the reference is worth) and lost states start fresh."""

@@ -116,6 +116,26 @@ def test_every_sample_is_scored_with_the_detectors_own_scores(tmp_path):
     assert points[0].fields["threshold"] == pytest.approx(PRESETS["nab"].alert_threshold)
 
 
+def test_a_streams_windows_go_through_the_model_once_its_training_part_too(tmp_path, monkeypatch):
+    """The fit scores the training part's windows for the detector's reference state; the monitor then scores the
+    stream from its first sample. The training part's windows come from the fit's pass, not the model again."""
+    counted = []
+    score_windows = FittedDetector.score_windows
+
+    def counting(self, windows):
+        counted.append(len(windows))
+        return score_windows(self, windows)
+
+    monkeypatch.setattr(FittedDetector, "score_windows", counting)
+    proc, store = make(tmp_path), DictStore()
+    v = values()
+    feed(proc, "a", stamped(v), store=store)
+    drain(proc, store)
+    assert len(store.measurement(WINDOW_SCORE)) == v.size
+    fitted = FittedDetector.load(tmp_path / "models" / "sensor" / "a", device="cpu")
+    assert sum(counted) == (v.size - fitted.window) // fitted.hop + 1
+
+
 def test_offsets_are_held_until_the_store_accepts_then_released(tmp_path):
     proc, store, tracker = make(tmp_path), DictStore(), OffsetTracker()
     samples = stamped(values(400))

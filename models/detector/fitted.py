@@ -112,6 +112,21 @@ class WindowScores:
         return WindowScores(self.diffusion[index], self.level[index], self.scale[index])
 
 
+@dataclass(frozen=True)
+class TrainingPass:
+    """The training part and the model scores of every window on its grid (window ``k`` ends at
+    ``window - 1 + k * hop``), from the pass that built :attr:`FittedDetector.reference`.
+
+    Why: right after a fit the monitor scores the stream's pending samples, which begin with that same training
+    part, through a fresh state — every window of it through the model a second time (an audio stream's 100 s:
+    about 2 s of the monitor's loop). A window cut from the same samples gets the same scores in any batch, so
+    those windows are taken from here where the samples are the training part's, compared value for value
+    (:meth:`FittedDetector.scored_in_training`)."""
+
+    samples: np.ndarray
+    scores: WindowScores
+
+
 def choose_window(config: DetectorConfig, train: np.ndarray) -> int:
     """The configured window (at most a third of the training part), or the training part's dominant period
     clamped to ``[min_window, max_window]`` and to a third of the training part."""
@@ -162,6 +177,9 @@ class FittedDetector:
         reference is kept for ever, so a fault under way when the state was lost became the machine's normal.
         None: fitted before this existed, or with ``reference=False`` (:meth:`resumed_state` then falls back to a
         fresh state)."""
+        self.training_pass: TrainingPass | None = None
+        """Held in memory from the fit until its windows are used or samples other than the training part come
+        (never saved): see :class:`TrainingPass`."""
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -282,9 +300,12 @@ class FittedDetector:
         from models.detector.online import window_scores_together
 
         state = self.new_state()
+        scored = []
         for lo in range(0, train.size, REFERENCE_CHUNK):
             part = train[lo:lo + REFERENCE_CHUNK]
-            state.update(part, window_scores_together(self, [(state, part)])[0])
+            scored.append(window_scores_together(self, [(state, part)])[0])
+            state.update(part, scored[-1])
+        self.training_pass = TrainingPass(np.asarray(train, dtype=np.float64), WindowScores.concat(scored))
         saved = state.state_dict()
         head = train[:max(REFERENCE_HEAD, self.memory)].astype(np.float64)  # see begins_training_part
         return {"channels": saved["channels"], "fusion": saved["fusion"], "head": head}
@@ -358,6 +379,25 @@ class FittedDetector:
         assert s.diffusion_mean is not None and s.diffusion_std is not None  # pooled: set by fit and load
         return WindowScores(diffusion=(raw - s.diffusion_mean) / s.diffusion_std, level=np.abs(level),
                             scale=np.abs(scale))
+
+    def scored_in_training(self, x: np.ndarray, base: int, ends: np.ndarray) -> WindowScores:
+        """The scores of the leading windows of ``ends`` (cut from ``x``, whose first value is the stream's sample
+        ``base``) that the training pass scored on these very samples; empty where there are none (then, and once
+        its last window is taken, :attr:`training_pass` is let go)."""
+        known = self.training_pass
+        if known is None or not ends.size or ends[0] >= self.train_points:
+            return WindowScores.empty()
+        m = min(x.size, self.train_points - base)
+        if not np.array_equal(x[:m], known.samples[base:base + m]):
+            # Another stream's samples (a shared detector's other streams), or a stream whose training part is
+            # not what was fitted on: scored by the model, and the pass is not kept for a stream that never comes.
+            self.training_pass = None
+            return WindowScores.empty()
+        n = int(np.searchsorted(ends, base + m))  # windows ending inside the matched samples lie wholly in them
+        first = (int(ends[0]) - (self.window - 1)) // self.hop
+        if first + n >= len(known.scores):
+            self.training_pass = None
+        return known.scores.take(slice(first, first + n))
 
     def inspect(self, window: np.ndarray):
         """The pipeline's full :class:`~models.types.ScoreBatch` of one model-input window (scalogram,

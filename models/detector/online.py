@@ -442,14 +442,23 @@ def window_scores_together(fitted: FittedDetector,
                            pending: list[tuple["DetectorState", np.ndarray]]) -> list[WindowScores]:
     """The model's scores of the windows that end among each stream's new samples, for many streams of one
     fitted detector in one micro-batch (the monitor's round; a window's score does not depend on the batch it
-    lands in). Pure: pass each result with the same samples to that stream's :meth:`DetectorState.update`."""
-    cut = [state.windows_for(samples) for state, samples in pending]
-    stacked = [windows for ends, windows in cut if ends.size]
+    lands in). Pure for the states: pass each result with the same samples to that stream's
+    :meth:`DetectorState.update`. Windows of a training part that the fit's own pass scored
+    (:attr:`FittedDetector.training_pass`) are taken from it, not scored again."""
+    cut = []
+    for state, samples in pending:
+        ends, windows = state.windows_for(samples)
+        known = None
+        if ends.size and fitted.training_pass is not None:  # right after a fit: see FittedDetector.training_pass
+            known = fitted.scored_in_training(*state.channels.extended(samples), ends)
+        cut.append((known, windows[len(known):] if known else windows))
+    stacked = [windows for _, windows in cut if len(windows)]
     scores = fitted.score_windows(np.concatenate(stacked)) if stacked else WindowScores.empty()
     out, at = [], 0
-    for ends, _ in cut:
-        out.append(scores.take(slice(at, at + ends.size)))
-        at += ends.size
+    for known, windows in cut:
+        part = scores.take(slice(at, at + len(windows)))
+        at += len(windows)
+        out.append(WindowScores.concat([known, part]) if known else part)
     return out
 
 
