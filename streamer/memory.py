@@ -99,11 +99,11 @@ def training_weight(train_samples: int, per_stream_models: bool = True) -> int:
     the buffer's room to grow), and 12 MB more while its fit waits in the queue: about twenty-two busy streams'
     worth — and with each counted as one, a few hundred new audio streams would fill a worker sized for the cap past
     its memory. Once fitted it counts as one again, and its buffer is gone once scored (the fit's copy of the training
-    part, kept with the fit's window scores until then: :class:`models.detector.fitted.TrainingPass`). With a shared model (a unit is then one
-    stream's state, no model) only the streams that arrive before their class's one detector is ready collect
-    samples — all of them until the first fit is done, each a training part's worth and more: a fleet of audio
-    streams starting together could outgrow its worker before that fit ended —; the streams that come after collect
-    nothing and count as one (:meth:`StreamProcessor._weight`)."""
+    part, kept with the fit's window scores until then: :class:`models.detector.fitted.TrainingPass`). With a shared
+    model (a unit is then one stream's state, no model) only the streams that arrive before their class's one
+    detector is ready collect samples — all of them until the first fit is done, each a training part's worth and
+    more: a fleet of audio streams starting together could outgrow its worker before that fit ended —; the streams
+    that come after collect nothing and count as one (:meth:`StreamProcessor._weight`)."""
     buffered = train_samples * BUFFERED_SAMPLE_BYTES / 2**20
     return 1 + int(buffered // (STREAM_STATE_MB + (STREAM_MODEL_MB if per_stream_models else 0.0)))
 
