@@ -178,8 +178,8 @@ class FittedDetector:
         None: fitted before this existed, or with ``reference=False`` (:meth:`resumed_state` then falls back to a
         fresh state)."""
         self.training_pass: TrainingPass | None = None
-        """Held in memory from the fit until its windows are used or samples other than the training part come
-        (never saved): see :class:`TrainingPass`."""
+        """Held in memory from the fit until its windows are used, or samples other than the training part (or past
+        it) are scored instead (never saved): see :class:`TrainingPass`."""
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -385,7 +385,11 @@ class FittedDetector:
         ``base``) that the training pass scored on these very samples; empty where there are none (then, and once
         its last window is taken, :attr:`training_pass` is let go)."""
         known = self.training_pass
-        if known is None or not ends.size or ends[0] >= self.train_points:
+        if known is None or not ends.size:
+            return WindowScores.empty()
+        if ends[0] >= self.train_points:
+            # A stream past its training part (resumed after it): the pass would be held for the detector's life.
+            self.training_pass = None
             return WindowScores.empty()
         m = min(x.size, self.train_points - base)
         if not np.array_equal(x[:m], known.samples[base:base + m]):
