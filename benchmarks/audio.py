@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.detectors import VARIANTS
 from models.errors import InputError
 from models.metrics.classification import roc_auc
 
@@ -43,7 +44,6 @@ log = logging.getLogger(__name__)
 BASELINE = "band_knn"
 PRODUCT = "scalowatch"
 DIFFUSION_SCORERS = ("recon", "trend", "kl", "dynamic", "adversarial")
-VARIANTS = ("product", "without_diffusion", "diffusion_only")
 VIAS = ("detector", "monitor")
 MONITOR_STREAM = "bench-audio"
 STREAM_CHUNK = 160_000

@@ -42,6 +42,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _jobs(jobs: int, via: str, info) -> int:
+    """The worker count (0: one per core), recorded in the run's metadata where files are fitted apart."""
+    from benchmarks.parallel import default_jobs
+
+    jobs = jobs or default_jobs()
+    if via == "detector":
+        info.extra.update(jobs=jobs, threads_per_file=1)
+    return jobs
+
+
 def _specs(names: Optional[list[str]], default: tuple[str, ...], defaults: dict):
     from benchmarks.detectors import parse_spec
 
@@ -69,6 +79,8 @@ def nab_command(
                                 "product/, without_diffusion/, diffusion_only/)."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write nab.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one torch thread each (0 = one "
+                             "per core). Any value gives the same figures. --via monitor runs one monitor."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score detectors on the NAB corpus (NAB-format results + standard / low-FP / low-FN scores)."""
@@ -79,13 +91,14 @@ def nab_command(
     from models.errors import InputError
 
     info, t0 = start_run()
+    jobs = _jobs(jobs, via, info)
     try:
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else NAB_DEFAULT_DETECTORS, NAB_DETECTOR_DEFAULTS)
         corpus = NabCorpus(Path(data))
         corpus.check()
         keys = corpus.keys()[:limit] if limit else None
-        report = run_nab(corpus, out, specs, keys=keys, progress=progress, via=via, ablate=ablate)
+        report = run_nab(corpus, out, specs, keys=keys, progress=progress, via=via, ablate=ablate, jobs=jobs)
     except InputError as exc:
         _fail(str(exc))
         return
@@ -148,6 +161,8 @@ def ucr_command(
     examples: int = typer.Option(4, "--examples", min=0, help="How many series to plot with their scores."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write ucr.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one torch thread each (0 = one "
+                             "per core). Any value gives the same figures. --via monitor runs one monitor."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Predict one anomaly location per UCR series and report the archive's accuracy."""
@@ -160,6 +175,7 @@ def ucr_command(
     from models.metrics.ucr import parse_ucr_name
 
     info, t0 = start_run()
+    jobs = _jobs(jobs, via, info)
     try:
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else UCR_DEFAULT_DETECTORS, UCR_DETECTOR_DEFAULTS)
@@ -167,7 +183,8 @@ def ucr_command(
         if limit:
             files = files[:limit]
         example_stems = [parse_ucr_name(p.name).stem for p in files[:: max(1, len(files) // max(examples, 1))]][:examples]
-        report = run_ucr(files, specs, progress=progress, keep_scores_for=example_stems, via=via, ablate=ablate)
+        report = run_ucr(files, specs, progress=progress, keep_scores_for=example_stems, via=via, ablate=ablate,
+                         jobs=jobs)
     except InputError as exc:
         _fail(str(exc))
         return

@@ -25,6 +25,8 @@ PLUGIN_MODULES: tuple[str, ...] = ("benchmarks.series_scorers",)
 # research scorer as its diffusion channel. They take a preset; the series benchmarks give each its own default.
 PRODUCT_NAMES: tuple[str, ...] = ("scalowatch", "diffusion-recon", "diffusion-kl", "diffusion-trend",
                                   "diffusion-dynamic", "diffusion-adversarial")
+VARIANTS: tuple[str, ...] = ("product", "without_diffusion", "diffusion_only")
+"""An ablation's rows (``--ablate``): a product detector's :meth:`score_variants`, from one fit."""
 
 
 def load_plugins() -> None:

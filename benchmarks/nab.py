@@ -20,8 +20,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import PRODUCT_NAMES, DetectorSpec, calibrated_scores
+from benchmarks.detectors import PRODUCT_NAMES, VARIANTS, DetectorSpec, calibrated_scores
 from benchmarks.nab_files import NabCorpus, NabSeries, result_path, window_labels, write_result_file
+from benchmarks.parallel import map_files
 from models.errors import InputError
 from models.metrics import nab as nab_metrics
 
@@ -104,6 +105,21 @@ def detect_series(spec: DetectorSpec, series: NabSeries) -> tuple[np.ndarray, np
     return raw, calibrated_scores(det, raw, probation, n, f"{spec.label} on {series.key}")
 
 
+@dataclass(frozen=True)
+class _NabTask:
+    spec: DetectorSpec
+    series: NabSeries
+    variants: bool
+    """The ablation's three score series from one fit, instead of the spec's own."""
+
+
+def _score_file(task: _NabTask) -> dict[str, np.ndarray]:
+    """One file's NAB anomaly scores by result-folder label; run in a worker by :func:`benchmarks.parallel.map_files`."""
+    if task.variants:
+        return ablation_scores(task.spec, task.series)
+    return {task.spec.label: detect_series(task.spec, task.series)[1]}
+
+
 @dataclass
 class NabDetectorReport:
     spec: DetectorSpec
@@ -148,6 +164,7 @@ def run_nab(
     progress: bool = True,
     via: str = "detector",
     ablate: bool = False,
+    jobs: int = 1,
 ) -> NabReport:
     """Run, write result files under ``out_dir/<label>/...`` and score each detector.
 
@@ -156,6 +173,8 @@ def run_nab(
     ``ablate`` (product detectors, ``via="detector"``): from the same fit and the same channel values, also score
     the detector without its diffusion channel and the diffusion channel alone; the result folders are
     ``product/``, ``without_diffusion/`` and ``diffusion_only/`` (one product detector per run).
+    ``jobs``: files fitted side by side (``via="detector"``), each with one torch thread (:mod:`benchmarks.parallel`:
+    the same scores for any ``jobs``). A detector's ``seconds`` is its wall time.
     """
     if ablate and (via != "detector" or sum(s.name in PRODUCT_NAMES for s in specs) != 1):
         raise InputError("--ablate needs --via detector and exactly one product detector (e.g. --scorer scalowatch)")
@@ -197,22 +216,15 @@ def run_nab(
             score(spec, spec.label, scores, seconds)
             score(spec, f"{spec.label}-alerts", alerts, seconds)
             continue
-        if ablate and spec.name in PRODUCT_NAMES:
-            variants: dict[str, dict[str, np.ndarray]] = {}
-            for key in keys:
-                bar.set_postfix_str(f"{spec.label} {key}", refresh=False)
-                for variant, values in ablation_scores(spec, series[key]).items():
-                    variants.setdefault(variant, {})[key] = values
-                bar.update(1)
-            seconds = time.perf_counter() - started
-            for variant, per_variant in variants.items():
-                score(spec, variant, per_variant, seconds)
-            continue
-        per_key = {}
-        for key in keys:
-            bar.set_postfix_str(f"{spec.label} {key}", refresh=False)
-            per_key[key] = detect_series(spec, series[key])[1]
+        variants = ablate and spec.name in PRODUCT_NAMES
+
+        def tick(i: int, _: dict[str, np.ndarray], label: str = spec.label) -> None:
+            bar.set_postfix_str(f"{label} {keys[i]}", refresh=False)
             bar.update(1)
-        score(spec, spec.label, per_key, time.perf_counter() - started)
+
+        done = map_files(_score_file, [_NabTask(spec, series[key], variants) for key in keys], jobs, tick)
+        seconds = time.perf_counter() - started
+        for label in (VARIANTS if variants else (spec.label,)):
+            score(spec, label, {key: got[label] for key, got in zip(keys, done)}, seconds)
     bar.close()
     return report

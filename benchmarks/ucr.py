@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.detectors import PRODUCT_NAMES, DetectorSpec
+from benchmarks.detectors import PRODUCT_NAMES, VARIANTS, DetectorSpec
+from benchmarks.parallel import map_files
 from models.errors import InputError
 from models.metrics.ucr import UcrAccuracy, UcrSpec, is_hit, parse_ucr_name, ucr_accuracy
 
@@ -66,9 +67,6 @@ def load_ucr_series(path: Path) -> np.ndarray:
     return values
 
 
-VARIANTS = ("product", "without_diffusion", "diffusion_only")
-
-
 def location_of(scores: np.ndarray, train_end: int, lag: int) -> int:
     """The UCR prediction: argmax of the scores after the training part, moved back by the detector's lag."""
     peak = train_end + int(np.argmax(scores[train_end:]))
@@ -115,6 +113,34 @@ def predict_variants(spec: DetectorSpec, values: np.ndarray, train_end: int) -> 
             for k, v in det.score_variants(values).items()}
 
 
+@dataclass(frozen=True)
+class _UcrTask:
+    spec: DetectorSpec
+    path: Path
+    ucr: UcrSpec
+    variants: bool
+    """The ablation's three predictions from one fit, instead of the spec's own."""
+    keep_scores: bool
+
+
+@dataclass(frozen=True)
+class _UcrFileResult:
+    predictions: dict[str, int]
+    """Row label -> predicted index."""
+    scores: np.ndarray | None
+
+
+def _predict_file(task: _UcrTask) -> _UcrFileResult:
+    """One series, one fit: run in a worker process by :func:`benchmarks.parallel.map_files`."""
+    values = load_ucr_series(task.path)
+    if task.ucr.end > values.size:
+        raise InputError(f"{task.path.name}: anomaly end {task.ucr.end} beyond the series ({values.size} points)")
+    if task.variants:
+        return _UcrFileResult(predict_variants(task.spec, values, task.ucr.train_end), None)
+    pred, scores = predict_location(task.spec, values, task.ucr.train_end)
+    return _UcrFileResult({task.spec.label: pred}, scores if task.keep_scores else None)
+
+
 @dataclass
 class UcrDetectorReport:
     spec: DetectorSpec
@@ -144,12 +170,15 @@ def run_ucr(
     keep_scores_for: Sequence[str] = (),
     via: str = "detector",
     ablate: bool = False,
+    jobs: int = 1,
 ) -> UcrReport:
     """Run every detector on every file; keep the full score arrays only for ``keep_scores_for`` stems.
 
     ``via="monitor"``: product detectors only, every series replayed through the monitor's processing path.
     ``ablate``: one product detector; its rows are the variants ``product``, ``without_diffusion`` and
     ``diffusion_only`` of one fit per series.
+    ``jobs``: series fitted side by side (``via="detector"``), each with one torch thread
+    (:mod:`benchmarks.parallel`: the same predictions for any ``jobs``). A row's ``seconds`` is its wall time.
     """
     if via not in ("detector", "monitor"):
         raise InputError(f"via must be 'detector' or 'monitor', got {via!r}")
@@ -173,24 +202,24 @@ def run_ucr(
                     report.example_scores.setdefault(ucr.stem, {})[spec.label] = scores[path.name]
     else:
         bar = tqdm(total=len(parsed) * len(specs), desc="UCR", unit="run", disable=not progress)
-        for ucr, path in parsed:
-            values = load_ucr_series(path)
-            if ucr.end > values.size:
-                raise InputError(f"{path.name}: anomaly end {ucr.end} beyond the series ({values.size} points)")
-            for spec in specs:
-                bar.set_postfix_str(f"{spec.label} {ucr.number:03d}", refresh=False)
-                t0 = time.perf_counter()
-                if ablate and spec.name in PRODUCT_NAMES:
-                    for variant, pred in predict_variants(spec, values, ucr.train_end).items():
-                        preds[variant][path.name] = pred
-                        seconds[variant] += (time.perf_counter() - t0) / len(VARIANTS)
-                else:
-                    pred, scores = predict_location(spec, values, ucr.train_end)
-                    seconds[spec.label] += time.perf_counter() - t0
-                    preds[spec.label][path.name] = pred
-                    if ucr.stem in keep_scores_for:
-                        report.example_scores.setdefault(ucr.stem, {})[spec.label] = scores
+        for spec in specs:
+            variants = ablate and spec.name in PRODUCT_NAMES
+            tasks = [_UcrTask(spec, path, ucr, variants, ucr.stem in keep_scores_for) for ucr, path in parsed]
+
+            def tick(i: int, _: _UcrFileResult, label: str = spec.label) -> None:
+                bar.set_postfix_str(f"{label} {parsed[i][0].number:03d}", refresh=False)
                 bar.update(1)
+
+            t0 = time.perf_counter()
+            done = map_files(_predict_file, tasks, jobs, tick)
+            wall = time.perf_counter() - t0
+            for (ucr, path), result in zip(parsed, done):
+                for label, pred in result.predictions.items():
+                    preds[label][path.name] = pred
+                if result.scores is not None:
+                    report.example_scores.setdefault(ucr.stem, {})[spec.label] = result.scores
+            for label in (VARIANTS if variants else (spec.label,)):
+                seconds[label] = wall / len(VARIANTS) if variants else wall
         bar.close()
     for label in labels:
         p = preds[label]

@@ -110,7 +110,7 @@ def test_bench_nab_command_writes_nab_format(nab_corpus, tmp_path):
     out = tmp_path / "out"
     res = RUNNER.invoke(
         app, ["bench", "nab", "--data", str(root), "--out", str(out), "--scorer", "windowed_gaussian",
-              "--scorer", "test_recording", "--no-progress"],
+              "--scorer", "test_recording", "--jobs", "1", "--no-progress"],  # it is registered here only
     )
     assert res.exit_code == 0, res.output
     summary = [line for line in res.output.strip().splitlines() if line.startswith("NAB (")]
@@ -189,7 +189,7 @@ def test_bench_ucr_command_writes_predictions(tmp_path):
     out = tmp_path / "out"
     res = RUNNER.invoke(
         app, ["bench", "ucr", "--data", str(data), "--out", str(out), "--scorer", "windowed_gaussian_train",
-              "--scorer", "test_recording", "--examples", "1", "--no-progress"],
+              "--scorer", "test_recording", "--examples", "1", "--jobs", "1", "--no-progress"],
     )
     assert res.exit_code == 0, res.output
     assert [ln for ln in res.output.splitlines() if ln.startswith("UCR (")]

@@ -1,0 +1,83 @@
+"""The series benchmarks fit files side by side (`--jobs`): the same figures for any worker count, one torch thread
+per file wherever it runs, and a worker's error reaches the command."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from benchmarks.parallel import map_files
+from models.errors import InputError
+from nab_corpus import write_tiny_nab_corpus
+from scalowatch.cli import app
+
+RUNNER = CliRunner()
+FAST = "scalowatch:steps=3,max_train_windows=32"
+
+
+def _threads_and_square(x: int) -> tuple[int, int]:
+    if x < 0:
+        raise InputError(f"negative item {x}")
+    return torch.get_num_threads(), x * x
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_results_come_back_in_the_items_order_each_computed_with_one_thread(jobs):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        got = map_files(_threads_and_square, [3, 1, 2, 5], jobs, lambda i, r: seen.append(i))
+        assert got == [(1, 9), (1, 1), (1, 4), (1, 25)]
+        assert sorted(seen) == [0, 1, 2, 3]
+        assert torch.get_num_threads() == 2  # this process's setting is given back
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_error_in_one_item_is_raised_to_the_caller(jobs):
+    with pytest.raises(InputError, match="negative item -4"):
+        map_files(_threads_and_square, [1, -4, 2], jobs)
+
+
+def _ucr_folder(root):
+    rng = np.random.default_rng(3)
+    root.mkdir(parents=True)
+    for number, begin in ((1, 1500), (2, 1700), (3, 1300)):
+        x = np.sin(np.arange(2400) * 2 * np.pi / 40) + 0.05 * rng.standard_normal(2400)
+        x[begin:begin + 30] += 1.5
+        np.savetxt(root / f"{number:03d}_UCR_Anomaly_test{number}_800_{begin}_{begin + 30}.txt", x)
+    return root
+
+
+def test_bench_ucr_ablation_predicts_the_same_with_one_or_two_workers(tmp_path):
+    data = _ucr_folder(tmp_path / "ucr")
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        res = RUNNER.invoke(app, ["bench", "ucr", "--data", str(data), "--out", str(out), "--scorer", FAST,
+                                  "--ablate", "--examples", "0", "--jobs", jobs, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        runs[jobs] = json.loads((out / "predictions.json").read_text())["predictions"]
+        meta = json.loads((out / "ucr.json").read_text())
+        assert meta["run"]["extra"] == {"jobs": int(jobs), "threads_per_file": 1}
+    assert set(runs["1"]) == {"product", "without_diffusion", "diffusion_only"}
+    assert runs["2"] == runs["1"]
+
+
+def test_bench_nab_scores_every_row_the_same_with_one_or_two_workers(tmp_path):
+    root = tmp_path / "nab"
+    write_tiny_nab_corpus(root)
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        res = RUNNER.invoke(app, ["bench", "nab", "--data", str(root), "--out", str(out), "--scorer", FAST,
+                                  "--ablate", "--jobs", jobs, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
+    assert len([name for name in runs["1"] if name.startswith("diffusion_only/")]) == 2
+    assert runs["2"] == runs["1"]  # every result file byte for byte
