@@ -114,7 +114,8 @@ class _NabTask:
 
 
 def _score_file(task: _NabTask) -> dict[str, np.ndarray]:
-    """One file's NAB anomaly scores by result-folder label; run in a worker by :func:`benchmarks.parallel.map_files`."""
+    """One file's NAB anomaly scores by result-folder label (run in a worker by
+    :func:`benchmarks.parallel.map_files`)."""
     if task.variants:
         return ablation_scores(task.spec, task.series)
     return {task.spec.label: detect_series(task.spec, task.series)[1]}
