@@ -271,6 +271,8 @@ def testbed_command(
                                  "each detector's rig score and alerts."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write testbed.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Sensors fitted side by side, one torch thread each (0 = one "
+                             "per core). Any value gives the same figures. --via monitor runs one monitor."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score a test bed's logs, each sensor a stream, the rig judged by its highest sensor (benchmarks/testbed.py)."""
@@ -284,13 +286,14 @@ def testbed_command(
     from models.errors import InputError
 
     info, t0 = start_run()
+    jobs = _jobs(jobs, via, info)
     try:
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else TESTBED_DEFAULT_DETECTORS,
                        TESTBED_DETECTOR_DEFAULTS)
         found = find_testbed_files(Path(data), exclude=Path(out))
         files = load_testbed(found, Path(data), label_column, skip_column or (), limit=limit)
-        report = run_testbed(files, specs, ablate=ablate, via=via, progress=progress)
+        report = run_testbed(files, specs, ablate=ablate, via=via, progress=progress, jobs=jobs)
     except InputError as exc:
         _fail(str(exc))
         return

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.detectors import PRODUCT_NAMES, DetectorSpec, calibrated_scores
+from benchmarks.parallel import map_files
 from benchmarks.via_monitor import latest_at
 from models.detector import MIN_TRAIN_SAMPLES
 from models.errors import InputError
@@ -147,6 +148,19 @@ def sensor_scores(spec: DetectorSpec, sensor: SeriesSource, train: int, ablate: 
             for k, v in raw.items()}
 
 
+@dataclass(frozen=True)
+class _SensorTask:
+    spec: DetectorSpec
+    sensor: SeriesSource
+    train: int
+    ablate: bool
+
+
+def _sensor_scores(task: _SensorTask) -> dict[str, np.ndarray]:
+    """:func:`sensor_scores` of one task, in a worker of :func:`benchmarks.parallel.map_files`."""
+    return sensor_scores(task.spec, task.sensor, task.train, task.ablate)
+
+
 def alert_rows(stream: str, times_ns: np.ndarray, scores: np.ndarray, policy) -> np.ndarray:
     """Per reading, whether the monitor's alert rule has the stream's alert open (:class:`streamer.alerts.AlertMachine`,
     the rule the monitor applies to every stored score)."""
@@ -242,9 +256,11 @@ class BedReport:
 
 
 def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablate: bool = False,
-                via: str = "detector", progress: bool = True) -> BedReport:
+                via: str = "detector", progress: bool = True, jobs: int = 1) -> BedReport:
     """Score every file with every detector (``ablate``: the product's three variants from one fit; ``via
-    monitor``: the product replayed through the monitor's processing path, its stored scores and alerts)."""
+    monitor``: the product replayed through the monitor's processing path, its stored scores and alerts).
+    ``jobs``: sensors fitted side by side (``via="detector"``), each with one torch thread
+    (:mod:`benchmarks.parallel`: the same figures for any ``jobs``)."""
     from benchmarks.nab import product_options
     from streamer.assemble import alert_policy
     from streamer.config import MonitorSettings
@@ -280,15 +296,16 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
         else:
             bar = tqdm(total=sum(len(f.sensors) for f in files), desc=f"testbed {spec.label}", unit="sensor",
                        disable=not progress)
+            tasks = [_SensorTask(spec, s, f.train_samples(s), ablate) for f in files for s in f.sensors]
+            scored = iter(map_files(_sensor_scores, tasks, jobs, lambda i, r: bar.update(1)))
             for f in files:
                 views: dict[str, tuple[list, list]] = {}
                 for s in f.sensors:
-                    for variant, scores in sensor_scores(spec, s, f.train_samples(s), ablate).items():
+                    for variant, scores in next(scored).items():
                         alerts = alert_rows(s.stream, s.times_ns, scores, policy)
                         sv, av = views.setdefault(variant, ([], []))  # on the file's rows, as the monitor path
                         sv.append(latest_at(s.times_ns, f.times_ns, scores))
                         av.append(latest_at(s.times_ns, f.times_ns, alerts.astype(np.float64)) > 0)
-                    bar.update(1)
                 for variant, (sv, av) in views.items():
                     rigs.setdefault(variant, []).append(RigScores(np.max(sv, axis=0), np.any(av, axis=0)))
             bar.close()

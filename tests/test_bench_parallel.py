@@ -13,6 +13,7 @@ from benchmarks.parallel import map_files
 from models.errors import InputError
 from nab_corpus import write_tiny_nab_corpus
 from scalowatch.cli import app
+from testbed_data import make_testbed
 
 RUNNER = CliRunner()
 FAST = "scalowatch:steps=3,max_train_windows=32"
@@ -81,3 +82,17 @@ def test_bench_nab_scores_every_row_the_same_with_one_or_two_workers(tmp_path):
         runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
     assert len([name for name in runs["1"] if name.startswith("diffusion_only/")]) == 2
     assert runs["2"] == runs["1"]  # every result file byte for byte
+
+
+def test_bench_testbed_writes_the_same_rows_with_one_or_two_workers(tmp_path):
+    root = make_testbed(tmp_path / "bed", runs=2, rows=700, fault=(500, 560))
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        res = RUNNER.invoke(app, ["bench", "testbed", "--data", str(root), "--label-column", "anomaly",
+                                  "--skip-column", "changepoint", "--out", str(out), "--scorer", FAST, "--ablate",
+                                  "--jobs", jobs, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
+    assert len([name for name in runs["1"] if name.startswith("diffusion_only/")]) == 2
+    assert runs["2"] == runs["1"]
