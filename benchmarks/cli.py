@@ -42,13 +42,12 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _jobs(jobs: int, via: str, info) -> int:
-    """The worker count (0: one per core), recorded in the run's metadata where files are fitted apart."""
+def _jobs(jobs: int, info) -> int:
+    """The worker count (0: one per core), recorded in the run's metadata."""
     from benchmarks.parallel import default_jobs
 
     jobs = jobs or default_jobs()
-    if via == "detector":
-        info.extra.update(jobs=jobs, threads_per_file=1)
+    info.extra.update(jobs=jobs, threads_per_file=1)
     return jobs
 
 
@@ -80,7 +79,8 @@ def nab_command(
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write nab.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one torch thread each (0 = one "
-                             "per core). Any value gives the same figures. --via monitor runs one monitor."),
+                             "per core; --via monitor: monitors side by side, each replaying its share of the "
+                             "files). Any value gives the same figures."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score detectors on the NAB corpus (NAB-format results + standard / low-FP / low-FN scores)."""
@@ -91,7 +91,7 @@ def nab_command(
     from models.errors import InputError
 
     info, t0 = start_run()
-    jobs = _jobs(jobs, via, info)
+    jobs = _jobs(jobs, info)
     try:
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else NAB_DEFAULT_DETECTORS, NAB_DETECTOR_DEFAULTS)
@@ -162,7 +162,8 @@ def ucr_command(
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write ucr.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one torch thread each (0 = one "
-                             "per core). Any value gives the same figures. --via monitor runs one monitor."),
+                             "per core; --via monitor: monitors side by side, each replaying its share of the "
+                             "files). Any value gives the same figures."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Predict one anomaly location per UCR series and report the archive's accuracy."""
@@ -175,7 +176,7 @@ def ucr_command(
     from models.metrics.ucr import parse_ucr_name
 
     info, t0 = start_run()
-    jobs = _jobs(jobs, via, info)
+    jobs = _jobs(jobs, info)
     try:
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else UCR_DEFAULT_DETECTORS, UCR_DETECTOR_DEFAULTS)
@@ -272,7 +273,8 @@ def testbed_command(
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write testbed.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
     jobs: int = typer.Option(0, "--jobs", min=0, help="Sensors fitted side by side, one torch thread each (0 = one "
-                             "per core). Any value gives the same figures. --via monitor runs one monitor."),
+                             "per core; --via monitor: monitors side by side, each replaying its share of the "
+                             "sensors). Any value gives the same figures."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Score a test bed's logs, each sensor a stream, the rig judged by its highest sensor (benchmarks/testbed.py)."""
@@ -286,7 +288,7 @@ def testbed_command(
     from models.errors import InputError
 
     info, t0 = start_run()
-    jobs = _jobs(jobs, via, info)
+    jobs = _jobs(jobs, info)
     try:
         only_product = via == "monitor" or ablate
         specs = _specs(scorer, ("scalowatch",) if only_product else TESTBED_DEFAULT_DETECTORS,

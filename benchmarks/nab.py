@@ -66,7 +66,7 @@ def product_options(spec: DetectorSpec) -> tuple[str, dict]:
 
 
 def detect_via_monitor(spec: DetectorSpec, corpus: NabCorpus, keys: Sequence[str],
-                       series: dict[str, NabSeries], progress: bool) -> tuple[dict, dict]:
+                       series: dict[str, NabSeries], progress: bool, jobs: int = 1) -> tuple[dict, dict]:
     """(anomaly_score per key, alert 0/1 per key) from the points the monitor path stored for every file."""
     from benchmarks.via_monitor import at_times, run_through_monitor
     from streamer.replay import read_nab_csv
@@ -74,7 +74,7 @@ def detect_via_monitor(spec: DetectorSpec, corpus: NabCorpus, keys: Sequence[str
     preset, options = product_options(spec)
     sources = [read_nab_csv(corpus.root / "data" / key, stream=key.removesuffix(".csv")) for key in keys]
     train = {key.removesuffix(".csv"): nab_metrics.probationary_length(len(series[key])) for key in keys}
-    stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
+    stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress, jobs=jobs)
     scores, alerts = {}, {}
     for key, source in zip(keys, sources):
         got = stored[source.stream]
@@ -113,12 +113,13 @@ class _NabTask:
     """The ablation's three score series from one fit, instead of the spec's own."""
 
 
-def _score_file(task: _NabTask) -> dict[str, np.ndarray]:
-    """One file's NAB anomaly scores by result-folder label (run in a worker by
+def _score_file(task: _NabTask) -> tuple[dict[str, np.ndarray], float]:
+    """One file's NAB anomaly scores by result-folder label, and the seconds they took (run in a worker by
     :func:`benchmarks.parallel.map_files`)."""
+    t0 = time.perf_counter()
     if task.variants:
-        return ablation_scores(task.spec, task.series)
-    return {task.spec.label: detect_series(task.spec, task.series)[1]}
+        return ablation_scores(task.spec, task.series), time.perf_counter() - t0
+    return {task.spec.label: detect_series(task.spec, task.series)[1]}, time.perf_counter() - t0
 
 
 @dataclass
@@ -174,8 +175,10 @@ def run_nab(
     ``ablate`` (product detectors, ``via="detector"``): from the same fit and the same channel values, also score
     the detector without its diffusion channel and the diffusion channel alone; the result folders are
     ``product/``, ``without_diffusion/`` and ``diffusion_only/`` (one product detector per run).
-    ``jobs``: files fitted side by side (``via="detector"``), each with one torch thread (:mod:`benchmarks.parallel`:
-    the same scores for any ``jobs``). A detector's ``seconds`` is its wall time.
+    ``jobs``: files fitted side by side, each with one torch thread (``via="monitor"``: monitors side by side, each
+    replaying its share of the files; :mod:`benchmarks.parallel`: the same scores for any ``jobs``). A detector's
+    ``seconds`` is the sum of its files' fit-and-score times (the monitor's: its wall time); the run's wall time is
+    in its metadata.
     """
     if ablate and (via != "detector" or sum(s.name in PRODUCT_NAMES for s in specs) != 1):
         raise InputError("--ablate needs --via detector and exactly one product detector (e.g. --scorer scalowatch)")
@@ -211,7 +214,7 @@ def run_nab(
     for spec in specs:
         started = time.perf_counter()
         if via == "monitor":
-            scores, alerts = detect_via_monitor(spec, corpus, keys, series, progress)
+            scores, alerts = detect_via_monitor(spec, corpus, keys, series, progress, jobs)
             bar.update(len(keys))
             seconds = time.perf_counter() - started
             score(spec, spec.label, scores, seconds)
@@ -219,13 +222,13 @@ def run_nab(
             continue
         variants = ablate and spec.name in PRODUCT_NAMES
 
-        def tick(i: int, _: dict[str, np.ndarray], label: str = spec.label) -> None:
+        def tick(i: int, _: tuple, label: str = spec.label) -> None:
             bar.set_postfix_str(f"{label} {keys[i]}", refresh=False)
             bar.update(1)
 
         done = map_files(_score_file, [_NabTask(spec, series[key], variants) for key in keys], jobs, tick)
-        seconds = time.perf_counter() - started
+        seconds = sum(took for _, took in done)
         for label in (VARIANTS if variants else (spec.label,)):
-            score(spec, label, {key: got[label] for key, got in zip(keys, done)}, seconds)
+            score(spec, label, {key: got[label] for key, (got, _) in zip(keys, done)}, seconds)
     bar.close()
     return report

@@ -1,18 +1,19 @@
-"""The series benchmarks' files, fitted and scored side by side in worker processes, one torch thread each.
+"""The series benchmarks' files, fitted and scored side by side in worker processes, one thread each.
 
 Each file gets its own detector, seeded by its configuration, so files are independent and their order does not
 matter: running them in parallel gives the same figures as running them one after the other. What does change a
 figure is the number of threads one fit uses (a matrix product's sums in another order; on one UCR series a
-score moved by 7e-6 between one and two threads), so every file is fitted and scored with exactly one thread,
-in a worker or in this process: the benchmarks give the same numbers on any machine whatever its core count,
-and on two cores two files at a time take about half the wall time of one file with two threads (a small U-Net
-does not keep two threads busy).
+score moved by 7e-6 between one and two torch threads), so every file is fitted and scored with exactly one
+thread in every numeric pool (torch's, numpy's BLAS, OpenMP), in a worker or in this process: the benchmarks give
+the same numbers on any machine whatever its core count, and on two cores two files at a time take about half the
+wall time of one file with two threads (a small U-Net does not keep two threads busy).
 
 Workers are started with ``spawn``: a forked child of a process whose OpenMP pool has run can hang in its first
 parallel region.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -33,20 +34,29 @@ def default_jobs() -> int:
 
 @contextmanager
 def one_thread() -> Iterator[None]:
+    """One thread in every numeric pool of this process (torch's; numpy's BLAS and OpenMP through threadpoolctl:
+    the discord channels multiply matrices in numpy) for the duration, then the previous settings."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1):
+            yield
     finally:
         torch.set_num_threads(before)
 
 
-def _worker_start() -> None:
+def _worker_start(log_level: int) -> None:
+    """A worker's numeric pools at one thread, and its log records formatted as the command's own (the CLI
+    configures logging in the parent only)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
+    threadpool_limits(limits=1)  # for the worker's life
     torch.set_num_threads(1)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
 
 
 def map_files(fn: Callable[[T], R], items: Sequence[T], jobs: int,
@@ -54,7 +64,7 @@ def map_files(fn: Callable[[T], R], items: Sequence[T], jobs: int,
     """``[fn(item) for item in items]`` on up to ``jobs`` worker processes, each with one torch thread; ``done(i,
     result)`` is called in this process as each item finishes (progress bars), in completion order. ``fn`` and
     the items must pickle (``fn`` a module-level function). The first exception raised by ``fn`` is raised here,
-    after the items not yet started are cancelled."""
+    once the items not yet started are cancelled and those in flight have finished."""
     results: list[R | None] = [None] * len(items)
     if jobs <= 1 or len(items) <= 1:
         with one_thread():
@@ -63,7 +73,7 @@ def map_files(fn: Callable[[T], R], items: Sequence[T], jobs: int,
                 done(i, results[i])
         return results  # type: ignore[return-value]
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_start)
+                               initializer=_worker_start, initargs=(logging.getLogger().getEffectiveLevel(),))
     try:
         index: dict[Future, int] = {pool.submit(fn, item): i for i, item in enumerate(items)}
         pending = set(index)

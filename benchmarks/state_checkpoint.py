@@ -6,10 +6,8 @@
 One stream of the ``nab`` preset is scored until its histories are full (art_daily_jumpsup, bundled, repeated to
 9,000 samples past its training part); its state
 is cloned into ``--streams`` streams, and each round every stream scores ``--new`` more samples and is
-checkpointed three times into three folders: by :class:`~streamer.state_files.StateFiles` (what the monitor does)
-and, as the baselines of the same run, by the same writer one stream at a time (``StateFiles(threads=1)``, the
-writer before streams were written side by side) and by the previous format (the whole state as one JSON, fsynced
-and renamed). Prints
+checkpointed twice into two folders: by :class:`~streamer.state_files.StateFiles` (what the monitor does) and, as
+the baseline of the same run, by the previous format (the whole state as one JSON, fsynced and renamed). Prints
 and saves (``benchmarks/results/state_checkpoint.json``) the bytes written and seconds per round, medians over
 the rounds; the first round (a journal's first generation is written whole) is reported apart.
 """
@@ -84,11 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
         state.load_state_dict(saved)
         streams.append(state)
     rows = []
-    files, serial = StateFiles(), StateFiles(threads=1)
+    files = StateFiles()
     with tempfile.TemporaryDirectory() as tmp:
-        journal_dir, serial_dir, whole_dir = Path(tmp, "journal"), Path(tmp, "serial"), Path(tmp, "whole")
-        for folder in (journal_dir, serial_dir, whole_dir):
-            folder.mkdir()
+        journal_dir, whole_dir = Path(tmp, "journal"), Path(tmp, "whole")
+        journal_dir.mkdir()
+        whole_dir.mkdir()
         for r in range(args.rounds):
             chunk = x[warm + r * args.new: warm + (r + 1) * args.new]
             for state in streams:
@@ -96,28 +94,24 @@ def main(argv: list[str] | None = None) -> dict:
             states = [s.state_dict() for s in streams]
             w0, t0 = _written(), time.perf_counter()
             files.write([(journal_dir / f"s{i}.json", st, i) for i, st in enumerate(states)])
-            w_serial, t_serial = _written(), time.perf_counter()
-            serial.write([(serial_dir / f"s{i}.json", st, i) for i, st in enumerate(states)])
             w1, t1 = _written(), time.perf_counter()
             _whole(whole_dir, states)
             w2, t2 = _written(), time.perf_counter()
-            rows.append({"round": r, "journal_s": t_serial - t0, "journal_one_at_a_time_s": t1 - t_serial,
-                         "whole_s": t2 - t1, "journal_bytes": w_serial - w0,
+            rows.append({"round": r, "journal_s": t1 - t0, "whole_s": t2 - t1, "journal_bytes": w1 - w0,
                          "whole_bytes": w2 - w1, "journal_folder_bytes": _size(journal_dir),
                          "whole_folder_bytes": _size(whole_dir)})
             print(json.dumps(rows[-1]))
     steady = rows[1:] or rows
-    keys = ("journal_s", "journal_one_at_a_time_s", "whole_s", "journal_bytes", "whole_bytes")
-    summary = {k: statistics.median(r[k] for r in steady) for k in keys}
-    summary["first_round"] = {k: rows[0][k] for k in keys}
+    summary = {k: statistics.median(r[k] for r in steady) for k in ("journal_s", "whole_s", "journal_bytes",
+                                                                   "whole_bytes")}
+    summary["first_round"] = {k: rows[0][k] for k in ("journal_s", "whole_s", "journal_bytes", "whole_bytes")}
     summary["bytes_ratio"] = summary["whole_bytes"] / max(summary["journal_bytes"], 1)
     summary["time_ratio"] = summary["whole_s"] / max(summary["journal_s"], 1e-9)
     payload = {"run": finish_run(info, started).to_dict(), "streams": args.streams, "new_samples": args.new,
                "rounds": rows, "median_after_first_round": summary}
     write_json(args.out, payload)
     print(f"{args.streams} streams, {args.new} new samples each per checkpoint: journal "
-          f"{summary['journal_bytes'] / 1e6:.2f} MB in {summary['journal_s']:.2f} s "
-          f"({summary['journal_one_at_a_time_s']:.2f} s one stream at a time), whole states "
+          f"{summary['journal_bytes'] / 1e6:.2f} MB in {summary['journal_s']:.2f} s, whole states "
           f"{summary['whole_bytes'] / 1e6:.1f} MB in {summary['whole_s']:.2f} s per checkpoint "
           f"(x{summary['bytes_ratio']:.0f} bytes, x{summary['time_ratio']:.1f} time) -> {args.out}")
     return payload

@@ -259,8 +259,8 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
                 via: str = "detector", progress: bool = True, jobs: int = 1) -> BedReport:
     """Score every file with every detector (``ablate``: the product's three variants from one fit; ``via
     monitor``: the product replayed through the monitor's processing path, its stored scores and alerts).
-    ``jobs``: sensors fitted side by side (``via="detector"``), each with one torch thread
-    (:mod:`benchmarks.parallel`: the same figures for any ``jobs``)."""
+    ``jobs``: sensors fitted side by side, each with one torch thread (``via="monitor"``: monitors side by side,
+    each replaying its share of the sensors; :mod:`benchmarks.parallel`: the same figures for any ``jobs``)."""
     from benchmarks.nab import product_options
     from streamer.assemble import alert_policy
     from streamer.config import MonitorSettings
@@ -287,7 +287,8 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
 
             sources = [s for f in files for s in f.sensors]
             train = {s.stream: f.train_samples(s) for f in files for s in f.sensors}
-            stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
+            stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress,
+                                         jobs=jobs)
             for f in files:
                 got = [stored[s.stream] for s in f.sensors]
                 rigs.setdefault(spec.label, []).append(RigScores(

@@ -74,7 +74,7 @@ def location_of(scores: np.ndarray, train_end: int, lag: int) -> int:
 
 
 def predict_via_monitor(spec: DetectorSpec, paths: Sequence[Path], specs_by_name: dict[str, UcrSpec],
-                        progress: bool) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+                        progress: bool, jobs: int = 1) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """Every series replayed through the monitor's processing path; predictions from the stored scores."""
     from benchmarks.nab import product_options
     from benchmarks.via_monitor import at_times, run_through_monitor
@@ -83,7 +83,7 @@ def predict_via_monitor(spec: DetectorSpec, paths: Sequence[Path], specs_by_name
     preset, options = product_options(spec)
     sources = [read_ucr_txt(p, stream=p.name, batch=256) for p in paths]
     train = {p.name: specs_by_name[p.name].train_end for p in paths}
-    stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress)
+    stored = run_through_monitor(sources, train, preset=preset, options=options, progress=progress, jobs=jobs)
     preds, scores = {}, {}
     for p, src in zip(paths, sources):
         got = stored[p.name]
@@ -115,11 +115,11 @@ def predict_variants(spec: DetectorSpec, values: np.ndarray, train_end: int) -> 
 
 @dataclass(frozen=True)
 class _UcrTask:
-    spec: DetectorSpec
     path: Path
     ucr: UcrSpec
-    variants: bool
-    """The ablation's three predictions from one fit, instead of the spec's own."""
+    specs: tuple[DetectorSpec, ...]
+    ablate: bool
+    """A product spec's rows are the ablation's three variants, from one fit."""
     keep_scores: bool
 
 
@@ -127,18 +127,31 @@ class _UcrTask:
 class _UcrFileResult:
     predictions: dict[str, int]
     """Row label -> predicted index."""
-    scores: np.ndarray | None
+    seconds: dict[str, float]
+    """Row label -> seconds of this file's fit and scoring (a variant: its share of the one fit)."""
+    scores: dict[str, np.ndarray]
+    """Spec label -> per-point scores, where kept."""
 
 
 def _predict_file(task: _UcrTask) -> _UcrFileResult:
-    """One series, one fit: run in a worker process by :func:`benchmarks.parallel.map_files`."""
+    """One series read once, every detector fitted on it: run in a worker by :func:`benchmarks.parallel.map_files`."""
     values = load_ucr_series(task.path)
     if task.ucr.end > values.size:
         raise InputError(f"{task.path.name}: anomaly end {task.ucr.end} beyond the series ({values.size} points)")
-    if task.variants:
-        return _UcrFileResult(predict_variants(task.spec, values, task.ucr.train_end), None)
-    pred, scores = predict_location(task.spec, values, task.ucr.train_end)
-    return _UcrFileResult({task.spec.label: pred}, scores if task.keep_scores else None)
+    preds: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    scores: dict[str, np.ndarray] = {}
+    for spec in task.specs:
+        t0 = time.perf_counter()
+        if task.ablate and spec.name in PRODUCT_NAMES:
+            preds.update(predict_variants(spec, values, task.ucr.train_end))
+            seconds.update({v: (time.perf_counter() - t0) / len(VARIANTS) for v in VARIANTS})
+        else:
+            preds[spec.label], series_scores = predict_location(spec, values, task.ucr.train_end)
+            seconds[spec.label] = time.perf_counter() - t0
+            if task.keep_scores:
+                scores[spec.label] = series_scores
+    return _UcrFileResult(preds, seconds, scores)
 
 
 @dataclass
@@ -177,8 +190,10 @@ def run_ucr(
     ``via="monitor"``: product detectors only, every series replayed through the monitor's processing path.
     ``ablate``: one product detector; its rows are the variants ``product``, ``without_diffusion`` and
     ``diffusion_only`` of one fit per series.
-    ``jobs``: series fitted side by side (``via="detector"``), each with one torch thread
-    (:mod:`benchmarks.parallel`: the same predictions for any ``jobs``). A row's ``seconds`` is its wall time.
+    ``jobs``: series fitted side by side, each with one thread (``via="monitor"``: monitors side by side, each
+    replaying its share of the series; :mod:`benchmarks.parallel`: the same predictions for any ``jobs``). A row's
+    ``seconds`` is the sum of its fits' and scorings' times (the monitor's: its wall time); the run's wall time is
+    in its metadata.
     """
     if via not in ("detector", "monitor"):
         raise InputError(f"via must be 'detector' or 'monitor', got {via!r}")
@@ -194,32 +209,26 @@ def run_ucr(
     if via == "monitor":
         for spec in specs:
             t0 = time.perf_counter()
-            got, scores = predict_via_monitor(spec, [p for _, p in parsed], by_name, progress)
+            got, scores = predict_via_monitor(spec, [p for _, p in parsed], by_name, progress, jobs)
             preds[spec.label] = got
             seconds[spec.label] = time.perf_counter() - t0
             for ucr, path in parsed:
                 if ucr.stem in keep_scores_for:
                     report.example_scores.setdefault(ucr.stem, {})[spec.label] = scores[path.name]
     else:
-        bar = tqdm(total=len(parsed) * len(specs), desc="UCR", unit="run", disable=not progress)
-        for spec in specs:
-            variants = ablate and spec.name in PRODUCT_NAMES
-            tasks = [_UcrTask(spec, path, ucr, variants, ucr.stem in keep_scores_for) for ucr, path in parsed]
+        bar = tqdm(total=len(parsed), desc="UCR", unit="series", disable=not progress)
 
-            def tick(i: int, _: _UcrFileResult, label: str = spec.label) -> None:
-                bar.set_postfix_str(f"{label} {parsed[i][0].number:03d}", refresh=False)
-                bar.update(1)
+        def tick(i: int, result: _UcrFileResult) -> None:
+            bar.set_postfix_str(f"{parsed[i][0].number:03d}", refresh=False)
+            bar.update(1)
 
-            t0 = time.perf_counter()
-            done = map_files(_predict_file, tasks, jobs, tick)
-            wall = time.perf_counter() - t0
-            for (ucr, path), result in zip(parsed, done):
-                for label, pred in result.predictions.items():
-                    preds[label][path.name] = pred
-                if result.scores is not None:
-                    report.example_scores.setdefault(ucr.stem, {})[spec.label] = result.scores
-            for label in (VARIANTS if variants else (spec.label,)):
-                seconds[label] = wall / len(VARIANTS) if variants else wall
+        tasks = [_UcrTask(path, ucr, tuple(specs), ablate, ucr.stem in keep_scores_for) for ucr, path in parsed]
+        for (ucr, path), result in zip(parsed, map_files(_predict_file, tasks, jobs, tick)):
+            for label, pred in result.predictions.items():
+                preds[label][path.name] = pred
+                seconds[label] += result.seconds[label]
+            for label, series_scores in result.scores.items():
+                report.example_scores.setdefault(ucr.stem, {})[label] = series_scores
         bar.close()
     for label in labels:
         p = preds[label]

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.parallel import map_files
 from models.detector import FittedDetector
 from streamer.assemble import build_processor
 from streamer.config import MonitorSettings
@@ -50,14 +51,76 @@ class StoredScores:
 def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str, int], *, preset: str,
                         options: dict[str, Any] | None = None, work_dir: Path | None = None,
                         step_every: int = 4096, progress: bool = True,
-                        sample_rate: int | None = None, device: str = "auto") -> dict[str, StoredScores]:
+                        sample_rate: int | None = None, device: str = "auto",
+                        jobs: int | None = None) -> dict[str, StoredScores]:
     """Replay ``sources`` (one stream each, all sensor or all audio) through the monitor path; the stored scores
     per stream. Audio streams are scored with ``preset`` as the monitor's audio preset at ``sample_rate``;
-    ``device``: where the monitor fits and scores (the detector path's own device, so both compute alike)."""
+    ``device``: where the monitor fits and scores (the detector path's own device, so both compute alike).
+
+    ``jobs=None``: one monitor in this process, with the caller's torch threads (``bench audio --threads``). A
+    number: that many monitors side by side, as the members of a consumer group share a topic's partitions, each
+    replaying its share of the streams (shares balanced by messages) into a store of its own with one torch thread
+    (:mod:`benchmarks.parallel`; ``1``: one monitor in this process). A stream's scores depend on its own records
+    only, not on which streams share its micro-batches, so the stored scores are the same for any number."""
     classes = {s.stream_class for s in sources}
     if len(classes) > 1:
         raise ValueError("run_through_monitor replays sensor or audio sources, not both at once")
-    stream_class = classes.pop() if classes else SENSOR
+    if jobs is not None:
+        shares = _shares(sources, jobs)
+        tasks = [_Member(share, {s.stream: train_samples[s.stream] for s in share}, preset, dict(options or {}),
+                         None if work_dir is None else Path(work_dir) / f"member-{i}", step_every, sample_rate,
+                         device, progress, i, len(shares)) for i, share in enumerate(shares)]
+        out: dict[str, StoredScores] = {}
+        for got in map_files(_run_member, tasks, len(tasks)):
+            out.update(got)
+        return {s.stream: out[s.stream] for s in sources}
+    return _replay(sources, train_samples, preset=preset, options=options, work_dir=work_dir,
+                   step_every=step_every, progress=progress, sample_rate=sample_rate, device=device,
+                   stream_class=classes.pop() if classes else SENSOR)
+
+
+@dataclass(frozen=True)
+class _Member:
+    sources: list[ReplaySource]
+    train_samples: dict[str, int]
+    preset: str
+    options: dict[str, Any]
+    work_dir: Path | None
+    step_every: int
+    sample_rate: int | None
+    device: str
+    progress: bool
+    index: int
+    members: int
+
+
+def _run_member(m: _Member) -> dict[str, StoredScores]:
+    """One member's replay, in a worker of :func:`benchmarks.parallel.map_files` (its progress bar on its own line
+    of the terminal)."""
+    return _replay(m.sources, m.train_samples, preset=m.preset, options=m.options, work_dir=m.work_dir,
+                   step_every=m.step_every, progress=m.progress, sample_rate=m.sample_rate, device=m.device,
+                   stream_class=m.sources[0].stream_class,
+                   member=(m.index, m.members) if m.members > 1 else None)
+
+
+def _shares(sources: Sequence[ReplaySource], jobs: int) -> list[list[ReplaySource]]:
+    """At most ``jobs`` non-empty shares of the streams, the longest first into the share with the fewest messages
+    so far (each share in the sources' order)."""
+    shares: list[list[int]] = [[] for _ in range(max(1, min(jobs, len(sources))))]
+    load = [0] * len(shares)
+    for i in sorted(range(len(sources)), key=lambda i: -sources[i].message_count()):
+        k = load.index(min(load))
+        shares[k].append(i)
+        load[k] += sources[i].message_count()
+    return [[sources[i] for i in sorted(share)] for share in shares if share]
+
+
+def _replay(sources: Sequence[ReplaySource], train_samples: dict[str, int], *, preset: str,
+            options: dict[str, Any] | None, work_dir: Path | None, step_every: int, progress: bool,
+            sample_rate: int | None, device: str, stream_class: str,
+            member: tuple[int, int] | None = None) -> dict[str, StoredScores]:
+    """One monitor: every record of ``sources`` through ingest and one processor into one embedded store.
+    ``member``: (index, count) of the members replaying side by side, for the progress bar."""
     with tempfile.TemporaryDirectory(prefix="scalowatch-via-monitor-") as tmp:
         root = Path(work_dir) if work_dir is not None else Path(tmp)
         chosen = ({"audio_preset": preset, "audio_detector_options": dict(options or {})} if stream_class == AUDIO
@@ -70,7 +133,9 @@ def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str
         source = MemorySource(sources, sensor_topic=TOPIC, audio_topic=AUDIO_TOPIC)
         dead = 0
         try:
-            with tqdm(total=len(source), unit="rec", desc=f"monitor ({preset})", disable=not progress) as bar:
+            label = f"monitor ({preset})" if member is None else f"monitor {member[0] + 1}/{member[1]} ({preset})"
+            with tqdm(total=len(source), unit="rec", desc=label, disable=not progress,
+                      position=None if member is None else member[0] + 1) as bar:
                 for i, rec in enumerate(source.records(), start=1):
                     if ingest(processor, rec, lambda topic: AUDIO if topic == AUDIO_TOPIC else SENSOR) is not None:
                         dead += 1

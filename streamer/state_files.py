@@ -37,9 +37,7 @@ import re
 import struct
 import time
 import uuid
-import threading
 import zlib
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +63,6 @@ ORPHAN_AGE_S = 600.0
 """A generation no JSON references is deleted once it is this old (a crash left it; a younger one may be another
 worker's, written but not yet referenced)."""
 _GENERATION = re.compile(r"(.+)\.([0-9a-f]{32})\.journal")
-WRITE_THREADS = 8
-"""Streams written at once by a checkpoint. Each stream costs two or three fsyncs, which wait on the disk and not on
-the CPU: one after the other, 10,000 busy streams are 20,000+ waits every checkpoint (about 0.6 ms each on the
-development VM, several ms on a disk without a write cache); several in flight let the disk and the filesystem's
-journal serve them together (ext4 commits concurrent fsyncs in one transaction)."""
 
 
 class StateFileError(ValueError):
@@ -133,47 +126,28 @@ class _Journal:
 class StateFiles:
     """Writes and reads the per-stream state files of one state folder.
 
-    ``write`` runs on one background thread at a time (the processor's checkpoint job), which writes its streams
-    on up to ``threads`` threads (:data:`WRITE_THREADS`), one thread per stream; ``read``, ``remove`` and ``forget`` on the loop
-    thread. Several workers may share the folder (a rebalance moves a stream and its files
+    ``write`` runs on one background thread at a time (the processor's checkpoint job); ``read``, ``remove`` and
+    ``forget`` on the loop thread. Several workers may share the folder (a rebalance moves a stream and its files
     to another worker); a write therefore trusts what it remembers of a journal only while the file on disk
     still says the same (the JSON references it, its size is what this process left), and starts a new
     generation otherwise.
     """
 
-    threads: int = WRITE_THREADS
-    """Streams one ``write`` writes at a time."""
     _journals: dict[Path, _Journal] = field(default_factory=dict)
     _swept: set[Path] = field(default_factory=set)
     _listings: dict[Path, dict[str, list[str]]] = field(default_factory=dict)
-    _listing_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- writing ------------------------------------------------------------------------------------------------
     def write(self, files: list[tuple[Path, dict, Any]]) -> None:
         """Write each ``(json path, state, lineage)``: the state's :class:`AppendOnlySeries` into the journal, the
         rest into the JSON. ``lineage`` names the in-memory object the series come from: another lineage (a stream
         refitted, restored or re-created) starts a new journal generation, since its series are not a continuation
-        of what the journal holds.
-
-        Streams are written by up to ``threads`` threads at once, each stream's files in the order crash
-        safety needs (journal, then JSON, then the old generation's removal). Raises ``OSError`` once a file could
-        not be written: the streams not yet started are left as they were, those already started are finished."""
-        folders = {path.parent for path, _, _ in files}
-        for folder in folders:
-            folder.mkdir(parents=True, exist_ok=True)
-        if len(files) <= 1 or self.threads <= 1:
-            for path, state, lineage in files:
-                self._write_one(path, state, lineage)  # after a failure the next write starts a new generation
-        else:
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(files)),
-                                    thread_name_prefix="state-file") as pool:
-                futures = [pool.submit(self._write_one, *file) for file in files]
-                wait(futures, return_when=FIRST_EXCEPTION)
-                for future in futures:
-                    future.cancel()  # files not yet started stay as they were; the caller writes them again
-            errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
-            if errors:
-                raise errors[0]
+        of what the journal holds. Raises ``OSError`` after the first file that could not be written."""
+        folders: set[Path] = set()
+        for path, state, lineage in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_one(path, state, lineage)  # after a failure the next write starts a new generation
+            folders.add(path.parent)
         for folder in folders:
             sync_directory(folder)
 
@@ -255,19 +229,17 @@ class StateFiles:
     def _orphans(self, path: Path, keep: str | None) -> set[str]:
         """Generations of ``path`` that no JSON references and that are older than ``ORPHAN_AGE_S`` (younger
         ones may be another worker's, about to be referenced). The folder is listed once per process."""
-        with self._listing_lock:  # streams of one folder are written by several threads
-            listing = self._listings.get(path.parent)
-            if listing is None:
-                listing = self._listings[path.parent] = {}
-                with os.scandir(path.parent) as entries:
-                    for entry in entries:
-                        m = _GENERATION.fullmatch(entry.name)
-                        if m:
-                            listing.setdefault(m.group(1), []).append(entry.name)
-            candidates = listing.pop(path.stem, [])
+        listing = self._listings.get(path.parent)
+        if listing is None:
+            listing = self._listings[path.parent] = {}
+            with os.scandir(path.parent) as entries:
+                for entry in entries:
+                    m = _GENERATION.fullmatch(entry.name)
+                    if m:
+                        listing.setdefault(m.group(1), []).append(entry.name)
         now = time.time()
         out = set()
-        for name in candidates:
+        for name in listing.pop(path.stem, []):
             try:
                 old = now - (path.parent / name).stat().st_mtime > ORPHAN_AGE_S
             except FileNotFoundError:

@@ -3,6 +3,7 @@ per file wherever it runs, and a worker's error reaches the command."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,29 @@ def test_bench_testbed_writes_the_same_rows_with_one_or_two_workers(tmp_path):
         runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
     assert len([name for name in runs["1"] if name.startswith("diffusion_only/")]) == 2
     assert runs["2"] == runs["1"]
+
+
+def test_bench_nab_via_monitor_stores_the_same_with_one_or_two_monitors(tmp_path):
+    root = tmp_path / "nab"
+    write_tiny_nab_corpus(root)
+    runs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        res = RUNNER.invoke(app, ["bench", "nab", "--data", str(root), "--out", str(out), "--scorer", FAST,
+                                  "--via", "monitor", "--jobs", jobs, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
+    label = "scalowatch_steps-3_max_train_windows-32"
+    assert {name.split("/")[0] for name in runs["1"]} == {label, f"{label}-alerts"} and len(runs["1"]) == 4
+    assert runs["2"] == runs["1"]  # the scores and the alerts of every file, byte for byte
+
+
+def test_the_streams_are_shared_among_monitors_by_their_length():
+    from benchmarks.via_monitor import _shares
+    from streamer.replay import SeriesSource
+
+    sources = [SeriesSource(Path(f"{n}.csv"), f"s{n}", np.arange(n), np.zeros(n)) for n in (10, 50, 20, 30, 40)]
+    shares = _shares(sources, 2)
+    # the longest first, each into the lighter share (a tie: the first): 50 | 40, 30 | 20, 10 -> 80 and 70 samples
+    assert [[s.stream for s in share] for share in shares] == [["s10", "s50", "s20"], ["s30", "s40"]]
+    assert len(_shares(sources, 9)) == 5 and len(_shares(sources[:1], 2)) == 1
