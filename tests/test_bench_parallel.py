@@ -15,6 +15,7 @@ from models.errors import InputError
 from nab_corpus import write_tiny_nab_corpus
 from scalowatch.cli import app
 from testbed_data import make_testbed
+from ucr_folder import write_ucr_folder
 
 RUNNER = CliRunner()
 FAST = "scalowatch:steps=3,max_train_windows=32"
@@ -46,18 +47,8 @@ def test_an_error_in_one_item_is_raised_to_the_caller(jobs):
         map_files(_threads_and_square, [1, -4, 2], jobs)
 
 
-def _ucr_folder(root):
-    rng = np.random.default_rng(3)
-    root.mkdir(parents=True)
-    for number, begin in ((1, 1500), (2, 1700), (3, 1300)):
-        x = np.sin(np.arange(2400) * 2 * np.pi / 40) + 0.05 * rng.standard_normal(2400)
-        x[begin:begin + 30] += 1.5
-        np.savetxt(root / f"{number:03d}_UCR_Anomaly_test{number}_800_{begin}_{begin + 30}.txt", x)
-    return root
-
-
 def test_bench_ucr_ablation_predicts_the_same_with_one_or_two_workers(tmp_path):
-    data = _ucr_folder(tmp_path / "ucr")
+    data = write_ucr_folder(tmp_path / "ucr", (1500, 1700, 1300), seed=3)
     runs = {}
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}"
@@ -71,16 +62,22 @@ def test_bench_ucr_ablation_predicts_the_same_with_one_or_two_workers(tmp_path):
     assert runs["2"] == runs["1"]
 
 
-def test_bench_nab_scores_every_row_the_same_with_one_or_two_workers(tmp_path):
+def _nab_result_files(tmp_path, *options: str) -> dict[str, dict[str, str]]:
+    """Every result file of ``bench nab`` on the tiny corpus by relative path, for ``--jobs`` 1 and 2."""
     root = tmp_path / "nab"
     write_tiny_nab_corpus(root)
     runs = {}
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}"
-        res = RUNNER.invoke(app, ["bench", "nab", "--data", str(root), "--out", str(out), "--scorer", FAST,
-                                  "--ablate", "--jobs", jobs, "--no-progress"])
+        res = RUNNER.invoke(app, ["bench", "nab", "--data", str(root), "--out", str(out), "--scorer", FAST, *options,
+                                  "--jobs", jobs, "--no-progress"])
         assert res.exit_code == 0, res.output
         runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
+    return runs
+
+
+def test_bench_nab_scores_every_row_the_same_with_one_or_two_workers(tmp_path):
+    runs = _nab_result_files(tmp_path, "--ablate")
     assert len([name for name in runs["1"] if name.startswith("diffusion_only/")]) == 2
     assert runs["2"] == runs["1"]  # every result file byte for byte
 
@@ -100,15 +97,7 @@ def test_bench_testbed_writes_the_same_rows_with_one_or_two_workers(tmp_path):
 
 
 def test_bench_nab_via_monitor_stores_the_same_with_one_or_two_monitors(tmp_path):
-    root = tmp_path / "nab"
-    write_tiny_nab_corpus(root)
-    runs = {}
-    for jobs in ("1", "2"):
-        out = tmp_path / f"jobs{jobs}"
-        res = RUNNER.invoke(app, ["bench", "nab", "--data", str(root), "--out", str(out), "--scorer", FAST,
-                                  "--via", "monitor", "--jobs", jobs, "--no-progress"])
-        assert res.exit_code == 0, res.output
-        runs[jobs] = {path.relative_to(out).as_posix(): path.read_text() for path in sorted(out.rglob("*.csv"))}
+    runs = _nab_result_files(tmp_path, "--via", "monitor")
     label = "scalowatch_steps-3_max_train_windows-32"
     assert {name.split("/")[0] for name in runs["1"]} == {label, f"{label}-alerts"} and len(runs["1"]) == 4
     assert runs["2"] == runs["1"]  # the scores and the alerts of every file, byte for byte

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from nab_corpus import write_tiny_nab_corpus
 from scalowatch.cli import app
+from ucr_folder import write_ucr_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
@@ -70,18 +71,8 @@ def test_nab_ablate_writes_three_result_folders_from_one_run(tmp_path):
     assert _scores(out / "product") == _scores(plain / label)  # the product variant is the detector
 
 
-def _ucr_folder(root):
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True)
-    for number, begin in ((1, 1500), (2, 1700)):
-        x = np.sin(np.arange(2400) * 2 * np.pi / 40) + 0.05 * rng.standard_normal(2400)
-        x[begin:begin + 30] += 1.5
-        np.savetxt(root / f"{number:03d}_UCR_Anomaly_test{number}_800_{begin}_{begin + 30}.txt", x)
-    return root
-
-
 def test_ucr_via_monitor_predicts_what_the_detector_predicts_and_ablate_has_three_entries(tmp_path):
-    data = _ucr_folder(tmp_path / "ucr")
+    data = write_ucr_folder(tmp_path / "ucr")
     preds = {}
     for via in ("detector", "monitor"):
         out = tmp_path / via
