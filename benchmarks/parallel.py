@@ -61,7 +61,7 @@ def _worker_start(log_level: int) -> None:
 
 def map_files(fn: Callable[[T], R], items: Sequence[T], jobs: int,
               done: Callable[[int, R], None] = lambda i, r: None) -> list[R]:
-    """``[fn(item) for item in items]`` on up to ``jobs`` worker processes, each with one torch thread; ``done(i,
+    """``[fn(item) for item in items]`` on up to ``jobs`` worker processes, each with one thread per pool; ``done(i,
     result)`` is called in this process as each item finishes (progress bars), in completion order. ``fn`` and
     the items must pickle (``fn`` a module-level function). The first exception raised by ``fn`` is raised here,
     once the items not yet started are cancelled and those in flight have finished."""

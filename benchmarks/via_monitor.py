@@ -59,9 +59,10 @@ def run_through_monitor(sources: Sequence[ReplaySource], train_samples: dict[str
 
     ``jobs=None``: one monitor in this process, with the caller's torch threads (``bench audio --threads``). A
     number: that many monitors side by side, as the members of a consumer group share a topic's partitions, each
-    replaying its share of the streams (shares balanced by messages) into a store of its own with one torch thread
-    (:mod:`benchmarks.parallel`; ``1``: one monitor in this process). A stream's scores depend on its own records
-    only, not on which streams share its micro-batches, so the stored scores are the same for any number."""
+    replaying its share of the streams (shares balanced by messages) into a store of its own with one thread per
+    numeric pool (:mod:`benchmarks.parallel`; ``1``: one monitor in this process). A stream's scores depend on its
+    own records only, not on which streams share its micro-batches, so the stored scores are the same for any
+    number."""
     classes = {s.stream_class for s in sources}
     if len(classes) > 1:
         raise ValueError("run_through_monitor replays sensor or audio sources, not both at once")
