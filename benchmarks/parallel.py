@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -49,14 +51,24 @@ def one_thread() -> Iterator[None]:
 
 
 def _worker_start(log_level: int) -> None:
-    """A worker's numeric pools at one thread, and its log records formatted as the command's own (the CLI
-    configures logging in the parent only)."""
+    """A worker's numeric pools at one thread, its log records formatted as the command's own (the CLI configures
+    logging in the parent only), and a watch on its parent."""
     import torch
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)  # for the worker's life
     torch.set_num_threads(1)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this worker once its parent is gone. Ctrl-C reaches every process of the terminal's group, but a command
+    stopped by ``kill`` or by a job scheduler takes only the parent: its workers would fit and score on for
+    minutes, with no one to read what they find."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def map_files(fn: Callable[[T], R], items: Sequence[T], jobs: int,

@@ -112,3 +112,55 @@ def test_the_streams_are_shared_among_monitors_by_their_length():
     # the longest first, each into the lighter share (a tie: the first): 50 | 40, 30 | 20, 10 -> 80 and 70 samples
     assert [[s.stream for s in share] for share in shares] == [["s10", "s50", "s20"], ["s30", "s40"]]
     assert len(_shares(sources, 9)) == 5 and len(_shares(sources[:1], 2)) == 1
+
+
+def test_workers_end_when_the_command_is_killed(tmp_path):
+    """`kill -9` of a benchmark command must not leave its workers fitting on without it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from benchmarks.parallel import map_files\n"
+              "from test_bench_parallel import _record_pid_and_wait\n"
+              f"map_files(_record_pid_and_wait, [{str(pids)!r}] * 2, 2)\n")
+    command = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2:
+            assert time.monotonic() < deadline and command.poll() is None, "the workers did not start"
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        command.send_signal(signal.SIGKILL)
+        command.wait()
+        deadline = time.monotonic() + 60  # a liveness bound, not a timing: the watch looks once a second
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"workers {workers} outlived the command"
+            time.sleep(0.2)
+    finally:
+        command.kill()
+
+
+def _record_pid_and_wait(folder: str) -> None:
+    import os
+    import time
+
+    (Path(folder) / str(os.getpid())).touch()
+    time.sleep(600)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (ended, not yet reaped by its new parent) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
