@@ -78,7 +78,7 @@ def nab_command(
                                 "product/, without_diffusion/, diffusion_only/)."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write nab.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
-    jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one torch thread each (0 = one "
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one thread each (0 = one "
                              "per core; --via monitor: monitors side by side, each replaying its share of the "
                              "files). Any value gives the same figures."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -161,7 +161,7 @@ def ucr_command(
     examples: int = typer.Option(4, "--examples", min=0, help="How many series to plot with their scores."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write ucr.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
-    jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one torch thread each (0 = one "
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Files fitted side by side, one thread each (0 = one "
                              "per core; --via monitor: monitors side by side, each replaying its share of the "
                              "files). Any value gives the same figures."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -272,7 +272,7 @@ def testbed_command(
                                  "each detector's rig score and alerts."),
     copy_json: Optional[Path] = typer.Option(None, "--copy-json", help="Also write testbed.json to this path."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots-dir", help="Plot folder (default OUT/plots)."),
-    jobs: int = typer.Option(0, "--jobs", min=0, help="Sensors fitted side by side, one torch thread each (0 = one "
+    jobs: int = typer.Option(0, "--jobs", min=0, help="Sensors fitted side by side, one thread each (0 = one "
                              "per core; --via monitor: monitors side by side, each replaying its share of the "
                              "sensors). Any value gives the same figures."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

@@ -175,7 +175,7 @@ def run_nab(
     ``ablate`` (product detectors, ``via="detector"``): from the same fit and the same channel values, also score
     the detector without its diffusion channel and the diffusion channel alone; the result folders are
     ``product/``, ``without_diffusion/`` and ``diffusion_only/`` (one product detector per run).
-    ``jobs``: files fitted side by side, each with one torch thread (``via="monitor"``: monitors side by side, each
+    ``jobs``: files fitted side by side, each with one thread (``via="monitor"``: monitors side by side, each
     replaying its share of the files; :mod:`benchmarks.parallel`: the same scores for any ``jobs``). A detector's
     ``seconds`` is the sum of its files' fit-and-score times (the monitor's: its wall time); the run's wall time is
     in its metadata.

@@ -259,7 +259,7 @@ def run_testbed(files: Sequence[BedLog], specs: Sequence[DetectorSpec], *, ablat
                 via: str = "detector", progress: bool = True, jobs: int = 1) -> BedReport:
     """Score every file with every detector (``ablate``: the product's three variants from one fit; ``via
     monitor``: the product replayed through the monitor's processing path, its stored scores and alerts).
-    ``jobs``: sensors fitted side by side, each with one torch thread (``via="monitor"``: monitors side by side,
+    ``jobs``: sensors fitted side by side, each with one thread (``via="monitor"``: monitors side by side,
     each replaying its share of the sensors; :mod:`benchmarks.parallel`: the same figures for any ``jobs``)."""
     from benchmarks.nab import product_options
     from streamer.assemble import alert_policy
